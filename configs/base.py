@@ -1,0 +1,218 @@
+r"""STBIR configs: every default of a run lives here.
+
+Launch (the full run: ViT-B/16 towers at 224 px on all three STBIR-Synth
+configurations, on a TPU VM or a GPU node; see launch/README.md):
+
+  python -m stbir_jax.main --config=configs/base.py --workdir=gs://BUCKET/stbir
+
+Variants, selected after a colon:
+
+  configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)
+  configs/base.py:smoke   seconds, for tests (tiny everything)
+
+Any field can be overridden on the command line, e.g.
+  --config.train.batch_size=32 --config.data.configs='("chairs",)'
+"""
+
+import ml_collections
+
+VARIANTS = ('full', 'demo', 'smoke')
+TOWERS = ('sketch', 'photo', 'text', 'fusion')
+
+
+def _tower(kind, **kw):
+  """Image tower (sketch or photo side). ResNet reads depth/width; ViT reads the rest."""
+  tower = dict(kind=kind, depth=18, width=64, patch_size=16, hidden=768, layers=12,
+               heads=12, mlp_dim=3072, pool='cls', init='')
+  tower.update(kw)
+  return ml_collections.ConfigDict(tower)
+
+
+def _buckets():
+  """Query-quality buckets, clean to severe, then missing modalities."""
+
+  def bucket(name, drop=0.0, keep=1.0, jitter=0.0, thick=0, noise=0, words=0.0, vague=False,
+             no_sketch=False, no_text=False, level=0):
+    return ml_collections.ConfigDict(dict(
+        name=name, level=level,
+        stroke_dropout=drop,      # probability of removing each stroke
+        keep_fraction=keep,       # partial drawing: keep the first x of the strokes
+        jitter=jitter,            # max affine jitter, fraction of the image size
+        thickness=thick,          # extra dilation radius in pixels (0 = none)
+        noise_strokes=noise,      # spurious random strokes added
+        word_dropout=words,       # probability of removing each word
+        vague_text=vague,         # remove attribute words (colours, patterns, materials)
+        missing_sketch=no_sketch,
+        missing_text=no_text))
+
+  return [
+      bucket('clean', level=0),
+      bucket('mild', drop=0.1, keep=0.9, jitter=0.03, noise=1, words=0.1, level=1),
+      bucket('moderate', drop=0.25, keep=0.75, jitter=0.06, thick=1, noise=2, words=0.25,
+             level=2),
+      bucket('severe', drop=0.4, keep=0.5, jitter=0.1, thick=1, noise=4, words=0.4, vague=True,
+             level=3),
+      bucket('no_sketch', no_sketch=True, level=2),
+      bucket('no_text', no_text=True, level=2),
+  ]
+
+
+def _stages(variant):
+  """The multi-stage cross-modal alignment schedule (STBIR module 3)."""
+
+  def stage(name, fraction, train, losses, query, lr_scale=1.0):
+    # `fraction` of train.num_steps; stbir_jax/stages.py turns fractions into step boundaries
+    # (the last stage takes the remainder) so overriding num_steps keeps the schedule.
+    return ml_collections.ConfigDict(dict(
+        name=name, fraction=fraction, train=list(train), losses=list(losses), query=query,
+        lr_scale=lr_scale))
+
+  del variant
+  return [
+      stage('sketch_photo', 0.4, ('sketch', 'photo', 'temperature'), ('contrastive', 'triplet'),
+            query='sketch'),
+      stage('photo_refine', 0.2, ('photo', 'temperature'),
+            ('contrastive', 'triplet', 'prototype'), query='sketch', lr_scale=0.5),
+      stage('text_integration', 0.4, ('sketch', 'photo', 'text', 'fusion', 'temperature'),
+            ('contrastive', 'triplet', 'prototype'), query='sketch+text'),
+  ]
+
+
+def get_config(arg=None):
+  """Returns the config for `arg` in VARIANTS ('' or None means 'full')."""
+  variant = arg or 'full'
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown config variant {variant!r}; valid variants: {", ".join(VARIANTS)}')
+
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+
+  # ---------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'stbir_synth'             # 'stbir_synth' or a prepared dataset (docs/datasets.md)
+  c.data.configs = ['shoes', 'chairs', 'daily']
+  c.data.data_dir = ''                    # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.resolution = 224                 # stored and model input size, pixels
+  c.data.max_text_len = 32
+  c.data.tokenizer = 'bert_uncased'       # bundled vocab (offline), an HF hub id or a local dir
+  c.data.num_workers = 0                  # Grain worker processes (0 = in-process)
+  c.data.family_group = 16                # instances of one family kept together in a batch
+  c.data.synth = ml_collections.ConfigDict(dict(
+      train_families=256, validation_families=16, test_families=64,
+      structural_variants=4, appearance_variants=4,
+      sketches_per_instance=3, texts_per_instance=3, seed=0))
+
+  # ---------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict()
+  c.model.embed_dim = 512
+  c.model.dtype = 'float32'               # compute dtype: 'float32' or 'bfloat16'
+  c.model.sketch = _tower('vit', patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072)
+  c.model.photo = _tower('vit', patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072)
+  c.model.text = ml_collections.ConfigDict(dict(
+      kind='clip', vocab_size=49408, hidden=512, layers=12, heads=8, mlp_dim=2048,
+      pool='eos', init=''))
+  c.model.fusion = ml_collections.ConfigDict(dict(
+      kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048))
+  c.model.remat = False
+
+  # ---------------------------------------------------------------- losses
+  c.loss = ml_collections.ConfigDict(dict(
+      contrastive=1.0, triplet=0.5, triplet_margin=0.2, init_temperature=0.07,
+      learn_temperature=True, prototype=0.5))
+
+  # ---------------------------------------------------------------- STBIR module 1: curriculum
+  c.curriculum = ml_collections.ConfigDict()
+  c.curriculum.kind = 'self_paced'        # 'none' | 'uniform' | 'competence' | 'self_paced'
+  c.curriculum.buckets = _buckets()
+  c.curriculum.competence_start = 0.25    # fraction of difficulty admitted at step 0
+  c.curriculum.competence_steps = 0       # steps until every bucket is admitted (0 = half the run)
+  c.curriculum.ema = 0.9                  # per-bucket running loss decay
+  c.curriculum.temperature = 1.0          # softness of loss-following weights
+  c.curriculum.min_weight = 0.05          # floor for every admitted bucket
+  c.curriculum.eval_seed = 1234           # fixed seed for degraded test queries
+
+  # ---------------------------------------------------------------- STBIR module 2: category knowledge
+  c.category = ml_collections.ConfigDict(dict(
+      enabled=True, prompt='a photo of a {}', learn_prototypes=True, margin=0.2,
+      temperature=0.1, hard_negative_weight=2.0))
+
+  # ---------------------------------------------------------------- training
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 1024               # global
+  c.train.num_steps = 20_000              # split across stages by their fractions
+  c.train.seed = 0
+  c.train.modality_dropout = 0.2          # per query: drop sketch or text with this probability
+  c.train.nan_policy = 'stop'             # 'stop' | 'skip'
+  c.train.grad_accum_steps = 1
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98))
+
+  c.stages = _stages(variant)
+
+  # ---------------------------------------------------------------- evaluation
+  c.eval = ml_collections.ConfigDict()
+  c.eval.evaluators = ['retrieval']       # by name; see stbir_jax/evaluate.py
+  c.eval.every_steps = 2000
+  c.eval.batch_size = 256
+  c.eval.split = 'test'
+  c.eval.modes = ['sketch', 'text', 'sketch+text']
+  c.eval.robustness_buckets = ['clean', 'moderate', 'severe', 'no_sketch', 'no_text']
+
+  # ---------------------------------------------------------------- device mesh
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+
+  if variant == 'demo':
+    _demo(c)
+  elif variant == 'smoke':
+    _smoke(c)
+  return c
+
+
+def _small_towers(c, width, hidden, layers, heads, embed_dim):
+  c.model.embed_dim = embed_dim
+  c.model.sketch = _tower('resnet', depth=18, width=width)
+  c.model.photo = _tower('resnet', depth=18, width=width)
+  c.model.text = ml_collections.ConfigDict(dict(
+      kind='bert', vocab_size=30522, hidden=hidden, layers=layers, heads=heads,
+      mlp_dim=4 * hidden, pool='mean', init=''))
+  c.model.fusion = ml_collections.ConfigDict(dict(
+      kind='cross_attention', hidden=hidden, layers=1, heads=heads, mlp_dim=4 * hidden))
+
+
+def _demo(c):
+  c.data.configs = ['shoes']
+  c.data.resolution = 64
+  _small_towers(c, width=16, hidden=64, layers=2, heads=4, embed_dim=128)
+  c.train.batch_size = 64
+  c.train.num_steps = 3000
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.optim.lr = 2e-3
+  c.optim.warmup_steps = 200
+  c.optim.weight_decay = 1e-4
+  c.eval.every_steps = 1000
+  c.eval.batch_size = 256
+  c.stages = _stages('demo')
+
+
+def _smoke(c):
+  c.data.configs = ['shoes']
+  c.data.resolution = 32
+  c.data.family_group = 4
+  c.data.synth.update(dict(train_families=4, validation_families=1, test_families=2,
+                           structural_variants=2, appearance_variants=2,
+                           sketches_per_instance=2, texts_per_instance=2))
+  _small_towers(c, width=4, hidden=16, layers=1, heads=2, embed_dim=16)
+  c.model.text.vocab_size = 30522
+  c.train.batch_size = 8
+  c.train.num_steps = 6
+  c.train.log_every = 2
+  c.train.checkpoint_every = 3
+  c.optim.warmup_steps = 2
+  c.eval.every_steps = 6
+  c.eval.batch_size = 8
+  c.stages = _stages('smoke')

@@ -1,0 +1,1 @@
+"""stbir_jax.data."""

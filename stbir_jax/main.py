@@ -1,0 +1,40 @@
+r"""Entry point: flags only; `train.train_and_evaluate` is the program.
+
+  python -m stbir_jax.main --config=configs/base.py:demo --workdir=workdirs/demo
+
+Multi-host (TPU pod slices, multi-node GPU): `jax.distributed.initialize()` reads the cluster
+from the environment; pass --distributed (the launch/ scripts do).
+"""
+
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/base.py:demo.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() first (multi-host).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  import jax  # pylint: disable=g-import-not-at-top
+  # TensorFlow is used only for writing summaries and datasets: keep it off accelerators.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  from stbir_jax import train  # pylint: disable=g-import-not-at-top
+  logging.info('JAX devices: %d (%d local) on %d process(es).', jax.device_count(),
+               jax.local_device_count(), jax.process_count())
+  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

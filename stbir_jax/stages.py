@@ -1,0 +1,87 @@
+"""Multi-stage cross-modal alignment (STBIR module 3).
+
+`config.stages` is an ordered list; each stage names its share of `train.num_steps`, the
+parameter groups that train (the rest stay bit-identical), its losses, its query mode and a
+learning-rate scale. The default is the paper's three stages: sketch<->photo alignment, photo-side
+refinement, text integration. A single stage that trains everything is plain joint training.
+
+Each stage is compiled as its own train step (its masks and losses are static), so a stage
+change costs one compilation and nothing inside the step branches on the stage.
+"""
+
+import dataclasses
+import math
+
+MODEL_GROUPS = ('sketch', 'photo', 'text', 'fusion', 'temperature')
+PARAM_GROUPS = MODEL_GROUPS + ('prototypes',)
+LOSSES = ('contrastive', 'triplet', 'prototype')
+QUERY_MODES = ('sketch', 'text', 'sketch+text')
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  index: int
+  name: str
+  start: int          # first global step of the stage
+  end: int            # one past its last step
+  train: tuple[str, ...]
+  losses: tuple[str, ...]
+  query: str
+  lr_scale: float
+
+  @property
+  def num_steps(self) -> int:
+    return self.end - self.start
+
+
+class StageError(ValueError):
+  pass
+
+
+def build_stages(config) -> list[Stage]:
+  """Turns config.stages into step ranges covering [0, train.num_steps); validates every field."""
+  specs = list(config.stages)
+  total = int(config.train.num_steps)
+  if not specs:
+    raise StageError('config.stages is empty: give at least one stage (see configs/base.py).')
+  fractions = [float(s.fraction) for s in specs]
+  if any(f <= 0 for f in fractions):
+    raise StageError(f'config.stages fractions must be > 0, got {fractions}.')
+  if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+    raise StageError(f'config.stages fractions must sum to 1, got {fractions} '
+                     f'(sum {sum(fractions):.4f}).')
+  groups = PARAM_GROUPS if config.category.enabled and config.category.learn_prototypes \
+      else MODEL_GROUPS
+  stages, start = [], 0
+  for i, spec in enumerate(specs):
+    where = f'config.stages[{i}] ({spec.name!r})'
+    for group in spec.train:
+      if group not in groups:
+        raise StageError(f'{where}.train names {group!r}, which is not a parameter group; '
+                         f'valid groups: {", ".join(groups)}.')
+    for loss in spec.losses:
+      if loss not in LOSSES:
+        raise StageError(f'{where}.losses names {loss!r}; valid losses: {", ".join(LOSSES)}.')
+    if 'prototype' in spec.losses and not config.category.enabled:
+      raise StageError(f'{where} uses the prototype loss but config.category.enabled is False; '
+                       'remove it from the stage or enable category knowledge.')
+    if spec.query not in QUERY_MODES:
+      raise StageError(f'{where}.query is {spec.query!r}; valid: {", ".join(QUERY_MODES)}.')
+    if not spec.train:
+      raise StageError(f'{where}.train is empty: a stage must train something.')
+    end = total if i == len(specs) - 1 else start + int(round(total * fractions[i]))
+    if end <= start:
+      raise StageError(f'{where} gets no steps with train.num_steps={total}; raise num_steps or '
+                       'its fraction.')
+    stages.append(Stage(i, str(spec.name), start, end, tuple(spec.train), tuple(spec.losses),
+                        str(spec.query), float(spec.lr_scale)))
+    start = end
+  return stages
+
+
+def stage_at(stages: list[Stage], step: int) -> Stage:
+  """The stage that owns global step `step` (the last one past the end)."""
+  for stage in stages:
+    if step < stage.end:
+      return stage
+  return stages[-1]

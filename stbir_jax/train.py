@@ -1,0 +1,431 @@
+"""The training program: `train_and_evaluate(config, workdir)` is the whole run.
+
+Mesh -> data -> state (eval_shape -> shardings -> jit(init)) or exact resume from a checkpoint ->
+stages of jitted, donated train steps -> periodic metrics, checkpoints and evaluations -> the
+final results table. Everything inside a step is a pure function of (state, batch): the
+curriculum's bucket draws and degradations are keyed by (seed, step), so a resumed run repeats
+the uninterrupted one bit for bit.
+"""
+
+import json
+import os
+import signal
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from stbir_jax import checkpoint, curriculum, evaluate, losses, sharding, stages
+from stbir_jax.data import pipeline
+from stbir_jax.data.tokenizer import get_tokenizer
+from stbir_jax.models.stbir import STBIR
+
+CURRICULUM_KINDS = ('none', 'uniform', 'competence', 'self_paced')
+NAN_POLICIES = ('stop', 'skip')
+# Config sections whose change makes old checkpoints unusable in this workdir.
+STRUCTURAL_KEYS = ('model', 'data')
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array                      # int32 scalar: next step to run
+  params: dict                         # stages.PARAM_GROUPS -> pytrees
+  opt_state: Any
+  curriculum: curriculum.CurriculumState
+  rng: jax.Array                       # uint32[2] base key; step keys are fold_in(rng, step)
+  first_bad_step: jax.Array            # int32, -1 until a non-finite loss/grad is seen
+  skipped_steps: jax.Array             # int32, updates skipped for non-finite values
+
+
+class ConfigError(ValueError):
+  pass
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
+  """Fails before any compute on combinations that cannot run, saying what to change."""
+  batch = config.train.batch_size
+  if batch % (data_parallel * num_processes) and batch % data_parallel:
+    raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
+                      f'{data_parallel} (mesh data x fsdp); use a multiple of it.')
+  if batch % num_processes:
+    raise ConfigError(f'train.batch_size={batch} is not divisible by the {num_processes} '
+                      'processes; use a multiple of it.')
+  if config.data.family_group < 1 or batch % config.data.family_group:
+    raise ConfigError(f'train.batch_size={batch} must be a multiple of data.family_group='
+                      f'{config.data.family_group}.')
+  if config.curriculum.kind not in CURRICULUM_KINDS:
+    raise ConfigError(f'curriculum.kind={config.curriculum.kind!r}; valid: '
+                      f'{", ".join(CURRICULUM_KINDS)}.')
+  if config.train.nan_policy not in NAN_POLICIES:
+    raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
+                      f'{", ".join(NAN_POLICIES)}.')
+  if config.train.grad_accum_steps != 1:
+    raise ConfigError('train.grad_accum_steps > 1 is not implemented yet; set it to 1.')
+  names = [b.name for b in config.curriculum.buckets]
+  if not names or names[0] != 'clean':
+    raise ConfigError(f'curriculum.buckets must start with the "clean" bucket, got {names}.')
+  for name in config.eval.robustness_buckets:
+    if name not in names:
+      raise ConfigError(f'eval.robustness_buckets names {name!r}; defined buckets: {names}.')
+  for name in config.eval.evaluators:
+    evaluate.get_evaluator(name)  # raises listing the valid names
+  stages.build_stages(config)
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_workdir_config(config, workdir: str, has_checkpoint: bool) -> None:
+  """Refuses to resume checkpoints written under a different model or data config."""
+  path = os.path.join(workdir, 'config.json')
+  if has_checkpoint and os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    new = json.loads(config.to_json_best_effort())
+    diffs = []
+    for section in STRUCTURAL_KEYS:
+      a, b = _flatten(old.get(section, {})), _flatten(new.get(section, {}))
+      diffs += [f'{section}.{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}'
+                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diffs:
+      raise ConfigError(
+          f'{workdir} holds checkpoints of an incompatible config; differences:\n  '
+          + '\n  '.join(diffs) + '\nUse a new --workdir, or the config the run was started with.')
+
+
+# ------------------------------------------------------------------------------------ model/state
+
+
+def make_model(config) -> STBIR:
+  return STBIR(config.model, init_temperature=config.loss.init_temperature)
+
+
+def dummy_batch(config, batch_size: int) -> dict:
+  r, l = config.data.resolution, config.data.max_text_len
+  return dict(
+      image=jnp.zeros((batch_size, r, r, 3), jnp.uint8),
+      sketch=jnp.zeros((batch_size, r, r), jnp.uint8),
+      text_ids=jnp.zeros((batch_size, l), jnp.int32),
+      text_mask=jnp.ones((batch_size, l), jnp.int32),
+      has_sketch=jnp.ones((batch_size,), bool), has_text=jnp.ones((batch_size,), bool),
+      category=jnp.zeros((batch_size,), jnp.int32),
+      instance=jnp.arange(batch_size, dtype=jnp.int32),
+      family=jnp.zeros((batch_size,), jnp.int32))
+
+
+def model_variables(params) -> dict:
+  return {'params': {k: params[k] for k in stages.MODEL_GROUPS}}
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Clip -> Adam moments -> decoupled weight decay on kernels; the train step applies -lr."""
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  return optax.chain(
+      optax.clip_by_global_norm(config.optim.clip_norm),
+      optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2),
+      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask))
+
+
+def learning_rate(config, stage: stages.Stage, step):
+  """Per-stage linear warmup then cosine decay, times the stage's lr_scale."""
+  local = jnp.asarray(step - stage.start, jnp.float32)
+  n = float(stage.num_steps)
+  warm = float(max(1, min(config.optim.warmup_steps, stage.num_steps // 5)))
+  progress = jnp.clip((local - warm) / max(n - warm, 1.0), 0.0, 1.0)
+  cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+  return config.optim.lr * stage.lr_scale * jnp.where(local < warm, (local + 1) / warm, cosine)
+
+
+class Constants(flax.struct.PyTreeNode):
+  """Host-computed arrays the step closes over (tokenised prompts, attribute word ids)."""
+  prompt_ids: Any
+  prompt_mask: Any
+  attribute_ids: Any
+  buckets: Any
+
+
+def make_constants(config, category_names) -> Constants:
+  tok = get_tokenizer(config.data.tokenizer)
+  prompts = [config.category.prompt.format(name) for name in category_names]
+  ids, mask = tok.encode(prompts, config.data.max_text_len)
+  attribute_ids = np.asarray(sorted(tok.token_ids(curriculum.ATTRIBUTE_WORDS)), np.int32)
+  return Constants(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(attribute_ids),
+                   curriculum.buckets_from_config(config.curriculum.buckets))
+
+
+def init_state(config, model, constants: Constants, key) -> TrainState:
+  params = dict(model.init(key, dummy_batch(config, 2))['params'])
+  if config.category.enabled and config.category.learn_prototypes:
+    # Category knowledge: prototypes start as the text tower's encodings of the category prompts.
+    params['prototypes'] = model.apply({'params': params}, constants.prompt_ids,
+                                       constants.prompt_mask, method=STBIR.encode_text)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=make_optimizer(config).init(params),
+      curriculum=curriculum.init_state(len(config.curriculum.buckets)),
+      rng=jax.random.PRNGKey(config.train.seed), first_bad_step=jnp.full((), -1, jnp.int32),
+      skipped_steps=jnp.zeros((), jnp.int32))
+
+
+# ------------------------------------------------------------------------------------ train step
+
+
+def modality_dropout(key, batch, p: float):
+  """Drops the sketch or (exclusively) the text of a query with probability p each."""
+  u = jax.random.uniform(key, batch['has_sketch'].shape)
+  drop_sketch = (u < p) & batch['has_text']
+  drop_text = (u >= p) & (u < 2 * p) & batch['has_sketch']
+  return dict(batch, has_sketch=batch['has_sketch'] & ~drop_sketch,
+              has_text=batch['has_text'] & ~drop_text)
+
+
+def apply_query_mode(batch, mode: str):
+  if mode == 'sketch':
+    return dict(batch, has_text=jnp.zeros_like(batch['has_text']))
+  if mode == 'text':
+    return dict(batch, has_sketch=jnp.zeros_like(batch['has_sketch']))
+  return batch
+
+
+def _bucket_means(values, bucket_idx, num_buckets):
+  sums = jax.ops.segment_sum(values, bucket_idx, num_buckets)
+  counts = jax.ops.segment_sum(jnp.ones_like(values), bucket_idx, num_buckets)
+  return sums / jnp.maximum(counts, 1.0), counts
+
+
+def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total_steps: int):
+  """The pure train step of one stage: (state, batch) -> (state, metrics)."""
+  optimizer = make_optimizer(config)
+  frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
+  bucket_names = curriculum.bucket_names(config.curriculum.buckets)
+  wl = config.loss
+
+  def loss_fn(params, batch, bucket_idx):
+    params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
+    out = model.apply(model_variables(params), batch)
+    q, g, scale = out['query'], out['gallery'], out['logit_scale']
+    weights = None
+    if config.category.enabled:
+      weights = losses.intra_category_weights(batch['category'], batch['instance'],
+                                              config.category.hard_negative_weight)
+    per_example = losses.per_example_info_nce(q, g, scale, instance=batch['instance'],
+                                              negative_weights=weights)
+    terms = {}
+    if 'contrastive' in stage.losses:
+      terms['contrastive'] = losses.info_nce(q, g, scale, instance=batch['instance'],
+                                             negative_weights=weights)
+    if 'triplet' in stage.losses:
+      terms['triplet'] = losses.triplet_hard(q, g, wl.triplet_margin, instance=batch['instance'])
+    if 'prototype' in stage.losses:
+      if config.category.learn_prototypes:
+        protos = params['prototypes']
+      else:
+        protos = model.apply(model_variables(params), constants.prompt_ids, constants.prompt_mask,
+                             method=STBIR.encode_text)
+      kw = dict(margin=config.category.margin, temperature=config.category.temperature)
+      terms['prototype'] = 0.5 * (losses.prototype_loss(q, batch['category'], protos, **kw)
+                                  + losses.prototype_loss(g, batch['category'], protos, **kw))
+    total = sum(getattr(wl, name) * value for name, value in terms.items())
+    return total, (terms, per_example, scale)
+
+  def step_fn(state: TrainState, batch):
+    key = jax.random.fold_in(state.rng, state.step)
+    k_bucket, k_degrade, k_drop = jax.random.split(key, 3)
+    batch_size = batch['instance'].shape[0]
+    probs = curriculum.bucket_probs(state.curriculum, state.step, total_steps,
+                                    constants.buckets, config.curriculum)
+    bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
+    batch = curriculum.degrade(k_degrade, batch, bucket_idx, constants.buckets,
+                               attribute_ids=constants.attribute_ids)
+    batch = modality_dropout(k_drop, batch, config.train.modality_dropout)
+    batch = apply_query_mode(batch, stage.query)
+
+    (loss, (terms, per_example, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, bucket_idx)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    lr = learning_rate(config, stage, state.step)
+    updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else
+               jax.tree.map(lambda x: -lr * x, u) for k, u in updates.items()}
+    params = optax.apply_updates(state.params, updates)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_curriculum = curriculum.update(state.curriculum, bucket_idx, per_example, probs,
+                                       config.curriculum)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        curriculum=keep(new_curriculum, state.curriculum),
+        first_bad_step=jnp.where(~finite & (state.first_bad_step < 0), state.step,
+                                 state.first_bad_step),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+
+    bucket_loss, bucket_count = _bucket_means(per_example, bucket_idx, len(bucket_names))
+    metrics = dict(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(params),
+                   logit_scale=scale, lr=lr, finite=finite.astype(jnp.float32),
+                   **{f'loss/{k}': v for k, v in terms.items()})
+    for i, name in enumerate(bucket_names):
+      metrics[f'curriculum/weight/{name}'] = probs[i]
+      metrics[f'curriculum/loss/{name}'] = bucket_loss[i]
+      metrics[f'curriculum/count/{name}'] = bucket_count[i]
+    return new_state, metrics
+
+  return step_fn
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps (save, then exit cleanly)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint and exiting.')
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _write_config(config, workdir):
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  validate_config(config, jax.process_count(), sharding.data_parallel_size(mesh))
+  stage_list = stages.build_stages(config)
+  total_steps = int(config.train.num_steps)
+  is_main = jax.process_index() == 0
+
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  check_workdir_config(config, workdir, bool(ckpt.all_steps()))
+  if is_main:
+    _write_config(config, workdir)
+
+  pipeline.ensure_built(config)
+  category_names = pipeline.category_names(config)
+  constants = make_constants(config, category_names)
+  model = make_model(config)
+  train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
+                                       process_count=jax.process_count())
+
+  init_fn = lambda key: init_state(config, model, constants, key)
+  key = jax.random.PRNGKey(config.train.seed)
+  abstract = jax.eval_shape(init_fn, key)
+  state_shardings = sharding.state_shardings(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+  start, state = ckpt.restore(abstract, train_iter)
+  if state is None:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(key)
+    start = 0
+    logging.info('Initialised a new run in %s.', workdir)
+  else:
+    logging.info('Resumed %s at step %d.', workdir, start)
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(
+      config.to_json_best_effort())).items()})
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  evaluators = [evaluate.get_evaluator(name)(config, model) for name in config.eval.evaluators]
+  batch_shardings = sharding.batch_sharding(mesh)
+  step_fns = {}
+
+  def compiled_step(stage):
+    if stage.index not in step_fns:
+      fn = make_step_fn(config, model, stage, constants, total_steps)
+      step_fns[stage.index] = jax.jit(
+          fn, in_shardings=(state_shardings, batch_shardings),
+          out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+    return step_fns[stage.index]
+
+  def run_evaluators(step):
+    results = {}
+    for ev in evaluators:
+      with report.timed(f'eval/{type(ev).__name__}'):
+        results.update(ev.run(model_variables(state.params)))
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
+                                if np.ndim(v) == 0})
+    return results
+
+  results, stage = {}, None
+  with _Preemption() as preemption:
+    for step in range(start, total_steps):
+      if stage is None or step >= stage.end:
+        stage = stages.stage_at(stage_list, step)
+        logging.info('Stage %d/%d %r: steps [%d, %d), training %s with %s, %s queries.',
+                     stage.index + 1, len(stage_list), stage.name, stage.start, stage.end,
+                     ', '.join(stage.train), ', '.join(stage.losses), stage.query)
+        writer.write_scalars(step, {'stage': stage.index})
+      batch = sharding.global_batch(mesh, next(train_iter))
+      state, metrics = compiled_step(stage)(state, batch)
+      done = step + 1
+      report(done)
+      if done % config.train.log_every == 0 or done == total_steps:
+        _check_finite(config, state, ckpt)
+        writer.write_scalars(done, {k: float(v) for k, v in jax.device_get(metrics).items()})
+      boundary = done == stage.end
+      if done % config.train.checkpoint_every == 0 or boundary or preemption.requested:
+        _check_finite(config, state, ckpt)
+        ckpt.save(done, state, train_iter)
+      if preemption.requested:
+        ckpt.close()
+        writer.flush()
+        logging.warning('Saved step %d after SIGTERM; rerun the same command to resume.', done)
+        return {}
+      if done % config.eval.every_steps == 0 and done != total_steps:
+        run_evaluators(done)
+
+  results = run_evaluators(total_steps)
+  ckpt.close()
+  writer.flush()
+  if is_main:
+    evaluate.write_results(results, workdir)
+    print(evaluate.results_table(results), flush=True)
+  return results
+
+
+def _check_finite(config, state: TrainState, ckpt) -> None:
+  bad = int(jax.device_get(state.first_bad_step))
+  if bad >= 0 and config.train.nan_policy == 'stop':
+    ckpt.wait()
+    steps = ckpt.all_steps()
+    kept = f'the last checkpoint (step {steps[-1]}) is intact' if steps else 'no checkpoint exists'
+    raise FloatingPointError(
+        f'Non-finite loss or gradient at step {bad}; that update was skipped and {kept}. '
+        'Lower optim.lr, check the data, or set train.nan_policy="skip".')

@@ -1,0 +1,128 @@
+r"""Ablations of the three STBIR modules, written as a markdown report.
+
+  python -m stbir_jax.ablate --config=configs/base.py:demo --workdir=workdirs/ablate \
+      --seeds=0,1,2 --out=docs/results.md
+
+Runs, for every seed, the full model and one variant per removed module:
+  full                 all three modules
+  curriculum_none      module 1 off: clean queries only (modality dropout stays)
+  curriculum_uniform   module 1 without its schedule: all quality buckets mixed uniformly
+  no_category          module 2 off: no prototypes, no intra-category hard-negative weights
+  joint                module 3 off: one stage training every tower jointly on sketch+text
+Each run lives in WORKDIR/VARIANT/seed_K and is skipped when its results.json exists, so an
+interrupted ablation resumes where it stopped. The report shows mean ± std over seeds.
+"""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint')
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Base config, e.g. configs/base.py:demo.',
+                                lock_config=False)
+flags.DEFINE_string('workdir', None, 'Root directory of the ablation runs.')
+flags.DEFINE_list('seeds', ['0'], 'Training seeds.')
+flags.DEFINE_list('variants', list(VARIANTS), f'Subset of {VARIANTS}.')
+flags.DEFINE_string('out', 'docs/results.md', 'Markdown report to write.')
+
+
+def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
+  """The base config with one STBIR module removed (or none for 'full')."""
+  if variant not in VARIANTS:
+    raise ValueError(f'Unknown ablation variant {variant!r}; valid: {", ".join(VARIANTS)}.')
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.train.seed = seed
+  if 'robustness' not in c.eval.evaluators:
+    c.eval.evaluators = list(c.eval.evaluators) + ['robustness']
+  if variant == 'curriculum_none':
+    c.curriculum.kind = 'none'
+  elif variant == 'curriculum_uniform':
+    c.curriculum.kind = 'uniform'
+  elif variant == 'no_category':
+    c.category.enabled = False
+    for stage in c.stages:
+      stage.losses = [l for l in stage.losses if l != 'prototype']
+      stage.train = [g for g in stage.train if g != 'prototypes']
+  elif variant == 'joint':
+    losses = ['contrastive', 'triplet'] + (['prototype'] if c.category.enabled else [])
+    c.stages = [ml_collections.ConfigDict(dict(
+        name='joint', fraction=1.0, train=['sketch', 'photo', 'text', 'fusion', 'temperature']
+        + (['prototypes'] if c.category.enabled and c.category.learn_prototypes else []),
+        losses=losses, query='sketch+text', lr_scale=1.0))]
+  return c
+
+
+def run_one(config, workdir: str) -> dict:
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  from stbir_jax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(config, workdir)
+
+
+def _mean_std(values):
+  values = np.asarray(values, np.float64)
+  if len(values) == 1:
+    return f'{values[0]:.3f}'
+  return f'{values.mean():.3f} ± {values.std(ddof=1):.3f}'
+
+
+def report(runs: dict, config, seeds, command: str) -> str:
+  """runs[variant] = list of results dicts (one per seed) -> markdown."""
+  lines = ['# STBIR ablations', '',
+           f'Measured with `{command}` ({len(seeds)} seed(s): {", ".join(map(str, seeds))}; '
+           f'mean ± sample std). Evaluation split: `{config.eval.split}`; every test query '
+           'against the whole test gallery of its configuration.', '']
+  modes = list(config.eval.modes)
+  for ds in config.data.configs:
+    lines += [f'## {ds}', '', '### Overall', '',
+              '| variant | ' + ' | '.join(f'{m} Acc@1 | {m} Acc@10 | {m} mAP' for m in modes)
+              + ' |', '|---|' + '---|' * (3 * len(modes))]
+    for variant, results in runs.items():
+      cells = []
+      for m in modes:
+        for metric in ('acc@1', 'acc@10', 'mAP'):
+          cells.append(_mean_std([r[f'{ds}/{m}/{metric}'] for r in results]))
+      lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '### Robustness (Acc@1 on degraded test queries)', '',
+              '| variant | bucket | ' + ' | '.join(modes) + ' |', '|---|---|' + '---|' * len(modes)]
+    for variant, results in runs.items():
+      for bucket in config.eval.robustness_buckets:
+        cells = []
+        for m in modes:
+          key = f'{ds}/{bucket}/{m}/acc@1'
+          cells.append(_mean_std([r[key] for r in results]) if key in results[0] else 'n/a')
+        lines.append(f'| {variant} | {bucket} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  seeds = [int(s) for s in FLAGS.seeds]
+  runs = {}
+  for variant in FLAGS.variants:
+    runs[variant] = []
+    for seed in seeds:
+      workdir = os.path.join(FLAGS.workdir, variant, f'seed_{seed}')
+      logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
+      runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
+  command = ('python -m stbir_jax.ablate --config=... ' +
+             f'--seeds={",".join(map(str, seeds))} --variants={",".join(FLAGS.variants)}')
+  text = report(runs, FLAGS.config, seeds, command)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, 'w') as f:
+    f.write(text + '\n')
+  print(text)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

@@ -1,0 +1,91 @@
+"""End-to-end training on the smoke config: falling loss, resume, config errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from stbir_jax import stages, train
+
+
+def _smoke(tmp_path, **overrides):
+  config = base.get_config('smoke')
+  config.data.data_dir = str(tmp_path / 'data')
+  for key, value in overrides.items():
+    section, name = key.split('.')
+    config[section][name] = value
+  return config
+
+
+def test_every_variant_initialises_abstractly():
+  for variant in base.VARIANTS:
+    config = base.get_config(None if variant == 'full' else variant)
+    model = train.make_model(config)
+    names = [f'c{i}' for i in range(3)]
+    constants = train.make_constants(config, names)
+    state = jax.eval_shape(lambda k: train.init_state(config, model, constants, k),
+                           jax.random.PRNGKey(0))
+    assert set(state.params) == set(stages.PARAM_GROUPS)
+    assert state.params['prototypes'].shape == (3, config.model.embed_dim)
+
+
+def test_unknown_variant_lists_valid_ones():
+  with pytest.raises(ValueError, match='valid variants: full, demo, smoke'):
+    base.get_config('tiny')
+
+
+def test_smoke_run_trains_evaluates_and_resumes(tmp_path):
+  config = _smoke(tmp_path)
+  config.train.num_steps = 12
+  config.train.log_every = 1
+  config.train.checkpoint_every = 4
+  workdir = str(tmp_path / 'run')
+  results = train.train_and_evaluate(config, workdir)
+  assert 'shoes/sketch+text/acc@1' in results
+  assert os.path.exists(os.path.join(workdir, 'results.md'))
+  saved = json.load(open(os.path.join(workdir, 'config.json')))
+  assert saved['train']['num_steps'] == 12
+  # A rerun of a finished run resumes at its last step and only evaluates.
+  again = train.train_and_evaluate(config, workdir)
+  assert again == pytest.approx(results)
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path):
+  config = _smoke(tmp_path)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  config.model.embed_dim = 32
+  with pytest.raises(train.ConfigError, match='model.embed_dim: checkpoint 16 vs now 32'):
+    train.train_and_evaluate(config, workdir)
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('train.batch_size', 6, 'multiple of data.family_group=4'),
+    ('curriculum.kind', 'random', "curriculum.kind='random'; valid"),
+    ('train.nan_policy', 'ignore', 'valid: stop, skip'),
+])
+def test_bad_config_fails_before_compute(tmp_path, key, value, message):
+  config = _smoke(tmp_path, **{key: value})
+  with pytest.raises(train.ConfigError, match=message):
+    train.validate_config(config)
+
+
+def test_learning_rate_warmup_then_cosine():
+  config = base.get_config('demo')
+  stage = stages.build_stages(config)[0]          # 1200 steps, warmup min(200, 240) = 200
+  lr = lambda s: float(train.learning_rate(config, stage, s))
+  assert lr(0) == pytest.approx(config.optim.lr / 200)
+  assert lr(199) == pytest.approx(config.optim.lr)
+  assert lr(200 + 500) == pytest.approx(config.optim.lr * 0.5, rel=1e-5)  # cosine midpoint
+  assert lr(1199) == pytest.approx(0.0, abs=config.optim.lr * 1e-4)
+
+
+def test_modality_dropout_never_drops_both():
+  batch = dict(has_sketch=np.ones(1000, bool), has_text=np.ones(1000, bool))
+  out = train.modality_dropout(jax.random.PRNGKey(0), batch, 0.3)
+  assert not np.any(~np.asarray(out['has_sketch']) & ~np.asarray(out['has_text']))
+  assert 0.25 < np.mean(~np.asarray(out['has_sketch'])) < 0.35
+  assert 0.25 < np.mean(~np.asarray(out['has_text'])) < 0.35

@@ -14,6 +14,7 @@ One record per photo (gallery item):
 A missing modality is an empty `sketches` or `texts` sequence.
 """
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 NO_FAMILY = -1
@@ -27,7 +28,7 @@ def features(resolution: int, category_names) -> tfds.features.FeaturesDict:
           tfds.features.Image(shape=(r, r, 1), encoding_format='png')),
       'texts': tfds.features.Sequence(tfds.features.Text()),
       'category': tfds.features.ClassLabel(names=list(category_names)),
-      'family': tfds.features.Scalar(dtype='int64'),
-      'instance': tfds.features.Scalar(dtype='int64'),
+      'family': tfds.features.Scalar(dtype=np.int64),
+      'instance': tfds.features.Scalar(dtype=np.int64),
       'photo_id': tfds.features.Text(),
   })

@@ -1,0 +1,310 @@
+"""Evaluators, configured by name in `config.eval.evaluators` (big_vision style).
+
+FG-SBIR protocol: every test query of a dataset configuration against its whole test gallery;
+the rank of the true photo gives Acc@1/5/10 and mAP (stbir_jax/metrics.py), per query mode:
+
+  'sketch'       the query's text is hidden (has_text forced False)
+  'text'         the query's sketch is hidden (has_sketch forced False)
+  'sketch+text'  the query as given
+
+  retrieval    keys '<config>/<mode>/<metric>', e.g. 'shoes/sketch+text/acc@1'
+  robustness   queries degraded by the quality buckets named in config.eval.robustness_buckets,
+               with keys fixed by config.curriculum.eval_seed so runs are comparable:
+               '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
+
+An evaluator is `Evaluator(config, model, data_fns=None, mesh=None)`; `run(variables)` takes
+what `model.apply` takes ({'params': ...}) and returns a flat dict of floats.
+"""
+
+import json
+import time
+from typing import Callable, Iterator, Optional
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+from stbir_jax import metrics
+
+MODES = ('sketch', 'text', 'sketch+text')
+QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
+TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
+                 ('mean_rank', 'mean rank'))
+
+
+class EvaluatorError(ValueError):
+  pass
+
+
+def default_data_fns() -> dict:
+  """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
+  from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
+  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return dict(eval_gallery=pipeline.eval_gallery, eval_queries=pipeline.eval_queries,
+              degrade_queries=curriculum.degrade_queries)
+
+
+def apply_mode(batch: dict, mode: str) -> dict:
+  """Forces the missing modality of `mode` (numpy or jax batch)."""
+  if mode == 'sketch':
+    return dict(batch, has_text=batch['has_text'] & False)
+  if mode == 'text':
+    return dict(batch, has_sketch=batch['has_sketch'] & False)
+  if mode == 'sketch+text':
+    return batch
+  raise EvaluatorError(f'Unknown query mode {mode!r}; valid modes: {", ".join(MODES)}.')
+
+
+def _pad_to(batch: dict, size: int) -> dict:
+  """Pads a short (last) batch with invalid rows so the jitted encoders never recompile."""
+  n = batch['valid'].shape[0]
+  if n == size:
+    return batch
+  if n > size:
+    raise EvaluatorError(f'Eval batch of {n} rows after a first batch of {size}; the pipeline '
+                         'must yield a fixed padded batch size.')
+  return {k: np.concatenate([np.asarray(v), np.zeros((size - n,) + np.shape(v)[1:],
+                                                     np.asarray(v).dtype)])
+          for k, v in batch.items()}
+
+
+def _fixed_size(batches: Iterator[dict]) -> Iterator[dict]:
+  size = None
+  for batch in batches:
+    batch = {k: np.asarray(v) for k, v in batch.items()}
+    size = batch['valid'].shape[0] if size is None else size
+    yield _pad_to(batch, size)
+
+
+class RetrievalEvaluator:
+  """Acc@1/5/10, mAP, mean/median rank per dataset configuration and query mode."""
+
+  name = 'retrieval'
+
+  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
+    self.config = config
+    self.model = model
+    self.mesh = mesh
+    self._data_fns = data_fns
+    self.modes = tuple(config.eval.modes)
+    for mode in self.modes:
+      if mode not in MODES:
+        raise EvaluatorError(f'[{self.name}] config.eval.modes has {mode!r}; valid modes: '
+                             f'{", ".join(MODES)}.')
+    # Compiled once; batches have one fixed padded shape (see _fixed_size).
+    self._encode_gallery = jax.jit(
+        lambda v, image: model.apply(v, image, method='encode_gallery'))
+    self._encode_query = jax.jit(lambda v, b: model.apply(
+        v, b['sketch'], b['text_ids'], b['text_mask'], b['has_sketch'], b['has_text'],
+        method='encode_query'))
+
+  @property
+  def data_fns(self) -> dict:
+    if self._data_fns is None:
+      self._data_fns = default_data_fns()
+    return self._data_fns
+
+  # ------------------------------------------------------------------ hooks for subclasses
+
+  def query_variants(self) -> list[tuple[str, Optional[Callable]]]:
+    """(prefix, transform(batch_number, batch) -> batch or None) per query variant."""
+    return [('', None)]
+
+  def metric_keys(self, m: dict) -> dict:
+    return {k: v for k, v in m.items()}
+
+  # ------------------------------------------------------------------ the protocol
+
+  def _to_device(self, batch: dict) -> dict:
+    if self.mesh is None:
+      return batch
+    from stbir_jax import sharding  # pylint: disable=g-import-not-at-top
+    return sharding.global_batch(self.mesh, batch)
+
+  def _fetch(self, x) -> np.ndarray:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+  def _host_meta(self, batch: dict, keys) -> dict:
+    """Host metadata in the same (global) row order as the fetched embeddings."""
+    meta = {k: batch[k] for k in keys}
+    if self.mesh is not None and jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      meta = {k: np.asarray(v) for k, v in
+              multihost_utils.process_allgather(meta, tiled=True).items()}
+    return meta
+
+  def gallery(self, variables, dataset: str, split: str):
+    """Gallery embeddings (N, D) and instance ids (N,), padded rows dropped."""
+    embs, instances = [], []
+    for batch in _fixed_size(self.data_fns['eval_gallery'](self.config, dataset, split)):
+      image = self._to_device({'image': batch['image']})['image']
+      emb = self._fetch(self._encode_gallery(variables, image))
+      meta = self._host_meta(batch, ('valid', 'instance'))
+      keep = meta['valid'].astype(bool)
+      embs.append(emb[keep])
+      instances.append(meta['instance'][keep])
+    if not embs or sum(len(i) for i in instances) == 0:
+      raise EvaluatorError(f'[{self.name}] {dataset}/{split}: the gallery is empty.')
+    instances = np.concatenate(instances)
+    uniq, counts = np.unique(instances, return_counts=True)
+    if np.any(counts > 1):
+      raise EvaluatorError(f'[{self.name}] {dataset}/{split}: gallery photos appear more than '
+                           f'once (instances {uniq[counts > 1][:10].tolist()}); each photo must '
+                           'be in the gallery exactly once.')
+    return np.concatenate(embs).astype(np.float32), instances
+
+  def query_embeddings(self, variables, dataset: str, split: str) -> dict:
+    """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
+    variants = self.query_variants()
+    out = {(p, m): ([], []) for p, _ in variants for m in self.modes}
+    batches = self.data_fns['eval_queries'](self.config, dataset, split)
+    for batch_number, batch in enumerate(_fixed_size(batches)):
+      meta = self._host_meta(batch, ('valid', 'instance'))
+      keep = meta['valid'].astype(bool)
+      # Numeric fields only (a pipeline may add strings); degradations may read any of them.
+      device_batch = self._to_device({k: v for k, v in batch.items() if v.dtype.kind in 'biuf'})
+      for prefix, transform in variants:
+        variant = device_batch if transform is None else transform(batch_number, device_batch)
+        for mode in self.modes:
+          query = apply_mode(variant, mode)
+          emb = self._fetch(self._encode_query(variables, {k: query[k] for k in QUERY_KEYS}))
+          out[prefix, mode][0].append(emb[keep])
+          out[prefix, mode][1].append(meta['instance'][keep])
+    result = {}
+    for key, (embs, targets) in out.items():
+      if not embs or sum(len(t) for t in targets) == 0:
+        raise EvaluatorError(f'[{self.name}] {dataset}/{split}: no valid queries.')
+      result[key] = (np.concatenate(embs).astype(np.float32), np.concatenate(targets))
+    return result
+
+  def run(self, variables) -> dict:
+    results = {}
+    split = self.config.eval.split
+    for dataset in self.config.data.configs:
+      start = time.time()
+      gallery, gallery_instance = self.gallery(variables, dataset, split)
+      row_of = {int(inst): row for row, inst in enumerate(gallery_instance)}
+      queries = self.query_embeddings(variables, dataset, split)
+      for (prefix, mode), (q, target_instance) in queries.items():
+        missing = [int(t) for t in target_instance if int(t) not in row_of]
+        if missing:
+          raise EvaluatorError(f'[{self.name}] {dataset}/{split}: queries target photos that '
+                               f'are not in the gallery (instances {sorted(set(missing))[:10]}).')
+        target = np.asarray([row_of[int(t)] for t in target_instance], np.int32)
+        r = np.asarray(metrics.ranks_from_embeddings(q, gallery, target))
+        for name, value in self.metric_keys(metrics.retrieval_metrics(r)).items():
+          results['/'.join(x for x in (dataset, prefix, mode, name) if x)] = value
+      logging.info('[%s] %s/%s: %d gallery photos, %d queries x %d variants in %.1fs.',
+                   self.name, dataset, split, len(gallery_instance), len(next(iter(
+                       queries.values()))[1]), len(queries), time.time() - start)
+    return results
+
+
+class RobustnessEvaluator(RetrievalEvaluator):
+  """Acc@1 and mAP of queries degraded by each bucket of config.eval.robustness_buckets."""
+
+  name = 'robustness'
+
+  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
+    super().__init__(config, model, data_fns, mesh)
+    names = [str(b.name) for b in config.curriculum.buckets]
+    self.buckets = []
+    for name in config.eval.robustness_buckets:
+      if name not in names:
+        raise EvaluatorError(f'[{self.name}] config.eval.robustness_buckets names {name!r}; '
+                             f'buckets in config.curriculum.buckets: {", ".join(names)}.')
+      self.buckets.append((name, names.index(name)))
+    self._degrade = {}
+
+  def _degrade_fn(self, index: int):
+    if index not in self._degrade:
+      degrade, buckets = self.data_fns['degrade_queries'], self.config.curriculum.buckets
+      self._degrade[index] = jax.jit(lambda key, batch: degrade(key, batch, index, buckets))
+    return self._degrade[index]
+
+  def query_variants(self):
+    base = jax.random.PRNGKey(self.config.curriculum.eval_seed)
+
+    def transform(index):
+      # The key depends only on (eval_seed, batch number): every bucket of every run sees the
+      # same random draws for the same queries.
+      return lambda b, batch: self._degrade_fn(index)(jax.random.fold_in(base, b), batch)
+
+    return [(name, transform(index)) for name, index in self.buckets]
+
+  def metric_keys(self, m: dict) -> dict:
+    return {'acc@1': m['acc@1'], 'mAP': m['mAP']}
+
+
+EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator}
+
+
+def get_evaluator(name: str):
+  if name not in EVALUATORS:
+    raise EvaluatorError(f'Unknown evaluator {name!r}; valid evaluators: '
+                         f'{", ".join(sorted(EVALUATORS))}.')
+  return EVALUATORS[name]
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def _split_keys(results: dict):
+  """-> retrieval {config: {mode: {metric: v}}}, robustness {config: {bucket: {mode: {..}}}}."""
+  retrieval, robustness = {}, {}
+  for key, value in results.items():
+    parts = key.split('/')
+    if len(parts) == 3:
+      c, mode, metric = parts
+      retrieval.setdefault(c, {}).setdefault(mode, {})[metric] = value
+    elif len(parts) == 4:
+      c, bucket, mode, metric = parts
+      robustness.setdefault(c, {}).setdefault(bucket, {}).setdefault(mode, {})[metric] = value
+  return retrieval, robustness
+
+
+def _fmt(metric: str, value) -> str:
+  if value is None:
+    return '-'
+  if metric in ('mean_rank', 'median_rank'):
+    return f'{value:.1f}'
+  return f'{100.0 * value:.2f}'
+
+
+def results_table(results: dict) -> str:
+  """Markdown tables: per configuration, modes x (Acc@1/5/10, mAP in %, mean rank); then the
+  robustness table, buckets x (mode Acc@1 / mAP in %)."""
+  retrieval, robustness = _split_keys(results)
+  lines = []
+  for c, modes in retrieval.items():
+    lines += [f'### {c}: retrieval (%, mean rank in positions)', '',
+              '| mode | ' + ' | '.join(h for _, h in TABLE_METRICS) + ' |',
+              '|---|' + '---:|' * len(TABLE_METRICS)]
+    for mode, m in modes.items():
+      lines.append(f'| {mode} | ' + ' | '.join(_fmt(k, m.get(k)) for k, _ in TABLE_METRICS)
+                   + ' |')
+    lines.append('')
+  for c, buckets in robustness.items():
+    modes = list(dict.fromkeys(mode for b in buckets.values() for mode in b))
+    lines += [f'### {c}: robustness (Acc@1 / mAP, %)', '',
+              '| bucket | ' + ' | '.join(modes) + ' |', '|---|' + '---:|' * len(modes)]
+    for bucket, per_mode in buckets.items():
+      cells = [f'{_fmt("acc@1", per_mode.get(m, {}).get("acc@1"))} / '
+               f'{_fmt("mAP", per_mode.get(m, {}).get("mAP"))}' for m in modes]
+      lines.append(f'| {bucket} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def write_results(results: dict, workdir) -> None:
+  """Writes workdir/results.json (raw values) and workdir/results.md (results_table)."""
+  path = epath.Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  plain = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
+           for k, v in results.items()}
+  (path / 'results.json').write_text(json.dumps(plain, indent=2, sort_keys=True) + '\n')
+  (path / 'results.md').write_text(results_table(results) + '\n')

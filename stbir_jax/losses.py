@@ -1,0 +1,118 @@
+"""Training losses: pure jnp functions of global-batch arrays (jit- and sharding-friendly).
+
+Conventions shared by every loss:
+  q, g        (B, D) query and gallery embeddings, unit norm; row i of q matches row i of g.
+  instance    optional (B,) int photo id. Off-diagonal pairs with the same id are the same photo
+              seen twice in one batch, so they are neither positives nor negatives: masked out.
+  valid       optional (B,) bool; False rows are padding: they are no query, no negative, and do
+              not count in the mean.
+Losses compute in float32 whatever the embedding dtype (bfloat16 logits lose the ranking).
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _negatives_mask(batch_size: int, instance: Optional[Array], valid: Optional[Array]) -> Array:
+  """(B, B) bool: True where column j is a negative for row i."""
+  mask = ~jnp.eye(batch_size, dtype=bool)
+  if instance is not None:
+    mask &= instance[:, None] != instance[None, :]
+  if valid is not None:
+    mask &= valid[None, :]
+  return mask
+
+
+def _masked_mean(values: Array, valid: Optional[Array]) -> Array:
+  if valid is None:
+    return jnp.mean(values)
+  w = valid.astype(values.dtype)
+  return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = None,
+                         negative_weights: Optional[Array] = None,
+                         valid: Optional[Array] = None) -> Array:
+  """Query->gallery InfoNCE per query, (B,); 0 for padded rows.
+
+  loss_i = -s*<q_i, g_i> + log( exp(s*<q_i, g_i>) + sum_{j in neg(i)} w_ij * exp(s*<q_i, g_j>) )
+
+  with s = `logit_scale` (the multiplier, i.e. 1/temperature, not its log) and w_ij the
+  `negative_weights` (default 1). The positive itself is never re-weighted.
+  """
+  q = q.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  batch_size = q.shape[0]
+  logits = jnp.asarray(logit_scale, jnp.float32) * (q @ g.T)
+  negatives = _negatives_mask(batch_size, instance, valid)
+  if negative_weights is not None:
+    logits = logits + jnp.where(negatives, jnp.log(negative_weights.astype(jnp.float32)), 0.0)
+  keep = negatives | jnp.eye(batch_size, dtype=bool)
+  # -inf (not a large constant) so masked entries contribute exactly 0; the diagonal is always
+  # kept, so no row is all -inf and neither value nor gradient can be NaN.
+  lse = jax.nn.logsumexp(jnp.where(keep, logits, -jnp.inf), axis=1)
+  loss = lse - jnp.diagonal(logits)
+  if valid is not None:
+    loss = jnp.where(valid, loss, 0.0)
+  return loss
+
+
+def info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = None,
+             negative_weights: Optional[Array] = None, valid: Optional[Array] = None) -> Array:
+  """Symmetric InfoNCE: mean of the query->gallery and gallery->query losses (scalar)."""
+  q2g = per_example_info_nce(q, g, logit_scale, instance=instance,
+                             negative_weights=negative_weights, valid=valid)
+  # gallery->query is the same loss with the roles swapped; w_ij weighs the pair (q_i, g_j), so
+  # gallery item j sees it transposed.
+  g2q = per_example_info_nce(
+      g, q, logit_scale, instance=instance,
+      negative_weights=None if negative_weights is None else negative_weights.T, valid=valid)
+  return 0.5 * (_masked_mean(q2g, valid) + _masked_mean(g2q, valid))
+
+
+def triplet_hard(q: Array, g: Array, margin, *, instance: Optional[Array] = None,
+                 valid: Optional[Array] = None) -> Array:
+  """Batch-hard triplet loss, query as anchor (scalar).
+
+  loss_i = max(0, margin - <q_i, g_i> + max_{j in neg(i)} <q_i, g_j>); a query without any
+  negative in the batch contributes 0. Mean over valid queries.
+  """
+  q = q.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  sim = q @ g.T
+  negatives = _negatives_mask(q.shape[0], instance, valid)
+  hardest = jnp.max(jnp.where(negatives, sim, -jnp.inf), axis=1)
+  hinge = jnp.maximum(margin - jnp.diagonal(sim) + hardest, 0.0)  # -inf hardest -> 0
+  return _masked_mean(hinge, valid)
+
+
+def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:
+  """(B, B) negative weights: `hard_negative_weight` for same category and different instance.
+
+  The STBIR category-knowledge module: fine-grained twins (same category, different photo) are
+  the negatives retrieval confuses, so they are pushed apart harder; every other pair weighs 1.
+  """
+  twins = (category[:, None] == category[None, :]) & (instance[:, None] != instance[None, :])
+  return jnp.where(twins, jnp.asarray(hard_negative_weight, jnp.float32), 1.0)
+
+
+def prototype_loss(emb: Array, category: Array, prototypes: Array, *, margin, temperature,
+                   valid: Optional[Array] = None) -> Array:
+  """CosFace-style category loss (scalar): pulls embeddings to their category prototype.
+
+  logits_ic = (cos(emb_i, p_c) - margin * [c == category_i]) / temperature, cross-entropy with
+  target category_i, mean over valid rows. Both sides are L2-normalised here (a no-op for the
+  unit-norm embeddings the model emits; prototypes may be raw learned vectors or text features).
+  """
+  emb = emb.astype(jnp.float32)
+  protos = prototypes.astype(jnp.float32)
+  emb = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+  protos = protos / jnp.maximum(jnp.linalg.norm(protos, axis=-1, keepdims=True), 1e-12)
+  onehot = jax.nn.one_hot(category, protos.shape[0], dtype=jnp.float32)
+  logits = (emb @ protos.T - margin * onehot) / temperature
+  nll = -jnp.sum(onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  return _masked_mean(nll, valid)

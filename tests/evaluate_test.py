@@ -1,0 +1,262 @@
+"""Evaluators with a fake model whose rankings are known by construction, and fake data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from configs import base
+from stbir_jax import evaluate
+
+D = 4           # embedding size = gallery size: gallery photo k encodes to one-hot e_k
+R, L = 4, 3     # tiny image side and text length
+TRACES = {'encode_gallery': 0, 'encode_query': 0}
+
+
+class FakeSTBIR(nn.Module):
+  """Gallery: e_{image[0,0,0]}. Query: 2 e_{sketch[0,0]} * has_sketch + e_{text_ids[0]} * has_text."""
+
+  def encode_gallery(self, image):
+    TRACES['encode_gallery'] += 1  # Python side effect: counts traces (compilations)
+    return jax.nn.one_hot(image[:, 0, 0, 0], D)
+
+  def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
+    TRACES['encode_query'] += 1
+    s = 2.0 * jax.nn.one_hot(sketch[:, 0, 0], D) * has_sketch[:, None]
+    t = jax.nn.one_hot(text_ids[:, 0], D) * (has_text[:, None] & (text_mask[:, :1] > 0))
+    return s + t
+
+
+# Gallery: instance 10 + k holds pointer k. Batch size 3, last batch padded by the "pipeline";
+# the padded rows carry a duplicate instance and a pointer that would change ranks if kept.
+def fake_gallery(config, dataset, split):
+  CALLS.append(('gallery', dataset, split))
+  pointer = np.array([[0, 1, 2], [3, 1, 1]])
+  instance = np.array([[10, 11, 12], [13, 10, 10]])
+  valid = np.array([[1, 1, 1], [1, 0, 0]], bool)
+  for b in range(2):
+    image = np.zeros((3, R, R, 3), np.uint8)
+    image[:, 0, 0, 0] = pointer[b]
+    yield dict(image=image, instance=instance[b].astype(np.int32),
+               category=np.zeros(3, np.int32), family=np.zeros(3, np.int32), valid=valid[b])
+
+
+# Queries (target instance, sketch pointer a, text pointer b):
+#   q0: 10, a=0, b=0   q1: 11, a=1, b=2   q2: 12, a=3, b=2   q3: 13, a=3, b=3
+# The last batch is short (q3 + a padded row targeting a photo that is not in the gallery):
+# the evaluator pads it to 3 rows so the encoder is not recompiled.
+QUERIES = [(10, 0, 0), (11, 1, 2), (12, 3, 2), (13, 3, 3), (99, 1, 1)]
+
+
+def fake_queries(config, dataset, split):
+  CALLS.append(('queries', dataset, split))
+  for rows in (QUERIES[:3], QUERIES[3:]):
+    n = len(rows)
+    sketch = np.zeros((n, R, R), np.uint8)
+    sketch[:, 0, 0] = [a for _, a, _ in rows]
+    text_ids = np.zeros((n, L), np.int32)
+    text_ids[:, 0] = [b for _, _, b in rows]
+    yield dict(sketch=sketch, text_ids=text_ids, text_mask=np.ones((n, L), np.int32),
+               has_sketch=np.ones(n, bool), has_text=np.ones(n, bool),
+               instance=np.array([t for t, _, _ in rows], np.int32),
+               category=np.zeros(n, np.int32), family=np.zeros(n, np.int32),
+               query_index=np.arange(n, dtype=np.int32),
+               valid=np.array([t != 99 for t, _, _ in rows]))
+
+
+KEYS = []
+
+
+def fake_degrade(key, batch, bucket_index, buckets):
+  """clean: as is; severe: sketch pointer + 1 (mod 4); no_sketch: has_sketch False."""
+  bucket = buckets[bucket_index]
+  jax.debug.callback(lambda k: KEYS.append((bucket.name, np.asarray(k))), key)
+  if bucket.name == 'severe':
+    batch = dict(batch, sketch=(batch['sketch'] + 1) % D)
+  if bucket.missing_sketch:
+    batch = dict(batch, has_sketch=batch['has_sketch'] & False)
+  return batch
+
+
+CALLS = []
+DATA_FNS = dict(eval_gallery=fake_gallery, eval_queries=fake_queries,
+                degrade_queries=fake_degrade)
+
+# Ranks by hand (gallery e_0..e_3; pessimistic ties):
+#   sketch:      q0 2e0 -> 1; q1 2e1 -> 1; q2 2e3: target e2 scores 0, e3 above, e0/e1 tie -> 4;
+#                q3 2e3 -> 1                                     ranks [1, 1, 4, 1]
+#   text:        q0 e0 -> 1; q1 e2: target e1 0, e2 above, e0/e3 tie -> 4; q2 e2 -> 1; q3 -> 1
+#                                                                ranks [1, 4, 1, 1]
+#   sketch+text: q0 3e0 -> 1; q1 2e1+e2: target e1 2 > e2 1 -> 1; q2 2e3+e2: e3 2 > target
+#                e2 1 -> 2; q3 3e3 -> 1                          ranks [1, 1, 2, 1]
+EXPECTED = {
+    'sketch': dict(ranks=[1, 1, 4, 1]),
+    'text': dict(ranks=[1, 4, 1, 1]),
+    'sketch+text': dict(ranks=[1, 1, 2, 1]),
+}
+
+
+def _metrics(ranks):
+  r = np.array(ranks, float)
+  return {'acc@1': np.mean(r <= 1), 'acc@5': np.mean(r <= 5), 'acc@10': np.mean(r <= 10),
+          'mAP': np.mean(1 / r), 'mean_rank': np.mean(r), 'median_rank': np.median(r),
+          'num_queries': 4}
+
+
+def _config(**eval_kw):
+  config = base.get_config('smoke')
+  config.data.configs = ['shoes', 'chairs']
+  config.eval.split = 'test'
+  config.eval.update(eval_kw)
+  return config
+
+
+def test_retrieval_exact_metrics_modes_and_padding():
+  CALLS.clear()
+  TRACES.update(encode_gallery=0, encode_query=0)
+  ev = evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(), data_fns=DATA_FNS)
+  results = ev.run({'params': {}})
+  expected = {}
+  for c in ('shoes', 'chairs'):
+    for mode, e in EXPECTED.items():
+      for k, v in _metrics(e['ranks']).items():
+        expected[f'{c}/{mode}/{k}'] = v
+  assert results.keys() == expected.keys()
+  for k, v in expected.items():
+    assert results[k] == pytest.approx(v), k
+  # Spot checks written out: sketch mode Acc@1 3/4, mAP (1+1+1/4+1)/4; sketch+text mAP 7/8.
+  assert results['shoes/sketch/acc@1'] == 0.75
+  assert results['shoes/sketch/mAP'] == pytest.approx(0.8125)
+  assert results['shoes/sketch+text/mAP'] == pytest.approx(0.875)
+  assert results['shoes/text/mean_rank'] == pytest.approx(1.75)
+  # Gallery once, queries once per configuration, on config.eval.split.
+  assert CALLS == [('gallery', 'shoes', 'test'), ('queries', 'shoes', 'test'),
+                   ('gallery', 'chairs', 'test'), ('queries', 'chairs', 'test')]
+  # Fixed padded shapes: each encoder compiled once for 2 configs x 2 batches x 3 modes.
+  assert TRACES == {'encode_gallery': 1, 'encode_query': 1}
+
+
+def test_modes_force_missing_modality():
+  batch = dict(has_sketch=np.array([True, False]), has_text=np.array([True, True]))
+  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'sketch')['has_text'], [0, 0])
+  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'sketch')['has_sketch'], [1, 0])
+  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'text')['has_sketch'], [0, 0])
+  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'text')['has_text'], [1, 1])
+  assert evaluate.apply_mode(batch, 'sketch+text') is batch
+  with pytest.raises(evaluate.EvaluatorError, match='valid modes: sketch, text, sketch\\+text'):
+    evaluate.apply_mode(batch, 'photo')
+
+
+def test_robustness_buckets_and_fixed_keys():
+  KEYS.clear()
+  config = _config(robustness_buckets=['clean', 'severe', 'no_sketch'])
+  config.data.configs = ['shoes']
+  ev = evaluate.get_evaluator('robustness')(config, FakeSTBIR(), data_fns=DATA_FNS)
+  results = ev.run({'params': {}})
+  jax.effects_barrier()
+  # severe shifts the sketch pointer: a' = 1, 2, 0, 0.
+  #   sketch: every target scores 0 against a 2 and two tied zeros -> ranks [4, 4, 4, 4].
+  #   sketch+text: q0 2e1+e0 -> 2; q1 3e2 (target e1 0, ties e0 e3) -> 4; q2 2e0+e2 -> 2;
+  #                q3 2e0+e3 -> 2.                                      ranks [2, 4, 2, 2]
+  # no_sketch: sketch mode has no modality at all -> zero vector, all tie -> [4, 4, 4, 4];
+  #            the other modes equal text-only.
+  ranks = {
+      'clean': EXPECTED,
+      'severe': {'sketch': dict(ranks=[4] * 4), 'text': EXPECTED['text'],
+                 'sketch+text': dict(ranks=[2, 4, 2, 2])},
+      'no_sketch': {'sketch': dict(ranks=[4] * 4), 'text': EXPECTED['text'],
+                    'sketch+text': EXPECTED['text']},
+  }
+  expected = {}
+  for bucket, modes in ranks.items():
+    for mode, e in modes.items():
+      m = _metrics(e['ranks'])
+      expected[f'shoes/{bucket}/{mode}/acc@1'] = m['acc@1']
+      expected[f'shoes/{bucket}/{mode}/mAP'] = m['mAP']
+  assert results.keys() == expected.keys()
+  for k, v in expected.items():
+    assert results[k] == pytest.approx(v), k
+  assert results['shoes/severe/sketch+text/mAP'] == pytest.approx(0.4375)
+  # Keys: fold_in(PRNGKey(eval_seed), batch number), the same for every bucket.
+  want = [np.asarray(jax.random.fold_in(jax.random.PRNGKey(config.curriculum.eval_seed), b))
+          for b in range(2)]
+  assert len(KEYS) == 6
+  for name in ('clean', 'severe', 'no_sketch'):
+    got = sorted(k.ravel().tolist() for n, k in KEYS if n == name)
+    assert got == sorted(w.ravel().tolist() for w in want), name
+  # Deterministic: the same numbers on a second run.
+  assert ev.run({'params': {}}) == results
+
+
+def test_registry_and_config_errors_list_valid_names():
+  with pytest.raises(evaluate.EvaluatorError, match='valid evaluators: retrieval, robustness'):
+    evaluate.get_evaluator('recall')
+  with pytest.raises(evaluate.EvaluatorError, match='clean, mild, moderate, severe'):
+    evaluate.RobustnessEvaluator(_config(robustness_buckets=['extreme']), FakeSTBIR(),
+                                 data_fns=DATA_FNS)
+  with pytest.raises(evaluate.EvaluatorError, match='valid modes'):
+    evaluate.RetrievalEvaluator(_config(modes=['sketch', 'audio']), FakeSTBIR(),
+                                data_fns=DATA_FNS)
+
+
+def test_query_targeting_missing_photo_is_named():
+  def queries(config, dataset, split):
+    for b in fake_queries(config, dataset, split):
+      yield dict(b, valid=np.ones_like(b['valid']))  # the instance-99 row now counts
+  config = _config()
+  config.data.configs = ['shoes']
+  ev = evaluate.RetrievalEvaluator(config, FakeSTBIR(),
+                                   data_fns=dict(DATA_FNS, eval_queries=queries))
+  with pytest.raises(evaluate.EvaluatorError, match=r'shoes/test.*not in the gallery.*99'):
+    ev.run({'params': {}})
+
+
+def test_results_table_and_write_results(tmp_path):
+  results = {'shoes/sketch/acc@1': 0.75, 'shoes/sketch/acc@5': 1.0, 'shoes/sketch/acc@10': 1.0,
+             'shoes/sketch/mAP': 0.8125, 'shoes/sketch/mean_rank': 1.75,
+             'shoes/sketch/median_rank': 1.0, 'shoes/sketch/num_queries': 4,
+             'shoes/text/acc@1': 0.5, 'shoes/text/mAP': 0.6,
+             'shoes/severe/sketch/acc@1': 0.0, 'shoes/severe/sketch/mAP': 0.25,
+             'shoes/severe/sketch+text/acc@1': 0.125, 'shoes/severe/sketch+text/mAP': 0.4375}
+  table = evaluate.results_table(results)
+  assert '| mode | Acc@1 | Acc@5 | Acc@10 | mAP | mean rank |' in table
+  assert '| sketch | 75.00 | 100.00 | 100.00 | 81.25 | 1.8 |' in table
+  assert '| text | 50.00 | - | - | 60.00 | - |' in table
+  assert '| bucket | sketch | sketch+text |' in table
+  assert '| severe | 0.00 / 25.00 | 12.50 / 43.75 |' in table
+  evaluate.write_results(results, tmp_path / 'run')
+  assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == results
+  assert (tmp_path / 'run' / 'results.md').read_text() == table + '\n'
+
+
+MESH_SCRIPT = '''
+import sys, jax, numpy as np
+sys.path.insert(0, 'tests')
+import evaluate_test as t
+from stbir_jax import evaluate, sharding
+assert jax.device_count() == 3
+mesh = sharding.make_mesh(dict(data=-1, fsdp=1, model=1))
+config = t._config()
+config.data.configs = ['shoes']
+ev = evaluate.RetrievalEvaluator(config, t.FakeSTBIR(), data_fns=t.DATA_FNS, mesh=mesh)
+results = ev.run({'params': {}})
+plain = evaluate.RetrievalEvaluator(config, t.FakeSTBIR(), data_fns=t.DATA_FNS).run({'params': {}})
+assert results == plain, (results, plain)
+assert results['shoes/sketch+text/mAP'] == 0.875
+print('OK')
+'''
+
+
+def test_batches_sharded_over_a_mesh_give_the_same_results():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=3',
+             JAX_PLATFORMS='cpu', PYTHONPATH=root)
+  proc = subprocess.run([sys.executable, '-c', MESH_SCRIPT], env=env, cwd=root,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  assert 'OK' in proc.stdout

@@ -1,0 +1,163 @@
+r"""Turns a real dataset into the STBIR record format (see schema.py and docs/datasets.md).
+
+  python -m stbir_jax.data.prepare --format=shoev2 --src=/data/ShoeV2 --out=~/tensorflow_datasets \
+      [--resolution=224] [--captions=captions.json] [--split_file=FILE] [--name=NAME] [--overwrite]
+
+Reads the source in its published layout (stbir_jax/data/formats/), decodes every photo
+(aspect-preserving resize, padded to a square with white, centred) and sketch (stroke-order map,
+stbir_jax/data/sketch_io.py), writes DATA_DIR/NAME/1.0.0 (TFDS, array_record) and a validation
+report, printed and saved as DATA_DIR/NAME/validation_report.json. Read the result with
+stbir_jax.data.prepared.data_source(DATA_DIR, NAME, split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from stbir_jax.data import formats, prepared, schema, sketch_io
+from stbir_jax.data.formats import common
+
+PAD_COLOUR = (255, 255, 255)
+
+
+def load_photo(path, resolution: int) -> np.ndarray:
+  """Photo -> uint8 (R, R, 3): aspect kept, longer side = R, centred on white padding."""
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode in ('RGBA', 'LA', 'PA') or 'transparency' in im.info:
+        rgba = im.convert('RGBA')
+        im = Image.new('RGB', rgba.size, PAD_COLOUR)
+        im.paste(rgba, mask=rgba.split()[3])
+      else:
+        im = im.convert('RGB')
+      im = ImageOps.pad(im, (resolution, resolution), method=Image.Resampling.BICUBIC,
+                        color=PAD_COLOUR)
+  except (OSError, UnidentifiedImageError, SyntaxError) as e:
+    raise sketch_io.SketchError(f'{path}: unreadable photo: {e}') from None
+  return np.asarray(im, dtype=np.uint8)
+
+
+def _sketch_map(ref: common.SketchRef, resolution: int) -> np.ndarray:
+  if ref.strokes is not None:
+    return sketch_io.render_strokes(ref.strokes, resolution)
+  return sketch_io.load_sketch(ref.path, resolution)
+
+
+def _apply_captions(items, captions, report):
+  used = set()
+  for item in items:
+    for key in (item.photo_id,) + tuple(item.caption_keys):
+      if key in captions:
+        item.texts = list(item.texts) + captions[key]
+        used.add(key)
+        break
+  report.captions_without_photo.extend(k for k in captions if k not in used)
+
+
+def _examples(items, split, resolution, category_ids, report, progress):
+  for item in tqdm(items, desc=f'{split}', unit='photo', disable=not progress):
+    try:
+      image = load_photo(item.image, resolution)
+    except sketch_io.SketchError as e:
+      report.unreadable_file(item.image, e)
+      continue
+    maps = []
+    for ref in item.sketches:
+      try:
+        maps.append(_sketch_map(ref, resolution))
+      except sketch_io.SketchError as e:
+        report.unreadable_file(ref.path or ref.name, e)
+    if not maps:
+      report.photos_without_sketch.append(item.photo_id)
+    sketches = np.stack(maps) if maps else np.zeros((0, resolution, resolution, 1), np.uint8)
+    report.count(split, item.category, len(maps), len(item.texts))
+    yield item.photo_id, dict(
+        image=image, sketches=sketches, texts=list(item.texts),
+        category=category_ids[item.category], family=schema.NO_FAMILY,
+        instance=item.instance, photo_id=item.photo_id)
+
+
+def prepare(format: str, src, out, *, resolution: int = 224, captions=None,  # pylint: disable=redefined-builtin
+            split_file=None, name=None, overwrite=False, allow_missing=False,
+            progress=True) -> dict:
+  """Reads `src` in `format`, writes OUT/NAME/1.0.0 and the report; returns the report dict."""
+  reader = formats.get(format)
+  name = name or format
+  if not re.fullmatch(r'[a-z][a-z0-9_]*', name):
+    raise common.PrepareError(f'--name {name!r}: expected lower-case letters, digits and _ '
+                              '(a TFDS dataset name)')
+  if resolution < 8:
+    raise common.PrepareError(f'--resolution {resolution}: expected at least 8 pixels')
+  src = Path(src).expanduser()
+  if not src.exists():
+    raise common.PrepareError(f'--src {src}: no such file or directory; expected the {format} '
+                              'dataset in its published layout (docs/datasets.md)')
+  report = common.Report()
+  items, category_names = reader(src, report, common.Options(split_file=split_file,
+                                                             allow_missing=allow_missing))
+  if captions:
+    _apply_captions(items, common.load_captions(captions), report)
+
+  ids = [i.photo_id for i in items]
+  if len(set(ids)) != len(ids):
+    dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    raise common.PrepareError(f'{src}: duplicate photo ids {dup}')
+  for n, item in enumerate(sorted(items, key=lambda i: i.photo_id)):
+    item.instance = n  # unique over all splits, stable under re-preparation
+  category_ids = {c: k for k, c in enumerate(category_names)}
+  by_split = {}
+  for item in items:
+    by_split.setdefault(item.split, []).append(item)
+
+  out = prepared.resolve_data_dir(str(Path(out).expanduser()) if out else out)
+  path = prepared.write(
+      out, name, resolution, category_names,
+      {s: _examples(v, s, resolution, category_ids, report, progress)
+       for s, v in sorted(by_split.items())},
+      overwrite=overwrite)
+  result = report.as_dict()
+  result.update(format=format, name=name, src=str(src), resolution=resolution,
+                category_names=list(category_names), data=str(path))
+  (path.parent / prepared.REPORT_FILE).write_text(json.dumps(result, indent=2))
+  if progress:
+    print(report.summary())
+    print(f'wrote {path}; report: {path.parent / prepared.REPORT_FILE}')
+  return result
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog='python -m stbir_jax.data.prepare', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--format', required=True, choices=formats.FORMATS)
+  p.add_argument('--src', required=True, help='dataset root (manifest: the .jsonl file)')
+  p.add_argument('--out', default='', help='data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)')
+  p.add_argument('--resolution', type=int, default=224)
+  p.add_argument('--captions', default=None, help='JSON or CSV: photo id -> sentence(s)')
+  p.add_argument('--split_file', default=None, help='test-split list (sketchy, fscoco)')
+  p.add_argument('--name', default=None, help='dataset name (default: the format)')
+  p.add_argument('--overwrite', action='store_true', help='replace an existing prepared dataset')
+  p.add_argument('--allow_missing', action='store_true',
+                 help='manifest: skip missing files (recorded in the report) instead of failing')
+  p.add_argument('--quiet', action='store_true', help='no progress bar or printed report')
+  a = p.parse_args(argv)
+  try:
+    prepare(a.format, a.src, a.out, resolution=a.resolution, captions=a.captions,
+            split_file=a.split_file, name=a.name, overwrite=a.overwrite,
+            allow_missing=a.allow_missing, progress=not a.quiet)
+  except (common.PrepareError, FileExistsError) as e:
+    print(f'prepare: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,150 @@
+"""Tests of the format readers (stbir_jax/data/formats/): pairing, splits, broken inputs."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from stbir_jax.data import formats
+from stbir_jax.data.formats import common, fixtures
+
+
+def _read(fmt, src, **options):
+  report = common.Report()
+  items, cats = formats.get(fmt)(src, report, common.Options(**options))
+  return {i.photo_id: i for i in items}, cats, report
+
+
+def test_unknown_format_lists_valid_names():
+  with pytest.raises(common.PrepareError, match='valid formats: shoev2, chairv2'):
+    formats.get('shoes')
+
+
+def test_qmul_pairs_sketches_with_photos_and_splits(tmp_path):
+  items, cats, report = _read('shoev2', fixtures.qmul_tree(tmp_path))
+  assert cats == ['shoe']
+  assert {p: i.split for p, i in items.items()} == {
+      '1001': 'train', '1002': 'train', '1003': 'train', '2001': 'test'}
+  assert [s.name for s in items['1001'].sketches] == ['1001_1', '1001_2']
+  assert items['1003'].sketches == []
+  assert report.sketches_without_photo == [str(tmp_path / 'trainA' / '9999_1.png')]
+
+
+def test_qmul_prefers_svg_then_pickle_over_raster(tmp_path):
+  root = fixtures.qmul_tree(tmp_path, svg=True, pickle_variant=True)
+  items, _, _ = _read('chairv2', root)
+  refs = items['1001'].sketches
+  assert [r.path.suffix for r in refs] == ['.svg', '.svg']
+  (root / 'svg').rename(root / 'svg_off')
+  items, _, _ = _read('chairv2', root)
+  assert all(r.strokes is not None and r.path is None for r in items['1001'].sketches)
+  assert len(items['1001'].sketches[0].strokes) == 3
+
+
+def test_qmul_pickle_only_variant_with_photo_folder(tmp_path):
+  root = fixtures.qmul_tree(tmp_path, pickle_variant=True)
+  for folder in ('trainA', 'testA'):
+    for p in (root / folder).iterdir():
+      p.unlink()
+  (root / 'photo').mkdir()
+  (root / 'testB' / '2001.png').rename(root / 'photo' / '2001.png')
+  items, _, _ = _read('shoev2', root)
+  assert items['2001'].split == 'test'  # from the pickle key 'testA/2001_1'
+  assert len(items['2001'].sketches) == 1
+
+
+def test_qmul_wrong_pickle_structure(tmp_path):
+  root = fixtures.qmul_tree(tmp_path)
+  with (root / 'ShoeV2_Coordinate').open('wb') as f:
+    pickle.dump([1, 2, 3], f)
+  with pytest.raises(common.PrepareError, match=r'ShoeV2_Coordinate: expected a pickled dict'):
+    _read('shoev2', root)
+  with (root / 'ShoeV2_Coordinate').open('wb') as f:
+    pickle.dump({'trainA/1002_1': np.zeros((5, 2)), 'trainA/1002_2': np.zeros((3, 3))}, f)
+  items, _, report = _read('shoev2', root)
+  assert [u['file'] for u in report.unreadable] == [f'{root / "ShoeV2_Coordinate"}:trainA/1002_1']
+  assert '(N, 3)' in report.unreadable[0]['error']
+  assert [s.name for s in items['1002'].sketches] == ['1002_1', '1002_2']  # PNG kept for _1
+
+
+def test_qmul_without_photos_is_an_error(tmp_path):
+  with pytest.raises(common.PrepareError, match='expected trainB/ and testB/'):
+    _read('shoev2', tmp_path)
+
+
+def test_sketchy(tmp_path):
+  items, cats, report = _read('sketchy', fixtures.sketchy_tree(tmp_path))
+  assert cats == ['airplane', 'cat']
+  assert items['airplane/a2'].split == 'test' and items['cat/c1'].split == 'train'
+  assert [(r.name, r.path.suffix) for r in items['airplane/a1'].sketches] == [
+      ('airplane/a1-1', '.svg'), ('airplane/a1-2', '.png')]
+  assert items['cat/c2'].sketches == []
+  assert report.sketches_without_photo == [
+      str(tmp_path / 'sketch' / 'tx_000000000000' / 'cat' / 'zz-1.png')]
+  assert items['cat/c1'].caption_keys == ('c1',)
+
+
+def test_sketchy_missing_split_list(tmp_path):
+  root = fixtures.sketchy_tree(tmp_path)
+  (root / 'testset.txt').unlink()
+  with pytest.raises(common.PrepareError, match='no test-split list found.*--split_file'):
+    _read('sketchy', root)
+
+
+def test_fscoco(tmp_path):
+  items, cats, report = _read('fscoco', fixtures.fscoco_tree(tmp_path))
+  assert cats == ['scene']
+  assert items['12'].split == 'test' and items['11'].split == 'train'
+  assert items['11'].sketches[0].path.suffix == '.npy'   # vector preferred
+  assert items['12'].sketches[0].path.suffix == '.jpg'
+  assert items['21'].texts == ['two giraffes near a tree', 'a blue sky']
+  assert items['22'].sketches == [] and items['22'].texts == []
+  assert report.sketches_without_photo == [str(tmp_path / 'vector_sketches' / '2' / '99.npy')]
+
+
+def test_manifest(tmp_path):
+  items, cats, _ = _read('manifest', fixtures.manifest_tree(tmp_path))
+  assert cats == ['chair', 'shoe']
+  assert set(items) == {'photos/p0', 'photos/p1', 'two', 'photos/p3'}
+  assert len(items['photos/p0'].sketches) == 2 and items['photos/p3'].sketches == []
+  assert items['two'].texts == ['wooden'] and items['two'].split == 'validation'
+  assert items['photos/p3'].split == common.hash_split('photos/p3')
+
+
+@pytest.mark.parametrize('bad, msg', [
+    ('{"image": "photos/p0.jpg",', r'manifest.jsonl:2: bad JSON'),
+    ({'image': 'photos/nope.jpg'}, r"manifest.jsonl:2: image 'photos/nope.jpg' not found"),
+    ({'image': 'photos/p1.jpg', 'sketches': ['sk/nope.svg']}, r"manifest.jsonl:2: sketch 'sk/nope"),
+    ({'image': 'photos/p1.jpg', 'colour': 'red'}, r"manifest.jsonl:2: unknown key\(s\) \['colour'\]"),
+    ({'image': 'photos/p1.jpg', 'split': 'val'}, r"manifest.jsonl:2: split 'val'; valid: train"),
+    ({'sketches': []}, r'manifest.jsonl:2: "image" .* is required'),
+    ({'image': 'photos/p0.jpg'}, r"manifest.jsonl:2: duplicate id 'photos/p0' \(first on line 1\)"),
+])
+def test_manifest_errors_name_the_line(tmp_path, bad, msg):
+  path = fixtures.manifest_tree(tmp_path, lines=[{'image': 'photos/p0.jpg'}, bad])
+  with pytest.raises(common.PrepareError, match=msg):
+    _read('manifest', path)
+
+
+def test_manifest_allow_missing_records_skips(tmp_path):
+  path = fixtures.manifest_tree(tmp_path, lines=[
+      {'image': 'photos/p0.jpg', 'sketches': ['sk/nope.png', 'sk/p0.svg']},
+      {'image': 'photos/nope.jpg'}])
+  items, _, report = _read('manifest', path, allow_missing=True)
+  assert list(items) == ['photos/p0'] and len(items['photos/p0'].sketches) == 1
+  assert [u['file'] for u in report.unreadable] == [
+      str(tmp_path / 'sk' / 'nope.png'), str(tmp_path / 'photos' / 'nope.jpg')]
+  assert 'manifest.jsonl:2' in report.unreadable[1]['error']
+
+
+def test_captions_json_and_csv(tmp_path):
+  j = tmp_path / 'c.json'
+  j.write_text(json.dumps({'1001': 'red', '1002': ['blue', 'suede']}))
+  assert common.load_captions(j) == {'1001': ['red'], '1002': ['blue', 'suede']}
+  c = tmp_path / 'c.csv'
+  c.write_text('photo_id,caption\n1001,red\n1001,"laced, leather"\n')
+  assert common.load_captions(c) == {'1001': ['red', 'laced, leather']}
+  c.write_text('name,words\n1001,red\n')
+  with pytest.raises(common.PrepareError, match='must name an id column'):
+    common.load_captions(c)

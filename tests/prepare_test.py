@@ -1,0 +1,105 @@
+"""End-to-end: prepare each format into TFDS array_record, read it back via prepared.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stbir_jax.data import prepare, prepared
+from stbir_jax.data.formats import common, fixtures
+
+R = 32
+
+
+def _run(fmt, src, out, *extra):
+  argv = [f'--format={fmt}', f'--src={src}', f'--out={out}', f'--resolution={R}', '--quiet',
+          *extra]
+  assert prepare.main(argv) == 0
+  return json.loads((out / fmt / prepared.REPORT_FILE).read_text())
+
+
+def _records(out, name, split):
+  src = prepared.data_source(out, name, split)
+  return {r['photo_id'].decode(): r for r in (src[i] for i in range(len(src)))}
+
+
+def test_qmul_with_captions_end_to_end(tmp_path):
+  src = fixtures.qmul_tree(tmp_path / 'src', svg=True)
+  caps = tmp_path / 'caps.json'
+  caps.write_text(json.dumps({'1001': ['red leather', 'high heel'], 'nope': 'x'}))
+  report = _run('shoev2', src, tmp_path / 'out', f'--captions={caps}')
+  info = prepared.info(tmp_path / 'out', 'shoev2')
+  assert info == dict(category_names=['shoe'], resolution=R, splits={'train': 3, 'test': 1})
+  train = _records(tmp_path / 'out', 'shoev2', 'train')
+  r = train['1001']
+  assert r['image'].shape == (R, R, 3) and r['image'].dtype == np.uint8
+  # The photo's own colour sits in the centre; white padding above and below (40x30 photo).
+  np.testing.assert_array_equal(r['image'][R // 2, R // 2], fixtures.colour_of(1001))
+  np.testing.assert_array_equal(r['image'][0, R // 2], [255, 255, 255])
+  assert r['sketches'].shape == (2, R, R, 1) and r['sketches'].max() == 3
+  assert r['texts'] == [b'red leather', b'high heel']
+  assert r['family'] == -1 and r['category'] == 0
+  assert train['1003']['sketches'].shape == (0, R, R, 1)
+  instances = sorted(x['instance'] for x in train.values())
+  test = _records(tmp_path / 'out', 'shoev2', 'test')
+  assert sorted(instances + [test['2001']['instance']]) == [0, 1, 2, 3]
+  assert report['totals'] == {'train': {'photos': 3, 'sketches': 3, 'texts': 2},
+                              'test': {'photos': 1, 'sketches': 1, 'texts': 0}}
+  assert report['photos_without_sketch'] == ['1003']
+  assert report['captions_without_photo'] == ['nope']
+  assert len(report['sketches_without_photo']) == 1
+
+
+def test_sketchy_fscoco_manifest_end_to_end(tmp_path):
+  out = tmp_path / 'out'
+  _run('sketchy', fixtures.sketchy_tree(tmp_path / 'sk'), out)
+  recs = _records(out, 'sketchy', 'train')
+  assert set(recs) == {'airplane/a1', 'cat/c1', 'cat/c2'}
+  assert recs['cat/c1']['category'] == 1 and recs['airplane/a1']['sketches'].shape[0] == 2
+  assert set(_records(out, 'sketchy', 'test')) == {'airplane/a2'}
+
+  _run('fscoco', fixtures.fscoco_tree(tmp_path / 'fs'), out)
+  recs = _records(out, 'fscoco', 'train')
+  assert recs['21']['texts'] == [b'two giraffes near a tree', b'a blue sky']
+  # Vector sketch: stroke order 1..3 kept.
+  assert set(np.unique(recs['11']['sketches'])) == {0, 1, 2, 3}
+
+  _run('manifest', fixtures.manifest_tree(tmp_path / 'mf'), out)
+  info = prepared.info(out, 'manifest')
+  assert info['category_names'] == ['chair', 'shoe']
+  assert info['splits']['validation'] == 1 and info['splits']['test'] >= 1
+
+
+def test_unreadable_files_are_skipped_and_reported(tmp_path):
+  src = fixtures.qmul_tree(tmp_path / 'src')
+  (src / 'trainA' / '1002_1.png').write_bytes(b'garbage')
+  (src / 'trainA' / '1001_3.svg').write_text('<svg><path d="M0 0 L1"/></svg>')
+  (src / 'trainB' / '1003.png').write_bytes(b'garbage')
+  report = _run('shoev2', src, tmp_path / 'out')
+  files = sorted(u['file'] for u in report['unreadable'])
+  assert files == sorted(str(src / p) for p in ('trainA/1001_3.svg', 'trainA/1002_1.png',
+                                                 'trainB/1003.png'))
+  assert prepared.info(tmp_path / 'out', 'shoev2')['splits'] == {'train': 2, 'test': 1}
+  assert report['photos_without_sketch'] == ['1002']
+
+
+def test_errors(tmp_path, capsys):
+  with pytest.raises(FileNotFoundError, match=r'python -m stbir_jax.data.prepare --format=shoev2'):
+    prepared.data_source(tmp_path, 'shoev2', 'train')
+  assert prepare.main(['--format=sketchy', f'--src={tmp_path / "none"}', f'--out={tmp_path}']) == 2
+  assert 'no such file or directory' in capsys.readouterr().err
+  src = fixtures.qmul_tree(tmp_path / 'src')
+  _run('shoev2', src, tmp_path / 'out')
+  with pytest.raises(ValueError, match='no split .validation.; valid splits: test, train'):
+    prepared.data_source(tmp_path / 'out', 'shoev2', 'validation')
+  assert prepare.main([f'--format=shoev2', f'--src={src}', f'--out={tmp_path / "out"}',
+                       '--quiet']) == 2
+  assert 'already exists; pass --overwrite' in capsys.readouterr().err
+  _run('shoev2', src, tmp_path / 'out', '--overwrite')
+
+
+def test_source_pickles(tmp_path):
+  import pickle  # pylint: disable=g-import-not-at-top
+  _run('shoev2', fixtures.qmul_tree(tmp_path / 'src'), tmp_path / 'out')
+  src = pickle.loads(pickle.dumps(prepared.data_source(tmp_path / 'out', 'shoev2', 'train')))
+  assert len(src) == 3 and src[0]['image'].shape == (R, R, 3)

@@ -223,8 +223,14 @@ class RobustnessEvaluator(RetrievalEvaluator):
   def _degrade_fn(self, index: int):
     if index not in self._degrade:
       degrade, buckets = self.data_fns['degrade_queries'], self.config.curriculum.buckets
-      self._degrade[index] = jax.jit(lambda key, batch: degrade(key, batch, index, buckets))
+      attribute_ids = self._attribute_ids()
+      self._degrade[index] = jax.jit(lambda key, batch: degrade(
+          key, batch, index, buckets, attribute_ids=attribute_ids))
     return self._degrade[index]
+
+  def _attribute_ids(self):
+    from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
+    return curriculum.attribute_token_ids(self.config.data.tokenizer)
 
   def query_variants(self):
     base = jax.random.PRNGKey(self.config.curriculum.eval_seed)

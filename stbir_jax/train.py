@@ -163,8 +163,8 @@ def make_constants(config, category_names) -> Constants:
   tok = get_tokenizer(config.data.tokenizer)
   prompts = [config.category.prompt.format(name) for name in category_names]
   ids, mask = tok.encode(prompts, config.data.max_text_len)
-  attribute_ids = np.asarray(sorted(tok.token_ids(curriculum.ATTRIBUTE_WORDS)), np.int32)
-  return Constants(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(attribute_ids),
+  return Constants(jnp.asarray(ids), jnp.asarray(mask),
+                   jnp.asarray(curriculum.attribute_token_ids(config.data.tokenizer)),
                    curriculum.buckets_from_config(config.curriculum.buckets))
 
 
@@ -362,7 +362,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(
       config.to_json_best_effort())).items()})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  evaluators = [evaluate.get_evaluator(name)(config, model) for name in config.eval.evaluators]
+  evaluators = [evaluate.get_evaluator(name)(config, model, mesh=mesh)
+                for name in config.eval.evaluators]
   batch_shardings = sharding.batch_sharding(mesh)
   step_fns = {}
 

@@ -72,7 +72,7 @@ def fake_queries(config, dataset, split):
 KEYS = []
 
 
-def fake_degrade(key, batch, bucket_index, buckets):
+def fake_degrade(key, batch, bucket_index, buckets, attribute_ids=None):
   """clean: as is; severe: sketch pointer + 1 (mod 4); no_sketch: has_sketch False."""
   bucket = buckets[bucket_index]
   jax.debug.callback(lambda k: KEYS.append((bucket.name, np.asarray(k))), key)

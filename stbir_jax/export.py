@@ -97,6 +97,11 @@ def load_exported(directory: str) -> ExportedModel:
   gallery = read('encode_gallery.jax',
                  lambda p: jax_export.deserialize(bytearray(open(p, 'rb').read())))
   tokenizer = None
+  if 'tokenizer/' in manifest.get('files', ()) and not os.path.isdir(
+      os.path.join(directory, 'tokenizer')):
+    # Otherwise the first tokenize() would fail with "'NoneType' object is not callable".
+    raise ExportError(f'{os.path.join(directory, "tokenizer")} is missing; the export lists it in '
+                      'manifest.json. Re-export the run.')
   if os.path.isdir(os.path.join(directory, 'tokenizer')):
     from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
     tokenizer = read('tokenizer', AutoTokenizer.from_pretrained)

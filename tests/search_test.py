@@ -1,0 +1,257 @@
+"""Search: exact top-k, resumable indexing of a messy folder, queries, grids, the CLI."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_test import make_tiny_export  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from stbir_jax import retrieval, search  # pylint: disable=wrong-import-position
+
+# ------------------------------------------------------------------------------------ top-k
+
+
+@pytest.mark.parametrize('n,k,chunk', [(37, 5, 8), (10, 10, 3), (6, 9, 4), (100, 1, 100)])
+def test_top_k_jax_matches_numpy(n, k, chunk):
+  rng = np.random.default_rng(n)
+  q = rng.normal(size=(3, 8)).astype(np.float32)
+  g = rng.normal(size=(n, 8)).astype(np.float32)
+  scores, idx = retrieval.top_k_jax(q, g, k, chunk_size=chunk)
+  sims = q @ g.T
+  want = np.argsort(-sims, axis=1, kind='stable')[:, :min(k, n)]
+  np.testing.assert_array_equal(idx, want)
+  np.testing.assert_allclose(scores, np.take_along_axis(sims, want, 1), rtol=1e-6, atol=1e-6)
+
+
+def test_top_k_ties_keep_gallery_order_across_chunks():
+  g = np.array([[1.0, 0], [0, 1], [1, 0], [1, 0], [0.5, 0]], np.float32)
+  scores, idx = retrieval.top_k_jax(np.array([[1.0, 0]], np.float32), g, 4, chunk_size=2)
+  assert idx.tolist() == [[0, 2, 3, 4]]
+  assert scores.tolist() == [[1.0, 1.0, 1.0, 0.5]]
+
+
+def test_faiss_missing_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'faiss', None)  # makes `import faiss` raise ImportError
+  with pytest.raises(retrieval.RetrievalError, match='pip install faiss-cpu'):
+    retrieval.top_k(np.zeros((1, 2)), np.zeros((3, 2)), 2, backend='faiss')
+  with pytest.raises(retrieval.RetrievalError, match='valid backends: jax, faiss'):
+    retrieval.top_k(np.zeros((1, 2)), np.zeros((3, 2)), 2, backend='annoy')
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+COLOURS = {'red': (200, 30, 30), 'blue': (40, 60, 210), 'green': (40, 160, 60),
+           'yellow': (240, 210, 40), 'black': (20, 20, 20)}
+
+
+def _photo(path, colour, size):
+  img = Image.new('RGB', size, 'white')
+  ImageDraw.Draw(img).ellipse([size[0] // 5, size[1] // 5, size[0] * 4 // 5, size[1] * 4 // 5],
+                              fill=colour)
+  img.save(path)
+
+
+def _messy_folder(root):
+  """5 photos (sizes, aspects, formats, a subfolder) plus junk that must be skipped."""
+  (root / 'sub').mkdir(parents=True)
+  _photo(root / 'red.jpg', COLOURS['red'], (60, 40))
+  _photo(root / 'blue.png', COLOURS['blue'], (32, 32))
+  _photo(root / 'sub' / 'green.webp', COLOURS['green'], (30, 90))
+  _photo(root / 'yellow.bmp', COLOURS['yellow'], (200, 120))
+  rgba = Image.new('RGBA', (50, 50), (0, 0, 0, 0))
+  ImageDraw.Draw(rgba).rectangle([10, 10, 40, 40], fill=COLOURS['black'] + (255,))
+  rgba.save(root / 'sub' / 'black.png')
+  (root / 'notes.txt').write_text('not a photo')
+  (root / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 truncated jpeg')
+  (root / 'empty.png').write_bytes(b'')
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  base = tmp_path_factory.mktemp('search')
+  make_tiny_export(base / 'model')
+  _messy_folder(base / 'photos')
+  report = search.build_index(base / 'model', base / 'photos', base / 'index', chunk_size=3,
+                              batch_size=4, progress=False)
+  return base, report
+
+
+def _sketch_png(path, size=(300, 200), invert=False, width=6):
+  bg, ink = ((0, 0, 0), (255, 255, 255)) if invert else ((255, 255, 255), (0, 0, 0))
+  img = Image.new('RGB', size, bg)
+  d = ImageDraw.Draw(img)
+  d.line([(40, 150), (120, 40), (260, 60)], fill=ink, width=width)
+  d.ellipse([150, 100, 230, 170], outline=ink, width=width)
+  # Anti-aliased like a real drawing app: downsample a larger image.
+  img = img.resize((size[0] * 2, size[1] * 2)).resize(size, Image.Resampling.LANCZOS)
+  img.save(path)
+  return path
+
+
+# ------------------------------------------------------------------------------------ index
+
+
+def test_index_skips_junk_and_reports_it(setup):
+  base, report = setup
+  assert report['indexed'] == 5
+  skipped = {s['file']: s['error'] for s in report['skipped']}
+  assert set(skipped) == {'notes.txt', 'broken.jpg', 'empty.png'}
+  assert 'not an image' in skipped['notes.txt']
+  assert 'not a readable image' in skipped['broken.jpg']
+  assert json.loads((base / 'index' / 'report.json').read_text()) == report
+  done = (base / 'index' / 'done.txt').read_text().split()
+  assert sorted(done) == sorted(['red.jpg', 'blue.png', 'sub/green.webp', 'yellow.bmp',
+                                 'sub/black.png', 'notes.txt', 'broken.jpg', 'empty.png'])
+  index = search.load_index(base / 'index')
+  assert len(index) == 5 and index.embeddings.shape == (5, 16)
+
+
+def test_index_embeddings_match_the_model_on_prepared_photos(setup):
+  import stbir_jax  # pylint: disable=g-import-not-at-top
+  from stbir_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  base, _ = setup
+  index = search.load_index(base / 'index')
+  model = stbir_jax.load_exported(str(base / 'model'))
+  photos = np.stack([prepare.load_photo(p, 32) for p in index.paths])
+  np.testing.assert_allclose(index.embeddings, np.asarray(model.encode_gallery(photos)),
+                             atol=1e-5)
+
+
+def test_index_resumes_after_interruption(setup, tmp_path, monkeypatch):
+  base, _ = setup
+  real = search.load_gallery_image
+  calls = []
+
+  def flaky(path, resolution):
+    calls.append(path)
+    if len(calls) == 5:  # dies in the second chunk
+      raise KeyboardInterrupt
+    return real(path, resolution)
+
+  monkeypatch.setattr(search, 'load_gallery_image', flaky)
+  with pytest.raises(KeyboardInterrupt):
+    search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
+                       batch_size=4, progress=False)
+  partial = search.load_index(tmp_path / 'idx')
+  assert 0 < len(partial) < 5  # the first chunk was committed
+  monkeypatch.setattr(search, 'load_gallery_image', real)
+  calls.clear()
+  report = search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
+                              batch_size=4, progress=False)
+  assert report['indexed'] == 5 and report['skipped_count'] == 3
+  resumed, full = search.load_index(tmp_path / 'idx'), search.load_index(base / 'index')
+  assert sorted(resumed.paths) == sorted(full.paths)
+  order = [resumed.paths.index(p) for p in full.paths]
+  np.testing.assert_allclose(resumed.embeddings[order], full.embeddings, atol=1e-6)
+  # A third run has nothing left to do.
+  again = search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', progress=False)
+  assert again['indexed'] == 5 and again['chunks'] == report['chunks']
+
+
+def test_index_refuses_another_folder(setup, tmp_path):
+  base, _ = setup
+  (tmp_path / 'other').mkdir()
+  with pytest.raises(search.SearchError, match='images='):
+    search.build_index(base / 'model', tmp_path / 'other', base / 'index', progress=False)
+
+
+# ------------------------------------------------------------------------------------ query
+
+
+def test_raster_sketch_polarity_and_svg(tmp_path):
+  dark = search.sketch_map(_sketch_png(tmp_path / 'dark.png'), 32)
+  light = search.sketch_map(_sketch_png(tmp_path / 'light.jpg', invert=True), 32)
+  assert dark.shape == (32, 32) and dark.dtype == np.uint8 and dark.max() >= 1
+  # Same drawing in either polarity: nearly the same ink.
+  inter = np.sum((dark > 0) & (light > 0))
+  union = np.sum((dark > 0) | (light > 0))
+  assert inter / union > 0.8
+  svg = tmp_path / 's.svg'
+  svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">'
+                 '<path d="M10 90 L50 10 L90 90"/><path d="M30 60 L70 60"/></svg>')
+  m = search.sketch_map(svg, 32)
+  assert set(np.unique(m)) == {0, 1, 2}  # two strokes in document order
+  with pytest.raises(search.SearchError, match='no such file'):
+    search.sketch_map(tmp_path / 'nope.png', 32)
+
+
+def test_queries_rank_by_cosine_in_every_mode(setup, tmp_path):
+  base, _ = setup
+  s = search.Searcher(base / 'index')
+  sketch = _sketch_png(tmp_path / 'q.png')
+  for kwargs, mode in [(dict(sketch=sketch), 'sketch'), (dict(text='a red round thing'), 'text'),
+                       (dict(sketch=sketch, text='a red round thing'), 'sketch+text')]:
+    results, smap, text = s.search(k=3, **kwargs)
+    assert (smap is not None) == ('sketch' in mode) and bool(text) == ('text' in mode)
+    q, _, _ = s.encode(**kwargs)
+    sims = (q @ s.index.embeddings.T)[0]
+    want = np.argsort(-sims, kind='stable')[:3]
+    assert [r.path for r in results] == [s.index.paths[i] for i in want]
+    np.testing.assert_allclose([r.score for r in results], sims[want], atol=1e-5)
+    assert [r.rank for r in results] == [1, 2, 3]
+  # The modalities matter: the three queries are different vectors.
+  qs = [s.encode(sketch=sketch)[0], s.encode(text='red')[0], s.encode(sketch=sketch, text='red')[0]]
+  assert np.abs(qs[0] - qs[1]).max() > 1e-4 and np.abs(qs[0] - qs[2]).max() > 1e-4
+
+
+def test_bad_queries_explain(setup, tmp_path):
+  base, _ = setup
+  s = search.Searcher(base / 'index')
+  with pytest.raises(search.SearchError, match='empty query'):
+    s.search(text='   ')
+  blank = tmp_path / 'blank.png'
+  Image.new('RGB', (64, 64), 'white').save(blank)
+  with pytest.raises(search.SearchError, match='empty query'):
+    s.search(sketch=blank)
+  with pytest.raises(search.SearchError, match='needs a text'):
+    s.search(sketch=_sketch_png(tmp_path / 'q.png'), mode='sketch+text')
+  (tmp_path / 'bad.png').write_bytes(b'nope')
+  with pytest.raises(search.SearchError, match='bad.png'):
+    s.search(sketch=tmp_path / 'bad.png')
+
+
+def test_cli_query_prints_ranking_and_writes_grid_and_html(setup, tmp_path, capsys):
+  base, _ = setup
+  sketch = _sketch_png(tmp_path / 'q.png')
+  png, page = tmp_path / 'results.png', tmp_path / 'results.html'
+  assert search.main(['query', f'--index={base / "index"}', f'--sketch={sketch}',
+                      '--text=a blue thing', '-k', '4', f'--out={png}']) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == 'top 4 of 5 (sketch+text query)'
+  rows = [line.split() for line in out[1:5]]
+  assert [r[0] for r in rows] == ['1', '2', '3', '4']
+  scores = [float(r[1]) for r in rows]
+  assert scores == sorted(scores, reverse=True)
+  assert all(os.path.isfile(r[2]) for r in rows)
+  grid = Image.open(png)
+  assert grid.width > 4 * 160 and grid.height >= 160
+  assert search.main(['query', f'--index={base / "index"}', '--text=a blue thing', '-k', '2',
+                      f'--out={page}']) == 0
+  text = page.read_text()
+  assert text.count('<figure class="result">') == 2 and 'a blue thing' in text
+  assert search.main(['query', f'--index={tmp_path / "nothing"}', '--text=x']) == 2
+  assert 'no index.json' in capsys.readouterr().err
+
+
+def test_cli_index_prints_summary(setup, tmp_path, capsys):
+  base, _ = setup
+  assert search.main(['index', f'--model={base / "model"}', f'--images={base / "photos"}',
+                      f'--out={tmp_path / "ix"}', '--quiet']) == 0
+  out = capsys.readouterr().out
+  assert 'indexed 5 images' in out and 'skipped 3' in out and 'notes.txt' in out
+
+
+def test_faiss_backend_matches_jax():
+  pytest.importorskip('faiss')
+  rng = np.random.default_rng(1)
+  q = rng.normal(size=(2, 8)).astype(np.float32)
+  g = rng.normal(size=(50, 8)).astype(np.float32)
+  s_jax, i_jax = retrieval.top_k(q, g, 7, backend='jax', chunk_size=16)
+  s_faiss, i_faiss = retrieval.top_k(q, g, 7, backend='faiss')
+  np.testing.assert_array_equal(i_jax, i_faiss)
+  np.testing.assert_allclose(s_jax, s_faiss, atol=1e-5)

@@ -6,6 +6,7 @@ Multi-host (TPU pod slices, multi-node GPU): `jax.distributed.initialize()` read
 from the environment; pass --distributed (the launch/ scripts do).
 """
 
+import logging as logging_lib
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -21,9 +22,19 @@ flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() first
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries(logging_lib.Filter):
+  """Keeps INFO chatter of orbax/TFDS out of the run log; their warnings still show."""
+
+  def filter(self, record):
+    noisy = any(f'{os.sep}{lib}{os.sep}' in record.pathname
+                for lib in ('orbax', 'tensorflow_datasets', 'grain', 'etils'))
+    return record.levelno >= logging_lib.WARNING or not noisy
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   # TensorFlow is used only for writing summaries and datasets: keep it off accelerators.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -11,6 +11,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+# Each case runs several training processes end to end: the slow suite (`pytest -m slow`).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
 
@@ -81,7 +84,6 @@ def test_sigkill_mid_stage_resumes_bit_identically(reference):
   _assert_identical(_state(workdir), expected)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('after', [2, 6])
 def test_sigkill_at_other_points(reference, after):
   root, data_dir, expected = reference

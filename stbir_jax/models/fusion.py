@@ -1,0 +1,89 @@
+"""Fusion of the sketch and text sides of a query into one embedding (config.model.fusion.kind).
+
+Inputs (per example b): sketch embedding s (B, D) and tokens (B, Ns, Cs); text embedding t (B, D),
+tokens (B, L, Ct) and mask (B, L); has_sketch, has_text (B,) bool. Output: (B, D), not normalised.
+
+A missing modality is replaced, per example (jnp.where), by LEARNED NULL inputs, so sketch-only,
+text-only and even empty queries are queries of the same model; nothing of the missing side's
+(garbage) inputs reaches the output.
+
+  'sum'              s' + t'          s' = s if has_sketch else null_sketch; t' likewise
+  'gated'            g * s' + (1 - g) * t',  g = sigmoid(gate([s'; t'])) per dimension
+  'cross_attention'  a pre-LN transformer over [query] + sketch_proj(sketch tokens)
+                     + text_proj(text tokens), each plus its modality embedding, with a
+                     key-padding mask; out = out_proj(norm(h[query])). A missing side becomes
+                     one null token (its other tokens masked out), so with both missing the
+                     output is a learned constant (the null query).
+
+Parameter trees:
+  sum:              null_sketch (D,), null_text (D,)
+  gated:            null_sketch, null_text, gate/{kernel (2D, D), bias}
+  cross_attention:  query (F,), modality_embedding (3, F) [query, sketch, text],
+                    null_sketch (F,), null_text (F,), sketch_proj/{kernel, bias},
+                    text_proj/{kernel, bias}, encoder/layer_{i}/... (layers.py; exact gelu,
+                    eps 1e-6), norm/{scale, bias}, out_proj/{kernel (F, D), bias}
+with F = fusion.hidden.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from stbir_jax.models import layers
+
+KINDS = ('sum', 'gated', 'cross_attention')
+NULL_INIT = nn.initializers.normal(0.02)
+
+
+class Fusion(nn.Module):
+  kind: str = 'cross_attention'
+  embed_dim: int = 512
+  hidden: int = 512
+  layers: int = 2
+  heads: int = 8
+  mlp_dim: int = 2048
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, sketch_emb, sketch_tokens, text_emb, text_tokens, text_mask, has_sketch,
+               has_text):
+    layers.check_choice('config.model.fusion.kind', self.kind, KINDS)
+    has_s = has_sketch.astype(bool)[:, None]
+    has_t = has_text.astype(bool)[:, None]
+    if self.kind in ('sum', 'gated'):
+      d = sketch_emb.shape[-1]
+      s = jnp.where(has_s, sketch_emb, self.param('null_sketch', NULL_INIT, (d,), jnp.float32))
+      t = jnp.where(has_t, text_emb, self.param('null_text', NULL_INIT, (d,), jnp.float32))
+      if self.kind == 'sum':
+        return s + t
+      g = nn.sigmoid(nn.Dense(d, dtype=self.dtype, kernel_init=layers.DENSE_INIT, name='gate')(
+          jnp.concatenate([s, t], axis=-1)))
+      return g * s + (1.0 - g) * t
+    return self._cross_attention(sketch_tokens, text_tokens, text_mask, has_s, has_t)
+
+  def _cross_attention(self, sketch_tokens, text_tokens, text_mask, has_s, has_t):
+    f, b = self.hidden, sketch_tokens.shape[0]
+    query = self.param('query', NULL_INIT, (f,), jnp.float32)
+    modality = self.param('modality_embedding', NULL_INIT, (3, f), jnp.float32)
+    null_s = self.param('null_sketch', NULL_INIT, (f,), jnp.float32).astype(self.dtype)
+    null_t = self.param('null_text', NULL_INIT, (f,), jnp.float32).astype(self.dtype)
+    proj = lambda name: nn.Dense(f, dtype=self.dtype, kernel_init=layers.DENSE_INIT, name=name)
+    s = proj('sketch_proj')(sketch_tokens)
+    t = proj('text_proj')(text_tokens)
+    # A missing side: its first token becomes the null token, the rest are masked out.
+    first = lambda n: (jnp.arange(n) == 0)[None, :]
+    s = jnp.where(has_s[..., None], s, jnp.where(first(s.shape[1])[..., None], null_s, 0))
+    t = jnp.where(has_t[..., None], t, jnp.where(first(t.shape[1])[..., None], null_t, 0))
+    s_mask = jnp.where(has_s, True, first(s.shape[1]))
+    t_mask = jnp.where(has_t, text_mask.astype(bool), first(t.shape[1]))
+    q = jnp.broadcast_to((query + modality[0]).astype(self.dtype), (b, 1, f))
+    x = jnp.concatenate([q, s + modality[1].astype(self.dtype),
+                         t + modality[2].astype(self.dtype)], axis=1)
+    mask = jnp.concatenate([jnp.ones((b, 1), bool), s_mask, t_mask], axis=1)[:, None, None, :]
+    x = layers.Encoder(self.layers, f, self.heads, self.mlp_dim, act='gelu', eps=1e-6,
+                       pre_ln=True, remat=self.remat, dtype=self.dtype, name='encoder')(x, mask)
+    x = layers.layer_norm(1e-6, self.dtype, 'norm')(x[:, 0])
+    return nn.Dense(self.embed_dim, dtype=self.dtype, kernel_init=layers.DENSE_INIT,
+                    name='out_proj')(x)

@@ -1,0 +1,155 @@
+"""Shared building blocks of the towers: attention, MLP, transformer layer, config helpers.
+
+The transformer layer mirrors the Hugging Face computation of the models we convert from, op for
+op, so that converted weights reproduce HF outputs to ~1e-5 in float32:
+
+  pre-LN  (CLIP vision/text, ViT):  x = x + attn(ln1(x)); x = x + mlp(ln2(x))
+  post-LN (BERT):                    x = ln1(x + attn(x)); x = ln2(x + mlp(x))
+
+Parameter tree of one `TransformerLayer` (the names the converters write):
+
+  self_attn/{q_proj,k_proj,v_proj,out_proj}/{kernel (in, out), bias}
+  layer_norm1/{scale, bias}        pre-LN: before attention; post-LN: after attention + residual
+  mlp/{fc1,fc2}/{kernel, bias}
+  layer_norm2/{scale, bias}        pre-LN: before the MLP;   post-LN: after MLP + residual
+
+HF -> here: a torch Linear weight (out, in) is a Flax kernel (in, out) (transpose); a torch
+Conv2d weight (out, in, kh, kw) is a Flax kernel (kh, kw, in, out).
+"""
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """config.model.dtype ('float32' | 'bfloat16') -> jnp dtype."""
+  if name not in DTYPES:
+    raise ValueError(f'config.model.dtype={name!r}; valid values: {", ".join(DTYPES)}')
+  return DTYPES[name]
+
+
+def option(cfg, key: str, default):
+  """An optional config key of a tower (keys added after the config was written, e.g. `norm`).
+
+  The one place that tolerates a missing key, so old configs (and checkpoints' saved configs)
+  keep working; every other key is read directly and fails loudly when absent.
+  """
+  return cfg[key] if key in cfg else default
+
+
+def check_choice(where: str, value, choices) -> None:
+  if value not in choices:
+    raise ValueError(f'{where}={value!r}; valid values: {", ".join(map(repr, choices))}')
+
+
+def quick_gelu(x):
+  """CLIP's activation: x * sigmoid(1.702 x)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+def gelu_exact(x):
+  """BERT/ViT's activation: the erf gelu (HF 'gelu'), not the tanh approximation."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {'quick_gelu': quick_gelu, 'gelu': gelu_exact,
+               'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True)}
+
+DENSE_INIT = nn.initializers.normal(0.02)
+
+
+def layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
+  # Two-pass variance, as torch computes it (the fast E[x^2]-E[x]^2 form differs at ~1e-6).
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
+
+
+class Attention(nn.Module):
+  """Multi-head self- or cross-attention; scores = (q k^T) * head_dim^-0.5, softmax in float32.
+
+  mask: bool, broadcastable to (B, 1, Lq, Lk); True = may attend. A fully masked row gives a
+  uniform average (as HF's additive finfo.min mask does), never NaN.
+  """
+  hidden: int
+  heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, kv=None):
+    if self.hidden % self.heads:
+      raise ValueError(f'attention hidden={self.hidden} is not divisible by heads={self.heads}')
+    kv = x if kv is None else kv
+    head_dim = self.hidden // self.heads
+    dense = lambda name: nn.Dense(self.hidden, dtype=self.dtype, kernel_init=DENSE_INIT, name=name)
+    split = lambda t: t.reshape(t.shape[:-1] + (self.heads, head_dim))
+    q = split(dense('q_proj')(x))
+    k = split(dense('k_proj')(kv))
+    v = split(dense('v_proj')(kv))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) * head_dim**-0.5
+    if mask is not None:
+      scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+    out = out.reshape(out.shape[:-2] + (self.hidden,))
+    return dense('out_proj')(out)
+
+
+class Mlp(nn.Module):
+  mlp_dim: int
+  act: Callable = gelu_exact
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=DENSE_INIT, name='fc1')(x)
+    h = self.act(h)
+    return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=DENSE_INIT, name='fc2')(h)
+
+
+class TransformerLayer(nn.Module):
+  """One encoder layer, pre-LN or post-LN (see the module docstring)."""
+  hidden: int
+  heads: int
+  mlp_dim: int
+  act: str = 'gelu'
+  eps: float = 1e-6
+  pre_ln: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    attn = Attention(self.hidden, self.heads, dtype=self.dtype, name='self_attn')
+    mlp = Mlp(self.mlp_dim, ACTIVATIONS[self.act], dtype=self.dtype, name='mlp')
+    ln1 = layer_norm(self.eps, self.dtype, 'layer_norm1')
+    ln2 = layer_norm(self.eps, self.dtype, 'layer_norm2')
+    if self.pre_ln:
+      x = x + attn(ln1(x), mask)
+      return x + mlp(ln2(x))
+    x = ln1(x + attn(x, mask))
+    return ln2(x + mlp(x))
+
+
+class Encoder(nn.Module):
+  """A stack of `layers` TransformerLayers named layer_0 ... layer_{n-1}; optional remat."""
+  layers: int
+  hidden: int
+  heads: int
+  mlp_dim: int
+  act: str = 'gelu'
+  eps: float = 1e-6
+  pre_ln: bool = True
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    check_choice('activation', self.act, tuple(ACTIVATIONS))
+    layer_cls = nn.remat(TransformerLayer) if self.remat else TransformerLayer
+    for i in range(self.layers):
+      x = layer_cls(self.hidden, self.heads, self.mlp_dim, act=self.act, eps=self.eps,
+                    pre_ln=self.pre_ln, dtype=self.dtype, name=f'layer_{i}')(x, mask)
+    return x

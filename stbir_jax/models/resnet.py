@@ -1,0 +1,157 @@
+"""ResNet-18/34 (basic blocks) and -50/101 (bottleneck blocks), laid out like HF `ResNetModel`.
+
+Input: float images (B, H, W, 3), already normalised. Output: (pooled (B, C), tokens (B, h*w, C))
+with h = H/32: the global average pool (HF `pooler_output`, flattened) and the last feature map
+(HF `last_hidden_state`, NHWC, flattened row-major) for cross-attention fusion.
+
+Computation (HF microsoft/resnet-50 and friends): stem = 7x7/2 conv (no bias) -> norm -> ReLU ->
+3x3/2 max pool (padding 1); stages of widths width*(1, 2, 4, 8) (x4 for bottleneck outputs);
+stage 0 has stride 1, later stages downsample in their first block: on the first 3x3 conv of a
+basic block, on the 3x3 (middle) conv of a bottleneck (HF downsample_in_bottleneck=False). A
+block gets a shortcut 1x1 conv (stride s, no bias) + norm when its input and output shapes differ.
+Convs pad k//2 on every side (as torch), not 'SAME' (which pads stride-2 convs asymmetrically).
+
+Norms (`norm`): 'group' (GroupNorm with gcd(32, C/2) groups, i.e. 32 for C >= 64, eps 1e-5; the
+default: no batch statistics, so the train state is params only; the last norm of each residual
+branch starts at scale 0), or 'affine' (y = x * scale + bias per channel: a pretrained BatchNorm folded at conversion,
+scale = gamma / sqrt(running_var + eps), bias = beta - running_mean * scale, eps = 1e-5).
+Both hold {scale (C,), bias (C,)}: the same count as BatchNorm's gamma/beta.
+
+Parameter tree (HF path in brackets; all convs have only `kernel` (kh, kw, in, out)):
+
+  stem/conv                            [embedder.embedder.convolution]
+  stem/norm/{scale, bias}              [embedder.embedder.normalization]
+  stage_{i}/block_{j}/conv_{k}         [encoder.stages.i.layers.j.layer.k.convolution]
+  stage_{i}/block_{j}/norm_{k}         [encoder.stages.i.layers.j.layer.k.normalization]
+  stage_{i}/block_{j}/shortcut_conv    [encoder.stages.i.layers.j.shortcut.convolution]
+  stage_{i}/block_{j}/shortcut_norm    [encoder.stages.i.layers.j.shortcut.normalization]
+
+k = 0, 1 (basic) or 0, 1, 2 (bottleneck: 1x1 reduce, 3x3, 1x1 expand).
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from stbir_jax.models import layers
+
+DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
+          50: ('bottleneck', (3, 4, 6, 3)), 101: ('bottleneck', (3, 4, 23, 3))}
+NORMS = ('group', 'affine')
+CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')  # He init, as torchvision
+
+
+class Affine(nn.Module):
+  """Per-channel scale and bias: a BatchNorm with its statistics folded in."""
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    return x * scale.astype(x.dtype) + bias.astype(x.dtype)
+
+
+def _norm(kind: str, channels: int, dtype, name: str, zero_init: bool = False) -> nn.Module:
+  if kind == 'affine':
+    return Affine(name=name)
+  scale_init = nn.initializers.zeros if zero_init else nn.initializers.ones
+  # 32 groups (Wu & He) for C >= 64; narrower towers keep >= 2 channels a group, since a
+  # one-channel group over a 1x1 map (tiny test resolutions) normalises to exactly zero.
+  return nn.GroupNorm(num_groups=math.gcd(32, max(channels // 2, 1)), epsilon=1e-5, dtype=dtype,
+                      use_fast_variance=False, scale_init=scale_init, name=name)
+
+
+def _conv(features: int, kernel: int, stride: int, dtype, name: str) -> nn.Conv:
+  p = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((p, p), (p, p)),
+                 use_bias=False, dtype=dtype, kernel_init=CONV_INIT, name=name)
+
+
+class Block(nn.Module):
+  """A basic or bottleneck residual block (see the module docstring)."""
+  kind: str          # 'basic' | 'bottleneck'
+  features: int      # output channels
+  stride: int = 1
+  norm: str = 'group'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    if self.kind == 'basic':
+      convs = [(self.features, 3, self.stride), (self.features, 3, 1)]
+    else:
+      mid = self.features // 4
+      convs = [(mid, 1, 1), (mid, 3, self.stride), (self.features, 1, 1)]
+    h = x
+    for k, (features, kernel, stride) in enumerate(convs):
+      last = k == len(convs) - 1
+      h = _conv(features, kernel, stride, self.dtype, f'conv_{k}')(h)
+      h = _norm(self.norm, features, self.dtype, f'norm_{k}', zero_init=last)(h)
+      if not last:
+        h = nn.relu(h)
+    if x.shape[-1] != self.features or self.stride != 1:
+      x = _conv(self.features, 1, self.stride, self.dtype, 'shortcut_conv')(x)
+      x = _norm(self.norm, self.features, self.dtype, 'shortcut_norm')(x)
+    return nn.relu(h + x)
+
+
+class ResNet(nn.Module):
+  depth: int = 18
+  width: int = 64
+  norm: str = 'group'
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @property
+  def out_dim(self) -> int:
+    return self.width * 8 * (4 if DEPTHS[self.depth][0] == 'bottleneck' else 1)
+
+  @nn.compact
+  def __call__(self, x):
+    if self.depth not in DEPTHS:
+      raise ValueError(f'ResNet depth={self.depth!r}; valid depths: {", ".join(map(str, DEPTHS))}')
+    layers.check_choice('ResNet norm', self.norm, NORMS)
+    kind, counts = DEPTHS[self.depth]
+    x = x.astype(self.dtype)
+    x = _Stem(self.width, self.norm, self.dtype, name='stem')(x)
+    expansion = 4 if kind == 'bottleneck' else 1
+    for i, count in enumerate(counts):
+      x = _Stage(kind, self.width * 2**i * expansion, count, 2 if i > 0 else 1, self.norm,
+                 self.remat, self.dtype, name=f'stage_{i}')(x)
+    b, h, w, c = x.shape
+    tokens = x.reshape(b, h * w, c)
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+    return pooled, tokens
+
+
+class _Stem(nn.Module):
+  width: int
+  norm: str
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    x = _conv(self.width, 7, 2, self.dtype, 'conv')(x)
+    x = nn.relu(_norm(self.norm, self.width, self.dtype, 'norm')(x))
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+class _Stage(nn.Module):
+  kind: str
+  features: int
+  count: int
+  stride: int
+  norm: str
+  remat: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x):
+    block_cls = nn.remat(Block) if self.remat else Block
+    for j in range(self.count):
+      x = block_cls(self.kind, self.features, self.stride if j == 0 else 1, self.norm,
+                    self.dtype, name=f'block_{j}')(x)
+    return x

@@ -1,0 +1,177 @@
+"""The STBIR model: sketch (+ text) queries and photo gallery items in one embedding space.
+
+  model = STBIR(config.model, init_temperature=config.loss.init_temperature)
+  variables = model.init(key, batch)            # batch: image, sketch, text_ids, text_mask,
+                                                #        has_sketch, has_text
+  out = model.apply(variables, batch)           # dict(query (B, D), gallery (B, D), logit_scale)
+  q = model.apply(variables, sketch, text_ids, text_mask, has_sketch, has_text,
+                  method=STBIR.encode_query)    # (B, D), L2-normalised; runs sketch/text/fusion
+  g = model.apply(variables, image, method=STBIR.encode_gallery)   # (B, D); runs photo only
+  p = model.apply(variables, ids, mask, method=STBIR.encode_text)  # (B, D); runs text only
+
+Inputs: image uint8 (B, R, R, 3); sketch uint8 (B, R, R) stroke-order map (0 = background);
+text_ids int32 (B, L); text_mask (B, L) (1 = real token); has_sketch, has_text bool (B,).
+A sketch is binarised (map > 0) and drawn dark on white, replicated to 3 channels and
+normalised exactly like a photo, so one pretrained image tower can serve both sides. Pixel
+statistics follow the tower kind (PIXEL_STATS): CLIP's for ViTs, ImageNet's for ResNets (the HF
+microsoft/resnet-* preprocessors').
+
+Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole groups):
+
+  sketch/backbone/...     image tower (resnet.py / vit.py layout)
+  sketch/proj/kernel      (tower dim, D), no bias (like CLIP's visual_projection)
+  photo/backbone/..., photo/proj/kernel
+  text/backbone/...       text tower (text.py layout)
+  text/proj/kernel        (text hidden, D), no bias (like CLIP's text_projection)
+  fusion/...              fusion.py layout (per fusion kind)
+  temperature/log_scale   scalar, init log(1 / init_temperature);
+                          logit_scale = min(exp(log_scale), 100)
+
+Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width; optional `norm`:
+'group' default | 'affine'), 'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout);
+both ViTs read patch_size, hidden, layers, heads, mlp_dim, pool. config.model.text.kind: 'bert' |
+'clip' (vocab_size, hidden, layers, heads, mlp_dim, pool; optional `max_positions`). The `init`
+keys are for the weight converters and are not read here.
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from stbir_jax.models import fusion as fusion_lib
+from stbir_jax.models import layers
+from stbir_jax.models import resnet
+from stbir_jax.models import text as text_lib
+from stbir_jax.models import vit
+
+IMAGE_KINDS = ('resnet', 'vit', 'clip_vit')
+CLIP_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+PIXEL_STATS = {'resnet': IMAGENET_STATS, 'vit': CLIP_STATS, 'clip_vit': CLIP_STATS}
+MAX_LOGIT_SCALE = 100.0
+
+
+def l2_normalize(x):
+  x = x.astype(jnp.float32)
+  return x * jnp.reciprocal(jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6))
+
+
+def normalize_pixels(images01, kind: str):
+  """float images in [0, 1] (B, H, W, 3) -> normalised with the tower kind's mean/std."""
+  mean, std = (jnp.asarray(v, jnp.float32) for v in PIXEL_STATS[kind])
+  return (images01 - mean) / std
+
+
+def sketch_to_image(sketch):
+  """uint8 stroke-order map (B, R, R) -> float (B, R, R, 3) in [0, 1]: dark strokes on white."""
+  white = jnp.where(sketch > 0, 0.0, 1.0).astype(jnp.float32)
+  return jnp.repeat(white[..., None], 3, axis=-1)
+
+
+def image_tower(cfg, remat: bool, dtype, where: str) -> nn.Module:
+  """The backbone module of an image tower config (config.model.sketch / .photo)."""
+  layers.check_choice(f'{where}.kind', cfg.kind, IMAGE_KINDS)
+  if cfg.kind == 'resnet':
+    return resnet.ResNet(depth=cfg.depth, width=cfg.width, norm=layers.option(cfg, 'norm', 'group'),
+                         remat=remat, dtype=dtype, name='backbone')
+  return vit.ViT(variant='clip' if cfg.kind == 'clip_vit' else 'vit', patch_size=cfg.patch_size,
+                 hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim,
+                 pool=cfg.pool, remat=remat, dtype=dtype, name='backbone')
+
+
+class ImageEncoder(nn.Module):
+  """An image tower plus its projection to embed_dim: (emb (B, D), tokens (B, N, C))."""
+  config: ml_collections.ConfigDict   # config.model.sketch or .photo
+  embed_dim: int
+  remat: bool = False
+  dtype: Any = jnp.float32
+  where: str = 'config.model.photo'
+
+  @nn.compact
+  def __call__(self, images):
+    pooled, tokens = image_tower(self.config, self.remat, self.dtype, self.where)(images)
+    emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                   kernel_init=layers.DENSE_INIT, name='proj')(pooled)
+    return emb, tokens
+
+
+class TextEncoder(nn.Module):
+  """The text tower plus its projection: (emb (B, D), tokens (B, L, C), mask (B, L) bool)."""
+  config: ml_collections.ConfigDict   # config.model.text
+  embed_dim: int
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, ids, mask):
+    c = self.config
+    layers.check_choice('config.model.text.kind', c.kind, text_lib.KINDS)
+    pooled, tokens, mask = text_lib.TextTransformer(
+        kind=c.kind, vocab_size=c.vocab_size, hidden=c.hidden, layers=c.layers, heads=c.heads,
+        mlp_dim=c.mlp_dim, pool=c.pool, max_positions=layers.option(c, 'max_positions', 0),
+        remat=self.remat, dtype=self.dtype, name='backbone')(ids, mask)
+    emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                   kernel_init=layers.DENSE_INIT, name='proj')(pooled)
+    return emb, tokens, mask
+
+
+class Temperature(nn.Module):
+  init_temperature: float = 0.07
+
+  @nn.compact
+  def __call__(self):
+    log_scale = self.param('log_scale', nn.initializers.constant(
+        math.log(1.0 / self.init_temperature)), (), jnp.float32)
+    return jnp.minimum(jnp.exp(log_scale), MAX_LOGIT_SCALE)
+
+
+class STBIR(nn.Module):
+  config: ml_collections.ConfigDict   # config.model (nothing else is read)
+  init_temperature: float = 0.07
+
+  def setup(self):
+    c = self.config
+    dtype = layers.compute_dtype(c.dtype)
+    for side in ('sketch', 'photo'):
+      layers.check_choice(f'config.model.{side}.kind', c[side].kind, IMAGE_KINDS)
+    kw = dict(embed_dim=c.embed_dim, remat=c.remat, dtype=dtype)
+    self.sketch = ImageEncoder(c.sketch, where='config.model.sketch', **kw)
+    self.photo = ImageEncoder(c.photo, where='config.model.photo', **kw)
+    self.text = TextEncoder(c.text, **kw)
+    f = c.fusion
+    self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
+                                    layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
+                                    remat=c.remat, dtype=dtype)
+    self.temperature = Temperature(self.init_temperature)
+
+  def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
+    """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
+    images = normalize_pixels(sketch_to_image(sketch), self.config.sketch.kind)
+    s_emb, s_tokens = self.sketch(images)
+    t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)
+    fused = self.fusion(s_emb, s_tokens, t_emb, t_tokens, t_mask, has_sketch, has_text)
+    return l2_normalize(fused)
+
+  def encode_gallery(self, image):
+    """uint8 (B, R, R, 3) -> (B, D) L2-normalised photo embeddings."""
+    images = normalize_pixels(image.astype(jnp.float32) / 255.0, self.config.photo.kind)
+    emb, _ = self.photo(images)
+    return l2_normalize(emb)
+
+  def encode_text(self, text_ids, text_mask):
+    """-> (B, D) L2-normalised text-tower embeddings (no fusion), e.g. category prototypes."""
+    emb, _, _ = self.text(text_ids, text_mask)
+    return l2_normalize(emb)
+
+  def logit_scale(self):
+    return self.temperature()
+
+  def __call__(self, batch):
+    return dict(
+        query=self.encode_query(batch['sketch'], batch['text_ids'], batch['text_mask'],
+                                batch['has_sketch'], batch['has_text']),
+        gallery=self.encode_gallery(batch['image']),
+        logit_scale=self.temperature())

@@ -1,0 +1,116 @@
+"""Text towers: `kind='bert'` mirrors HF `BertModel`, `kind='clip'` mirrors HF `CLIPTextModel`.
+
+Inputs: ids (B, L) int32 and mask (B, L) (1 = real token, 0 = padding; padding at the end).
+Output: (pooled (B, hidden), tokens (B, L, hidden), mask (B, L) bool).
+
+  'bert'  x = LN(word_embeddings[ids] + token_type_embeddings[0] + position_embeddings[0..L))
+          (eps 1e-12); post-LN layers (exact gelu, eps 1e-12), key-padding mask.
+          tokens = x (HF last_hidden_state).
+          pool 'mean': masked mean over real tokens (sentence-transformers mean pooling, e.g.
+          all-MiniLM-L6-v2); 'cls': x[:, 0]. HF's tanh pooler is not part of this tower.
+  'clip'  x = token_embedding[ids] + position_embedding[0..L); pre-LN layers (quick_gelu,
+          eps 1e-5), causal + key-padding mask; x = final_layer_norm(x); tokens = x.
+          pool 'eos': x at the last real token (index sum(mask) - 1): HF's eos pooling when the
+          tokenizer ends each text with EOS (it does; truncation keeps EOS) and pads after it.
+          'argmax': x at argmax(ids) (HF's rule for old configs with eos_token_id == 2).
+          'mean': masked mean.
+
+Position tables: `max_positions` rows (an optional tower config key; default 512 for bert, 77 for
+clip, the HF sizes), so converted tables load as they are; L must not exceed it.
+
+Parameter tree (HF BertModel path / HF CLIPTextModel path in brackets):
+
+  bert: word_embeddings/embedding (V, H)        [embeddings.word_embeddings.weight]
+        position_embeddings/embedding (P, H)    [embeddings.position_embeddings.weight]
+        token_type_embeddings/embedding (2, H)  [embeddings.token_type_embeddings.weight]
+        embeddings_layer_norm/{scale, bias}     [embeddings.LayerNorm]
+        encoder/layer_{i}/self_attn/{q,k,v}_proj [encoder.layer.i.attention.self.{query,key,value}]
+        encoder/layer_{i}/self_attn/out_proj    [encoder.layer.i.attention.output.dense]
+        encoder/layer_{i}/layer_norm1           [encoder.layer.i.attention.output.LayerNorm]
+        encoder/layer_{i}/mlp/fc1               [encoder.layer.i.intermediate.dense]
+        encoder/layer_{i}/mlp/fc2               [encoder.layer.i.output.dense]
+        encoder/layer_{i}/layer_norm2           [encoder.layer.i.output.LayerNorm]
+  clip: token_embedding/embedding (V, H)        [embeddings.token_embedding.weight]
+        position_embedding/embedding (P, H)     [embeddings.position_embedding.weight]
+        encoder/layer_{i}/...                   [encoder.layers.i.{self_attn,layer_norm1,mlp,
+                                                 layer_norm2}] (same names)
+        final_layer_norm/{scale, bias}          [final_layer_norm]
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from stbir_jax.models import layers
+
+KINDS = ('bert', 'clip')
+POOLS = {'bert': ('mean', 'cls'), 'clip': ('eos', 'argmax', 'mean')}
+MAX_POSITIONS = {'bert': 512, 'clip': 77}
+EMBED_INIT = nn.initializers.normal(0.02)
+
+
+def masked_mean(x, mask):
+  m = mask.astype(jnp.float32)[..., None]
+  total = jnp.sum(x.astype(jnp.float32) * m, axis=1)
+  return (total / jnp.maximum(jnp.sum(m, axis=1), 1e-9)).astype(x.dtype)
+
+
+class TextTransformer(nn.Module):
+  kind: str = 'bert'
+  vocab_size: int = 30522
+  hidden: int = 768
+  layers: int = 12
+  heads: int = 12
+  mlp_dim: int = 3072
+  pool: str = 'mean'
+  max_positions: int = 0          # 0 = MAX_POSITIONS[kind]
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @property
+  def out_dim(self) -> int:
+    return self.hidden
+
+  @nn.compact
+  def __call__(self, ids, mask):
+    layers.check_choice('text kind', self.kind, KINDS)
+    layers.check_choice(f'text pool (kind {self.kind!r})', self.pool, POOLS[self.kind])
+    max_pos = self.max_positions or MAX_POSITIONS[self.kind]
+    b, length = ids.shape
+    if length > max_pos:
+      raise ValueError(f'text length {length} exceeds the {self.kind} tower\'s max_positions='
+                       f'{max_pos}; shorten config.data.max_text_len or raise max_positions')
+    ids = ids.astype(jnp.int32)
+    mask = mask.astype(bool)
+    embed = lambda n, name: nn.Embed(n, self.hidden, dtype=self.dtype, embedding_init=EMBED_INIT,
+                                     name=name)
+    positions = jnp.arange(length)[None]
+    key_mask = mask[:, None, None, :]                                  # (B, 1, 1, L)
+    if self.kind == 'bert':
+      x = (embed(self.vocab_size, 'word_embeddings')(ids)
+           + embed(2, 'token_type_embeddings')(jnp.zeros_like(ids))
+           + embed(max_pos, 'position_embeddings')(positions))
+      x = layers.layer_norm(1e-12, self.dtype, 'embeddings_layer_norm')(x)
+      x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act='gelu',
+                         eps=1e-12, pre_ln=False, remat=self.remat, dtype=self.dtype,
+                         name='encoder')(x, key_mask)
+      pooled = x[:, 0] if self.pool == 'cls' else masked_mean(x, mask)
+      return pooled, x, mask
+
+    x = (embed(self.vocab_size, 'token_embedding')(ids)
+         + embed(max_pos, 'position_embedding')(positions))
+    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+    x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act='quick_gelu',
+                       eps=1e-5, pre_ln=True, remat=self.remat, dtype=self.dtype,
+                       name='encoder')(x, causal & key_mask)
+    x = layers.layer_norm(1e-5, self.dtype, 'final_layer_norm')(x)
+    if self.pool == 'mean':
+      pooled = masked_mean(x, mask)
+    else:
+      if self.pool == 'eos':
+        index = jnp.maximum(jnp.sum(mask, axis=1) - 1, 0)
+      else:
+        index = jnp.argmax(ids, axis=1)
+      pooled = jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+    return pooled, x, mask

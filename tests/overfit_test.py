@@ -1,0 +1,56 @@
+"""A tiny model must overfit a few examples: every query retrieves its own photo (Acc@1 = 1)."""
+
+import jax
+import ml_collections
+import numpy as np
+
+from configs import base
+from stbir_jax import metrics, stages, train
+from stbir_jax.models.stbir import STBIR
+
+
+def _tiny_config():
+  config = base.get_config('smoke')
+  vit = dict(kind='vit', patch_size=8, hidden=32, layers=1, heads=2, mlp_dim=64)
+  config.model.sketch.update(vit)
+  config.model.photo.update(vit)
+  config.model.embed_dim = 32
+  config.curriculum.kind = 'none'
+  config.train.modality_dropout = 0.0
+  config.train.num_steps = 80
+  config.optim.lr = 3e-3
+  config.optim.warmup_steps = 5
+  config.stages = [ml_collections.ConfigDict(dict(
+      name='joint', fraction=1.0, train=list(stages.PARAM_GROUPS),
+      losses=['contrastive', 'triplet'], query='sketch+text', lr_scale=1.0))]
+  return config
+
+
+def test_tiny_model_overfits_to_acc1_of_one():
+  config = _tiny_config()
+  rng = np.random.default_rng(0)
+  b, r, l = 8, config.data.resolution, config.data.max_text_len
+  batch = dict(
+      image=rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
+      sketch=((rng.random((b, r, r)) < 0.2) * rng.integers(1, 9, (b, r, r))).astype(np.uint8),
+      text_ids=rng.integers(1000, 3000, (b, l)).astype(np.int32),
+      text_mask=np.ones((b, l), np.int32), has_sketch=np.ones(b, bool),
+      has_text=np.ones(b, bool), category=np.zeros(b, np.int32),
+      instance=np.arange(b, dtype=np.int32), family=np.zeros(b, np.int32))
+  model = train.make_model(config)
+  constants = train.make_constants(config, ['thing'])
+  state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
+  step = jax.jit(train.make_step_fn(config, model, stages.build_stages(config)[0], constants,
+                                    config.train.num_steps))
+  first = None
+  for _ in range(config.train.num_steps):
+    state, m = step(state, batch)
+    first = float(m['loss']) if first is None else first
+  assert float(m['loss']) < 0.25 * first
+
+  variables = train.model_variables(state.params)
+  q = model.apply(variables, batch['sketch'], batch['text_ids'], batch['text_mask'],
+                  batch['has_sketch'], batch['has_text'], method=STBIR.encode_query)
+  g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
+  ranks = metrics.ranks(np.asarray(q @ g.T), np.arange(b))
+  assert metrics.retrieval_metrics(ranks)['acc@1'] == 1.0

@@ -22,8 +22,8 @@ TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 def _tower(kind, **kw):
   """Image tower (sketch or photo side). ResNet reads depth/width; ViT reads the rest."""
-  tower = dict(kind=kind, depth=18, width=64, patch_size=16, hidden=768, layers=12,
-               heads=12, mlp_dim=3072, pool='cls', init='')
+  tower = dict(kind=kind, depth=18, width=64, norm='group', patch_size=16, hidden=768,
+               layers=12, heads=12, mlp_dim=3072, pool='cls', init='')
   tower.update(kw)
   return ml_collections.ConfigDict(tower)
 

@@ -169,7 +169,10 @@ def make_constants(config, category_names) -> Constants:
 
 
 def init_state(config, model, constants: Constants, key) -> TrainState:
-  params = dict(model.init(key, dummy_batch(config, 2))['params'])
+  # Parameter initialisers compile several times faster on CPU with the rbg generator than with
+  # threefry; the step keys stay threefry (fold_in(rng, step)).
+  init_key = jax.random.wrap_key_data(jnp.concatenate([key, key]).astype(jnp.uint32), impl='rbg')
+  params = dict(model.init(init_key, dummy_batch(config, 2))['params'])
   if config.category.enabled and config.category.learn_prototypes:
     # Category knowledge: prototypes start as the text tower's encodings of the category prompts.
     params['prototypes'] = model.apply({'params': params}, constants.prompt_ids,

@@ -13,8 +13,9 @@ Convs pad k//2 on every side (as torch), not 'SAME' (which pads stride-2 convs a
 
 Norms (`norm`): 'group' (GroupNorm with gcd(32, C/2) groups, i.e. 32 for C >= 64, eps 1e-5; the
 default: no batch statistics, so the train state is params only; the last norm of each residual
-branch starts at scale 0), or 'affine' (y = x * scale + bias per channel: a pretrained BatchNorm folded at conversion,
-scale = gamma / sqrt(running_var + eps), bias = beta - running_mean * scale, eps = 1e-5).
+branch starts at scale 0), or 'affine' (y = x * scale + bias per channel: a pretrained BatchNorm
+folded at conversion: scale = gamma / sqrt(running_var + eps), bias = beta - running_mean * scale,
+eps = 1e-5).
 Both hold {scale (C,), bias (C,)}: the same count as BatchNorm's gamma/beta.
 
 Parameter tree (HF path in brackets; all convs have only `kernel` (kh, kw, in, out)):

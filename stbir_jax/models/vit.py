@@ -1,4 +1,4 @@
-"""Vision transformers: `variant='clip'` mirrors HF `CLIPVisionModel`, `'vit'` mirrors HF `ViTModel`.
+"""Vision transformers: variant 'clip' mirrors HF `CLIPVisionModel`, 'vit' mirrors HF `ViTModel`.
 
 Input: float images (B, H, W, 3), already normalised; H, W multiples of patch_size. Output:
 (pooled (B, hidden), tokens (B, 1 + (H/p)*(W/p), hidden)), tokens = class token then patches in

@@ -1,8 +1,12 @@
-"""A tiny model must overfit a few examples: every query retrieves its own photo (Acc@1 = 1)."""
+"""The jitted train step on a tiny model: it overfits a few examples to Acc@1 = 1, skips
+non-finite updates and the loop then stops naming the step."""
+
+import functools
 
 import jax
 import ml_collections
 import numpy as np
+import pytest
 
 from configs import base
 from stbir_jax import metrics, stages, train
@@ -26,8 +30,7 @@ def _tiny_config():
   return config
 
 
-def test_tiny_model_overfits_to_acc1_of_one():
-  config = _tiny_config()
+def _batch(config):
   rng = np.random.default_rng(0)
   b, r, l = 8, config.data.resolution, config.data.max_text_len
   batch = dict(
@@ -37,11 +40,24 @@ def test_tiny_model_overfits_to_acc1_of_one():
       text_mask=np.ones((b, l), np.int32), has_sketch=np.ones(b, bool),
       has_text=np.ones(b, bool), category=np.zeros(b, np.int32),
       instance=np.arange(b, dtype=np.int32), family=np.zeros(b, np.int32))
+  return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _setup():
+  config = _tiny_config()
   model = train.make_model(config)
   constants = train.make_constants(config, ['thing'])
   state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
   step = jax.jit(train.make_step_fn(config, model, stages.build_stages(config)[0], constants,
                                     config.train.num_steps))
+  return config, model, state, step
+
+
+def test_tiny_model_overfits_to_acc1_of_one():
+  config, model, state, step = _setup()
+  batch = _batch(config)
+  b = batch['instance'].shape[0]
   first = None
   for _ in range(config.train.num_steps):
     state, m = step(state, batch)
@@ -54,3 +70,30 @@ def test_tiny_model_overfits_to_acc1_of_one():
   g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
   ranks = metrics.ranks(np.asarray(q @ g.T), np.arange(b))
   assert metrics.retrieval_metrics(ranks)['acc@1'] == 1.0
+
+
+class _NoCheckpoints:
+  def wait(self):
+    pass
+
+  def all_steps(self):
+    return []
+
+
+def test_non_finite_update_is_skipped_and_named():
+  config, _, state, step = _setup()
+  poisoned = dict(state.params)
+  poisoned['photo'] = jax.tree.map(lambda x: x * np.nan, state.params['photo'])
+  state = state.replace(params=poisoned)
+  new, metrics = step(state, _batch(config))
+  assert float(metrics['finite']) == 0.0
+  assert int(new.first_bad_step) == 0 and int(new.skipped_steps) == 1
+  # The update was skipped: every parameter and the optimiser state are unchanged.
+  for a, b in zip(jax.tree.leaves((state.params, state.opt_state)),
+                  jax.tree.leaves((new.params, new.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(FloatingPointError, match='at step 0; .* no checkpoint exists'):
+    train._check_finite(config, new, _NoCheckpoints())  # pylint: disable=protected-access
+  config.train.nan_policy = 'skip'
+  train._check_finite(config, new, _NoCheckpoints())  # pylint: disable=protected-access
+  config.train.nan_policy = 'stop'

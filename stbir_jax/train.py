@@ -21,7 +21,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from stbir_jax import checkpoint, curriculum, evaluate, losses, sharding, stages
+from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, sharding, stages
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -168,11 +168,14 @@ def make_constants(config, category_names) -> Constants:
                    curriculum.buckets_from_config(config.curriculum.buckets))
 
 
-def init_state(config, model, constants: Constants, key) -> TrainState:
+def init_state(config, model, constants: Constants, key, pretrained=None) -> TrainState:
+  """A fresh train state; `pretrained` ({group: params} from convert.load_pretrained) replaces
+  the random towers it names before the category prototypes are encoded."""
   # Parameter initialisers compile several times faster on CPU with the rbg generator than with
   # threefry; the step keys stay threefry (fold_in(rng, step)).
   init_key = jax.random.wrap_key_data(jnp.concatenate([key, key]).astype(jnp.uint32), impl='rbg')
   params = dict(model.init(init_key, dummy_batch(config, 2))['params'])
+  params = convert.merge_pretrained(params, pretrained or {})
   if config.category.enabled and config.category.learn_prototypes:
     # Category knowledge: prototypes start as the text tower's encodings of the category prompts.
     params['prototypes'] = model.apply({'params': params}, constants.prompt_ids,
@@ -347,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
                                        process_count=jax.process_count())
 
-  init_fn = lambda key: init_state(config, model, constants, key)
+  init_fn = lambda key, pretrained=None: init_state(config, model, constants, key, pretrained)
   key = jax.random.PRNGKey(config.train.seed)
   abstract = jax.eval_shape(init_fn, key)
   state_shardings = sharding.state_shardings(mesh, abstract)
@@ -355,7 +358,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           abstract, state_shardings)
   start, state = ckpt.restore(abstract, train_iter)
   if state is None:
-    state = jax.jit(init_fn, out_shardings=state_shardings)(key)
+    # Pretrained towers (config.model.*.init) are read only on a fresh start, never on resume.
+    pretrained = convert.load_pretrained(config, abstract.params)
+    state = jax.jit(init_fn, out_shardings=state_shardings)(key, pretrained)
     start = 0
     logging.info('Initialised a new run in %s.', workdir)
   else:

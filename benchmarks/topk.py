@@ -1,0 +1,118 @@
+"""Exact top-k retrieval queries/s: stbir_jax.retrieval.top_k_jax vs FAISS IndexFlatIP, over
+galleries of 10k, 100k and 1M random unit-norm 512-d float32 embeddings; identical ids asserted
+(ties aside); peak extra resident memory of each search.
+
+  /work/venv/bin/python benchmarks/topk.py [--quick] [--queries 256] [--k 10]
+
+FAISS's index.add (a copy of the gallery) is timed separately and not in queries/s; ours has no
+index. Memory: VmHWM - VmRSS after resetting the peak (/proc/self/clear_refs), per search.
+"""
+
+import argparse
+import time
+
+import common
+import faiss
+import numpy as np
+
+from stbir_jax import retrieval
+
+
+def _status(key):
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith(key):
+        return int(line.split()[1]) * 1024
+  return 0
+
+
+def peak_extra_bytes(fn):
+  """(result, peak resident bytes above the resident size at the call)."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+  except OSError:
+    pass
+  base = _status('VmRSS')
+  out = fn()
+  return out, max(0, _status('VmHWM') - base)
+
+
+def unit(rng, n, d):
+  x = rng.standard_normal((n, d), dtype=np.float32)
+  x /= np.linalg.norm(x, axis=1, keepdims=True)   # in place: 1M x 512 is 2 GB per copy
+  return x
+
+
+def same_topk(a_ids, b_ids, a_s, b_s, tol=1e-5):
+  """Ids equal, except where the scores tie (within tol) at the swapped positions."""
+  bad = 0
+  for i in range(len(a_ids)):
+    if np.array_equal(a_ids[i], b_ids[i]):
+      continue
+    # Ties aside: the two id lists must agree on every score not tied with the k-th score.
+    kth = min(a_s[i, -1], b_s[i, -1])
+    ka = set(a_ids[i][a_s[i] > kth + tol])
+    kb = set(b_ids[i][b_s[i] > kth + tol])
+    if ka != kb or not np.allclose(a_s[i], b_s[i], atol=tol):
+      bad += 1
+  return bad
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--quick', action='store_true')
+  p.add_argument('--queries', type=int, default=256)
+  p.add_argument('--k', type=int, default=10)
+  p.add_argument('--sizes', default='10000,100000,1000000')
+  args = p.parse_args()
+  faiss.omp_set_num_threads(common.TORCH_THREADS)
+  rng = np.random.default_rng(0)
+  d, q, k = 512, args.queries, args.k
+  queries = unit(rng, q, d)
+  results = []
+  for n in map(int, args.sizes.split(',')):
+    gallery = unit(rng, n, d)
+    reps = 2 if (args.quick or n >= 1_000_000) else 5
+    t = time.perf_counter()
+    index = faiss.IndexFlatIP(d)
+    index.add(gallery)
+    faiss_add_s = time.perf_counter() - t
+    t = time.perf_counter()
+    retrieval.top_k_jax(queries, gallery, k)  # compile
+    ours_first_s = time.perf_counter() - t
+    load = common.wait_for_load()
+    timings = common.interleaved({'ours': lambda: retrieval.top_k_jax(queries, gallery, k),
+                                  'faiss': lambda: index.search(queries, k)}, reps=reps)
+    (js, ji), ours_mem = peak_extra_bytes(lambda: retrieval.top_k_jax(queries, gallery, k))
+    (fs, fi), faiss_mem = peak_extra_bytes(lambda: index.search(queries, k))
+    mismatches = same_topk(ji, fi, js, fs)
+    assert mismatches == 0, f'{mismatches} of {q} queries differ beyond ties at N={n}'
+    r = dict(gallery=n, queries=q, k=k, dim=d, timings=timings, load=load,
+             faiss_add_s=faiss_add_s, ours_first_call_s=ours_first_s,
+             ours_queries_per_s=q / timings['ours']['median_s'],
+             faiss_queries_per_s=q / timings['faiss']['median_s'],
+             ours_peak_extra_mb=ours_mem / 2**20, faiss_peak_extra_mb=faiss_mem / 2**20,
+             gallery_mb=gallery.nbytes / 2**20, faiss_index_mb=gallery.nbytes / 2**20,
+             identical_ids_queries=int(np.sum(np.all(ji == fi, axis=1))),
+             mismatches_beyond_ties=mismatches)
+    r['ratio_ours_over_faiss'] = r['ours_queries_per_s'] / r['faiss_queries_per_s']
+    results.append(r)
+    print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, faiss {r["faiss_queries_per_s"]:.1f} q/s',
+          flush=True)
+    del index, gallery
+  rows = [dict(gallery=r['gallery'], ours_q_s=r['ours_queries_per_s'],
+               faiss_q_s=r['faiss_queries_per_s'], ratio=r['ratio_ours_over_faiss'],
+               ours_ms=1e3 * r['timings']['ours']['median_s'],
+               faiss_ms=1e3 * r['timings']['faiss']['median_s'],
+               ours_extra_mb=r['ours_peak_extra_mb'], faiss_extra_mb=r['faiss_peak_extra_mb'],
+               gallery_mb=r['gallery_mb'], ids_equal=f'{r["identical_ids_queries"]}/{q}',
+               load1=r['load']['load_before_measuring'][0]) for r in results]
+  print(f'Exact top-{k}, {q} queries x 512-d float32 (median of interleaved reps)')
+  print(common.table(rows, list(rows[0])))
+  tag = '' if args.sizes == p.get_default('sizes') else '_' + args.sizes.replace(',', '_')
+  print('wrote', common.write_json('topk' + tag, dict(results=results, table=rows)))
+
+
+if __name__ == '__main__':
+  main()

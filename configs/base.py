@@ -94,7 +94,8 @@ def get_config(arg=None):
   c.data.data_dir = ''                    # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.resolution = 224                 # stored and model input size, pixels
   c.data.max_text_len = 32
-  c.data.tokenizer = 'bert_uncased'       # bundled vocab (offline), an HF hub id or a local dir
+  c.data.tokenizer = 'openai/clip-vit-base-patch16'  # must match model.text.init; 'bert_uncased'
+                                          # is the bundled (offline) BERT vocab
   c.data.num_workers = 0                  # Grain worker processes (0 = in-process)
   c.data.family_group = 16                # instances of one family kept together in a batch
   c.data.synth = ml_collections.ConfigDict(dict(
@@ -104,13 +105,19 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
-  c.model.embed_dim = 512
+  c.model.embed_dim = 512                 # = CLIP ViT-B/16 projection_dim, so its projections load
   c.model.dtype = 'float32'               # compute dtype: 'float32' or 'bfloat16'
-  c.model.sketch = _tower('vit', patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072)
-  c.model.photo = _tower('vit', patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072)
+  # The full run starts every tower from CLIP ViT-B/16 (photo, sketch and text; the sketch tower
+  # sees strokes drawn dark on white, so an image tower transfers). Fetched from the hub when
+  # online, or give a local directory / a converted directory (docs/pretrained.md).
+  clip = 'openai/clip-vit-base-patch16'
+  c.model.sketch = _tower('clip_vit', patch_size=16, hidden=768, layers=12, heads=12,
+                          mlp_dim=3072, init=clip)
+  c.model.photo = _tower('clip_vit', patch_size=16, hidden=768, layers=12, heads=12,
+                         mlp_dim=3072, init=clip)
   c.model.text = ml_collections.ConfigDict(dict(
       kind='clip', vocab_size=49408, hidden=512, layers=12, heads=8, mlp_dim=2048,
-      pool='eos', init=''))
+      pool='eos', init=clip))
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048))
   c.model.remat = False
@@ -173,6 +180,7 @@ def get_config(arg=None):
 
 
 def _small_towers(c, width, hidden, layers, heads, embed_dim):
+  c.data.tokenizer = 'bert_uncased'
   c.model.embed_dim = embed_dim
   c.model.sketch = _tower('resnet', depth=18, width=width)
   c.model.photo = _tower('resnet', depth=18, width=width)

@@ -97,3 +97,17 @@ def test_non_finite_update_is_skipped_and_named():
   config.train.nan_policy = 'skip'
   train._check_finite(config, new, _NoCheckpoints())  # pylint: disable=protected-access
   config.train.nan_policy = 'stop'
+
+
+def test_frozen_groups_stay_bit_identical():
+  config, model, state, _ = _setup()
+  constants = train.make_constants(config, ['thing'])
+  photo_only = stages.Stage(0, 'photo_refine', 0, config.train.num_steps, ('photo',),
+                            ('contrastive',), 'sketch', 1.0)
+  step = jax.jit(train.make_step_fn(config, model, photo_only, constants,
+                                    config.train.num_steps))
+  new, _ = step(state, _batch(config))
+  for group in stages.MODEL_GROUPS:
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree.leaves(state.params[group]), jax.tree.leaves(new.params[group])))
+    assert same == (group != 'photo'), group

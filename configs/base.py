@@ -194,7 +194,7 @@ def _small_towers(c, width, hidden, layers, heads, embed_dim):
 def _demo(c):
   c.data.configs = ['shoes']
   c.data.resolution = 64
-  _small_towers(c, width=16, hidden=64, layers=2, heads=4, embed_dim=128)
+  _small_towers(c, width=8, hidden=64, layers=2, heads=4, embed_dim=128)
   c.train.batch_size = 64
   c.train.num_steps = 3000
   c.train.log_every = 50

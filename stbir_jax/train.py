@@ -52,7 +52,7 @@ class ConfigError(ValueError):
 def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
   """Fails before any compute on combinations that cannot run, saying what to change."""
   batch = config.train.batch_size
-  if batch % (data_parallel * num_processes) and batch % data_parallel:
+  if batch % data_parallel:  # the mesh spans every process, so this is the global size
     raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
                       f'{data_parallel} (mesh data x fsdp); use a multiple of it.')
   if batch % num_processes:

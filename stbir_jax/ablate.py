@@ -9,10 +9,15 @@ Runs, for every seed, the full model and one variant per removed module:
   curriculum_uniform   module 1 without its schedule: all quality buckets mixed uniformly
   no_category          module 2 off: no prototypes, no intra-category hard-negative weights
   joint                module 3 off: one stage training every tower jointly on sketch+text
+  staged               module 3 on, for a config that trains one joint stage (the demo):
+                       the paper's schedule, stages.PAPER_SCHEDULE
+The default --variants are `full`, the three module-off variants that differ from it, and
+`joint` or `staged`, whichever changes the config's schedule.
 Each run lives in WORKDIR/VARIANT/seed_K and is skipped when its results.json exists, so an
 interrupted ablation resumes where it stopped. The report shows mean ± std over seeds.
 """
 
+import copy
 import json
 import os
 
@@ -21,15 +26,22 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint')
+from stbir_jax import stages
+
+VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged')
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Base config, e.g. configs/base.py:demo.',
-                                lock_config=False)
-flags.DEFINE_string('workdir', None, 'Root directory of the ablation runs.')
-flags.DEFINE_list('seeds', ['0'], 'Training seeds.')
-flags.DEFINE_list('variants', list(VARIANTS), f'Subset of {VARIANTS}.')
-flags.DEFINE_string('out', 'docs/results.md', 'Markdown report to write.')
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program: the library part of this module
+  (variant_config, report) is imported by tests next to other absl programs' flags."""
+  config_flags.DEFINE_config_file('config', None, 'Base config, e.g. configs/base.py:demo.',
+                                  lock_config=False)
+  flags.DEFINE_string('workdir', None, 'Root directory of the ablation runs.')
+  flags.DEFINE_list('seeds', ['0'], 'Training seeds.')
+  flags.DEFINE_list('variants', None, f'Subset of {VARIANTS}; default: see the module docstring.')
+  flags.DEFINE_string('out', 'docs/results.md', 'Markdown report to write.')
 
 
 def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
@@ -50,12 +62,31 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
       stage.losses = [l for l in stage.losses if l != 'prototype']
       stage.train = [g for g in stage.train if g != 'prototypes']
   elif variant == 'joint':
-    losses = ['contrastive', 'triplet'] + (['prototype'] if c.category.enabled else [])
+    # Everything any stage trains, with every loss any stage uses, from the first step.
+    losses = list(dict.fromkeys(l for stage in c.stages for l in stage.losses))
+    groups = ['sketch', 'photo', 'text', 'fusion', 'temperature'] + [
+        g for stage in c.stages for g in stage.train if g == 'prototypes']
     c.stages = [ml_collections.ConfigDict(dict(
-        name='joint', fraction=1.0, train=['sketch', 'photo', 'text', 'fusion', 'temperature']
-        + (['prototypes'] if c.category.enabled and c.category.learn_prototypes else []),
-        losses=losses, query='sketch+text', lr_scale=1.0))]
+        name='joint', fraction=1.0, train=list(dict.fromkeys(groups)), losses=losses,
+        query='sketch+text', lr_scale=1.0))]
+  elif variant == 'staged':
+    c.stages = [ml_collections.ConfigDict(copy.deepcopy(s)) for s in stages.PAPER_SCHEDULE]
+    if not c.category.enabled:
+      for stage in c.stages:
+        stage.losses = [l for l in stage.losses if l != 'prototype']
+        stage.train = [g for g in stage.train if g != 'prototypes']
   return c
+
+
+def default_variants(config) -> list:
+  """full, the module-off variants, and joint (multi-stage config) or staged (joint config)."""
+  variants = ['full', 'curriculum_none', 'curriculum_uniform', 'no_category']
+  if config.curriculum.kind == 'none':
+    variants.remove('curriculum_none')
+  if not config.category.enabled:
+    variants.remove('no_category')
+  variants.append('staged' if len(config.stages) == 1 else 'joint')
+  return variants
 
 
 def run_one(config, workdir: str) -> dict:
@@ -108,14 +139,15 @@ def main(argv):
   del argv
   seeds = [int(s) for s in FLAGS.seeds]
   runs = {}
-  for variant in FLAGS.variants:
+  variants = FLAGS.variants or default_variants(FLAGS.config)
+  for variant in variants:
     runs[variant] = []
     for seed in seeds:
       workdir = os.path.join(FLAGS.workdir, variant, f'seed_{seed}')
       logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
       runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
   command = ('python -m stbir_jax.ablate --config=... ' +
-             f'--seeds={",".join(map(str, seeds))} --variants={",".join(FLAGS.variants)}')
+             f'--seeds={",".join(map(str, seeds))} --variants={",".join(variants)}')
   text = report(runs, FLAGS.config, seeds, command)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, 'w') as f:
@@ -124,5 +156,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

@@ -1,7 +1,9 @@
 """Evaluators, configured by name in `config.eval.evaluators` (big_vision style).
 
-FG-SBIR protocol: every test query of a dataset configuration against its whole test gallery;
-the rank of the true photo gives Acc@1/5/10 and mAP (stbir_jax/metrics.py), per query mode:
+FG-SBIR protocol: every test query of a dataset configuration against its whole test gallery
+(config.eval.gallery_scope='all'), or against the photos of its own category ('category': the
+fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and mAP
+(stbir_jax/metrics.py), per query mode:
 
   'sketch'       the query's text is hidden (has_text forced False)
   'text'         the query's sketch is hidden (has_sketch forced False)
@@ -29,6 +31,7 @@ from stbir_jax import metrics
 
 MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
+SCOPES = ('all', 'category')
 TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
                  ('mean_rank', 'mean rank'))
 
@@ -88,6 +91,10 @@ class RetrievalEvaluator:
     self.mesh = mesh
     self._data_fns = data_fns
     self.modes = tuple(config.eval.modes)
+    self.scope = config.eval.get('gallery_scope', 'all')
+    if self.scope not in SCOPES:
+      raise EvaluatorError(f'[{self.name}] config.eval.gallery_scope={self.scope!r}; valid '
+                           f'scopes: {", ".join(SCOPES)}.')
     for mode in self.modes:
       if mode not in MODES:
         raise EvaluatorError(f'[{self.name}] config.eval.modes has {mode!r}; valid modes: '
@@ -128,25 +135,39 @@ class RetrievalEvaluator:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
+  def _process_rows(self) -> dict:
+    """Which rows of every eval batch this process reads (kwargs of the data fns).
+
+    With a mesh over several processes each process reads only its share and `global_batch`
+    assembles the global batch; reading every row would put each one in it process_count
+    times. Without a mesh (or with one process) every row: the pipeline's defaults, so data
+    fns taking (config, dataset, split) only keep working.
+    """
+    if self.mesh is None or jax.process_count() == 1:
+      return {}
+    return dict(process_index=jax.process_index(), process_count=jax.process_count())
+
   def _host_meta(self, batch: dict, keys) -> dict:
     """Host metadata in the same (global) row order as the fetched embeddings."""
     meta = {k: batch[k] for k in keys}
     if self.mesh is not None and jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      meta = {k: np.asarray(v) for k, v in
-              multihost_utils.process_allgather(meta, tiled=True).items()}
+      # The same path as the embeddings (process-local rows -> global array -> gather), so the
+      # row order agrees whatever order the mesh puts the processes' devices in.
+      meta = {k: self._fetch(v) for k, v in self._to_device(meta).items()}
     return meta
 
   def gallery(self, variables, dataset: str, split: str):
-    """Gallery embeddings (N, D) and instance ids (N,), padded rows dropped."""
-    embs, instances = [], []
-    for batch in _fixed_size(self.data_fns['eval_gallery'](self.config, dataset, split)):
+    """Gallery embeddings (N, D), instance ids (N,) and categories (N,), padded rows dropped."""
+    embs, instances, categories = [], [], []
+    batches = self.data_fns['eval_gallery'](self.config, dataset, split, **self._process_rows())
+    for batch in _fixed_size(batches):
       image = self._to_device({'image': batch['image']})['image']
       emb = self._fetch(self._encode_gallery(variables, image))
-      meta = self._host_meta(batch, ('valid', 'instance'))
+      meta = self._host_meta(batch, ('valid', 'instance', 'category'))
       keep = meta['valid'].astype(bool)
       embs.append(emb[keep])
       instances.append(meta['instance'][keep])
+      categories.append(meta['category'][keep])
     if not embs or sum(len(i) for i in instances) == 0:
       raise EvaluatorError(f'[{self.name}] {dataset}/{split}: the gallery is empty.')
     instances = np.concatenate(instances)
@@ -155,13 +176,13 @@ class RetrievalEvaluator:
       raise EvaluatorError(f'[{self.name}] {dataset}/{split}: gallery photos appear more than '
                            f'once (instances {uniq[counts > 1][:10].tolist()}); each photo must '
                            'be in the gallery exactly once.')
-    return np.concatenate(embs).astype(np.float32), instances
+    return np.concatenate(embs).astype(np.float32), instances, np.concatenate(categories)
 
   def query_embeddings(self, variables, dataset: str, split: str) -> dict:
     """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
     variants = self.query_variants()
     out = {(p, m): ([], []) for p, _ in variants for m in self.modes}
-    batches = self.data_fns['eval_queries'](self.config, dataset, split)
+    batches = self.data_fns['eval_queries'](self.config, dataset, split, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
       meta = self._host_meta(batch, ('valid', 'instance'))
       keep = meta['valid'].astype(bool)
@@ -186,7 +207,7 @@ class RetrievalEvaluator:
     split = self.config.eval.split
     for dataset in self.config.data.configs:
       start = time.time()
-      gallery, gallery_instance = self.gallery(variables, dataset, split)
+      gallery, gallery_instance, gallery_category = self.gallery(variables, dataset, split)
       row_of = {int(inst): row for row, inst in enumerate(gallery_instance)}
       queries = self.query_embeddings(variables, dataset, split)
       for (prefix, mode), (q, target_instance) in queries.items():
@@ -195,13 +216,30 @@ class RetrievalEvaluator:
           raise EvaluatorError(f'[{self.name}] {dataset}/{split}: queries target photos that '
                                f'are not in the gallery (instances {sorted(set(missing))[:10]}).')
         target = np.asarray([row_of[int(t)] for t in target_instance], np.int32)
-        r = np.asarray(metrics.ranks_from_embeddings(q, gallery, target))
+        r = self._ranks(q, gallery, target, gallery_category)
         for name, value in self.metric_keys(metrics.retrieval_metrics(r)).items():
           results['/'.join(x for x in (dataset, prefix, mode, name) if x)] = value
       logging.info('[%s] %s/%s: %d gallery photos, %d queries x %d variants in %.1fs.',
                    self.name, dataset, split, len(gallery_instance), len(next(iter(
                        queries.values()))[1]), len(queries), time.time() - start)
     return results
+
+
+  def _ranks(self, queries, gallery, target, gallery_category) -> np.ndarray:
+    """Rank of each query's target row among the whole gallery or among its category's photos
+    (the category of a query is that of its target photo)."""
+    if self.scope == 'all':
+      return np.asarray(metrics.ranks_from_embeddings(queries, gallery, target))
+    ranks = np.zeros(len(target), np.int64)
+    query_category = gallery_category[target]
+    for category in np.unique(query_category):
+      rows = np.flatnonzero(gallery_category == category)
+      local = np.full(len(gallery_category), -1, np.int32)
+      local[rows] = np.arange(len(rows))
+      qs = np.flatnonzero(query_category == category)
+      ranks[qs] = np.asarray(metrics.ranks_from_embeddings(queries[qs], gallery[rows],
+                                                           local[target[qs]]))
+    return ranks
 
 
 class RobustnessEvaluator(RetrievalEvaluator):

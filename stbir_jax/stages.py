@@ -14,7 +14,20 @@ import math
 
 MODEL_GROUPS = ('sketch', 'photo', 'text', 'fusion', 'temperature')
 PARAM_GROUPS = MODEL_GROUPS + ('prototypes',)
-LOSSES = ('contrastive', 'triplet', 'prototype')
+LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
+
+# The paper's schedule (configs/base.py:alignment_stages): sketch <-> photo alignment, photo-side
+# refinement at half the learning rate, then text integration on sketch+text queries.
+PAPER_SCHEDULE = (
+    dict(name='sketch_photo', fraction=0.4, train=['sketch', 'photo', 'temperature'],
+         losses=['contrastive', 'triplet'], query='sketch', lr_scale=1.0),
+    dict(name='photo_refine', fraction=0.2, train=['photo', 'temperature', 'prototypes'],
+         losses=['contrastive', 'triplet', 'prototype'], query='sketch', lr_scale=0.5),
+    dict(name='text_integration', fraction=0.4,
+         train=['sketch', 'photo', 'text', 'fusion', 'temperature', 'prototypes'],
+         losses=['contrastive', 'triplet', 'prototype', 'single_modality'],
+         query='sketch+text', lr_scale=1.0),
+)
 QUERY_MODES = ('sketch', 'text', 'sketch+text')
 
 

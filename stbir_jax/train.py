@@ -30,6 +30,9 @@ CURRICULUM_KINDS = ('none', 'uniform', 'competence', 'self_paced')
 NAN_POLICIES = ('stop', 'skip')
 # Config sections whose change makes old checkpoints unusable in this workdir.
 STRUCTURAL_KEYS = ('model', 'data')
+# ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
+# corrupt record resumes with data.on_bad_record='skip'.
+RESUMABLE_KEYS = ('data.on_bad_record',)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -77,6 +80,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
       raise ConfigError(f'eval.robustness_buckets names {name!r}; defined buckets: {names}.')
   for name in config.eval.evaluators:
     evaluate.get_evaluator(name)  # raises listing the valid names
+  try:
+    pipeline.bad_record_policy(config)
+  except pipeline.DataError as e:
+    raise ConfigError(str(e)) from e
   stages.build_stages(config)
 
 
@@ -101,7 +108,8 @@ def check_workdir_config(config, workdir: str, has_checkpoint: bool) -> None:
     for section in STRUCTURAL_KEYS:
       a, b = _flatten(old.get(section, {})), _flatten(new.get(section, {}))
       diffs += [f'{section}.{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}'
-                for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k) and f'{section}.{k}' not in RESUMABLE_KEYS]
     if diffs:
       raise ConfigError(
           f'{workdir} holds checkpoints of an incompatible config; differences:\n  '
@@ -223,7 +231,8 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
 
   def loss_fn(params, batch, bucket_idx):
     params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
-    out = model.apply(model_variables(params), batch)
+    out = model.apply(model_variables(params), batch,
+                      single_modality='single_modality' in stage.losses)
     q, g, scale = out['query'], out['gallery'], out['logit_scale']
     weights = None
     if config.category.enabled:
@@ -235,6 +244,13 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     if 'contrastive' in stage.losses:
       terms['contrastive'] = losses.info_nce(q, g, scale, instance=batch['instance'],
                                              negative_weights=weights)
+    if 'single_modality' in stage.losses:
+      # Each modality must retrieve on its own too: a direct signal for what the fused query
+      # would otherwise learn only through the other (e.g. colour words before shapes match).
+      terms['single_modality'] = 0.5 * sum(
+          losses.info_nce(out[key], g, scale, instance=batch['instance'],
+                          negative_weights=weights, valid=batch[has])
+          for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.triplet_hard(q, g, wl.triplet_margin, instance=batch['instance'])
     if 'prototype' in stage.losses:
@@ -323,6 +339,28 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class _SkippedRecords:
+  """Bad records the input pipeline skipped (config.data.on_bad_record='skip'), all processes
+  together, since this process started: a resumed run counts from its restart."""
+
+  def __init__(self):
+    self.local = 0
+
+  def pop(self, batch: dict) -> dict:
+    """Counts and removes the pipeline's per-row skip counts (not a model input)."""
+    if pipeline.SKIPPED_KEY in batch:
+      batch = dict(batch)
+      self.local += int(np.sum(batch.pop(pipeline.SKIPPED_KEY)))
+    return batch
+
+  def total(self) -> int:
+    """Collective with several processes: every process calls it at the same steps."""
+    if jax.process_count() == 1:
+      return self.local
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return int(np.sum(multihost_utils.process_allgather(np.int64(self.local))))
+
+
 def _write_config(config, workdir):
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -374,6 +412,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 for name in config.eval.evaluators]
   batch_shardings = sharding.batch_sharding(mesh)
   step_fns = {}
+  skipped = _SkippedRecords() if pipeline.bad_record_policy(config) == 'skip' else None
 
   def compiled_step(stage):
     if stage.index not in step_fns:
@@ -401,13 +440,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      stage.index + 1, len(stage_list), stage.name, stage.start, stage.end,
                      ', '.join(stage.train), ', '.join(stage.losses), stage.query)
         writer.write_scalars(step, {'stage': stage.index})
-      batch = sharding.global_batch(mesh, next(train_iter))
+      local_batch = next(train_iter)
+      if skipped is not None:
+        local_batch = skipped.pop(local_batch)
+      batch = sharding.global_batch(mesh, local_batch)
       state, metrics = compiled_step(stage)(state, batch)
       done = step + 1
       report(done)
       if done % config.train.log_every == 0 or done == total_steps:
         _check_finite(config, state, ckpt)
-        writer.write_scalars(done, {k: float(v) for k, v in jax.device_get(metrics).items()})
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if skipped is not None:
+          scalars['data/skipped_records'] = float(skipped.total())
+        writer.write_scalars(done, scalars)
       boundary = done == stage.end
       if done % config.train.checkpoint_every == 0 or boundary or preemption.requested:
         _check_finite(config, state, ckpt)

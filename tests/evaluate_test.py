@@ -32,8 +32,9 @@ class FakeSTBIR(nn.Module):
     return s + t
 
 
-# Gallery: instance 10 + k holds pointer k. Batch size 3, last batch padded by the "pipeline";
-# the padded rows carry a duplicate instance and a pointer that would change ranks if kept.
+# Gallery: instance 10 + k holds pointer k; photos 10, 11 are category 0, photos 12, 13 category 1.
+# Batch size 3, last batch padded by the "pipeline"; the padded rows carry a duplicate instance
+# and a pointer that would change ranks if kept.
 def fake_gallery(config, dataset, split):
   CALLS.append(('gallery', dataset, split))
   pointer = np.array([[0, 1, 2], [3, 1, 1]])
@@ -43,7 +44,8 @@ def fake_gallery(config, dataset, split):
     image = np.zeros((3, R, R, 3), np.uint8)
     image[:, 0, 0, 0] = pointer[b]
     yield dict(image=image, instance=instance[b].astype(np.int32),
-               category=np.zeros(3, np.int32), family=np.zeros(3, np.int32), valid=valid[b])
+               category=(instance[b] >= 12).astype(np.int32), family=np.zeros(3, np.int32),
+               valid=valid[b])
 
 
 # Queries (target instance, sketch pointer a, text pointer b):
@@ -139,6 +141,28 @@ def test_retrieval_exact_metrics_modes_and_padding():
                    ('gallery', 'chairs', 'test'), ('queries', 'chairs', 'test')]
   # Fixed padded shapes: each encoder compiled once for 2 configs x 2 batches x 3 modes.
   assert TRACES == {'encode_gallery': 1, 'encode_query': 1}
+
+
+# Within the target's category only (gallery_scope='category'; pessimistic ties):
+#   sketch:      q2 2e3 among {e2, e3}: e3 above the target -> 2       ranks [1, 1, 2, 1]
+#   text:        q1 e2 among {e0, e1}: both 0, tie -> 2                 ranks [1, 2, 1, 1]
+#   sketch+text: q2 2e3+e2 among {e2, e3}: e3 2 > e2 1 -> 2             ranks [1, 1, 2, 1]
+EXPECTED_CATEGORY = {'sketch': [1, 1, 2, 1], 'text': [1, 2, 1, 1], 'sketch+text': [1, 1, 2, 1]}
+
+
+def test_category_scope_ranks_within_the_target_category():
+  ev = evaluate.get_evaluator('retrieval')(_config(gallery_scope='category'), FakeSTBIR(),
+                                           data_fns=DATA_FNS)
+  results = ev.run({'params': {}})
+  for mode, ranks in EXPECTED_CATEGORY.items():
+    for k, v in _metrics(ranks).items():
+      assert results[f'shoes/{mode}/{k}'] == pytest.approx(v), (mode, k)
+
+
+def test_unknown_gallery_scope_lists_the_valid_ones():
+  with pytest.raises(evaluate.EvaluatorError, match=r"gallery_scope='family'.*all, category"):
+    evaluate.get_evaluator('retrieval')(_config(gallery_scope='family'), FakeSTBIR(),
+                                        data_fns=DATA_FNS)
 
 
 def test_modes_force_missing_modality():

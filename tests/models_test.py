@@ -507,3 +507,24 @@ def test_hf_parity_text_towers():
       {'params': p}, jnp.asarray(ids.numpy()), jnp.asarray(mask.numpy()))
   np.testing.assert_allclose(pooled, _t(ref.pooler_output), atol=1e-5)
   np.testing.assert_allclose(np.asarray(tokens)[real], _t(ref.last_hidden_state)[real], atol=1e-5)
+
+
+@pytest.mark.parametrize('fusion', ['sum', 'cross_attention'])
+def test_single_modality_queries_equal_queries_with_the_other_side_hidden(fusion):
+  model = STBIR(tiny_model_config(fusion=fusion, image_kind='vit'))
+  batch = make_batch()
+  batch['has_text'] = jnp.array([True, False, True])   # row 1: sketch-only already
+  params = init(model, batch)
+  out = jax.jit(lambda p, b: model.apply({'params': p}, b, single_modality=True))(params, batch)
+  encode = jax.jit(lambda p, hs, ht: model.apply(
+      {'params': p}, batch['sketch'], batch['text_ids'], batch['text_mask'], hs, ht,
+      method=STBIR.encode_query))
+  none = jnp.zeros(3, bool)
+  np.testing.assert_allclose(out['query'], encode(params, batch['has_sketch'], batch['has_text']),
+                             atol=1e-6)
+  np.testing.assert_allclose(out['query_sketch'], encode(params, batch['has_sketch'], none),
+                             atol=1e-6)
+  np.testing.assert_allclose(out['query_text'], encode(params, none, batch['has_text']),
+                             atol=1e-6)
+  # The text-only query of row 1 (no text) is the all-null query, unlike its sketch query.
+  assert not np.allclose(out['query_text'][1], out['query_sketch'][1])

@@ -1,5 +1,5 @@
-"""One train step on 8 fake CPU devices equals the 1-device step: loss and gradient norm to
-1e-5, updated params to a fraction of one Adam step (see the comment in the script)."""
+"""One train step on 8 fake CPU devices equals the 1-device step: loss to 1e-5, gradient norm
+to 5e-5 relative, updated params to a fraction of one Adam step (see the comments in the script)."""
 
 import os
 import subprocess
@@ -54,7 +54,8 @@ SCRIPT = textwrap.dedent('''
   diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), s1.params, s8.params))
   print('max param diff', max(diffs))
   g1, g8 = float(m1['grad_norm']), float(m8['grad_norm'])
-  assert abs(g1 - g8) <= 1e-5 * g1, (g1, g8)
+  # float32 sums over ~1e5 terms in another order: equal to a few ulps of the norm, not 1e-5.
+  assert abs(g1 - g8) <= 5e-5 * g1, (g1, g8)
   # Adam's first update is ~lr * g / |g|: for gradients near zero, the different reduction
   # order across devices moves that ratio, so params agree to a fraction of one step (lr/2 at
   # step 0 here), not to 1e-5 absolute.

@@ -350,6 +350,118 @@ def test_decode_error_names_the_record(built, monkeypatch):
     list(pipeline.eval_gallery(built, 'shoes', 'validation'))
 
 
+def _png(array) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = io.BytesIO()
+  Image.fromarray(array).save(out, format='PNG')
+  return out.getvalue()
+
+
+# Ways a stored record can be bad, as `parse` would return (or raise) them.
+CORRUPTIONS = {
+    'png': lambda rec: dict(rec, image=b'not a png'),
+    'size': lambda rec: dict(rec, image=_png(np.zeros((16, 16, 3), np.uint8))),
+    'text': lambda rec: dict(rec, texts=[b'', b' ']),
+    'parse': None,  # the record's bytes do not parse at all
+}
+
+
+@pytest.fixture
+def corrupt_record(built, monkeypatch):
+  """corrupt_record(kind, index): record `index` of shoes/train becomes bad (fresh scans)."""
+  pipeline = _pipeline()
+  source = pipeline._data_source(built, 'shoes', 'train')  # pylint: disable=protected-access
+  real = source.parse
+
+  def install(kind, bad_index):
+    def parse(index, raw=None):
+      if index == bad_index and kind == 'parse':
+        raise pipeline.DataError(f'{source.where(index)} failed to parse: DecodeError: junk')
+      rec = real(index, raw)
+      return CORRUPTIONS[kind](rec) if index == bad_index else rec
+    monkeypatch.setattr(source, 'parse', parse)
+    pipeline._scan.cache_clear()  # pylint: disable=protected-access
+
+  yield install
+  pipeline._scan.cache_clear()  # pylint: disable=protected-access
+
+
+def _skip_config(built):
+  c = built.copy_and_resolve_references()
+  c.data.on_bad_record = 'skip'
+  return c
+
+
+def _first_shoe_row(batch):
+  """A row (not the last) holding a shoes train record; shoes train record k is instance k."""
+  return next(r for r in range(7) if batch['instance'][r] < _pipeline().ID_STRIDE)
+
+
+@pytest.mark.parametrize('kind', sorted(CORRUPTIONS))
+def test_bad_record_error_names_the_record(built, corrupt_record, kind):
+  pipeline = _pipeline()
+  reference = next(pipeline.train_iterator(built))
+  bad = int(reference['instance'][_first_shoe_row(reference)])
+  corrupt_record(kind, bad)
+  what = 'failed to parse' if kind == 'parse' else 'failed to decode'
+  # The default policy: the first batch holding the record fails, naming it and the option.
+  with pytest.raises(pipeline.DataError, match=rf"shoes at .* split 'train' record {bad} "
+                                               rf"{what}.*on_bad_record='skip'"):
+    next(pipeline.train_iterator(built))
+  # Evaluation raises under either policy (dropping photos would change the protocol); the
+  # gallery reads no texts, the queries no photos.
+  reader = pipeline.eval_queries if kind == 'text' else pipeline.eval_gallery
+  with pytest.raises(pipeline.DataError, match=f"split 'train' record {bad} {what}"):
+    list(reader(_skip_config(built), 'shoes', 'train'))
+
+
+@pytest.mark.parametrize('kind', sorted(CORRUPTIONS))
+def test_bad_record_skip_substitutes_next_good_record(built, corrupt_record, kind, monkeypatch,
+                                                       caplog):
+  pipeline = _pipeline()
+  config = _skip_config(built)
+  reference = _take(pipeline.train_iterator(built), 8)  # two epochs, no bad record
+  row = _first_shoe_row(reference[0])
+  bad = int(reference[0]['instance'][row])
+  corrupt_record(kind, bad)
+  monkeypatch.setattr(pipeline, '_skip_warnings', 0)
+  caplog.set_level('WARNING')
+  it = pipeline.train_iterator(config)
+  got = _take(it, 4)
+  state = it.get_state()
+  got += _take(it, 4)
+  for b in got:  # full batches, the bad record never in them
+    assert b['image'].shape[0] == 8 and b['instance'].shape == (8,)
+    assert bad not in b['instance'].tolist()
+  counts = [int(b[pipeline.SKIPPED_KEY].sum()) for b in got]
+  assert sum(counts[:4]) == 1 and sum(counts[4:]) == 1  # once per epoch
+  assert f"split 'train' record {bad}" in caplog.text
+  if kind != 'parse':  # (an unparsable record has no family: the epoch order differs)
+    first = got[0]
+    assert counts[0] == 1 and first[pipeline.SKIPPED_KEY].tolist() == [
+        int(r == row) for r in range(8)]
+    # The bad row holds the next element's record; every other row is unchanged.
+    assert first['instance'][row] == reference[0]['instance'][row + 1]
+    np.testing.assert_array_equal(first['image'][row], reference[0]['image'][row + 1])
+    others = np.arange(8) != row
+    for k in reference[0]:
+      np.testing.assert_array_equal(first[k][others], reference[0][k][others], err_msg=k)
+  # Deterministic: a resumed iterator repeats the stream, skips included.
+  resumed = pipeline.train_iterator(config)
+  resumed.set_state(state)
+  for x, y in zip(got[4:], _take(resumed, 4)):
+    _same(x, y)
+
+
+def test_bad_record_policy_is_validated(built):
+  pipeline = _pipeline()
+  c = built.copy_and_resolve_references()
+  c.data.on_bad_record = 'ignore'
+  with pytest.raises(ValueError, match="on_bad_record='ignore'; valid policies: error, skip"):
+    pipeline.train_iterator(c)
+
+
 def test_prepared_dataset_directory_is_read(built, tmp_path):
   """A non-synthetic name reads DATA_DIR/<entry>/1.0.0 with tfds.builder_from_directory."""
   pipeline = _pipeline()

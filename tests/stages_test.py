@@ -6,12 +6,21 @@ from configs import base
 from stbir_jax import stages
 
 
-def test_demo_boundaries_cover_the_run():
+def test_paper_schedule_boundaries_cover_the_run():
   config = base.get_config('demo')
+  config.stages = base.alignment_stages()
   got = [(s.name, s.start, s.end) for s in stages.build_stages(config)]
   # 3000 steps split 0.4 / 0.2 / 0.4.
   assert got == [('sketch_photo', 0, 1200), ('photo_refine', 1200, 1800),
                  ('text_integration', 1800, 3000)]
+  assert base.get_config().stages == base.alignment_stages()
+
+
+def test_demo_trains_one_joint_stage():
+  (stage,) = stages.build_stages(base.get_config('demo'))
+  assert (stage.name, stage.start, stage.end, stage.query) == ('joint', 0, 3000, 'sketch+text')
+  assert set(stage.train) == set(stages.PARAM_GROUPS)
+  assert set(stage.losses) == set(stages.LOSSES)
 
 
 def test_last_stage_takes_the_remainder():
@@ -46,5 +55,9 @@ def test_fractions_must_sum_to_one():
 def test_prototype_loss_needs_category_module():
   config = base.get_config('smoke')
   config.category.enabled = False
+  with pytest.raises(stages.StageError, match="'prototypes', which is not a parameter group"):
+    stages.build_stages(config)
+  for stage in config.stages:
+    stage.train = [g for g in stage.train if g != 'prototypes']
   with pytest.raises(stages.StageError, match='category.enabled is False'):
     stages.build_stages(config)

@@ -13,7 +13,7 @@ from stbir_jax import metrics, stages, train
 from stbir_jax.models.stbir import STBIR
 
 
-def _tiny_config():
+def _tiny_config(losses=('contrastive', 'triplet')):
   config = base.get_config('smoke')
   vit = dict(kind='vit', patch_size=8, hidden=32, layers=1, heads=2, mlp_dim=64)
   config.model.sketch.update(vit)
@@ -26,7 +26,7 @@ def _tiny_config():
   config.optim.warmup_steps = 5
   config.stages = [ml_collections.ConfigDict(dict(
       name='joint', fraction=1.0, train=list(stages.PARAM_GROUPS),
-      losses=['contrastive', 'triplet'], query='sketch+text', lr_scale=1.0))]
+      losses=list(losses), query='sketch+text', lr_scale=1.0))]
   return config
 
 
@@ -44,8 +44,8 @@ def _batch(config):
 
 
 @functools.lru_cache(maxsize=None)
-def _setup():
-  config = _tiny_config()
+def _setup(losses=('contrastive', 'triplet')):
+  config = _tiny_config(losses)
   model = train.make_model(config)
   constants = train.make_constants(config, ['thing'])
   state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
@@ -70,6 +70,23 @@ def test_tiny_model_overfits_to_acc1_of_one():
   g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
   ranks = metrics.ranks(np.asarray(q @ g.T), np.arange(b))
   assert metrics.retrieval_metrics(ranks)['acc@1'] == 1.0
+
+
+def test_single_modality_loss_makes_each_side_retrieve_on_its_own():
+  config, model, state, step = _setup(('contrastive', 'single_modality'))
+  batch = _batch(config)
+  for _ in range(config.train.num_steps):
+    state, m = step(state, batch)
+  assert set(k for k in m if k.startswith('loss/')) == {'loss/contrastive',
+                                                        'loss/single_modality'}
+  variables = train.model_variables(state.params)
+  g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
+  none = np.zeros_like(batch['has_sketch'])
+  for has_sketch, has_text in ((batch['has_sketch'], none), (none, batch['has_text'])):
+    q = model.apply(variables, batch['sketch'], batch['text_ids'], batch['text_mask'],
+                    has_sketch, has_text, method=STBIR.encode_query)
+    ranks = metrics.ranks(np.asarray(q @ g.T), np.arange(len(g)))
+    assert metrics.retrieval_metrics(ranks)['acc@1'] == 1.0
 
 
 class _NoCheckpoints:

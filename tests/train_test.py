@@ -74,10 +74,22 @@ def test_incompatible_checkpoint_is_refused(smoke_run):
     train.train_and_evaluate(config, workdir)
 
 
+def test_bad_record_policy_change_still_resumes(tmp_path):
+  """A run stopped by a corrupt record may resume with on_bad_record='skip' (config-only)."""
+  config = _smoke(tmp_path)
+  (tmp_path / 'config.json').write_text(config.to_json_best_effort())
+  train.check_workdir_config(_smoke(tmp_path, **{'data.on_bad_record': 'skip'}), str(tmp_path),
+                             has_checkpoint=True)
+  with pytest.raises(train.ConfigError, match='data.resolution: checkpoint 32 vs now 64'):
+    train.check_workdir_config(_smoke(tmp_path, **{'data.resolution': 64}), str(tmp_path),
+                               has_checkpoint=True)
+
+
 @pytest.mark.parametrize('key,value,message', [
     ('train.batch_size', 6, 'multiple of data.family_group=4'),
     ('curriculum.kind', 'random', "curriculum.kind='random'; valid"),
     ('train.nan_policy', 'ignore', 'valid: stop, skip'),
+    ('data.on_bad_record', 'drop', 'valid policies: error, skip'),
 ])
 def test_bad_config_fails_before_compute(tmp_path, key, value, message):
   config = _smoke(tmp_path, **{key: value})
@@ -87,6 +99,8 @@ def test_bad_config_fails_before_compute(tmp_path, key, value, message):
 
 def test_learning_rate_warmup_then_cosine():
   config = base.get_config('demo')
+  config.train.num_steps, config.optim.warmup_steps = 3000, 200
+  config.stages = base.alignment_stages()
   stage = stages.build_stages(config)[0]          # 1200 steps, warmup min(200, 240) = 200
   lr = lambda s: float(train.learning_rate(config, stage, s))
   assert lr(0) == pytest.approx(config.optim.lr / 200)
@@ -101,3 +115,37 @@ def test_modality_dropout_never_drops_both():
   assert not np.any(~np.asarray(out['has_sketch']) & ~np.asarray(out['has_text']))
   assert 0.25 < np.mean(~np.asarray(out['has_sketch'])) < 0.35
   assert 0.25 < np.mean(~np.asarray(out['has_text'])) < 0.35
+
+
+class _Recorder:
+  """A metric writer that keeps the scalars (the real one writes TensorBoard files)."""
+
+  def __init__(self):
+    self.scalars = {}
+
+  def write_scalars(self, step, scalars):
+    self.scalars.setdefault(step, {}).update(scalars)
+
+  def __getattr__(self, name):  # hparams, flush, ...: nothing to keep
+    return lambda *args, **kwargs: None
+
+
+@pytest.mark.slow  # a training run of its own: minutes on a small CPU
+def test_skipped_bad_records_are_logged(tmp_path, monkeypatch):
+  """on_bad_record='skip': a corrupt train record costs no step and shows in the metrics."""
+  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  config = _smoke(tmp_path, **{'data.on_bad_record': 'skip', 'train.num_steps': 4,
+                               'train.log_every': 1, 'eval.every_steps': 4})
+  real = pipeline._Split.parse  # pylint: disable=protected-access
+
+  def parse(self, index, raw=None):
+    rec = real(self, index, raw)
+    return dict(rec, image=b'not a png') if self.split == 'train' and index == 3 else rec
+
+  monkeypatch.setattr(pipeline._Split, 'parse', parse)  # pylint: disable=protected-access
+  recorder = _Recorder()
+  monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  skipped = [recorder.scalars[s]['data/skipped_records'] for s in range(1, 5)]
+  # 4 steps x 8 rows = two epochs of the 16 train records: record 3 skipped once in each.
+  assert skipped[-1] == 2 and skipped == sorted(skipped), skipped

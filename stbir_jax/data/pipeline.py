@@ -27,9 +27,17 @@ A batch may straddle two epochs when the train split size is not a multiple of t
 config.data.num_workers > 0 computes batches in Grain worker processes (same stream; the
 iterator state then has Grain's multi-worker layout, so resume with the same num_workers).
 
+Bad records (unparsable, an undecodable or wrong-sized image, an empty text) follow
+config.data.on_bad_record: 'error' (default) raises naming the record; 'skip' gives the stream
+element the next good record of the stream instead (with the element's own sketch/text choices,
+so the stream stays a pure function of (seed, i) and resume stays exact), logs the first
+MAX_SKIP_WARNINGS skips naming the record, and adds SKIPPED_KEY to every batch: int32 (B,), the
+bad records each row skipped (train.py logs their sum as data/skipped_records).
+
 Evaluation (`eval_gallery`, `eval_queries`) walks a split once, in stored order, in batches of
 config.eval.batch_size padded with `valid` False rows; with process_count > 1 each process
-yields its rows of every batch, as in training.
+yields its rows of every batch, as in training. Evaluation raises on a bad record whatever the
+policy: dropping a photo or a query would change the protocol every number is compared under.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from typing import Iterator
 
 import grain
 import numpy as np
+from absl import logging
 
 from stbir_jax.data import schema
 from stbir_jax.data import tokenizer as tokenizer_lib
@@ -55,6 +64,11 @@ SPLITS = ('train', 'validation', 'test')
 # instance and family ids of configuration k are offset by k * ID_STRIDE (int32 fits 127 of them).
 ID_STRIDE = 1 << 24
 _MASK64 = (1 << 64) - 1
+BAD_RECORD_POLICIES = ('error', 'skip')
+SKIPPED_KEY = 'skipped_records'   # per-row count of bad records skipped, in 'skip' batches only
+MAX_SKIP_WARNINGS = 10            # skips logged per process; the metric counts all of them
+# More bad records than this in a row is broken data, not a few corrupt files: raise.
+MAX_CONSECUTIVE_BAD = 64
 
 
 class DataError(ValueError):
@@ -178,15 +192,34 @@ class _Split:
     return _scan(self.path, self.split, self)
 
 
+def _parse_chunk(source: _Split, indices) -> list:
+  """Parsed records, or the DataError of each record that does not parse."""
+  try:
+    return source.parse_many(indices)
+  except DataError:  # find which ones, one by one
+    out = []
+    for i in indices:
+      try:
+        out.append(source.parse(i))
+      except DataError as e:
+        out.append(e)
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def _scan(path, split, source):
   del path, split  # the cache key
   n = len(source)
   out = {k: np.zeros(n, np.int64) for k in ('family', 'instance', 'num_sketches', 'num_texts')}
+  # Records that do not parse: no family, no queries; readers decide (see _require_parsable).
+  out['parsed'] = np.ones(n, bool)
   chunk = 1024
   for start in range(0, n, chunk):
     idx = range(start, min(n, start + chunk))
-    for i, rec in zip(idx, source.parse_many(idx)):
+    for i, rec in zip(idx, _parse_chunk(source, idx)):
+      if isinstance(rec, DataError):
+        out['parsed'][i], out['family'][i] = False, schema.NO_FAMILY
+        continue
       out['family'][i] = rec['family']
       out['instance'][i] = rec['instance']
       out['num_sketches'][i] = len(rec['sketches'])
@@ -294,9 +327,29 @@ def ensure_built(config) -> None:
           file=sys.stderr, flush=True)
 
 
+def bad_record_policy(config) -> str:
+  policy = config.data.get('on_bad_record', 'error')
+  if policy not in BAD_RECORD_POLICIES:
+    raise DataError(f'config.data.on_bad_record={policy!r}; valid policies: '
+                    f'{", ".join(BAD_RECORD_POLICIES)}.')
+  return policy
+
+
+def _require_parsable(source: _Split, meta: dict, hint: str = '') -> None:
+  """Raises the parse error of the first record that does not parse (it names the record)."""
+  bad = np.flatnonzero(~meta['parsed'])
+  if len(bad):
+    try:
+      source.parse(int(bad[0]))
+    except DataError as e:
+      raise DataError(f'{e}{hint}') from e
+
+
 def dataset_sizes(config, dataset_config: str, split: str) -> dict:
   """{'photos': gallery size, 'queries': number of eval queries} of one configuration/split."""
-  meta = _data_source(config, dataset_config, split).scan()
+  source = _data_source(config, dataset_config, split)
+  meta = source.scan()
+  _require_parsable(source, meta)
   return {'photos': int(len(meta['instance'])),
           'queries': int(np.maximum(meta['num_sketches'], meta['num_texts']).sum())}
 
@@ -352,6 +405,8 @@ def _decode_example(source: _Split, index: int, offsets: _Offsets, resolution: i
               if has_sketch else np.zeros((r, r), np.uint8))
     has_text = len(texts) > 0 and text_choice >= 0
     text = _text(texts[text_choice % len(texts)]) if has_text else ''
+    if has_text and not text.strip():  # a text query of nothing: corrupt, not a missing text
+      raise DataError(f'text {text_choice % len(texts)} is empty')
     instance, family = int(rec['instance']), int(rec['family'])
     if not 0 <= instance < ID_STRIDE or not -1 <= family < ID_STRIDE:
       raise DataError(f'instance {instance} / family {family} outside [0, {ID_STRIDE}) '
@@ -412,15 +467,36 @@ def epoch_order(family: np.ndarray, group_size: int, seed: int, epoch: int) -> n
   return within[np.argsort(group_rank[group], kind='stable')]
 
 
+_SKIP_HINT = (" (config.data.on_bad_record='skip' trains on without such records, counting "
+              'them in data/skipped_records)')
+_warnings_lock = threading.Lock()
+_skip_warnings = 0
+
+
+def _warn_skip(error: DataError, element: int) -> None:
+  """Logs the first MAX_SKIP_WARNINGS skips of this process (each names its record)."""
+  global _skip_warnings
+  with _warnings_lock:
+    _skip_warnings += 1
+    n = _skip_warnings
+  if n <= MAX_SKIP_WARNINGS:
+    logging.warning('Skipping a bad record (config.data.on_bad_record=skip): %s; train stream '
+                    'element %d takes the next good record instead.%s', error, element,
+                    ' Further skips are only counted (data/skipped_records).'
+                    if n == MAX_SKIP_WARNINGS else '')
+
+
 class _TrainElements(grain.MapDataset):
   """Process-local element j -> decoded example of global stream element i.
 
   Global element i (row i % B of global batch i // B) is record epoch_order(epoch)[pos] with
-  (epoch, pos) = divmod(i, N); its sketch/text choices hash (seed, i). Infinite.
+  (epoch, pos) = divmod(i, N); its sketch/text choices hash (seed, i). Infinite. With
+  on_bad_record='skip', a bad record at element i is replaced by the record of element i + 1
+  (or i + 2, ...: the next good one), still with element i's choices.
   """
 
   def __init__(self, sources, offsets, family, group_size, seed, resolution,
-               global_batch, local_batch, process_index):
+               global_batch, local_batch, process_index, on_bad_record='error'):
     super().__init__()
     self._sources, self._offsets = sources, offsets
     sizes = [len(s) for s in sources]
@@ -430,6 +506,7 @@ class _TrainElements(grain.MapDataset):
     self._group_size, self._seed, self._resolution = group_size, seed, resolution
     self._global_batch, self._local_batch = global_batch, local_batch
     self._process_index = process_index
+    self._skip = on_bad_record == 'skip'
     self._lock = threading.Lock()
     self._orders = {}
 
@@ -462,17 +539,36 @@ class _TrainElements(grain.MapDataset):
     b, row = divmod(int(j), self._local_batch)
     return b * self._global_batch + self._process_index * self._local_batch + row
 
+  def _decode(self, i: int, h: int) -> dict:
+    """The record of stream element i with the sketch/text choices of hash h."""
+    epoch, pos = divmod(i, self._n)
+    record = int(self._order(epoch)[pos])
+    k = int(np.searchsorted(self._starts, record, side='right') - 1)
+    return _decode_example(self._sources[k], record - int(self._starts[k]), self._offsets[k],
+                           self._resolution, sketch_choice=h & 0xFFFFFFFF,
+                           text_choice=h >> 32)
+
   def __getitem__(self, j):
     if isinstance(j, slice):
       return self.slice(j)
     i = self.global_index(j)
-    epoch, pos = divmod(i, self._n)
-    record = int(self._order(epoch)[pos])
-    k = int(np.searchsorted(self._starts, record, side='right') - 1)
     h = _hash(self._seed, i)
-    return _decode_example(self._sources[k], record - int(self._starts[k]), self._offsets[k],
-                           self._resolution, sketch_choice=h & 0xFFFFFFFF,
-                           text_choice=h >> 32)
+    if not self._skip:
+      try:
+        return self._decode(i, h)
+      except DataError as e:
+        raise DataError(f'{e}{_SKIP_HINT}') from e
+    for skipped in range(MAX_CONSECUTIVE_BAD + 1):
+      try:
+        example = self._decode(i + skipped, h)
+      except DataError as e:
+        _warn_skip(e, i)
+        continue
+      example[SKIPPED_KEY] = np.int32(skipped)
+      return example
+    raise DataError(f'Train stream elements {i}..{i + MAX_CONSECUTIVE_BAD} all hold bad records '
+                    '(see the warnings above): the data is broken beyond skipping a few '
+                    'records; rebuild or re-prepare it.')
 
 
 def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
@@ -487,19 +583,25 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
   group = int(config.data.family_group)
   if group < 1:
     raise DataError(f'config.data.family_group={group} must be >= 1.')
+  policy = bad_record_policy(config)
   seed = int(config.train.seed if seed is None else seed)
   sources, offsets, families, config_ids = [], [], [], []
   for k, name in enumerate(_configs(config)):
     source = _data_source(config, name, 'train')
     if not len(source):
       raise DataError(f'{source.label} split "train" is empty.')
+    meta = source.scan()
+    if policy == 'error':
+      _require_parsable(source, meta, _SKIP_HINT)
+    # else unparsable records stay in the order, each its own family, and are skipped there.
     sources.append(source)
     offsets.append(_offsets(config, name))
-    families.append(source.scan()['family'])
+    families.append(meta['family'])
     config_ids.append(np.full(len(source), k))
   family = _family_groups(np.concatenate(families), np.concatenate(config_ids))
   elements = _TrainElements(sources, offsets, family, group, seed, int(config.data.resolution),
-                            global_batch, global_batch // process_count, process_index)
+                            global_batch, global_batch // process_count, process_index,
+                            on_bad_record=policy)
   return (elements.batch(global_batch // process_count, drop_remainder=True)
           .map(_Tokenize(config.data.tokenizer, config.data.max_text_len)))
 
@@ -595,6 +697,7 @@ def eval_queries(config, dataset_config: str, split: str, *, process_index: int 
   offsets = _offsets(config, dataset_config)
   source = _data_source(config, dataset_config, split)
   meta = source.scan()
+  _require_parsable(source, meta)  # an unparsable record would silently lose its queries
   r = int(config.data.resolution)
   num = np.maximum(meta['num_sketches'], meta['num_texts'])
   items = [(int(i), j) for i in range(len(num)) for j in range(int(num[i]))]

@@ -4,6 +4,7 @@
   variables = model.init(key, batch)            # batch: image, sketch, text_ids, text_mask,
                                                 #        has_sketch, has_text
   out = model.apply(variables, batch)           # dict(query (B, D), gallery (B, D), logit_scale)
+  out = model.apply(variables, batch, single_modality=True)   # + query_sketch, query_text
   q = model.apply(variables, sketch, text_ids, text_mask, has_sketch, has_text,
                   method=STBIR.encode_query)    # (B, D), L2-normalised; runs sketch/text/fusion
   g = model.apply(variables, image, method=STBIR.encode_gallery)   # (B, D); runs photo only
@@ -149,11 +150,20 @@ class STBIR(nn.Module):
 
   def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
     """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
+    return self._queries(sketch, text_ids, text_mask, has_sketch, has_text, False)[0]
+
+  def _queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality):
+    """The query as given, then (if single_modality) its sketch-only and text-only versions,
+    fused from the same tower outputs (the towers run once)."""
     images = normalize_pixels(sketch_to_image(sketch), self.config.sketch.kind)
     s_emb, s_tokens = self.sketch(images)
     t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)
-    fused = self.fusion(s_emb, s_tokens, t_emb, t_tokens, t_mask, has_sketch, has_text)
-    return l2_normalize(fused)
+    fuse = lambda hs, ht: l2_normalize(self.fusion(s_emb, s_tokens, t_emb, t_tokens, t_mask,
+                                                   hs, ht))
+    if not single_modality:
+      return (fuse(has_sketch, has_text),)
+    none = jnp.zeros_like(has_sketch, dtype=bool)
+    return fuse(has_sketch, has_text), fuse(has_sketch, none), fuse(none, has_text)
 
   def encode_gallery(self, image):
     """uint8 (B, R, R, 3) -> (B, D) L2-normalised photo embeddings."""
@@ -169,9 +179,13 @@ class STBIR(nn.Module):
   def logit_scale(self):
     return self.temperature()
 
-  def __call__(self, batch):
-    return dict(
-        query=self.encode_query(batch['sketch'], batch['text_ids'], batch['text_mask'],
-                                batch['has_sketch'], batch['has_text']),
-        gallery=self.encode_gallery(batch['image']),
-        logit_scale=self.temperature())
+  def __call__(self, batch, single_modality: bool = False):
+    """query, gallery, logit_scale; with single_modality also query_sketch and query_text,
+    the same queries with the text (resp. the sketch) left out."""
+    queries = self._queries(batch['sketch'], batch['text_ids'], batch['text_mask'],
+                            batch['has_sketch'], batch['has_text'], single_modality)
+    out = dict(query=queries[0], gallery=self.encode_gallery(batch['image']),
+               logit_scale=self.temperature())
+    if single_modality:
+      out.update(query_sketch=queries[1], query_text=queries[2])
+    return out

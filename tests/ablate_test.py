@@ -1,0 +1,56 @@
+"""Ablation variants switch off exactly one STBIR module; the report is a table per variant."""
+
+import pytest
+
+from configs import base
+from stbir_jax import ablate, stages
+
+
+def test_each_variant_switches_off_one_module():
+  config = base.get_config('demo')
+  full = ablate.variant_config(config, 'full', 3)
+  assert full.train.seed == 3 and 'robustness' in full.eval.evaluators
+  assert full.stages == config.stages and full.curriculum.kind == config.curriculum.kind
+
+  assert ablate.variant_config(config, 'curriculum_none', 0).curriculum.kind == 'none'
+  assert ablate.variant_config(config, 'curriculum_uniform', 0).curriculum.kind == 'uniform'
+
+  no_cat = ablate.variant_config(config, 'no_category', 0)
+  assert not no_cat.category.enabled
+  assert all('prototype' not in s.losses and 'prototypes' not in s.train for s in no_cat.stages)
+  stages.build_stages(no_cat)  # still a valid schedule
+
+  joint = ablate.variant_config(config, 'joint', 0)
+  (stage,) = stages.build_stages(joint)
+  every_loss = {l for s in config.stages for l in s.losses}
+  assert set(stage.losses) == every_loss and stage.query == 'sketch+text'
+  assert (stage.start, stage.end) == (0, config.train.num_steps)
+  assert {'sketch', 'photo', 'text', 'fusion', 'temperature'} <= set(stage.train)
+  # The base config is never modified.
+  assert config.curriculum.kind == base.get_config('demo').curriculum.kind
+  with pytest.raises(ValueError, match='valid: full, curriculum_none'):
+    ablate.variant_config(config, 'no_such', 0)
+
+
+def test_report_has_a_row_per_variant_and_bucket():
+  config = base.get_config('demo')
+  config.eval.robustness_buckets = ['clean', 'severe']
+  result = {}
+  for m in config.eval.modes:
+    result.update({f'shoes/{m}/acc@1': 0.5, f'shoes/{m}/acc@10': 0.75, f'shoes/{m}/mAP': 0.6})
+    result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in ('clean', 'severe')})
+  runs = {'full': [result, dict(result, **{'shoes/sketch/acc@1': 0.7})], 'joint': [result]}
+  text = ablate.report(runs, config, [0, 1], 'CMD')
+  assert '| full | 0.600 ± 0.141 | 0.750 ± 0.000 |' in text  # sample std of (0.5, 0.7)
+  assert '| joint | 0.500 | 0.750 | 0.600 |' in text
+  assert text.count('| full | severe |') == 1 and '`CMD`' in text
+
+
+def test_staged_variant_restores_the_paper_schedule_for_the_joint_demo():
+  config = base.get_config('demo')
+  assert ablate.default_variants(config) == ['full', 'curriculum_none', 'curriculum_uniform',
+                                             'no_category', 'staged']
+  staged = ablate.variant_config(config, 'staged', 0)
+  assert [s.name for s in stages.build_stages(staged)] == ['sketch_photo', 'photo_refine',
+                                                           'text_integration']
+  assert ablate.default_variants(base.get_config())[-1] == 'joint'

@@ -68,8 +68,42 @@ def test_qmul_wrong_pickle_structure(tmp_path):
   assert [s.name for s in items['1002'].sketches] == ['1002_1', '1002_2']  # PNG kept for _1
 
 
+def test_qmul_release_layout_with_split_lists(tmp_path):
+  root = fixtures.qmul_release_tree(tmp_path, 'ChairV2')
+  items, cats, report = _read('chairv2', root)
+  assert cats == ['chair']
+  assert {p: i.split for p, i in items.items()} == {
+      '1001': 'train', '1002': 'train', '1003': 'train', '2001': 'test'}
+  # The SVG in ChairV2_sketch/ wins over its rasterised twin in ChairV2_sketch_png/.
+  assert [(r.name, r.path.parent.name, r.path.suffix) for r in items['1001'].sketches] == [
+      ('1001_1', 'ChairV2_sketch', '.svg'), ('1001_2', 'ChairV2_sketch', '.svg')]
+  assert items['1003'].sketches == []
+  assert report.sketches_without_photo == [str(root / 'ChairV2_sketch' / '9999_1.svg')]
+  assert report.notes == []
+
+
+def test_qmul_release_split_from_sketch_lists_then_hash(tmp_path):
+  root = fixtures.qmul_release_tree(tmp_path, png=False)
+  (root / 'photo_train.txt').unlink()
+  (root / 'photo_test.txt').unlink()
+  items, _, report = _read('shoev2', root)
+  assert items['2001'].split == 'test' and items['1001'].split == 'train'
+  # 1003 has no sketch and is in no list: hash split, noted.
+  assert items['1003'].split == common.hash_split('1003')
+  assert len(report.notes) == 1 and 'ShoeV2_photo/1003.png' in report.notes[0]
+
+
+def test_qmul_photo_in_both_split_lists_is_an_error(tmp_path):
+  root = fixtures.qmul_release_tree(tmp_path, png=False)
+  with (root / 'photo_test.txt').open('a') as f:
+    f.write('1001.png\n')
+  with pytest.raises(common.PrepareError,
+                     match=r"photo_test.txt: '1001' is also in photo_train.txt"):
+    _read('shoev2', root)
+
+
 def test_qmul_without_photos_is_an_error(tmp_path):
-  with pytest.raises(common.PrepareError, match='expected trainB/ and testB/'):
+  with pytest.raises(common.PrepareError, match='expected <Dataset>_photo/, trainB/ and testB/'):
     _read('shoev2', tmp_path)
 
 
@@ -116,7 +150,10 @@ def test_manifest(tmp_path):
     ('{"image": "photos/p0.jpg",', r'manifest.jsonl:2: bad JSON'),
     ({'image': 'photos/nope.jpg'}, r"manifest.jsonl:2: image 'photos/nope.jpg' not found"),
     ({'image': 'photos/p1.jpg', 'sketches': ['sk/nope.svg']}, r"manifest.jsonl:2: sketch 'sk/nope"),
-    ({'image': 'photos/p1.jpg', 'colour': 'red'}, r"manifest.jsonl:2: unknown key\(s\) \['colour'\]"),
+    ({'image': 'photos/p1.jpg', 'colour': 'red'},
+     r"manifest.jsonl:2: unknown key\(s\) \['colour'\]"),
+    ('[1, 2]', r'manifest.jsonl:2: expected a JSON object, got list'),
+    ({'image': 'photos/p1.jpg', 'texts': [3]}, r'manifest.jsonl:2: "texts" must be a string or'),
     ({'image': 'photos/p1.jpg', 'split': 'val'}, r"manifest.jsonl:2: split 'val'; valid: train"),
     ({'sketches': []}, r'manifest.jsonl:2: "image" .* is required'),
     ({'image': 'photos/p0.jpg'}, r"manifest.jsonl:2: duplicate id 'photos/p0' \(first on line 1\)"),

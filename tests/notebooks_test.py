@@ -30,6 +30,21 @@ def test_notebook_is_clean_and_has_smoke_parameters(name):
       nb.cells[0].source
 
 
+def test_docs_link_every_notebook_and_ci_runs_them():
+  with open(os.path.join(REPO, 'docs', 'usage.md')) as f:
+    usage = f.read()
+  for name in NOTEBOOKS:
+    assert f'colab.research.google.com/github/stbir-jax/stbir_jax/blob/main/colab/{name}' in usage
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read()
+  with open(os.path.join(REPO, '.ci', 'run')) as f:
+    ci = f.read()
+  # CI runs the README's test command, then these notebooks as a command of their own.
+  readme_command = 'python -m pytest -q -n 2 tests'
+  assert readme_command in readme and f'run tests {readme_command}\n' in ci
+  assert 'run notebooks python -m pytest -q -m slow tests/notebooks_test.py\n' in ci
+
+
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   return tmp_path_factory.mktemp('notebooks')

@@ -11,11 +11,11 @@ from stbir_jax.data.formats import common, fixtures
 R = 32
 
 
-def _run(fmt, src, out, *extra):
+def _run(fmt, src, out, *extra, name=None):
   argv = [f'--format={fmt}', f'--src={src}', f'--out={out}', f'--resolution={R}', '--quiet',
-          *extra]
+          *extra] + ([f'--name={name}'] if name else [])
   assert prepare.main(argv) == 0
-  return json.loads((out / fmt / prepared.REPORT_FILE).read_text())
+  return json.loads((out / (name or fmt) / prepared.REPORT_FILE).read_text())
 
 
 def _records(out, name, split):
@@ -81,6 +81,75 @@ def test_unreadable_files_are_skipped_and_reported(tmp_path):
                                                  'trainB/1003.png'))
   assert prepared.info(tmp_path / 'out', 'shoev2')['splits'] == {'train': 2, 'test': 1}
   assert report['photos_without_sketch'] == ['1002']
+
+
+def _within_one_pixel(a, b):
+  """Share of the ink of both maps that lies within one pixel of the other map's ink."""
+
+  def grow(m):
+    p = np.pad(m, 1)
+    return np.any([p[dy:dy + m.shape[0], dx:dx + m.shape[1]]
+                   for dy in range(3) for dx in range(3)], axis=0)
+
+  return ((a & grow(b)).sum() + (b & grow(a)).sum()) / (a.sum() + b.sum())
+
+
+def test_qmul_release_svg_and_its_png_give_matching_maps(tmp_path):
+  src = fixtures.qmul_release_tree(tmp_path / 'src')
+  out = tmp_path / 'out'
+  report = _run('shoev2', src, out, '--resolution=64')
+  assert report['totals'] == {'train': {'photos': 3, 'sketches': 3, 'texts': 0},
+                              'test': {'photos': 1, 'sketches': 1, 'texts': 0}}
+  assert report['sketches_without_photo'] == [str(src / 'ShoeV2_sketch' / '9999_1.svg')]
+  (src / 'ShoeV2_sketch').rename(tmp_path / 'svg_elsewhere')  # now only the PNGs are left
+  _run('shoev2', src, out, '--resolution=64', name='shoev2_png')
+  for split, n in (('train', 3), ('test', 1)):
+    svg, png = _records(out, 'shoev2', split), _records(out, 'shoev2_png', split)
+    assert len(svg) == n and set(svg) == set(png)
+    for pid in svg:
+      assert len(svg[pid]['sketches']) == len(png[pid]['sketches'])
+      for a, b in zip(svg[pid]['sketches'], png[pid]['sketches']):
+        assert set(np.unique(a)) == {0, 1, 2, 3}  # SVG: three strokes in drawing order
+        a, b = a[..., 0] > 0, b[..., 0] > 0
+        # Lines are 1 px wide below 160 px, where a one-pixel shift alone can halve the plain
+        # IoU: compare with a one-pixel tolerance (plain IoU at 224 px: sketch_io_test).
+        assert _within_one_pixel(a, b) > 0.95
+        assert _within_one_pixel(a, b[:, ::-1]) < 0.6  # its mirror image does not match
+
+
+def test_raster_mode_single_keeps_a_raster_sketch_as_one_stroke(tmp_path):
+  src = fixtures.qmul_tree(tmp_path / 'src')
+  _run('shoev2', src, tmp_path / 'out', '--resolution=64')
+  report = _run('shoev2', src, tmp_path / 'out', '--resolution=64', '--raster_mode=single',
+                name='single')
+  assert report['raster_mode'] == 'single'
+  parts = _records(tmp_path / 'out', 'shoev2', 'train')['1002']['sketches'][0]
+  whole = _records(tmp_path / 'out', 'single', 'train')['1002']['sketches'][0]
+  assert parts.max() == 2 and set(np.unique(whole)) == {0, 1}   # box+wave touch; polyline apart
+  np.testing.assert_array_equal(parts > 0, whole > 0)
+
+
+def test_broken_vector_sketches_are_skipped_and_reported(tmp_path):
+  src = fixtures.fscoco_tree(tmp_path / 'fs')
+  (src / 'vector_sketches' / '1' / '11.npy').write_bytes(b'not numpy')
+  report = _run('fscoco', src, tmp_path / 'out')
+  assert [u['file'] for u in report['unreadable']] == [
+      str(src / 'vector_sketches' / '1' / '11.npy')]
+  assert 'cannot read .npy' in report['unreadable'][0]['error']
+  assert _records(tmp_path / 'out', 'fscoco', 'train')['11']['sketches'].shape[0] == 0
+  assert report['photos_without_sketch'] == ['11', '22']
+
+  manifest = fixtures.manifest_tree(tmp_path / 'mf')
+  sk = manifest.parent / 'sk'
+  (sk / 'p2.json').write_text('{"strokes": [[1, 2, 3]]}')
+  (sk / 'p0.svg').write_text('<svg><path d="M0 0 L1 1"></svg')
+  report = _run('manifest', manifest, tmp_path / 'out')
+  errors = {u['file']: u['error'] for u in report['unreadable']}
+  assert set(errors) == {str(sk / 'p2.json'), str(sk / 'p0.svg')}
+  assert 'malformed SVG' in errors[str(sk / 'p0.svg')]
+  assert 'stroke 0 must be a list of [x, y] points' in errors[str(sk / 'p2.json')]
+  recs = _records(tmp_path / 'out', 'manifest', 'train')
+  assert recs['photos/p0']['sketches'].shape[0] == 1   # the PNG twin is kept
 
 
 def test_errors(tmp_path, capsys):

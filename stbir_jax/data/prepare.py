@@ -2,6 +2,7 @@ r"""Turns a real dataset into the STBIR record format (see schema.py and docs/da
 
   python -m stbir_jax.data.prepare --format=shoev2 --src=/data/ShoeV2 --out=~/tensorflow_datasets \
       [--resolution=224] [--captions=captions.json] [--split_file=FILE] [--name=NAME] [--overwrite]
+      [--raster_mode=components|single]
 
 Reads the source in its published layout (stbir_jax/data/formats/), decodes every photo
 (aspect-preserving resize, padded to a square with white, centred) and sketch (stroke-order map,
@@ -46,10 +47,10 @@ def load_photo(path, resolution: int) -> np.ndarray:
   return np.asarray(im, dtype=np.uint8)
 
 
-def _sketch_map(ref: common.SketchRef, resolution: int) -> np.ndarray:
+def _sketch_map(ref: common.SketchRef, resolution: int, raster_mode: str) -> np.ndarray:
   if ref.strokes is not None:
     return sketch_io.render_strokes(ref.strokes, resolution)
-  return sketch_io.load_sketch(ref.path, resolution)
+  return sketch_io.load_sketch(ref.path, resolution, raster_mode=raster_mode)
 
 
 def _apply_captions(items, captions, report):
@@ -63,7 +64,7 @@ def _apply_captions(items, captions, report):
   report.captions_without_photo.extend(k for k in captions if k not in used)
 
 
-def _examples(items, split, resolution, category_ids, report, progress):
+def _examples(items, split, resolution, raster_mode, category_ids, report, progress):
   for item in tqdm(items, desc=f'{split}', unit='photo', disable=not progress):
     try:
       image = load_photo(item.image, resolution)
@@ -73,7 +74,7 @@ def _examples(items, split, resolution, category_ids, report, progress):
     maps = []
     for ref in item.sketches:
       try:
-        maps.append(_sketch_map(ref, resolution))
+        maps.append(_sketch_map(ref, resolution, raster_mode))
       except sketch_io.SketchError as e:
         report.unreadable_file(ref.path or ref.name, e)
     if not maps:
@@ -86,8 +87,9 @@ def _examples(items, split, resolution, category_ids, report, progress):
         instance=item.instance, photo_id=item.photo_id)
 
 
-def prepare(format: str, src, out, *, resolution: int = 224, captions=None,  # pylint: disable=redefined-builtin
-            split_file=None, name=None, overwrite=False, allow_missing=False,
+def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
+            resolution: int = 224, captions=None, split_file=None, name=None,
+            overwrite=False, allow_missing=False, raster_mode='components',
             progress=True) -> dict:
   """Reads `src` in `format`, writes OUT/NAME/1.0.0 and the report; returns the report dict."""
   reader = formats.get(format)
@@ -97,6 +99,9 @@ def prepare(format: str, src, out, *, resolution: int = 224, captions=None,  # p
                               '(a TFDS dataset name)')
   if resolution < 8:
     raise common.PrepareError(f'--resolution {resolution}: expected at least 8 pixels')
+  if raster_mode not in sketch_io.RASTER_MODES:
+    raise common.PrepareError(f'--raster_mode {raster_mode!r}: expected one of '
+                              f'{", ".join(sketch_io.RASTER_MODES)}')
   src = Path(src).expanduser()
   if not src.exists():
     raise common.PrepareError(f'--src {src}: no such file or directory; expected the {format} '
@@ -121,12 +126,12 @@ def prepare(format: str, src, out, *, resolution: int = 224, captions=None,  # p
   out = prepared.resolve_data_dir(str(Path(out).expanduser()) if out else out)
   path = prepared.write(
       out, name, resolution, category_names,
-      {s: _examples(v, s, resolution, category_ids, report, progress)
+      {s: _examples(v, s, resolution, raster_mode, category_ids, report, progress)
        for s, v in sorted(by_split.items())},
       overwrite=overwrite)
   result = report.as_dict()
   result.update(format=format, name=name, src=str(src), resolution=resolution,
-                category_names=list(category_names), data=str(path))
+                raster_mode=raster_mode, category_names=list(category_names), data=str(path))
   (path.parent / prepared.REPORT_FILE).write_text(json.dumps(result, indent=2))
   if progress:
     print(report.summary())
@@ -139,7 +144,8 @@ def main(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--format', required=True, choices=formats.FORMATS)
   p.add_argument('--src', required=True, help='dataset root (manifest: the .jsonl file)')
-  p.add_argument('--out', default='', help='data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)')
+  p.add_argument('--out', default='',
+                 help='data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)')
   p.add_argument('--resolution', type=int, default=224)
   p.add_argument('--captions', default=None, help='JSON or CSV: photo id -> sentence(s)')
   p.add_argument('--split_file', default=None, help='test-split list (sketchy, fscoco)')
@@ -147,12 +153,15 @@ def main(argv=None):
   p.add_argument('--overwrite', action='store_true', help='replace an existing prepared dataset')
   p.add_argument('--allow_missing', action='store_true',
                  help='manifest: skip missing files (recorded in the report) instead of failing')
+  p.add_argument('--raster_mode', default='components', choices=sketch_io.RASTER_MODES,
+                 help='strokes of raster-only sketches: connected components numbered '
+                 'top-to-bottom, or the whole drawing as one stroke')
   p.add_argument('--quiet', action='store_true', help='no progress bar or printed report')
   a = p.parse_args(argv)
   try:
     prepare(a.format, a.src, a.out, resolution=a.resolution, captions=a.captions,
             split_file=a.split_file, name=a.name, overwrite=a.overwrite,
-            allow_missing=a.allow_missing, progress=not a.quiet)
+            allow_missing=a.allow_missing, raster_mode=a.raster_mode, progress=not a.quiet)
   except (common.PrepareError, FileExistsError) as e:
     print(f'prepare: error: {e}', file=sys.stderr)
     return 2

@@ -102,7 +102,8 @@ class PreparedSource:
     return [self._fix(r) for r in self._source.__getitems__(indices)]
 
   def __repr__(self):
-    return f'PreparedSource(data_dir={self._args[0]!r}, name={self._args[1]!r}, split={self._args[2]!r})'
+    data_dir, name, split = self._args
+    return f'PreparedSource(data_dir={data_dir!r}, name={name!r}, split={split!r})'
 
 
 def data_source(data_dir, name: str, split: str) -> PreparedSource:

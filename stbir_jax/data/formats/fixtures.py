@@ -113,6 +113,25 @@ def qmul_tree(root, *, svg=False, pickle_variant=False, photo_ext='.png'):
   return root
 
 
+def qmul_release_tree(root, name='ShoeV2', *, png=True):
+  """The SketchX release layout: NAME_photo/, NAME_sketch/ (SVG), NAME_sketch_png/ (png=True)
+  and the four split lists; same photos and sketches as qmul_tree (9999_1 has no photo)."""
+  root = Path(root)
+  photos = {'train': ['1001', '1002', '1003'], 'test': ['2001']}
+  sketches = {'train': ['1001_1', '1001_2', '1002_1', '9999_1'], 'test': ['2001_1']}
+  for split in ('train', 'test'):
+    for pid in photos[split]:
+      write_photo(root / f'{name}_photo' / f'{pid}.png', colour_of(int(pid)))
+    for sid in sketches[split]:
+      dx = int(sid.rpartition('_')[2])
+      write_svg(root / f'{name}_sketch' / f'{sid}.svg', dx=dx)
+      if png:
+        draw_strokes_png(root / f'{name}_sketch_png' / f'{sid}.png', svg_strokes(dx=dx))
+    (root / f'photo_{split}.txt').write_text(''.join(f'{p}.png\n' for p in photos[split]))
+    (root / f'sketch_{split}.txt').write_text(''.join(f'{s}.svg\n' for s in sketches[split]))
+  return root
+
+
 def sketchy_tree(root):
   """Sketchy: 2 categories; airplane/a1 (2 PNG sketches, 1 also SVG), airplane/a2 (test),
   cat/c1 (1 sketch), cat/c2 (no sketch); a stray sketch cat/zz-1 with no photo."""

@@ -8,8 +8,9 @@ Layout of the release (fscoco.tar.gz), one folder per participant (1..100):
                                              (2 = end of drawing)
   SRC/text/<user>/<coco id>.txt              the sketcher's caption (each non-empty line a text)
   SRC/val_normal.txt                         test split: one COCO id per line (the "normal"
-                                             split of the paper); --split_file=SRC/val_unseen_user.txt
-                                             selects the unseen-user split instead.
+                                             split of the paper);
+                                             --split_file=SRC/val_unseen_user.txt selects the
+                                             unseen-user split instead.
 
 The test split list is stored as split 'test'; everything else is 'train'. A sketch present as
 both vector and raster is read from the vector file (real stroke order). One category, 'scene'.

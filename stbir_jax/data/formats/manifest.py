@@ -67,14 +67,16 @@ def read(src: Path, report: common.Report, options: common.Options):
     image = base / obj['image']
     if not image.is_file():
       if not options.allow_missing:
-        raise common.PrepareError(f'{where}: image {obj["image"]!r} not found (resolved to {image})')
+        raise common.PrepareError(
+            f'{where}: image {obj["image"]!r} not found (resolved to {image})')
       report.unreadable_file(image, f'{where}: image not found; line skipped')
       continue
     photo_id = obj.get('id', str(Path(obj['image']).with_suffix('')))
     if not isinstance(photo_id, str) or not photo_id:
       raise common.PrepareError(f'{where}: "id" must be a non-empty string')
     if photo_id in seen:
-      raise common.PrepareError(f'{where}: duplicate id {photo_id!r} (first on line {seen[photo_id]})')
+      raise common.PrepareError(
+          f'{where}: duplicate id {photo_id!r} (first on line {seen[photo_id]})')
     seen[photo_id] = n
     split = obj.get('split', common.hash_split(photo_id))
     if split not in common.SPLITS:

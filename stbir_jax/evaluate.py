@@ -59,6 +59,13 @@ def apply_mode(batch: dict, mode: str) -> dict:
   raise EvaluatorError(f'Unknown query mode {mode!r}; valid modes: {", ".join(MODES)}.')
 
 
+def _has_inputs_of(meta: dict, mode: str) -> np.ndarray:
+  """(B,) bool: the query, as stored (before any degradation), has what `mode` reads. A photo
+  with more texts than sketches gives text-only queries: they are no 'sketch' queries."""
+  has_sketch, has_text = meta['has_sketch'].astype(bool), meta['has_text'].astype(bool)
+  return {'sketch': has_sketch, 'text': has_text, 'sketch+text': has_sketch & has_text}[mode]
+
+
 def _pad_to(batch: dict, size: int) -> dict:
   """Pads a short (last) batch with invalid rows so the jitted encoders never recompile."""
   n = batch['valid'].shape[0]
@@ -184,8 +191,8 @@ class RetrievalEvaluator:
     out = {(p, m): ([], []) for p, _ in variants for m in self.modes}
     batches = self.data_fns['eval_queries'](self.config, dataset, split, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
-      meta = self._host_meta(batch, ('valid', 'instance'))
-      keep = meta['valid'].astype(bool)
+      meta = self._host_meta(batch, ('valid', 'instance', 'has_sketch', 'has_text'))
+      valid = meta['valid'].astype(bool)
       # Numeric fields only (a pipeline may add strings); degradations may read any of them.
       device_batch = self._to_device({k: v for k, v in batch.items() if v.dtype.kind in 'biuf'})
       for prefix, transform in variants:
@@ -193,12 +200,16 @@ class RetrievalEvaluator:
         for mode in self.modes:
           query = apply_mode(variant, mode)
           emb = self._fetch(self._encode_query(variables, {k: query[k] for k in QUERY_KEYS}))
+          keep = valid & _has_inputs_of(meta, mode)
           out[prefix, mode][0].append(emb[keep])
           out[prefix, mode][1].append(meta['instance'][keep])
     result = {}
     for key, (embs, targets) in out.items():
       if not embs or sum(len(t) for t in targets) == 0:
-        raise EvaluatorError(f'[{self.name}] {dataset}/{split}: no valid queries.')
+        raise EvaluatorError(
+            f'[{self.name}] {dataset}/{split}: no query has the inputs of mode {key[1]!r}; '
+            'remove it from config.eval.modes (e.g. a dataset without texts: '
+            "--config.eval.modes='(\"sketch\",)').")
       result[key] = (np.concatenate(embs).astype(np.float32), np.concatenate(targets))
     return result
 

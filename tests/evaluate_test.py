@@ -284,3 +284,35 @@ def test_batches_sharded_over_a_mesh_give_the_same_results():
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
   assert 'OK' in proc.stdout
+
+
+def test_a_mode_ranks_only_the_queries_that_have_its_inputs():
+  # q1 has no sketch (a photo with more texts than sketches), q2 no text: sketch mode ranks
+  # q0, q2, q3, text mode q0, q1, q3, sketch+text only q0 and q3 (hand ranks above).
+  def queries(config, dataset, split):
+    for batch in fake_queries(config, dataset, split):
+      if batch['instance'][0] == 10:
+        batch['has_sketch'][1] = False
+        batch['has_text'][2] = False
+      yield batch
+
+  data_fns = dict(DATA_FNS, eval_queries=queries)
+  results = evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(), data_fns=data_fns).run(
+      {'params': {}})
+  # q1's sketch-only query would be empty (all scores 0, rank 4); it is not a sketch query.
+  for mode, ranks in {'sketch': [1, 4, 1], 'text': [1, 4, 1], 'sketch+text': [1, 1]}.items():
+    expected = dict(_metrics(ranks), num_queries=len(ranks))
+    for k, v in expected.items():
+      assert results[f'shoes/{mode}/{k}'] == pytest.approx(v), (mode, k)
+
+
+def test_a_mode_without_any_query_says_which_mode_to_remove():
+  def queries(config, dataset, split):
+    for batch in fake_queries(config, dataset, split):
+      batch['has_text'][:] = False
+      yield batch
+
+  with pytest.raises(evaluate.EvaluatorError, match=r"mode 'text'.*config.eval.modes"):
+    evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(),
+                                        data_fns=dict(DATA_FNS, eval_queries=queries)).run(
+                                            {'params': {}})

@@ -7,6 +7,8 @@ curriculum's bucket draws and degradations are keyed by (seed, step), so a resum
 the uninterrupted one bit for bit.
 """
 
+import difflib
+import importlib.util
 import json
 import os
 import signal
@@ -33,6 +35,8 @@ STRUCTURAL_KEYS = ('model', 'data')
 # ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
 # corrupt record resumes with data.on_bad_record='skip'.
 RESUMABLE_KEYS = ('data.on_bad_record',)
+# Keys a config may lack, read with a default (models/layers.option): not unknown where present.
+OPTIONAL_KEYS = ('model.text.max_positions',)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -54,6 +58,7 @@ class ConfigError(ValueError):
 
 def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
   """Fails before any compute on combinations that cannot run, saying what to change."""
+  check_known_keys(config, default_config(config))
   batch = config.train.batch_size
   if batch % data_parallel:  # the mesh spans every process, so this is the global size
     raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
@@ -70,8 +75,7 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')
-  if config.train.grad_accum_steps != 1:
-    raise ConfigError('train.grad_accum_steps > 1 is not implemented yet; set it to 1.')
+  _validate_grad_accum(batch, data_parallel, config.train.grad_accum_steps)
   names = [b.name for b in config.curriculum.buckets]
   if not names or names[0] != 'clean':
     raise ConfigError(f'curriculum.buckets must start with the "clean" bucket, got {names}.')
@@ -85,6 +89,68 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   except pipeline.DataError as e:
     raise ConfigError(str(e)) from e
   stages.build_stages(config)
+
+
+def default_config(config):
+  """The defaults of `config`'s variant (configs/base.py), or None for a config without a
+  variant or where configs/base.py is not importable (the package installed without the repo)."""
+  if 'variant' not in config:
+    return None
+  try:
+    from configs import base  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                        'base.py')
+    if not os.path.exists(path):
+      logging.warning('configs/base.py not found: unknown config keys are not checked.')
+      return None
+    spec = importlib.util.spec_from_file_location('stbir_configs_base', path)
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+  return base.get_config(config.variant)
+
+
+def check_known_keys(config, defaults, where: str = 'config') -> None:
+  """Raises on a key that `defaults` lacks: a typo (train.checkpoint_evry) would otherwise be
+  silently ignored while the real key keeps its default."""
+  if defaults is None:
+    return
+  for key, value in config.items():
+    path = f'{where}.{key}'
+    if key not in defaults:
+      if path.removeprefix('config.') in OPTIONAL_KEYS:
+        continue
+      close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+      hint = f' Did you mean {where}.{close[0]}?' if close else ''
+      raise ConfigError(f'Unknown config key {path}={value!r}: the defaults in configs/base.py '
+                        f'have no such key, so it would be ignored.{hint}')
+    known = defaults[key]
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(
+        known, (dict, ml_collections.ConfigDict)):
+      check_known_keys(value, known, path)
+    elif isinstance(value, (list, tuple)) and known and all(
+        isinstance(k, (dict, ml_collections.ConfigDict)) for k in known):
+      # A list of records (stages, curriculum buckets): every item may use any of their keys.
+      fields = ml_collections.ConfigDict({f: None for k in known for f in k})
+      for i, item in enumerate(value):
+        if isinstance(item, (dict, ml_collections.ConfigDict)):
+          check_known_keys(item, fields, f'{path}[{i}]')
+
+
+def _validate_grad_accum(batch: int, data_parallel: int, accum) -> None:
+  if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+    raise ConfigError(f'train.grad_accum_steps={accum!r}; expected an integer >= 1.')
+  if batch % accum:
+    raise ConfigError(f'train.batch_size={batch} is not divisible by train.grad_accum_steps='
+                      f'{accum}; use a batch size that is a multiple of it.')
+  per_device = batch // data_parallel
+  if per_device % accum:
+    # Micro-batch j takes rows j, j+k, j+2k, ... so that every device holds a share of every
+    # micro-batch; with an uneven share some devices would idle while the others compute.
+    raise ConfigError(f'train.batch_size={batch} over the data-parallel size {data_parallel} '
+                      f'gives {per_device} rows per device, not divisible by '
+                      f'train.grad_accum_steps={accum}; use a batch size that is a multiple of '
+                      f'{data_parallel * accum}.')
 
 
 def _flatten(d, prefix=''):
@@ -145,7 +211,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
   return optax.chain(
       optax.clip_by_global_norm(config.optim.clip_norm),
-      optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2),
+      optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps),
       optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask))
 
 
@@ -222,17 +288,39 @@ def _bucket_means(values, bucket_idx, num_buckets):
   return sums / jnp.maximum(counts, 1.0), counts
 
 
-def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total_steps: int):
-  """The pure train step of one stage: (state, batch) -> (state, metrics)."""
-  optimizer = make_optimizer(config)
+def _split_micro(x, k: int):
+  """(B, ...) -> (k, B/k, ...): micro-batch j holds rows j, j+k, j+2k, ... With the batch split
+  over devices in contiguous blocks, every device then holds an equal share of each micro-batch."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+
+def _merge_micro(x):
+  """The inverse of _split_micro: (k, B/k, ...) -> (B, ...) in the original row order."""
+  return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+
+
+def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants):
+  """(params, batch) -> ((loss, (terms, per-example InfoNCE, logit scale)), grads) of a stage.
+
+  With train.grad_accum_steps = k > 1 the gradient is computed the GradCache way (Gao et al.
+  2021), because every loss compares each query with the whole global batch: (1) embed the k
+  micro-batches without keeping activations; (2) the loss of the whole batch and its gradient
+  w.r.t. the embeddings and the parameters it reads directly (temperature, prototypes); (3) per
+  micro-batch, the forward again with a VJP against its embedding gradients, summed. The result
+  is the unaccumulated gradient (up to float summation order) at the activation memory of one
+  micro-batch, for ~1/3 more compute. Exact because every embedding row depends on its own inputs
+  only (the towers use group/affine norms, no batch statistics).
+  """
   frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
-  bucket_names = curriculum.bucket_names(config.curriculum.buckets)
+  single = 'single_modality' in stage.losses
+  accum = int(config.train.grad_accum_steps)
   wl = config.loss
 
-  def loss_fn(params, batch, bucket_idx):
-    params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
-    out = model.apply(model_variables(params), batch,
-                      single_modality='single_modality' in stage.losses)
+  def freeze(params):
+    return {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
+
+  def loss_terms(params, out, batch):
+    """The stage's losses from the whole batch's model outputs (embeddings, logit scale)."""
     q, g, scale = out['query'], out['gallery'], out['logit_scale']
     weights = None
     if config.category.enabled:
@@ -265,6 +353,53 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     total = sum(getattr(wl, name) * value for name, value in terms.items())
     return total, (terms, per_example, scale)
 
+  def loss_fn(params, batch):
+    params = freeze(params)
+    out = model.apply(model_variables(params), batch, single_modality=single)
+    return loss_terms(params, out, batch)
+
+  if accum == 1:
+    return jax.value_and_grad(loss_fn, has_aux=True)
+
+  def embed(params, batch):
+    """Per-row model outputs (query and gallery embeddings) of a micro-batch."""
+    out = model.apply(model_variables(freeze(params)), batch, single_modality=single)
+    return {k: v for k, v in out.items() if k != 'logit_scale'}
+
+  def head(params, emb, batch):
+    params = freeze(params)
+    scale = model.apply(model_variables(params), method=STBIR.logit_scale)
+    return loss_terms(params, dict(emb, logit_scale=scale), batch)
+
+  def value_and_grad(params, batch):
+    micro = jax.tree.map(lambda x: _split_micro(x, accum), batch)
+    # (1) A forward-only map: no activations are kept for a backward pass.
+    emb = jax.tree.map(_merge_micro, jax.lax.map(lambda mb: embed(params, mb), micro))
+    # (2) The loss of the whole batch, differentiated w.r.t. the embeddings (and the params it
+    # reads directly).
+    (loss, aux), (grads, emb_grads) = jax.value_and_grad(head, argnums=(0, 1), has_aux=True)(
+        params, emb, batch)
+
+    # (3) One micro-batch at a time: recompute its forward, pull its embedding gradients back.
+    def backward(acc, xs):
+      mb, cotangent = xs
+      _, vjp = jax.vjp(lambda p: embed(p, mb), params)
+      return jax.tree.map(jnp.add, acc, vjp(cotangent)[0]), None
+
+    cotangents = jax.tree.map(lambda x: _split_micro(x, accum), emb_grads)
+    grads, _ = jax.lax.scan(backward, grads, (micro, cotangents))
+    return (loss, aux), grads
+
+  return value_and_grad
+
+
+def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total_steps: int):
+  """The pure train step of one stage: (state, batch) -> (state, metrics)."""
+  optimizer = make_optimizer(config)
+  frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
+  bucket_names = curriculum.bucket_names(config.curriculum.buckets)
+  value_and_grad = make_value_and_grad(config, model, stage, constants)
+
   def step_fn(state: TrainState, batch):
     key = jax.random.fold_in(state.rng, state.step)
     k_bucket, k_degrade, k_drop = jax.random.split(key, 3)
@@ -277,8 +412,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     batch = modality_dropout(k_drop, batch, config.train.modality_dropout)
     batch = apply_query_mode(batch, stage.query)
 
-    (loss, (terms, per_example, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, bucket_idx)
+    (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     lr = learning_rate(config, stage, state.step)
@@ -302,6 +436,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     bucket_loss, bucket_count = _bucket_means(per_example, bucket_idx, len(bucket_names))
     metrics = dict(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(params),
                    logit_scale=scale, lr=lr, finite=finite.astype(jnp.float32),
+                   skipped_steps=new_state.skipped_steps.astype(jnp.float32),
                    **{f'loss/{k}': v for k, v in terms.items()})
     for i, name in enumerate(bucket_names):
       metrics[f'curriculum/weight/{name}'] = probs[i]
@@ -432,7 +567,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
   results, stage = {}, None
-  with _Preemption() as preemption:
+  # On an exception, an in-flight async save finishes before the error ends the process.
+  with ckpt.closed_on_error(), _Preemption() as preemption:
     for step in range(start, total_steps):
       if stage is None or step >= stage.end:
         stage = stages.stage_at(stage_list, step)
@@ -465,7 +601,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if done % config.eval.every_steps == 0 and done != total_steps:
         run_evaluators(done)
 
-  results = run_evaluators(total_steps)
+    results = run_evaluators(total_steps)
   ckpt.close()
   writer.flush()
   if is_main:

@@ -116,6 +116,7 @@ def get_config(arg=None):
                                           # is the bundled (offline) BERT vocab
   c.data.num_workers = 0                  # Grain worker processes (0 = in-process)
   c.data.family_group = 16                # instances of one family kept together in a batch
+  c.data.on_bad_record = 'error'          # a corrupt train record: 'error' (names it) | 'skip'
   c.data.synth = ml_collections.ConfigDict(dict(
       train_families=256, validation_families=16, test_families=64,
       structural_variants=4, appearance_variants=4,
@@ -138,7 +139,7 @@ def get_config(arg=None):
       pool='eos', init=clip))
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048))
-  c.model.remat = False
+  c.model.remat = False                   # recompute tower activations in the backward pass
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(
@@ -155,6 +156,8 @@ def get_config(arg=None):
   c.curriculum.ema = 0.9                  # per-bucket running loss decay
   c.curriculum.temperature = 1.0          # softness of loss-following weights
   c.curriculum.min_weight = 0.05          # floor for every admitted bucket
+  c.curriculum.clean_share = 0.5          # queries kept clean (all kinds but 'none'); the rest
+                                          # follow the kind's weights
   c.curriculum.eval_seed = 1234           # fixed seed for degraded test queries
 
   # ---------------------------------------------------------------- STBIR module 2: category knowledge
@@ -169,13 +172,14 @@ def get_config(arg=None):
   c.train.seed = 0
   c.train.modality_dropout = 0.2          # per query: drop sketch or text with this probability
   c.train.nan_policy = 'stop'             # 'stop' | 'skip'
-  c.train.grad_accum_steps = 1
+  c.train.grad_accum_steps = 1            # micro-batches a step; losses still span the batch
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3
 
   c.optim = ml_collections.ConfigDict(dict(
-      lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98))
+      lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98,
+      eps=1e-8))                          # Adam epsilon: update = lr * m / (sqrt(v) + eps)
 
   c.stages = alignment_stages()
 

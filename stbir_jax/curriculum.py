@@ -371,18 +371,40 @@ def admitted(step, total_steps, buckets, config):
 def bucket_probs(state: CurriculumState, step, total_steps, buckets, config):
   """(NB,) float32 bucket probabilities for this step, by config.kind.
 
+  Every kind but 'none' keeps a share `clean_share` of the queries clean and spreads the rest,
+  p = clean_share * [bucket == clean] + (1 - clean_share) * w, by its rule w:
+
+  'uniform':    w = 1 / NB for every bucket.
+  'competence': w uniform over the admitted buckets.
   'self_paced': over admitted buckets, s = softmax(ema_loss / temperature); a bucket not seen
-  yet counts with the highest EMA of the admitted seen ones (so a newly admitted bucket gets
-  tried at once); then w = max(s, min_weight) on admitted buckets, renormalised.
+                yet counts with the highest EMA of the admitted seen ones (so a newly admitted
+                bucket gets tried at once); then w = max(s, min_weight) on admitted buckets,
+                renormalised.
+
+  Clean queries are the task and degraded ones the robustness curriculum: without the clean
+  share, loss-following weights drift to the bucket whose loss cannot fall (a severe query has
+  lost the words and strokes that identify its photo) and clean accuracy pays for it
+  (docs/results.md).
   """
   kind = config.kind
   nb = len(buckets_from_config(buckets).level)
+  clean = jnp.zeros((nb,), jnp.float32).at[0].set(1.0)
   if kind == 'none':
-    return jnp.zeros((nb,), jnp.float32).at[0].set(1.0)
-  if kind == 'uniform':
-    return jnp.full((nb,), 1.0 / nb, jnp.float32)
+    return clean
   if kind not in KINDS:
     raise CurriculumError(f'config.curriculum.kind={kind!r}; valid: {", ".join(KINDS)}.')
+  share = float(config.clean_share)
+  if not 0.0 <= share <= 1.0:
+    raise CurriculumError(f'config.curriculum.clean_share={share}; expected a fraction in '
+                          '[0, 1].')
+  w = _rule_probs(kind, state, step, total_steps, buckets, config, nb)
+  return (share * clean + (1.0 - share) * w).astype(jnp.float32)
+
+
+def _rule_probs(kind, state, step, total_steps, buckets, config, nb):
+  """The kind's own weights w (see bucket_probs), before the clean share."""
+  if kind == 'uniform':
+    return jnp.full((nb,), 1.0 / nb, jnp.float32)
   adm = admitted(step, total_steps, buckets, config)
   if kind == 'competence':
     w = adm.astype(jnp.float32)

@@ -326,7 +326,7 @@ def test_degrade_queries_one_bucket_from_config_list_and_channel_axis():
 
 def ccfg(**kw):
   c = dict(kind='self_paced', competence_start=0.25, competence_steps=100, ema=0.9,
-           temperature=1.0, min_weight=0.05)
+           temperature=1.0, min_weight=0.05, clean_share=0.0)
   c.update(kw)
   return ml_collections.ConfigDict(c)
 
@@ -387,6 +387,26 @@ def test_self_paced_softmax_with_floor():
   p2 = np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(temperature=2.0)))
   e2 = [1.0, math.exp(2.0), 1.0, math.exp(0.75)]
   np.testing.assert_allclose(p2[[0, 1, 2, 4]], [v / sum(e2) for v in e2], rtol=1e-5)
+
+
+def test_clean_share_keeps_that_fraction_clean_and_spreads_the_rest_by_the_kind():
+  state = cu.CurriculumState(weights=jnp.zeros(5), ema_loss=jnp.asarray([0.0, 4.0, 0.0, 9.0, 1.5]),
+                             seen=jnp.asarray([3.0, 2.0, 1.0, 1.0, 4.0]))
+  for kind in ('uniform', 'competence', 'self_paced'):
+    rule = np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind=kind)))
+    p = np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind=kind, clean_share=0.5)))
+    np.testing.assert_allclose(p, 0.5 * np.eye(5)[0] + 0.5 * rule, rtol=1e-6)
+  # Competence at step 41 admits 4 buckets: clean 0.6 + 0.4 / 4, the others 0.1 each.
+  np.testing.assert_allclose(
+      cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind='competence', clean_share=0.6)),
+      [0.7, 0.1, 0.1, 0.0, 0.1], rtol=1e-6)
+  # Self-paced: the hard bucket 1 no longer takes 89% of the batch.
+  p = np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(clean_share=0.5)))
+  assert p[0] > 0.5 and p[1] < 0.5
+  assert np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind='none', clean_share=0.3))
+                    ).tolist() == [1, 0, 0, 0, 0]
+  with pytest.raises(cu.CurriculumError, match='clean_share=1.5; expected a fraction'):
+    cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(clean_share=1.5))
 
 
 def test_self_paced_unseen_bucket_counts_as_hardest_seen():

@@ -19,14 +19,13 @@ interrupted ablation resumes where it stopped. The report shows mean ± std over
 
 import copy
 import json
-import os
 
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stbir_jax import stages
+from stbir_jax import paths, stages
 
 VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged')
 
@@ -89,11 +88,10 @@ def default_variants(config) -> list:
   return variants
 
 
-def run_one(config, workdir: str) -> dict:
-  path = os.path.join(workdir, 'results.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+def run_one(config, workdir) -> dict:
+  path = paths.resolve(workdir) / 'results.json'  # the workdir may be a gs:// URL
+  if path.exists():
+    return json.loads(path.read_text())
   from stbir_jax import train  # pylint: disable=g-import-not-at-top
   return train.train_and_evaluate(config, workdir)
 
@@ -143,15 +141,15 @@ def main(argv):
   for variant in variants:
     runs[variant] = []
     for seed in seeds:
-      workdir = os.path.join(FLAGS.workdir, variant, f'seed_{seed}')
+      workdir = paths.resolve(FLAGS.workdir) / variant / f'seed_{seed}'
       logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
       runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
   command = ('python -m stbir_jax.ablate --config=... ' +
              f'--seeds={",".join(map(str, seeds))} --variants={",".join(variants)}')
   text = report(runs, FLAGS.config, seeds, command)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, 'w') as f:
-    f.write(text + '\n')
+  out = paths.resolve(FLAGS.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(text + '\n')
   print(text)
 
 

@@ -8,11 +8,12 @@ file can restore without any error. A latest checkpoint that fails to restore or
 previous one is used; the unreadable one is moved to `workdir/checkpoints_unreadable/` (a resumed
 run saves its step number again), never deleted. When no checkpoint is readable the restore
 raises and nothing is moved.
+
+The workdir may be a bucket URL (gs://...): every path here is an `etils.epath.Path`, which orbax
+and Grain take as they are.
 """
 
 import contextlib
-import os
-import shutil
 
 import grain
 import jax
@@ -20,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from stbir_jax import paths
 
 QUARANTINE = 'checkpoints_unreadable'
 
@@ -85,13 +88,23 @@ def _all_processes(ok: bool) -> bool:
 class Checkpointer:
   """Periodic, keep-N, asynchronous, verified checkpoints under `workdir/checkpoints`."""
 
-  def __init__(self, workdir: str, *, keep: int, async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.quarantine = os.path.join(os.path.abspath(workdir), QUARANTINE)
+  def __init__(self, workdir, *, keep: int, async_save: bool = True):
+    root = paths.resolve(workdir)
+    self.directory = root / 'checkpoints'
+    self.quarantine = root / QUARANTINE
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=('state', 'data', 'checksums'))
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                            item_names=('state', 'data', 'checksums'))
+    except ImportError as e:
+      if not str(self.directory).startswith('gs://'):
+        raise
+      # orbax lists and deletes steps under gs:// with the google-cloud-storage client (to detect
+      # buckets with hierarchical namespace); without it the error names no package to install.
+      raise CheckpointError(
+          f'{self.directory}: checkpoints in a gs:// workdir need the google-cloud-storage '
+          f'package ({type(e).__name__}: {e}); install it with `pip install -e ".[gcs]"`.') from e
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -122,7 +135,7 @@ class Checkpointer:
         self._move_aside(unreadable)
         return step, state
       logging.warning('Checkpoint %s could not be restored (%s); falling back to the previous '
-                      'one.', os.path.join(self.directory, str(step)),
+                      'one.', self.directory / str(step),
                       error or 'failed on another process')
       unreadable.append(step)
     if steps:
@@ -133,7 +146,7 @@ class Checkpointer:
 
   def _restore_step(self, step, abstract_state, data_iterator):
     """(state, None), or (None, 'what failed')."""
-    verified = os.path.isdir(os.path.join(self.directory, str(step), 'checksums'))
+    verified = (self.directory / str(step) / 'checksums').is_dir()
     items = dict(state=ocp.args.StandardRestore(abstract_state),
                  data=grain.checkpoint.CheckpointRestore(data_iterator))
     if verified:  # (checkpoints written before checksums existed restore unverified)
@@ -152,14 +165,17 @@ class Checkpointer:
     if not steps:
       return
     if jax.process_index() == 0:
-      os.makedirs(self.quarantine, exist_ok=True)
+      self.quarantine.mkdir(parents=True, exist_ok=True)
       for step in steps:
-        source = os.path.join(self.directory, str(step))
-        target = os.path.join(self.quarantine, str(step))
+        source = self.directory / str(step)
+        target = self.quarantine / str(step)
         n = 1
-        while os.path.exists(target):
-          target, n = os.path.join(self.quarantine, f'{step}.{n}'), n + 1
-        shutil.move(source, target)
+        while target.exists():
+          target, n = self.quarantine / f'{step}.{n}', n + 1
+        # A step is a directory: a local rename, or on GCS tf.io.gfile.rename, which copies then
+        # deletes object by object (an atomic move on buckets with hierarchical namespace), as
+        # orbax's own soft delete (todelete_full_path) does.
+        source.rename(target)
         logging.warning('Moved the unreadable checkpoint %s to %s (kept for inspection).', source,
                         target)
     if jax.process_count() > 1:

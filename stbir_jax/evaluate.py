@@ -25,9 +25,8 @@ from typing import Callable, Iterator, Optional
 import jax
 import numpy as np
 from absl import logging
-from etils import epath
 
-from stbir_jax import metrics
+from stbir_jax import metrics, paths
 
 MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
@@ -356,8 +355,9 @@ def results_table(results: dict) -> str:
 
 
 def write_results(results: dict, workdir) -> None:
-  """Writes workdir/results.json (raw values) and workdir/results.md (results_table)."""
-  path = epath.Path(workdir)
+  """Writes workdir/results.json (raw values) and workdir/results.md (results_table); `workdir`
+  may be a gs:// URL."""
+  path = paths.resolve(workdir)
   path.mkdir(parents=True, exist_ok=True)
   plain = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
            for k, v in results.items()}

@@ -124,19 +124,23 @@ def _flatten(tree, prefix=''):
   return out
 
 
-def latest_params(workdir: str, step=None):
-  """Model params of a run's checkpoint (the latest unless `step`), as numpy arrays."""
+def latest_params(workdir, step=None):
+  """Model params of a run's checkpoint (the latest unless `step`), as numpy arrays; `workdir`
+  may be a gs:// URL."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from stbir_jax import stages  # pylint: disable=g-import-not-at-top
+  from stbir_jax import paths, stages  # pylint: disable=g-import-not-at-top
 
-  root = os.path.join(workdir, 'checkpoints')
-  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+  root = paths.resolve(workdir) / 'checkpoints'
+  # On gs:// a step being written is a plain <step> directory without commit_success.txt yet.
+  steps = sorted(int(d.name) for d in root.iterdir()
+                 if d.name.isdigit() and ocp.utils.is_checkpoint_finalized(d)
+                 ) if root.is_dir() else []
   if not steps:
     raise ExportError(f'{root} holds no checkpoint; train first (python -m stbir_jax.main).')
   step = steps[-1] if step is None else int(step)
   if step not in steps:
     raise ExportError(f'No checkpoint for step {step} in {root}; available: {steps}.')
-  state = ocp.StandardCheckpointer().restore(os.path.join(root, str(step), 'state'))
+  state = ocp.StandardCheckpointer().restore(root / str(step) / 'state')
   return step, {k: state['params'][k] for k in stages.MODEL_GROUPS}
 
 
@@ -227,27 +231,39 @@ See `config.json`.
 """
 
 
+def export_run(workdir, out: str, step=None) -> int:
+  """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
+  or a gs:// URL) to the local directory `out`; returns the step."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from stbir_jax import paths  # pylint: disable=g-import-not-at-top
+  if paths.is_url(out):
+    # The export is read with local-file loaders (safetensors, tokenizers); copy it up afterwards.
+    raise ExportError(f'--out={out}: expected a local directory; the export is loaded from local '
+                      'files. Copy it to the bucket afterwards (gcloud storage cp -r).')
+  run = paths.resolve(workdir)
+  config_path = run / 'config.json'
+  if not config_path.exists():
+    raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  step, params = latest_params(run, step)
+  results_path = run / 'results.md'
+  results_md = results_path.read_text() if results_path.exists() else ''
+  export_model(config, params, out, results_md=results_md, step=step)
+  return step
+
+
 def main(argv):
   del argv
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  config_path = os.path.join(f.workdir, 'config.json')
-  if not os.path.exists(config_path):
-    raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
-  with open(config_path) as fh:
-    config = ml_collections.ConfigDict(json.load(fh))
-  step, params = latest_params(f.workdir, f.step)
-  results_path = os.path.join(f.workdir, 'results.md')
-  results_md = open(results_path).read() if os.path.exists(results_path) else ''
-  export_model(config, params, f.out, results_md=results_md, step=step)
+  step = export_run(f.workdir, f.out, f.step)
   print(f'Exported step {step} of {f.workdir} to {f.out}')
 
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string('workdir', None, 'Training run directory.')
-  flags.DEFINE_string('out', None, 'Export directory to write.')
+  flags.DEFINE_string('workdir', None, 'Training run directory (a local path or gs:// URL).')
+  flags.DEFINE_string('out', None, 'Local export directory to write.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
   flags.mark_flags_as_required(['workdir', 'out'])
   app.run(main)

@@ -17,7 +17,8 @@ from ml_collections import config_flags  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/base.py:demo.',
                                 lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results: a local '
+                    'path or a gs:// URL.')
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() first (multi-host).')
 flags.mark_flags_as_required(['config', 'workdir'])
 

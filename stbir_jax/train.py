@@ -23,7 +23,7 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, sharding, stages
+from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, paths, sharding, stages
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -163,12 +163,11 @@ def _flatten(d, prefix=''):
   return out
 
 
-def check_workdir_config(config, workdir: str, has_checkpoint: bool) -> None:
+def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
   """Refuses to resume checkpoints written under a different model or data config."""
-  path = os.path.join(workdir, 'config.json')
-  if has_checkpoint and os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  path = paths.resolve(workdir) / 'config.json'
+  if has_checkpoint and path.exists():
+    old = json.loads(path.read_text())
     new = json.loads(config.to_json_best_effort())
     diffs = []
     for section in STRUCTURAL_KEYS:
@@ -497,14 +496,15 @@ class _SkippedRecords:
 
 
 def _write_config(config, workdir):
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  (paths.resolve(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results."""
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+  """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results.
+
+  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach."""
+  workdir = paths.resolve(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   validate_config(config, jax.process_count(), sharding.data_parallel_size(mesh))
   stage_list = stages.build_stages(config)

@@ -43,9 +43,12 @@ TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 
 def _tower(kind, **kw):
-  """Image tower (sketch or photo side). ResNet reads depth/width; ViT reads the rest."""
-  tower = dict(kind=kind, depth=18, width=64, norm='group', patch_size=16, hidden=768,
-               layers=12, heads=12, mlp_dim=3072, pool='cls', init='')
+  """Image tower (sketch or photo side). ResNet reads depth, width, norm, stem_pool and pool
+  ('gap' | 'flatten'); ViT reads patch_size, hidden, layers, heads, mlp_dim and pool ('cls' |
+  'gap')."""
+  tower = dict(kind=kind, depth=18, width=64, norm='group', stem_pool=True, patch_size=16,
+               hidden=768, layers=12, heads=12, mlp_dim=3072,
+               pool='gap' if kind == 'resnet' else 'cls', init='')
   tower.update(kw)
   return ml_collections.ConfigDict(tower)
 

@@ -244,6 +244,26 @@ def test_resnet_remat_gives_the_same_outputs():
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), a, b)
 
 
+def test_resnet_small_input_stem_and_flatten_pool():
+  x = jax.random.normal(KEY, (2, 64, 64, 3))
+  gap = resnet.ResNet(depth=18, width=4)
+  variables = gap.init(KEY, x)
+  pooled, tokens = gap.apply(variables, x)
+  assert tokens.shape == (2, 2 * 2, 32) and pooled.shape == (2, 32)   # 64 / 32 = 2
+  np.testing.assert_allclose(pooled, tokens.mean(axis=1), atol=1e-6)
+  # The same weights without the stem max pool: stages run at twice the resolution.
+  no_pool = resnet.ResNet(depth=18, width=4, stem_pool=False)
+  pooled, tokens = no_pool.apply(variables, x)
+  assert tokens.shape == (2, 4 * 4, 32) and pooled.shape == (2, 32)
+  # 'flatten' keeps the layout: row-major (y, x, channel) of the last feature map.
+  flat, tokens = resnet.ResNet(depth=18, width=4, stem_pool=False, pool='flatten').apply(
+      variables, x)
+  assert flat.shape == (2, 16 * 32)
+  np.testing.assert_array_equal(flat[:, 32 * 5:32 * 6], tokens[:, 5])   # position (1, 1)
+  with pytest.raises(ValueError, match="ResNet pool='cls'; valid values: 'gap', 'flatten'"):
+    resnet.ResNet(depth=18, width=4, pool='cls').init(KEY, x)
+
+
 @pytest.mark.parametrize('image_kind,text_kind', [('resnet', 'bert'), ('clip_vit', 'clip')])
 def test_bfloat16_compute_is_close_to_float32(image_kind, text_kind):
   batch = make_batch(3, 32, 32)   # the smoke config's shapes: shares its cached init

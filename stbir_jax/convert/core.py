@@ -36,8 +36,9 @@ UNSUPPORTED.update({k: UNSUPPORTED['siglip'] for k in (
 TOWERS = ('vision', 'text')
 GROUPS = {'sketch': 'vision', 'photo': 'vision', 'text': 'text'}
 # The keys of config.model.<group> (configs/base.py) a converted tower config carries.
-_IMAGE_DEFAULTS = dict(kind='vit', depth=18, width=64, patch_size=16, hidden=768, layers=12,
-                       heads=12, mlp_dim=3072, pool='cls', init='')
+_IMAGE_DEFAULTS = dict(kind='vit', depth=18, width=64, norm='group', stem_pool=True,
+                       patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072, pool='cls',
+                       init='')
 # Keys that fix parameter shapes/semantics: config and checkpoint must agree on them.
 _STRUCTURAL = {'resnet': ('kind', 'depth', 'width', 'norm'),
                'vit': ('kind', 'patch_size', 'hidden', 'layers', 'heads', 'mlp_dim'),

@@ -48,7 +48,8 @@ def tower_config(hf_cfg, tower: str, where: str) -> dict:
   expansion = 4 if hf_cfg.layer_type == 'bottleneck' else 1
   common.require(where, 'hidden_sizes', list(hf_cfg.hidden_sizes),
                  [width * 2**i * expansion for i in range(4)])
-  return dict(kind='resnet', depth=depths[key], width=width, norm='affine')
+  return dict(kind='resnet', depth=depths[key], width=width, norm='affine', stem_pool=True,
+              pool='gap')
 
 
 def convert(state: dict, hf_cfg, tower: str, where: str):

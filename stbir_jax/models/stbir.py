@@ -28,8 +28,8 @@ Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole
   temperature/log_scale   scalar, init log(1 / init_temperature);
                           logit_scale = min(exp(log_scale), 100)
 
-Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width; optional `norm`:
-'group' default | 'affine'), 'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout);
+Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width, pool: 'gap' |
+'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default), 'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout);
 both ViTs read patch_size, hidden, layers, heads, mlp_dim, pool. config.model.text.kind: 'bert' |
 'clip' (vocab_size, hidden, layers, heads, mlp_dim, pool; optional `max_positions`). The `init`
 keys are for the weight converters and are not read here.
@@ -77,6 +77,7 @@ def image_tower(cfg, remat: bool, dtype, where: str) -> nn.Module:
   layers.check_choice(f'{where}.kind', cfg.kind, IMAGE_KINDS)
   if cfg.kind == 'resnet':
     return resnet.ResNet(depth=cfg.depth, width=cfg.width, norm=layers.option(cfg, 'norm', 'group'),
+                         stem_pool=layers.option(cfg, 'stem_pool', True), pool=cfg.pool,
                          remat=remat, dtype=dtype, name='backbone')
   return vit.ViT(variant='clip' if cfg.kind == 'clip_vit' else 'vit', patch_size=cfg.patch_size,
                  hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim,

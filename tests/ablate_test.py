@@ -32,18 +32,36 @@ def test_each_variant_switches_off_one_module():
     ablate.variant_config(config, 'no_such', 0)
 
 
-def test_report_has_a_row_per_variant_and_bucket():
+def test_report_has_a_row_per_variant_mode_and_bucket():
   config = base.get_config('demo')
   config.eval.robustness_buckets = ['clean', 'severe']
   result = {}
   for m in config.eval.modes:
-    result.update({f'shoes/{m}/acc@1': 0.5, f'shoes/{m}/acc@10': 0.75, f'shoes/{m}/mAP': 0.6})
+    result.update({f'shoes/{m}/acc@1': 0.5, f'shoes/{m}/acc@5': 0.625,
+                   f'shoes/{m}/acc@10': 0.75, f'shoes/{m}/mAP': 0.6})
     result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in ('clean', 'severe')})
   runs = {'full': [result, dict(result, **{'shoes/sketch/acc@1': 0.7})], 'joint': [result]}
   text = ablate.report(runs, config, [0, 1], 'CMD')
-  assert '| full | 0.600 ± 0.141 | 0.750 ± 0.000 |' in text  # sample std of (0.5, 0.7)
-  assert '| joint | 0.500 | 0.750 | 0.600 |' in text
+  # Sample std of (0.5, 0.7) = 0.141.
+  assert '| full | sketch | 0.600 ± 0.141 | 0.625 ± 0.000 | 0.750 ± 0.000 | 0.600 ± 0.000 |' in text
+  assert '| joint | sketch+text | 0.500 | 0.625 | 0.750 | 0.600 |' in text
   assert text.count('| full | severe |') == 1 and '`CMD`' in text
+
+
+def test_report_replaces_only_its_own_section_of_a_page(tmp_path):
+  page = tmp_path / 'results.md'
+  page.write_text('# Results\n\nhand-written intro\n')
+  ablate.write_report('TABLES v1', str(page))
+  first = page.read_text()
+  assert first.startswith('# Results\n\nhand-written intro\n') and 'TABLES v1' in first
+  page.write_text(first + '\nhand-written outro\n')
+  ablate.write_report('TABLES v2', str(page))
+  second = page.read_text()
+  assert 'TABLES v1' not in second and second.count('TABLES v2') == 1
+  assert 'hand-written intro' in second and second.endswith('hand-written outro\n')
+  new = tmp_path / 'new' / 'ablations.md'
+  ablate.write_report('T', str(new))
+  assert new.read_text().startswith('# STBIR ablations') and 'T' in new.read_text()
 
 
 def test_staged_variant_restores_the_paper_schedule_for_the_joint_demo():

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-import step_test
+import _tiny
 from configs import base
 from stbir_jax import stages, train
 
@@ -19,7 +19,7 @@ ALL_LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
 
 
 def _config(accum=1, learn_prototypes=True, remat=False):
-  config = step_test._tiny_config(ALL_LOSSES)  # pylint: disable=protected-access
+  config = _tiny.tiny_config(ALL_LOSSES)
   config.train.grad_accum_steps = accum
   config.category.learn_prototypes = learn_prototypes
   config.model.remat = remat
@@ -32,7 +32,7 @@ def _config(accum=1, learn_prototypes=True, remat=False):
 
 
 def _batch(config):
-  batch = step_test._batch(config)  # pylint: disable=protected-access
+  batch = _tiny.random_batch(config)
   # Two categories in both halves of the batch: intra-category weights and prototypes matter,
   # and every micro-batch (rows j, j+k, ...) mixes them.
   batch['category'] = (np.arange(8) // 2 % 2).astype(np.int32)

@@ -1,0 +1,73 @@
+"""A tiny trainable STBIR model shared by tests (step, gradient accumulation, web demo).
+
+configs/base.py:smoke with 1-layer ViT towers and one joint stage: it compiles in seconds on a
+CPU and overfits a handful of examples to Acc@1 = 1 in `num_steps` (80) steps.
+"""
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+
+from configs import base
+from stbir_jax import stages, train
+
+
+def tiny_config(losses=('contrastive', 'triplet')):
+  config = base.get_config('smoke')
+  vit = dict(kind='vit', patch_size=8, hidden=32, layers=1, heads=2, mlp_dim=64)
+  config.model.sketch.update(vit)
+  config.model.photo.update(vit)
+  config.model.embed_dim = 32
+  config.curriculum.kind = 'none'
+  config.train.modality_dropout = 0.0
+  config.train.num_steps = 80
+  config.optim.lr = 3e-3
+  config.optim.warmup_steps = 5
+  config.stages = [ml_collections.ConfigDict(dict(
+      name='joint', fraction=1.0, train=list(stages.PARAM_GROUPS),
+      losses=list(losses), query='sketch+text', lr_scale=1.0))]
+  return config
+
+
+def random_batch(config):
+  """8 random examples (noise photos, scattered stroke pixels, random token ids)."""
+  rng = np.random.default_rng(0)
+  b, r, l = 8, config.data.resolution, config.data.max_text_len
+  return dict(
+      image=rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
+      sketch=((rng.random((b, r, r)) < 0.2) * rng.integers(1, 9, (b, r, r))).astype(np.uint8),
+      text_ids=rng.integers(1000, 3000, (b, l)).astype(np.int32),
+      text_mask=np.ones((b, l), np.int32), has_sketch=np.ones(b, bool),
+      has_text=np.ones(b, bool), category=np.zeros(b, np.int32),
+      instance=np.arange(b, dtype=np.int32), family=np.zeros(b, np.int32))
+
+
+def setup(losses=('contrastive', 'triplet')):
+  """-> (config, model, fresh train state, jitted train step), built once per set of losses."""
+  return _setup(tuple(losses))  # one cache key, however the losses are passed
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(losses):
+  config = tiny_config(losses)
+  model = train.make_model(config)
+  constants = train.make_constants(config, ['thing'])
+  state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
+  step = jax.jit(train.make_step_fn(config, model, stages.build_stages(config)[0], constants,
+                                    config.train.num_steps))
+  return config, model, state, step
+
+
+def fit(batch, losses=('contrastive', 'triplet')):
+  """Trains the tiny model on one fixed batch for its num_steps.
+
+  -> (config, model, final train state, [loss of every step]).
+  """
+  config, model, state, step = setup(losses)
+  history = []
+  for _ in range(config.train.num_steps):
+    state, m = step(state, batch)
+    history.append(float(m['loss']))
+  return config, model, state, history

@@ -126,12 +126,17 @@ def report(runs: dict, config, seeds, command: str) -> str:
     lines += ['', f'### {ds}: robustness (Acc@1 on degraded queries, fixed seed)', '',
               '| variant | bucket | ' + ' | '.join(modes) + ' |',
               '|---|---|' + '---:|' * len(modes)]
+    removed = {b.name: {m for m, gone in (('sketch', b.missing_sketch), ('text', b.missing_text))
+                        if gone} for b in config.curriculum.buckets}
     for variant, results in runs.items():
       for bucket in config.eval.robustness_buckets:
         cells = []
         for m in modes:
           key = f'{ds}/{bucket}/{m}/acc@1'
-          cells.append(_mean_std([r[key] for r in results]) if key in results[0] else 'n/a')
+          if m in removed[bucket]:
+            cells.append('—')  # the bucket removes this mode's only input: no such query
+          else:
+            cells.append(_mean_std([r[key] for r in results]) if key in results[0] else 'n/a')
         lines.append(f'| {variant} | {bucket} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return '\n'.join(lines)

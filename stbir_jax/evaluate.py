@@ -124,6 +124,11 @@ class RetrievalEvaluator:
     """(prefix, transform(batch_number, batch) -> batch or None) per query variant."""
     return [('', None)]
 
+  def variant_modes(self, prefix: str) -> tuple:
+    """The modes a query variant is ranked in."""
+    del prefix
+    return self.modes
+
   def metric_keys(self, m: dict) -> dict:
     return {k: v for k, v in m.items()}
 
@@ -187,7 +192,7 @@ class RetrievalEvaluator:
   def query_embeddings(self, variables, dataset: str, split: str) -> dict:
     """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
     variants = self.query_variants()
-    out = {(p, m): ([], []) for p, _ in variants for m in self.modes}
+    out = {(p, m): ([], []) for p, _ in variants for m in self.variant_modes(p)}
     batches = self.data_fns['eval_queries'](self.config, dataset, split, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
       meta = self._host_meta(batch, ('valid', 'instance', 'has_sketch', 'has_text'))
@@ -196,7 +201,7 @@ class RetrievalEvaluator:
       device_batch = self._to_device({k: v for k, v in batch.items() if v.dtype.kind in 'biuf'})
       for prefix, transform in variants:
         variant = device_batch if transform is None else transform(batch_number, device_batch)
-        for mode in self.modes:
+        for mode in self.variant_modes(prefix):
           query = apply_mode(variant, mode)
           emb = self._fetch(self._encode_query(variables, {k: query[k] for k in QUERY_KEYS}))
           keep = valid & _has_inputs_of(meta, mode)
@@ -279,6 +284,14 @@ class RobustnessEvaluator(RetrievalEvaluator):
   def _attribute_ids(self):
     from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
     return curriculum.attribute_token_ids(self.config.data.tokenizer)
+
+  def variant_modes(self, prefix: str) -> tuple:
+    """A bucket that removes the sketch has no sketch-only queries (they would be empty), nor
+    one that removes the text text-only ones; its sketch+text queries are what is left."""
+    bucket = self.config.curriculum.buckets[dict(self.buckets)[prefix]]
+    gone = {'sketch'} if bucket.missing_sketch else set()
+    gone |= {'text'} if bucket.missing_text else set()
+    return tuple(m for m in self.modes if m not in gone)
 
   def query_variants(self):
     base = jax.random.PRNGKey(self.config.curriculum.eval_seed)

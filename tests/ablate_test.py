@@ -34,18 +34,20 @@ def test_each_variant_switches_off_one_module():
 
 def test_report_has_a_row_per_variant_mode_and_bucket():
   config = base.get_config('demo')
-  config.eval.robustness_buckets = ['clean', 'severe']
+  config.eval.robustness_buckets = ['clean', 'severe', 'no_text']
   result = {}
   for m in config.eval.modes:
     result.update({f'shoes/{m}/acc@1': 0.5, f'shoes/{m}/acc@5': 0.625,
                    f'shoes/{m}/acc@10': 0.75, f'shoes/{m}/mAP': 0.6})
-    result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in ('clean', 'severe')})
+    result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in ('clean', 'severe', 'no_text')})
   runs = {'full': [result, dict(result, **{'shoes/sketch/acc@1': 0.7})], 'joint': [result]}
   text = ablate.report(runs, config, [0, 1], 'CMD')
   # Sample std of (0.5, 0.7) = 0.141.
   assert '| full | sketch | 0.600 ± 0.141 | 0.625 ± 0.000 | 0.750 ± 0.000 | 0.600 ± 0.000 |' in text
   assert '| joint | sketch+text | 0.500 | 0.625 | 0.750 | 0.600 |' in text
   assert text.count('| full | severe |') == 1 and '`CMD`' in text
+  # Text-only queries of the no_text bucket would be empty: not reported.
+  assert '| full | no_text | 0.250 ± 0.000 | — | 0.250 ± 0.000 |' in text
 
 
 def test_report_replaces_only_its_own_section_of_a_page(tmp_path):

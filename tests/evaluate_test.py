@@ -187,14 +187,12 @@ def test_robustness_buckets_and_fixed_keys():
   #   sketch: every target scores 0 against a 2 and two tied zeros -> ranks [4, 4, 4, 4].
   #   sketch+text: q0 2e1+e0 -> 2; q1 3e2 (target e1 0, ties e0 e3) -> 4; q2 2e0+e2 -> 2;
   #                q3 2e0+e3 -> 2.                                      ranks [2, 4, 2, 2]
-  # no_sketch: sketch mode has no modality at all -> zero vector, all tie -> [4, 4, 4, 4];
-  #            the other modes equal text-only.
+  # no_sketch: no sketch-only queries (they would be empty); the other modes equal text-only.
   ranks = {
       'clean': EXPECTED,
       'severe': {'sketch': dict(ranks=[4] * 4), 'text': EXPECTED['text'],
                  'sketch+text': dict(ranks=[2, 4, 2, 2])},
-      'no_sketch': {'sketch': dict(ranks=[4] * 4), 'text': EXPECTED['text'],
-                    'sketch+text': EXPECTED['text']},
+      'no_sketch': {'text': EXPECTED['text'], 'sketch+text': EXPECTED['text']},
   }
   expected = {}
   for bucket, modes in ranks.items():

@@ -34,7 +34,8 @@ from stbir_jax import stages
 REAL_DATASETS = {
     'shoev2': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
     'chairv2': ('all', ('sketch', 'text', 'sketch+text'), 3000, 500),
-    'sketchy': ('category', ('sketch', 'text', 'sketch+text'), 20_000, 2000),
+    # Sketchy has no descriptions: add the text modes when prepared with --captions.
+    'sketchy': ('category', ('sketch',), 20_000, 2000),
     'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
@@ -183,6 +184,10 @@ def get_config(arg=None):
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98,
       eps=1e-8))                          # Adam epsilon: update = lr * m / (sqrt(v) + eps)
+  # Learning-rate multiplier per parameter group, e.g. a pretrained tower fine-tuned gently
+  # (--config.optim.group_lr_scale.text=0.025) next to towers trained from scratch.
+  c.optim.group_lr_scale = ml_collections.ConfigDict(
+      {group: 1.0 for group in stages.PARAM_GROUPS})
 
   c.stages = alignment_stages()
 

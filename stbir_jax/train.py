@@ -76,6 +76,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')
   _validate_grad_accum(batch, data_parallel, config.train.grad_accum_steps)
+  for group, scale in config.optim.group_lr_scale.items():
+    if group not in stages.PARAM_GROUPS or not scale >= 0:
+      raise ConfigError(f'optim.group_lr_scale.{group}={scale!r}; expected a scale >= 0 for each '
+                        f'parameter group ({", ".join(stages.PARAM_GROUPS)}).')
   names = [b.name for b in config.curriculum.buckets]
   if not names or names[0] != 'clean':
     raise ConfigError(f'curriculum.buckets must start with the "clean" bucket, got {names}.')
@@ -415,8 +419,10 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     lr = learning_rate(config, stage, state.step)
+    group_scale = config.optim.group_lr_scale
     updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else
-               jax.tree.map(lambda x: -lr * x, u) for k, u in updates.items()}
+               jax.tree.map(lambda x, s=float(group_scale[k]): -lr * s * x, u)
+               for k, u in updates.items()}
     params = optax.apply_updates(state.params, updates)
 
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

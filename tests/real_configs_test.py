@@ -51,6 +51,9 @@ def test_real_variants_are_listed_and_follow_their_protocols():
     c = base.get_config(name)
     assert (c.data.name, list(c.data.configs)) == (name, [name])
     assert c.eval.gallery_scope == ('category' if name == 'sketchy' else 'all')
+    # Sketchy has no descriptions: a text mode there would have no query to rank.
+    assert list(c.eval.modes) == (['sketch'] if name == 'sketchy' else
+                                  ['sketch', 'text', 'sketch+text'])
     assert c.model.photo.init == 'openai/clip-vit-base-patch16'
     train.validate_config(c, 1, 1)
 

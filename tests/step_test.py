@@ -2,6 +2,7 @@
 non-finite updates and the loop then stops naming the step."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -80,3 +81,33 @@ def test_frozen_groups_stay_bit_identical():
     same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                zip(jax.tree.leaves(state.params[group]), jax.tree.leaves(new.params[group])))
     assert same == (group != 'photo'), group
+
+
+def test_group_lr_scale_multiplies_that_groups_update_only():
+  config, model, state, _ = _tiny.setup()
+  constants = train.make_constants(config, ['thing'])
+  stage = stages.build_stages(config)[0]
+  batch = _tiny.random_batch(config)
+
+  def delta(text_scale):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.optim.group_lr_scale.text = text_scale
+    new, _ = jax.jit(train.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+        state, batch)
+    return {g: jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.params[g],
+                            state.params[g]) for g in ('text', 'photo')}
+
+  full, half = delta(1.0), delta(0.5)
+  for a, b in zip(jax.tree.leaves(full['text']), jax.tree.leaves(half['text'])):
+    # Deltas (~3e-4) are read back as new - old params: float32 rounding of params ~0.5 is 6e-8.
+    np.testing.assert_allclose(b, 0.5 * a, rtol=1e-5, atol=1.2e-7)
+  assert max(float(np.abs(a).max()) for a in jax.tree.leaves(full['text'])) > 0
+  for a, b in zip(jax.tree.leaves(full['photo']), jax.tree.leaves(half['photo'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_group_lr_scale_names_a_parameter_group():
+  config = _tiny.tiny_config()
+  config.optim.group_lr_scale.text = -1.0
+  with pytest.raises(train.ConfigError, match=r'group_lr_scale.text=-1.0; expected a scale'):
+    train.validate_config(config)

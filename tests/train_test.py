@@ -37,8 +37,21 @@ def test_every_variant_initialises_abstractly():
 
 
 def test_unknown_variant_lists_valid_ones():
-  with pytest.raises(ValueError, match='valid variants: full, demo, smoke'):
+  with pytest.raises(ValueError, match='valid variants: full, demo, demo_minilm, smoke'):
     base.get_config('tiny')
+
+
+def test_demo_minilm_is_the_demo_with_the_bundled_minilm_text_tower():
+  demo, minilm = base.get_config('demo').to_dict(), base.get_config('demo_minilm').to_dict()
+  text, tokenizer = minilm['model'].pop('text'), minilm['data'].pop('tokenizer')
+  assert (text['init'], text['hidden'], text['layers'], text['pool']) == (
+      'bundled:all-MiniLM-L6-v2', 384, 6, 'mean')
+  assert os.path.isfile(os.path.join(tokenizer, 'vocab.txt'))
+  assert minilm['optim']['group_lr_scale'].pop('text') == 0.025
+  assert (minilm.pop('variant'), demo.pop('variant')) == ('demo_minilm', 'demo')
+  for d in (demo['model'], demo['data'], demo['optim']['group_lr_scale']):
+    d.pop('text', None), d.pop('tokenizer', None)
+  assert minilm == demo
 
 
 @pytest.fixture(scope='module')

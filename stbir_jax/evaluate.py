@@ -1,4 +1,12 @@
-"""Evaluators, configured by name in `config.eval.evaluators` (big_vision style).
+r"""Evaluators, configured by name in `config.eval.evaluators` (big_vision style).
+
+Training runs them periodically and at the end. A saved checkpoint can be evaluated again, e.g.
+on the validation split (where hyper-parameters are chosen):
+
+  python -m stbir_jax.evaluate --workdir=workdirs/demo --split=validation [--step=N]
+
+which prints the tables and writes WORKDIR/results_<split>_step<N>.{json,md}, leaving the run's
+own results.json alone.
 
 FG-SBIR protocol: every test query of a dataset configuration against its whole test gallery
 (config.eval.gallery_scope='all'), or against the photos of its own category ('category': the
@@ -367,12 +375,56 @@ def results_table(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def write_results(results: dict, workdir) -> None:
-  """Writes workdir/results.json (raw values) and workdir/results.md (results_table); `workdir`
-  may be a gs:// URL."""
+def write_results(results: dict, workdir, name: str = 'results') -> None:
+  """Writes workdir/NAME.json (raw values) and workdir/NAME.md (results_table); `workdir` may be
+  a gs:// URL."""
   path = paths.resolve(workdir)
   path.mkdir(parents=True, exist_ok=True)
   plain = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
            for k, v in results.items()}
-  (path / 'results.json').write_text(json.dumps(plain, indent=2, sort_keys=True) + '\n')
-  (path / 'results.md').write_text(results_table(results) + '\n')
+  (path / f'{name}.json').write_text(json.dumps(plain, indent=2, sort_keys=True) + '\n')
+  (path / f'{name}.md').write_text(results_table(results) + '\n')
+
+
+# ------------------------------------------------------------------------------ a saved run
+
+
+def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, dict]:
+  """Evaluates checkpoint `step` (default: the latest) of the run in `workdir` on `split`
+  (default: the run's config.eval.split) with `evaluators` (default: the run's); writes
+  WORKDIR/results_<split>_step<step>.{json,md} and returns (step, results)."""
+  from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+  run, config = export.run_config(workdir)
+  if split:
+    config.eval.split = split
+  if evaluators:
+    config.eval.evaluators = list(evaluators)
+  for name in config.eval.evaluators:
+    get_evaluator(name)  # an unknown name fails before the checkpoint is read
+  step, params = export.latest_params(run, step)
+  model = train.make_model(config)
+  results = {}
+  for name in config.eval.evaluators:
+    results.update(get_evaluator(name)(config, model).run({'params': params}))
+  write_results(results, run, f'results_{config.eval.split}_step{step}')
+  return step, results
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  step, results = evaluate_run(f.workdir, f.split, f.step, f.evaluators)
+  print(f'{f.workdir}, step {step}:\n{results_table(results)}', flush=True)
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', None, 'Training run directory (a local path or gs:// URL).')
+  flags.DEFINE_string('split', None, "Split to evaluate, e.g. 'validation'; default: the run's "
+                      'config.eval.split.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
+  flags.DEFINE_list('evaluators', None, "Evaluators by name; default: the run's "
+                    'config.eval.evaluators.')
+  flags.mark_flag_as_required('workdir')
+  app.run(main)

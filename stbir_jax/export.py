@@ -231,20 +231,26 @@ See `config.json`.
 """
 
 
+def run_config(workdir):
+  """(resolved run directory, its config.json as a ConfigDict)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from stbir_jax import paths  # pylint: disable=g-import-not-at-top
+  run = paths.resolve(workdir)
+  config_path = run / 'config.json'
+  if not config_path.exists():
+    raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
+  return run, ml_collections.ConfigDict(json.loads(config_path.read_text()))
+
+
 def export_run(workdir, out: str, step=None) -> int:
   """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
   or a gs:// URL) to the local directory `out`; returns the step."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from stbir_jax import paths  # pylint: disable=g-import-not-at-top
   if paths.is_url(out):
     # The export is read with local-file loaders (safetensors, tokenizers); copy it up afterwards.
     raise ExportError(f'--out={out}: expected a local directory; the export is loaded from local '
                       'files. Copy it to the bucket afterwards (gcloud storage cp -r).')
-  run = paths.resolve(workdir)
-  config_path = run / 'config.json'
-  if not config_path.exists():
-    raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  run, config = run_config(workdir)
   step, params = latest_params(run, step)
   results_path = run / 'results.md'
   results_md = results_path.read_text() if results_path.exists() else ''

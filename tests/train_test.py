@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax import stages, train
+from stbir_jax import evaluate, stages, train
 
 
 def _smoke(tmp_path, **overrides):
@@ -77,6 +77,21 @@ def test_smoke_run_trains_evaluates_and_resumes(smoke_run):
   # A rerun of a finished run resumes at its last step and only evaluates.
   again = train.train_and_evaluate(config, workdir)
   assert again == pytest.approx(results)
+
+
+def test_a_saved_run_is_evaluated_again_on_any_split(smoke_run):
+  _, workdir, results = smoke_run
+  step, again = evaluate.evaluate_run(workdir)  # the run's own split and evaluators
+  assert step == 12 and again == pytest.approx(results)
+  step, validation = evaluate.evaluate_run(workdir, split='validation', step=8)
+  assert step == 8 and set(validation) == set(results)
+  assert validation != pytest.approx(results)
+  saved = json.load(open(os.path.join(workdir, 'results_validation_step8.json')))
+  assert saved == pytest.approx(validation)
+  assert os.path.exists(os.path.join(workdir, 'results_validation_step8.md'))
+  assert json.load(open(os.path.join(workdir, 'results.json'))) == pytest.approx(results)
+  with pytest.raises(evaluate.EvaluatorError, match="Unknown evaluator 'recall'"):
+    evaluate.evaluate_run(workdir, evaluators=['recall'])
 
 
 def test_incompatible_checkpoint_is_refused(smoke_run):

@@ -1,13 +1,14 @@
 r"""A web demo: draw or upload a sketch, type a description, see the best matching photos.
 
-  python -m stbir_jax.demo --index=INDEX [--port=7860] [--host=127.0.0.1] [--k=10]
+  python -m stbir_jax.demo --index=INDEX [--port=7860] [--host=127.0.0.1] [--k=10] [--fit=ink]
 
 INDEX is a folder written by `python -m stbir_jax.search index` (it names its model). The page
 (Gradio) has a drawing pad, an upload box (PNG/JPG/... of any size and polarity, or SVG), a
 text box, a mode (auto: whatever was given; sketch only; text only; sketch + text) and the
 number of results; it shows the top k as a gallery with scores, a ranked list, and the sketch
 as the model sees it. A bad upload (not an image, too large) or an empty query gives a message
-in the page; the server keeps serving.
+in the page; the server keeps serving. --fit=canvas keeps a drawing where it is on the pad
+instead of scaling it to the frame (for layout-keeping models such as configs/base.py:demo's).
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def main(argv=None) -> int:
   p.add_argument('--k', type=int, default=10, help='default number of results')
   p.add_argument('--backend', default='jax', choices=search.retrieval.BACKENDS)
   p.add_argument('--share', action='store_true', help='a public gradio.live link (Colab)')
+  p.add_argument('--fit', default='ink', choices=search.sketch_io.FITS, help=search.FIT_HELP)
   a = p.parse_args(argv)
   os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
   try:
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
     print('demo: error: the web demo needs gradio: pip install gradio', file=sys.stderr)
     return 2
   try:
-    searcher = search.Searcher(a.index, a.model, backend=a.backend)
+    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
   except search.SearchError as e:
     print(f'demo: error: {e}', file=sys.stderr)
     return 2

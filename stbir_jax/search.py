@@ -75,17 +75,21 @@ def load_gallery_image(path, resolution: int) -> np.ndarray:
     raise SearchError(f'{path}: not a readable image: {type(e).__name__}: {e}') from None
 
 
-def sketch_map(sketch, resolution: int) -> np.ndarray:
+def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
   """A user's sketch -> uint8 (R, R) stroke-order map.
 
   `sketch`: a file path (PNG/JPG/... raster of any size, dark on light or the reverse or ink on
   transparent, anti-aliased; or SVG / stroke JSON / .npy strokes), a PIL image, or an (R, R)
-  / (R, R, 1) stroke map already at the model's resolution.
+  / (R, R, 1) stroke map already at the model's resolution. `fit`: 'ink' scales the drawing to
+  fill the frame; 'canvas' keeps where it is on its page, for a sketch drawn in the photo's frame
+  and a model whose embedding keeps the layout (pool='flatten', e.g. configs/base.py:demo).
   """
+  if fit not in sketch_io.FITS:
+    raise SearchError(f'--fit {fit!r}; valid: {", ".join(sketch_io.FITS)}')
   if isinstance(sketch, Image.Image):
     if sketch.width * sketch.height > MAX_IMAGE_PIXELS:
       raise SearchError(f'sketch: {sketch.width}x{sketch.height} pixels is too large')
-    return sketch_io.render_raster(sketch, resolution)[..., 0]
+    return sketch_io.render_raster(sketch, resolution, fit=fit)[..., 0]
   if isinstance(sketch, np.ndarray):
     m = sketch[..., 0] if sketch.ndim == 3 and sketch.shape[-1] == 1 else sketch
     if m.shape != (resolution, resolution) or m.dtype != np.uint8:
@@ -103,7 +107,7 @@ def sketch_map(sketch, resolution: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
       raise SearchError(f'{path}: not a readable image: {e}') from None
   try:
-    return sketch_io.load_sketch(path, resolution)[..., 0]
+    return sketch_io.load_sketch(path, resolution, fit=fit)[..., 0]
   except sketch_io.SketchError as e:
     raise SearchError(str(e)) from None
 
@@ -303,13 +307,16 @@ class Result:
 class Searcher:
   """An index plus the exported model that built it; `search(sketch, text, k)`."""
 
-  def __init__(self, index, model=None, *, backend: str = 'jax'):
+  def __init__(self, index, model=None, *, backend: str = 'jax', fit: str = 'ink'):
     import stbir_jax  # pylint: disable=g-import-not-at-top
     self.index = index if isinstance(index, Index) else load_index(index)
     if backend not in retrieval.BACKENDS:
       raise SearchError(f'--backend {backend!r}; valid backends: '
                         f'{", ".join(retrieval.BACKENDS)}')
     self.backend = backend
+    if fit not in sketch_io.FITS:
+      raise SearchError(f'--fit {fit!r}; valid: {", ".join(sketch_io.FITS)}')
+    self.fit = fit  # how a drawn or uploaded sketch is placed in the frame (sketch_map)
     if model is None or isinstance(model, (str, os.PathLike)):
       model_dir = model or self.index.meta['model']
       try:
@@ -331,7 +338,7 @@ class Searcher:
       raise SearchError(f'mode {mode!r}; valid modes: {", ".join(MODES)}')
     text = (text or '').strip()
     r = self.model.resolution
-    smap = sketch_map(sketch, r) if sketch is not None else None
+    smap = sketch_map(sketch, r, self.fit) if sketch is not None else None
     if smap is not None and not smap.any():
       smap = None  # a blank page is no sketch
     if mode in ('sketch', 'sketch+text') and smap is None:
@@ -467,6 +474,10 @@ def write_results(path, results, smap=None, text: str = '') -> None:
 # ------------------------------------------------------------------------------------ CLI
 
 
+FIT_HELP = ('ink: scale the drawing to fill the frame; canvas: keep its place on the page (a '
+            'sketch drawn in the photo\'s frame, for layout-keeping models such as the demo\'s)')
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog='python -m stbir_jax.search', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -488,6 +499,7 @@ def main(argv=None) -> int:
   pq.add_argument('--out', default=None, help='results picture (.png) or page (.html)')
   pq.add_argument('--backend', default='jax', choices=retrieval.BACKENDS)
   pq.add_argument('--model', default=None, help='export directory (default: the index\'s)')
+  pq.add_argument('--fit', default='ink', choices=sketch_io.FITS, help=FIT_HELP)
   a = p.parse_args(argv)
   try:
     if a.command == 'index':
@@ -498,7 +510,7 @@ def main(argv=None) -> int:
       for s in report['skipped'][:10]:
         print(f'  skipped {s["file"]}: {s["error"]}')
       return 0
-    searcher = Searcher(a.index, a.model, backend=a.backend)
+    searcher = Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
     results, smap, text = searcher.search(a.sketch, a.text, a.k, a.mode)
     mode = '+'.join(m for m, used in (('sketch', smap is not None), ('text', bool(text))) if used)
     print(f'top {len(results)} of {len(searcher.index)} ({mode} query)')

@@ -16,8 +16,9 @@ Screenshot of the page (docs/demo_screenshot.png), from any index, e.g. a traine
   STBIR_UPDATE_SCREENSHOT=1 STBIR_SCREENSHOT_INDEX=INDEX STBIR_SCREENSHOT_SKETCH=SKETCH.png \
   STBIR_SCREENSHOT_TEXT="a description" python -m pytest -q tests/demo_browser_test.py -k screenshot
 
-STBIR_SCREENSHOT_K sets the number of results (default 10; 4 for the test gallery) and
-STBIR_SCREENSHOT_OUT another output path. Without STBIR_SCREENSHOT_INDEX the test checks the
+STBIR_SCREENSHOT_K sets the number of results (default 10; 4 for the test gallery),
+STBIR_SCREENSHOT_FIT the demo's --fit (default ink) and STBIR_SCREENSHOT_OUT another output
+path. Without STBIR_SCREENSHOT_INDEX the test checks the
 mechanism on the tiny gallery and, without STBIR_UPDATE_SCREENSHOT or STBIR_SCREENSHOT_OUT,
 writes to its temporary directory only.
 """
@@ -184,12 +185,13 @@ def _free_port():
 
 
 @contextlib.contextmanager
-def _serve(index, k, log_path):
+def _serve(index, k, log_path, fit='ink'):
   """Runs `python -m stbir_jax.demo` on a free port until the block ends; yields (URL, process)."""
   port = _free_port()
   with open(log_path, 'w') as log:
     server = subprocess.Popen(
-        [sys.executable, '-m', 'stbir_jax.demo', f'--index={index}', f'--port={port}', f'--k={k}'],
+        [sys.executable, '-m', 'stbir_jax.demo', f'--index={index}', f'--port={port}', f'--k={k}',
+         f'--fit={fit}'],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
                  GRADIO_ANALYTICS_ENABLED='False', NO_PROXY='127.0.0.1,localhost'))
@@ -339,7 +341,8 @@ def _screenshot_query(request):
   assert sketch is None or os.path.isfile(sketch), f'STBIR_SCREENSHOT_SKETCH={sketch}: no file'
   # Absolute paths: the server runs in the repository root and the browser needs a full path.
   sketch = sketch and str(Path(sketch).resolve())
-  searcher = search.Searcher(Path(os.environ['STBIR_SCREENSHOT_INDEX']).resolve())
+  searcher = search.Searcher(Path(os.environ['STBIR_SCREENSHOT_INDEX']).resolve(),
+                             fit=os.environ.get('STBIR_SCREENSHOT_FIT', 'ink'))
   k = min(int(os.environ.get('STBIR_SCREENSHOT_K', '10')), len(searcher.index))
   return searcher.index.directory, sketch, text, k, searcher, None
 
@@ -355,7 +358,7 @@ def test_screenshot(request, tmp_path):
       tmp_path / 'demo_screenshot.png')
   with contextlib.ExitStack() as stack:
     if os.environ.get('STBIR_SCREENSHOT_INDEX'):
-      url, _ = stack.enter_context(_serve(index, k, tmp_path / 'server.log'))
+      url, _ = stack.enter_context(_serve(index, k, tmp_path / 'server.log', searcher.fit))
     else:
       url, _ = request.getfixturevalue('server')
     page = _Page(stack.enter_context(_chrome(tmp_path)), url)

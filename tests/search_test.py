@@ -180,6 +180,26 @@ def test_raster_sketch_polarity_and_svg(tmp_path):
     search.sketch_map(tmp_path / 'nope.png', 32)
 
 
+def test_fit_ink_fills_the_frame_and_fit_canvas_keeps_the_place(setup, tmp_path):
+  """A 4 px pen line from (20, 20) to (60, 20) on a 256 px page, read at 32 px."""
+  page = Image.new('L', (256, 256), 255)
+  ImageDraw.Draw(page).line([(20, 20), (60, 20)], fill=0, width=4)
+  page.save(tmp_path / 'corner.png')
+  cols = lambda m: np.nonzero(m.any(axis=0))[0]
+  canvas = search.sketch_map(tmp_path / 'corner.png', 32, fit='canvas')
+  # Where it was on the page: about (20..60) / 8 = 2.5..7.5 across, 2.5 down.
+  assert np.nonzero(canvas.any(axis=1))[0].tolist() == [3]
+  assert cols(canvas).tolist() == [3, 4, 5, 6, 7]
+  ink = search.sketch_map(tmp_path / 'corner.png', 32)           # fit='ink' (default)
+  assert np.nonzero(ink.any(axis=1))[0].tolist() == [14]         # centred ...
+  assert cols(ink).tolist() == list(range(2, 30))                 # ... across the frame
+  base, _ = setup
+  searcher = search.Searcher(base / 'index', fit='canvas')
+  np.testing.assert_array_equal(searcher.encode(tmp_path / 'corner.png')[1], canvas)
+  with pytest.raises(search.SearchError, match="--fit 'middle'; valid: ink, canvas"):
+    search.Searcher(base / 'index', fit='middle')
+
+
 def test_queries_rank_by_cosine_in_every_mode(setup, tmp_path):
   base, _ = setup
   s = search.Searcher(base / 'index')

@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from stbir_jax import config_overrides  # noqa: F401  (list-valued --config.* flags)
 from stbir_jax import paths, stages
 
 VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged')

@@ -14,6 +14,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from stbir_jax import config_overrides  # noqa: E402,F401  (list-valued --config.* flags)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/base.py:demo.',
                                 lock_config=True)

@@ -14,7 +14,8 @@ Runs, for every seed, the full model and one variant per removed module:
 The default --variants are `full`, the three module-off variants that differ from it, and
 `joint` or `staged`, whichever changes the config's schedule.
 Each run lives in WORKDIR/VARIANT/seed_K and is skipped when its results.json exists, so an
-interrupted ablation resumes where it stopped. The report shows mean ± std over seeds.
+interrupted ablation resumes where it stopped. The report shows mean ± std over seeds;
+--report_only writes it from the runs finished so far (column `n`) without training.
 """
 
 import copy
@@ -43,6 +44,8 @@ def _define_flags():
   flags.DEFINE_list('seeds', ['0'], 'Training seeds.')
   flags.DEFINE_list('variants', None, f'Subset of {VARIANTS}; default: see the module docstring.')
   flags.DEFINE_string('out', 'docs/results.md', 'Markdown report to write.')
+  flags.DEFINE_bool('report_only', False, 'Write the report from the finished runs (those with '
+                    'a results.json) and train nothing, e.g. while other runs still train.')
 
 
 def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
@@ -112,21 +115,22 @@ OVERALL_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'),
 
 def report(runs: dict, config, seeds, command: str) -> str:
   """runs[variant] = list of results dicts (one per seed) -> markdown tables."""
-  lines = [f'Measured with `{command}` ({len(seeds)} seed(s): {", ".join(map(str, seeds))}; '
-           f'mean ± sample std over seeds). Evaluation split: `{config.eval.split}`; every query '
-           'against the whole gallery of its configuration.', '']
+  lines = [f'Measured with `{command}` (seeds {", ".join(map(str, seeds))}; `n`: the finished runs '
+           f'a row averages, mean ± sample std over them). Evaluation split: '
+           f'`{config.eval.split}`; every query against the whole gallery of its configuration.',
+           '']
   modes = list(config.eval.modes)
   for ds in config.data.configs:
     lines += [f'### {ds}: overall', '',
-              '| variant | mode | ' + ' | '.join(name for _, name in OVERALL_METRICS) + ' |',
-              '|---|---|' + '---:|' * len(OVERALL_METRICS)]
+              '| variant | n | mode | ' + ' | '.join(name for _, name in OVERALL_METRICS) + ' |',
+              '|---|---:|---|' + '---:|' * len(OVERALL_METRICS)]
     for variant, results in runs.items():
       for m in modes:
         cells = [_mean_std([r[f'{ds}/{m}/{key}'] for r in results]) for key, _ in OVERALL_METRICS]
-        lines.append(f'| {variant} | {m} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {variant} | {len(results)} | {m} | ' + ' | '.join(cells) + ' |')
     lines += ['', f'### {ds}: robustness (Acc@1 on degraded queries, fixed seed)', '',
-              '| variant | bucket | ' + ' | '.join(modes) + ' |',
-              '|---|---|' + '---:|' * len(modes)]
+              '| variant | n | bucket | ' + ' | '.join(modes) + ' |',
+              '|---|---:|---|' + '---:|' * len(modes)]
     removed = {b.name: {m for m, gone in (('sketch', b.missing_sketch), ('text', b.missing_text))
                         if gone} for b in config.curriculum.buckets}
     for variant, results in runs.items():
@@ -138,7 +142,7 @@ def report(runs: dict, config, seeds, command: str) -> str:
             cells.append('—')  # the bucket removes this mode's only input: no such query
           else:
             cells.append(_mean_std([r[key] for r in results]) if key in results[0] else 'n/a')
-        lines.append(f'| {variant} | {bucket} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {variant} | {len(results)} | {bucket} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return '\n'.join(lines)
 
@@ -169,8 +173,18 @@ def main(argv):
     runs[variant] = []
     for seed in seeds:
       workdir = paths.resolve(FLAGS.workdir) / variant / f'seed_{seed}'
+      if FLAGS.report_only:
+        if (workdir / 'results.json').exists():
+          runs[variant].append(json.loads((workdir / 'results.json').read_text()))
+        else:
+          logging.warning('Ablation %s seed %d: no results.json in %s; left out.', variant, seed,
+                          workdir)
+        continue
       logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
       runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
+  runs = {variant: results for variant, results in runs.items() if results}
+  if not runs:
+    raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
   command = ' '.join(['python -m stbir_jax.ablate'] + sys.argv[1:])
   text = report(runs, FLAGS.config, seeds, command)
   write_report(text, FLAGS.out)

@@ -1,9 +1,16 @@
 """Ablation variants switch off exactly one STBIR module; the report is a table per variant."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from configs import base
 from stbir_jax import ablate, stages
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_each_variant_switches_off_one_module():
@@ -43,11 +50,12 @@ def test_report_has_a_row_per_variant_mode_and_bucket():
   runs = {'full': [result, dict(result, **{'shoes/sketch/acc@1': 0.7})], 'joint': [result]}
   text = ablate.report(runs, config, [0, 1], 'CMD')
   # Sample std of (0.5, 0.7) = 0.141.
-  assert '| full | sketch | 0.600 ± 0.141 | 0.625 ± 0.000 | 0.750 ± 0.000 | 0.600 ± 0.000 |' in text
-  assert '| joint | sketch+text | 0.500 | 0.625 | 0.750 | 0.600 |' in text
-  assert text.count('| full | severe |') == 1 and '`CMD`' in text
+  assert ('| full | 2 | sketch | 0.600 ± 0.141 | 0.625 ± 0.000 | 0.750 ± 0.000 | 0.600 ± 0.000 |'
+          in text)
+  assert '| joint | 1 | sketch+text | 0.500 | 0.625 | 0.750 | 0.600 |' in text
+  assert text.count('| full | 2 | severe |') == 1 and '`CMD`' in text
   # Text-only queries of the no_text bucket would be empty: not reported.
-  assert '| full | no_text | 0.250 ± 0.000 | — | 0.250 ± 0.000 |' in text
+  assert '| full | 2 | no_text | 0.250 ± 0.000 | — | 0.250 ± 0.000 |' in text
 
 
 def test_report_replaces_only_its_own_section_of_a_page(tmp_path):
@@ -74,3 +82,22 @@ def test_staged_variant_restores_the_paper_schedule_for_the_joint_demo():
   assert [s.name for s in stages.build_stages(staged)] == ['sketch_photo', 'photo_refine',
                                                            'text_integration']
   assert ablate.default_variants(base.get_config())[-1] == 'joint'
+
+
+def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
+  config = base.get_config('smoke')
+  result = {}
+  for m in config.eval.modes:
+    result.update({f'shoes/{m}/{k}': 0.5 for k, _ in ablate.OVERALL_METRICS})
+    result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in config.eval.robustness_buckets})
+  (tmp_path / 'full' / 'seed_1').mkdir(parents=True)
+  (tmp_path / 'full' / 'seed_1' / 'results.json').write_text(json.dumps(result))
+  out = tmp_path / 'report.md'
+  subprocess.run([sys.executable, '-m', 'stbir_jax.ablate', '--config=configs/base.py:smoke',
+                  f'--workdir={tmp_path}', '--seeds=0,1', '--report_only', f'--out={out}'],
+                 cwd=REPO, check=True, capture_output=True,
+                 env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO))
+  text = out.read_text()
+  assert '| full | 1 | sketch+text | 0.500 | 0.500 | 0.500 | 0.500 |' in text
+  assert '| curriculum_none |' not in text  # no finished run: left out, not trained
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['full', 'report.md']

@@ -4,8 +4,8 @@ ml_collections parses `--config.FIELD=VALUE` by the field's current type and has
 lists, which our configs use for names (data.configs, eval.modes, eval.evaluators, ...). Importing
 this module registers one, so `--config.data.configs='("chairs",)'`,
 `--config.eval.modes='["sketch"]'` or `--config.eval.evaluators=retrieval,robustness` replaces
-the list. Imported by every program that defines a
-config flag (stbir_jax.main, stbir_jax.ablate).
+the list. Imported by every program that defines a config flag (stbir_jax.main,
+stbir_jax.ablate).
 """
 
 import ast

@@ -399,13 +399,13 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
     config.eval.split = split
   if evaluators:
     config.eval.evaluators = list(evaluators)
-  for name in config.eval.evaluators:
-    get_evaluator(name)  # an unknown name fails before the checkpoint is read
+  # An unknown name fails before the checkpoint is read.
+  evaluator_classes = [get_evaluator(name) for name in config.eval.evaluators]
   step, params = export.latest_params(run, step)
   model = train.make_model(config)
   results = {}
-  for name in config.eval.evaluators:
-    results.update(get_evaluator(name)(config, model).run({'params': params}))
+  for evaluator_class in evaluator_classes:
+    results.update(evaluator_class(config, model).run({'params': params}))
   write_results(results, run, f'results_{config.eval.split}_step{step}')
   return step, results
 

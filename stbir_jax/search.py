@@ -75,6 +75,12 @@ def load_gallery_image(path, resolution: int) -> np.ndarray:
     raise SearchError(f'{path}: not a readable image: {type(e).__name__}: {e}') from None
 
 
+def _check_fit(fit: str) -> str:
+  if fit not in sketch_io.FITS:
+    raise SearchError(f'--fit {fit!r}; valid: {", ".join(sketch_io.FITS)}')
+  return fit
+
+
 def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
   """A user's sketch -> uint8 (R, R) stroke-order map.
 
@@ -84,8 +90,7 @@ def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
   fill the frame; 'canvas' keeps where it is on its page, for a sketch drawn in the photo's frame
   and a model whose embedding keeps the layout (pool='flatten', e.g. configs/base.py:demo).
   """
-  if fit not in sketch_io.FITS:
-    raise SearchError(f'--fit {fit!r}; valid: {", ".join(sketch_io.FITS)}')
+  _check_fit(fit)
   if isinstance(sketch, Image.Image):
     if sketch.width * sketch.height > MAX_IMAGE_PIXELS:
       raise SearchError(f'sketch: {sketch.width}x{sketch.height} pixels is too large')
@@ -314,9 +319,7 @@ class Searcher:
       raise SearchError(f'--backend {backend!r}; valid backends: '
                         f'{", ".join(retrieval.BACKENDS)}')
     self.backend = backend
-    if fit not in sketch_io.FITS:
-      raise SearchError(f'--fit {fit!r}; valid: {", ".join(sketch_io.FITS)}')
-    self.fit = fit  # how a drawn or uploaded sketch is placed in the frame (sketch_map)
+    self.fit = _check_fit(fit)  # how a drawn or uploaded sketch is placed in the frame (sketch_map)
     if model is None or isinstance(model, (str, os.PathLike)):
       model_dir = model or self.index.meta['model']
       try:

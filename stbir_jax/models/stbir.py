@@ -29,10 +29,11 @@ Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole
                           logit_scale = min(exp(log_scale), 100)
 
 Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width, pool: 'gap' |
-'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default), 'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout);
-both ViTs read patch_size, hidden, layers, heads, mlp_dim, pool. config.model.text.kind: 'bert' |
-'clip' (vocab_size, hidden, layers, heads, mlp_dim, pool; optional `max_positions`). The `init`
-keys are for the weight converters and are not read here.
+'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default),
+'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout); both ViTs read
+patch_size, hidden, layers, heads, mlp_dim, pool. config.model.text.kind: 'bert' | 'clip'
+(vocab_size, hidden, layers, heads, mlp_dim, pool; optional `max_positions`). The `init` keys
+are for the weight converters and are not read here.
 """
 
 import math

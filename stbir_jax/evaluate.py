@@ -98,6 +98,10 @@ class RetrievalEvaluator:
   """Acc@1/5/10, mAP, mean/median rank per dataset configuration and query mode."""
 
   name = 'retrieval'
+  # mode -> the mode its queries are encoded in; they are still the queries that have the inputs
+  # of `mode`. Late fusion (compare.py) encodes the sketch+text queries sketch-only with one model
+  # and text-only with another.
+  encode_as: dict = {}
 
   def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
     self.config = config
@@ -210,7 +214,7 @@ class RetrievalEvaluator:
       for prefix, transform in variants:
         variant = device_batch if transform is None else transform(batch_number, device_batch)
         for mode in self.variant_modes(prefix):
-          query = apply_mode(variant, mode)
+          query = apply_mode(variant, self.encode_as.get(mode, mode))
           emb = self._fetch(self._encode_query(variables, {k: query[k] for k in QUERY_KEYS}))
           keep = valid & _has_inputs_of(meta, mode)
           out[prefix, mode][0].append(emb[keep])

@@ -239,7 +239,18 @@ def run_config(workdir):
   config_path = run / 'config.json'
   if not config_path.exists():
     raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
-  return run, ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  return run, config_from_dict(json.loads(config_path.read_text()))
+
+
+def config_from_dict(value):
+  """A ConfigDict from a config's JSON, with the dicts inside lists (curriculum buckets, stages)
+  made ConfigDicts too, as configs/base.py builds them; ConfigDict leaves them plain dicts."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  if isinstance(value, dict):
+    return ml_collections.ConfigDict({k: config_from_dict(v) for k, v in value.items()})
+  if isinstance(value, list):
+    return [config_from_dict(v) for v in value]
+  return value
 
 
 def export_run(workdir, out: str, step=None) -> int:

@@ -100,4 +100,30 @@ def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
   text = out.read_text()
   assert '| full | 1 | sketch+text | 0.500 | 0.500 | 0.500 | 0.500 |' in text
   assert '| curriculum_none |' not in text  # no finished run: left out, not trained
-  assert sorted(p.name for p in tmp_path.iterdir()) == ['full', 'report.md']
+  # Trained nothing; the benchmark's ceiling is computed once and cached next to the runs.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['ceiling.json', 'full', 'report.md']
+  assert 'Acc@1 of ceiling' in text and json.loads((tmp_path / 'ceiling.json').read_text())[
+      'shoes']['sketch+text'] == 1.0
+
+
+def test_report_states_acc_as_a_fraction_of_ceiling_and_of_clean_and_judges_each_module():
+  config = base.get_config('demo')
+  config.eval.robustness_buckets = ['clean', 'moderate']
+  result = {}
+  for m in config.eval.modes:
+    result.update({f'shoes/{m}/{k}': 0.5 for k in ('acc@1', 'acc@5', 'acc@10', 'mAP')})
+    result.update({f'shoes/clean/{m}/acc@1': 0.5, f'shoes/moderate/{m}/acc@1': 0.2})
+  low = dict(result, **{'shoes/sketch+text/acc@1': 0.3})
+  runs = {'full': [result, dict(result, **{'shoes/sketch+text/acc@1': 0.52})],
+          'no_category': [low, dict(low, **{'shoes/sketch+text/acc@1': 0.32})]}
+  ceilings = {'shoes': {'sketch': 0.8, 'text': 0.2, 'sketch+text': 1.0}}
+  text = ablate.report(runs, config, [0, 1], 'CMD', ceilings=ceilings)
+  z = '0.500 ± 0.000'
+  assert f'| full | 2 | sketch | {z} | {z} | {z} | {z} | 62.5 % |' in text
+  assert '| full | 2 | sketch+text | 0.510 ± 0.014 |' in text
+  # moderate 0.2 of clean 0.5 = 40 %.
+  z = '0.200 ± 0.000'
+  assert f'| full | 2 | moderate | {z} | {z} | {z} | 40.0 % |' in text
+  # full minus no_category on sketch+text: 0.51 - 0.31 = +0.2 > 2 x 0.014: a gain.
+  assert '| no_category | `shoes/sketch+text/acc@1` | +0.200 | 0.028 | gain |' in text
+  assert '| no_category | `shoes/sketch/acc@1` | +0.000 | 0.000 | not significant |' in text

@@ -1110,8 +1110,12 @@ def _render_photo(rng, geo, app, cat, A, b, R):
   return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 
-def _render_sketch(rng, geo, A, b, R):
-  """One simulated drawer's contour sketch as a stroke-order map (R, R) uint8."""
+def _render_sketch(rng, geo, A, b, R, drawer_pose=None):
+  """One simulated drawer's contour sketch as a stroke-order map (R, R) uint8.
+
+  `drawer_pose`, a list, receives the drawer's own rotation (radians), scale and shift (pixels)
+  of the photo's pose, which is what a perfect reader of the sketch could recover (ceiling.py).
+  """
   px = R / 64.0
   n_el = len(geo.els)
   wobble = rng.uniform(0.1, 0.5) * px
@@ -1124,6 +1128,8 @@ def _render_sketch(rng, geo, A, b, R):
   D = sc * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
   centre = np.array([R / 2, R / 2])
   shift = rng.uniform(-0.03, 0.03, 2) * R
+  if drawer_pose is not None:
+    drawer_pose.append(dict(rotation=a, scale=sc, shift=shift))
   M, t = D @ A, D @ (b - centre) + centre + shift
   scale = math.sqrt(abs(np.linalg.det(M)))
   r_omit, r_order, r_over, r_split, r_cut = rng.random((5, n_el))
@@ -1181,52 +1187,73 @@ def _a(word):
   return ('an ' if word[0] in 'aeiou' else 'a ') + word
 
 
-def _texts(rng, n, cat, cat_name, app):
-  texts = []
+def _text_choices(rng, cat, app):
+  """The random choices behind one description (the order of draws is the generator's)."""
+  noun = _pick(rng, cat.nouns)
+  adjective = _pick(rng, cat.adjectives) if rng.random() < 0.4 else ''
+  with_secondary = bool(rng.random() < 0.5)
+  with_material = bool(rng.random() < 0.55)
+  with_pattern = bool(app['pattern'] != 'plain' and rng.random() < 0.75)
+  return dict(noun=noun, adjective=adjective, with_secondary=with_secondary,
+              with_material=with_material, with_pattern=with_pattern,
+              form=int(rng.integers(6)))
+
+
+def text_from_choices(choices, cat, app) -> str:
+  """The description that `choices` (_text_choices) give for category `cat` and appearance
+  `app`: a pure function, so ceiling.py can ask which other photos the same choices describe
+  with the same words."""
   main, sec = app['main_colour'], app['secondary_colour']
   mat_adj, mat_noun = MATERIALS[app['material']][:2]
   part, sec_part, plural = cat.parts
   pc, pattern = app['pattern_colour'], app['pattern']
+  noun = choices['noun']
+  adj = choices['adjective'] + ' ' if choices['adjective'] else ''
+  with_sec, with_mat = choices['with_secondary'], choices['with_material']
+  with_pat, form = choices['with_pattern'], choices['form']
+  sec_phrase = (f' with {sec} {sec_part}' if plural else f' with {_a(sec)} {sec_part}') \
+      if with_sec else ''
+  pat_phrase = {'striped': (f'with {pc} stripes', 'striped'),
+                'dotted': (f'with {pc} dots', 'polka-dot'),
+                'checked': (f'with a {pc} check pattern', 'checked')}.get(pattern, ('', ''))
+  if form == 0:
+    words = adj + main + ' ' + (mat_adj + ' ' if with_mat else '') + noun
+    t = f'{_a(words).capitalize()}{sec_phrase}'
+    t += f', {pat_phrase[0]}.' if with_pat else '.'
+  elif form == 1:
+    t = f'{_a(adj + noun).capitalize()} in {main}'
+    t += f', made of {mat_noun}' if with_mat else ''
+    t += f'{sec_phrase}.'
+    t += f' It is {pat_phrase[1]}.' if with_pat else ''
+  elif form == 2:
+    t = f'The {part} is {main}'
+    t += (f' and the {sec_part} {"are" if plural else "is"} {sec}.') if with_sec else '.'
+    t += f' {_a(mat_adj).capitalize()} {noun}.' if with_mat else f' It looks like {_a(adj + noun)}.'
+    t += f' The {part} has a {pattern} pattern in {pc}.' if with_pat else ''
+  elif form == 3:
+    t = f'Looking for {_a(main)} {noun}'
+    t += f' {pat_phrase[0]}' if with_pat else ''
+    t += f'{sec_phrase}.'
+    t += f' The {part} is {mat_noun}.' if with_mat else ''
+  elif form == 4:
+    t = f'{main} {(pat_phrase[1] + " ") if with_pat else ""}{(mat_adj + " ") if with_mat else ""}{noun}'
+    t += f', {sec} {sec_part}' if with_sec else ''
+  else:
+    t = f'{_a(adj + noun).capitalize()}, mostly {main}.'
+    t += f' Its {sec_part} {"are" if plural else "is"} {sec}.' if with_sec else ''
+    t += f' Made of {mat_noun}.' if with_mat else ''
+    t += f' It is {pat_phrase[1]} {pat_phrase[0]}.'.replace('  ', ' ') if with_pat else ''
+  return ' '.join(t.split())
+
+
+def _texts(rng, n, cat, app, choices_out=None):
+  """n descriptions; `choices_out`, a list, receives the choices behind each."""
+  texts = []
   for _ in range(n):
-    noun = _pick(rng, cat.nouns)
-    adj = _pick(rng, cat.adjectives) + ' ' if rng.random() < 0.4 else ''
-    with_sec = rng.random() < 0.5
-    with_mat = rng.random() < 0.55
-    with_pat = pattern != 'plain' and rng.random() < 0.75
-    sec_phrase = (f' with {sec} {sec_part}' if plural else f' with {_a(sec)} {sec_part}') \
-        if with_sec else ''
-    pat_phrase = {'striped': (f'with {pc} stripes', 'striped'),
-                  'dotted': (f'with {pc} dots', 'polka-dot'),
-                  'checked': (f'with a {pc} check pattern', 'checked')}.get(pattern, ('', ''))
-    form = int(rng.integers(6))
-    if form == 0:
-      words = adj + main + ' ' + (mat_adj + ' ' if with_mat else '') + noun
-      t = f'{_a(words).capitalize()}{sec_phrase}'
-      t += f', {pat_phrase[0]}.' if with_pat else '.'
-    elif form == 1:
-      t = f'{_a(adj + noun).capitalize()} in {main}'
-      t += f', made of {mat_noun}' if with_mat else ''
-      t += f'{sec_phrase}.'
-      t += f' It is {pat_phrase[1]}.' if with_pat else ''
-    elif form == 2:
-      t = f'The {part} is {main}'
-      t += (f' and the {sec_part} {"are" if plural else "is"} {sec}.') if with_sec else '.'
-      t += f' {_a(mat_adj).capitalize()} {noun}.' if with_mat else f' It looks like {_a(adj + noun)}.'
-      t += f' The {part} has a {pattern} pattern in {pc}.' if with_pat else ''
-    elif form == 3:
-      t = f'Looking for {_a(main)} {noun}'
-      t += f' {pat_phrase[0]}' if with_pat else ''
-      t += f'{sec_phrase}.'
-      t += f' The {part} is {mat_noun}.' if with_mat else ''
-    elif form == 4:
-      t = f'{main} {(pat_phrase[1] + " ") if with_pat else ""}{(mat_adj + " ") if with_mat else ""}{noun}'
-      t += f', {sec} {sec_part}' if with_sec else ''
-    else:
-      t = f'{_a(adj + noun).capitalize()}, mostly {main}.'
-      t += f' Its {sec_part} {"are" if plural else "is"} {sec}.' if with_sec else ''
-      t += f' Made of {mat_noun}.' if with_mat else ''
-      t += f' It is {pat_phrase[1]} {pat_phrase[0]}.'.replace('  ', ' ') if with_pat else ''
-    texts.append(' '.join(t.split()))
+    choices = _text_choices(rng, cat, app)
+    if choices_out is not None:
+      choices_out.append(choices)
+    texts.append(text_from_choices(choices, cat, app))
   return texts
 
 
@@ -1237,7 +1264,9 @@ def generate_with_params(config_name: str, split: str,
                          spec: SynthSpec) -> Iterator[tuple[dict, dict]]:
   """Yields (record, params) for every instance of `split`, family by family.
 
-  params: 'structure' and 'appearance' dicts, 'structural_variant' k, 'appearance_variant' m.
+  params: 'structure' and 'appearance' dicts, 'structural_variant' k, 'appearance_variant' m;
+  the ground truth behind the records for ceiling.py: 'category' (the category model), 'pose'
+  (A, b) of the photo, 'drawer_poses' of each sketch and 'text_choices' of each description.
   """
   _config_index(config_name)
   _check_spec(spec)
@@ -1268,14 +1297,16 @@ def family_with_params(config_name: str, split: str, spec: SynthSpec,
       A, b = _pose(irng, geo, R)
       image = _render_photo(irng, geo, app, cat, A, b, R)
       sketches = np.zeros((spec.sketches_per_instance, R, R, 1), np.uint8)
+      drawer_poses, text_choices = [], []
       for j in range(spec.sketches_per_instance):
-        sketches[j, ..., 0] = _render_sketch(irng, geo, A, b, R)
-      texts = _texts(irng, spec.texts_per_instance, cat, names[c], app)
+        sketches[j, ..., 0] = _render_sketch(irng, geo, A, b, R, drawer_poses)
+      texts = _texts(irng, spec.texts_per_instance, cat, app, text_choices)
       record = dict(image=image, sketches=sketches, texts=texts, category=c, family=family,
                     instance=family * K * M + k * M + m,
                     photo_id=f'{config_name}-{split}-f{family:05d}-s{k}-a{m}')
       params = dict(structure=dict(structure), appearance=dict(app), structural_variant=k,
-                    appearance_variant=m)
+                    appearance_variant=m, category=cat, pose=(A, b), drawer_poses=drawer_poses,
+                    text_choices=text_choices)
       yield record, params
 
 

@@ -147,6 +147,7 @@ class STBIR(nn.Module):
     f = c.fusion
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
+                                    normalize=layers.option(f, 'normalize', False),
                                     remat=c.remat, dtype=dtype)
     self.temperature = Temperature(self.init_temperature)
 

@@ -1,0 +1,230 @@
+r"""The benchmark's ceiling: the best Acc@1 any model could reach on an STBIR-Synth split.
+
+  python -m stbir_jax.data.ceiling --config=configs/base.py:demo --split=test
+
+A query reveals only what the generator put into it. A perfect reader of a sketch recovers the
+drawn object's exact structure (its family and structural variant) and the drawer's pose of it
+(the photo's pose, then the drawer's own rotation within ±4°, scale within [0.95, 1.04] and
+shift within ±3 % of the image); it learns nothing of the appearance. A perfect reader of a
+description recovers the generator's choices behind it (noun, adjective, which attributes are
+named), so a gallery photo explains the description only where the same choices give the same
+words for that photo's category and appearance. Every gallery photo is a priori equally likely,
+so the Bayes-optimal ranking orders photos by the likelihood of the query:
+
+  sketch   p(pose | photo) = 1 / s_photo inside the drawer's range, else 0, for the photos of
+           the drawn structure (s: the photo's scale; the Jacobian of the drawer's scale), 0 for
+           every other photo
+  text     p(words | photo) = [same words] * P(noun | category) * P(adjective | category)
+           * P(pattern named or not | the photo's pattern) (0.75 / 0.25 for a patterned photo,
+           1 / 0 for a plain one); the other choices have the same probability for every photo
+  both     the product
+
+Acc@1 of the best model, with ties broken uniformly, is the mean over queries of
+[target in argmax] / |argmax| (bayes_acc_at_1). It is an upper bound: it grants perfect
+perception (no lost strokes, no tokenizer truncation), which no model has.
+"""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+
+from stbir_jax.data import synthetic
+
+MODES = ('sketch', 'text', 'sketch+text')
+# The drawer's perturbation ranges (synthetic._render_sketch).
+DRAWER_ROTATION = math.radians(4.0)
+DRAWER_SCALE = (0.95, 1.04)
+DRAWER_SHIFT = 0.03          # fraction of the resolution
+PATTERN_NAMED = 0.75         # P(a patterned photo's description names its pattern)
+TOLERANCE = 1e-9
+
+
+@dataclasses.dataclass
+class Photo:
+  """The ground truth of one gallery photo and its queries."""
+  instance: int
+  structure_key: tuple        # (family, structural variant): what a sketch shows
+  category: object            # synthetic._Category
+  appearance: dict
+  pose: tuple                 # (A (2, 2), b (2,)) object -> pixels
+  drawer_poses: list          # per sketch: rotation, scale, shift
+  text_choices: list          # per description: synthetic._text_choices
+  texts: list
+
+
+def _scale_angle(matrix):
+  """A = s * R(angle) -> (s, angle)."""
+  return math.sqrt(abs(np.linalg.det(matrix))), math.atan2(matrix[1, 0], matrix[0, 0])
+
+
+def _rotation(angle):
+  return np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+
+
+def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolution: int):
+  """(N,) p(sketch | photo) up to a constant: a sketch of `drawn` under `drawer_pose` against
+  every gallery photo."""
+  centre = np.full(2, resolution / 2.0)
+  a_drawn, b_drawn = drawn.pose
+  s_drawn, angle_drawn = _scale_angle(a_drawn)
+  drawer = drawer_pose['scale'] * _rotation(drawer_pose['rotation'])
+  # What the sketch shows: the total scale and angle of the object, and where it is.
+  total_scale = drawer_pose['scale'] * s_drawn
+  total_angle = drawer_pose['rotation'] + angle_drawn
+  offset = drawer @ (b_drawn - centre) + centre + drawer_pose['shift']
+  out = np.zeros(len(gallery))
+  for i, photo in enumerate(gallery):
+    if photo.structure_key != drawn.structure_key:
+      continue
+    a, b = photo.pose
+    s, angle = _scale_angle(a)
+    scale = total_scale / s                       # the drawer's scale if this were the photo
+    rotation = total_angle - angle
+    shift = offset - scale * _rotation(rotation) @ (b - centre) - centre
+    inside = (DRAWER_SCALE[0] - TOLERANCE <= scale <= DRAWER_SCALE[1] + TOLERANCE
+              and abs(rotation) <= DRAWER_ROTATION + TOLERANCE
+              and np.all(np.abs(shift) <= DRAWER_SHIFT * resolution + 1e-6))
+    out[i] = 1.0 / s if inside else 0.0
+  return out
+
+
+def _category_probability(choices, category) -> float:
+  """P(noun, adjective | category): the category-dependent part of a description's choices."""
+  p = category.nouns.count(choices['noun']) / len(category.nouns)
+  if choices['adjective']:
+    p *= category.adjectives.count(choices['adjective']) / len(category.adjectives)
+  return p
+
+
+def text_likelihood(words: str, choices: dict, photo: Photo) -> float:
+  """p(description | photo) up to a constant shared by all photos."""
+  if synthetic.text_from_choices(choices, photo.category, photo.appearance) != words:
+    return 0.0
+  patterned = photo.appearance['pattern'] != 'plain'
+  if choices['with_pattern']:
+    pattern = PATTERN_NAMED if patterned else 0.0
+  else:
+    pattern = 1.0 - PATTERN_NAMED if patterned else 1.0
+  return _category_probability(choices, photo.category) * pattern
+
+
+def appearance_groups(gallery: list) -> list:
+  """[(a photo, indices of every photo with its category and appearance)]: the photos of one
+  family's appearance variant differ only in structure, which no description names."""
+  groups = {}
+  for i, photo in enumerate(gallery):
+    key = (photo.structure_key[0], json.dumps(photo.appearance, sort_keys=True))
+    groups.setdefault(key, (photo, []))[1].append(i)
+  return [(photo, np.asarray(rows)) for photo, rows in groups.values()]
+
+
+def text_likelihoods(words: str, choices: dict, gallery: list, groups=None) -> np.ndarray:
+  """(N,) p(description | photo) for every gallery photo (`groups`: appearance_groups(gallery),
+  computed once for many queries)."""
+  out = np.zeros(len(gallery))
+  for photo, rows in groups if groups is not None else appearance_groups(gallery):
+    out[rows] = text_likelihood(words, choices, photo)
+  return out
+
+
+def bayes_acc_at_1(likelihoods: np.ndarray, target: np.ndarray) -> float:
+  """Mean over queries of [target in argmax] / |argmax| for (Q, N) likelihoods: the Acc@1 of the
+  Bayes-optimal ranking with ties broken uniformly. A query whose likelihoods are all 0 (it
+  contradicts every photo, which the generator never produces) counts as a tie of all."""
+  likelihoods = np.asarray(likelihoods, np.float64)
+  best = likelihoods.max(axis=1, keepdims=True)
+  ties = likelihoods >= best * (1.0 - 1e-9)
+  hit = ties[np.arange(len(target)), target]
+  return float(np.mean(hit / ties.sum(axis=1)))
+
+
+def photos(config_name: str, split: str, spec: synthetic.SynthSpec) -> list:
+  gallery = []
+  for record, params in synthetic.generate_with_params(config_name, split, spec):
+    gallery.append(Photo(
+        instance=int(record['instance']),
+        structure_key=(int(record['family']), params['structural_variant']),
+        category=params['category'], appearance=params['appearance'], pose=params['pose'],
+        drawer_poses=params['drawer_poses'], text_choices=params['text_choices'],
+        texts=list(record['texts'])))
+  return gallery
+
+
+def ceiling(config_name: str, split: str, spec: synthetic.SynthSpec, modes=MODES) -> dict:
+  """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
+  T, as data/pipeline.eval_queries), every query against the whole split's gallery."""
+  gallery = photos(config_name, split, spec)
+  groups = appearance_groups(gallery)
+  likelihood = {m: [] for m in modes}
+  targets = []
+  for t, photo in enumerate(gallery):
+    num_sketches, num_texts = len(photo.drawer_poses), len(photo.texts)
+    for j in range(max(num_sketches, num_texts)):
+      s = sketch_likelihoods(photo, photo.drawer_poses[j], gallery, spec.resolution) \
+          if j < num_sketches else None
+      x = text_likelihoods(photo.texts[j % num_texts], photo.text_choices[j % num_texts],
+                           gallery, groups) if num_texts else None
+      for mode, value in (('sketch', s), ('text', x),
+                          ('sketch+text', None if s is None or x is None else s * x)):
+        if mode in likelihood:
+          likelihood[mode].append(value)
+      targets.append(t)
+  targets = np.asarray(targets)
+  out = {}
+  for mode, rows in likelihood.items():
+    keep = np.asarray([r is not None for r in rows])
+    out[mode] = bayes_acc_at_1(np.stack([r for r in rows if r is not None]), targets[keep])
+  return out
+
+
+def spec_from_config(config) -> synthetic.SynthSpec:
+  return synthetic.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
+
+
+def for_config(config, cache=None):
+  """{dataset configuration: {mode: ceiling}} of a run's evaluation split, or None for data that
+  is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when present."""
+  if config.data.name != 'stbir_synth':
+    return None
+  if cache is not None and cache.exists():
+    return json.loads(cache.read_text())
+  spec = spec_from_config(config)
+  out = {name: ceiling(name, config.eval.split, spec) for name in config.data.configs}
+  if cache is not None:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=2, sort_keys=True) + '\n')
+  return out
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  config = f.config
+  spec = spec_from_config(config)
+  results = {}
+  for config_name in config.data.configs:
+    results[config_name] = ceiling(config_name, f.split, spec)
+  lines = [f'Ceiling (best possible Acc@1, %) on STBIR-Synth {f.split}, '
+           f'{config.data.resolution} px:', '', '| configuration | ' + ' | '.join(MODES) + ' |',
+           '|---|' + '---:|' * len(MODES)]
+  for config_name, per_mode in results.items():
+    lines.append(f'| {config_name} | ' + ' | '.join(f'{100 * per_mode[m]:.2f}' for m in MODES)
+                 + ' |')
+  print('\n'.join(lines))
+  if f.out:
+    with open(f.out, 'w') as fh:
+      json.dump(results, fh, indent=2, sort_keys=True)
+
+
+if __name__ == '__main__':
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'The run config, e.g. configs/base.py:demo.',
+                                  lock_config=False)
+  flags.DEFINE_string('split', 'test', 'Split whose queries and gallery are measured.')
+  flags.DEFINE_string('out', '', 'Optional JSON file for the figures.')
+  flags.mark_flag_as_required('config')
+  app.run(main)

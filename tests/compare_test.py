@@ -1,0 +1,116 @@
+"""Baselines: every method's config, smoke steps of each, late fusion, the significance rule."""
+
+import json
+
+import numpy as np
+import pytest
+
+from configs import base
+from stbir_jax import ablate, compare, train
+
+
+def _same_budget(a, b):
+  for key in ('data', 'optim'):
+    assert a[key].to_dict() == b[key].to_dict()
+  for key in ('num_steps', 'batch_size'):
+    assert a.train[key] == b.train[key]
+  assert a.eval.split == b.eval.split and a.eval.every_steps == b.eval.every_steps
+
+
+@pytest.mark.parametrize('method', compare.TRAINED)
+def test_every_baseline_keeps_the_data_budget_and_evaluation_of_the_base_config(method):
+  config = base.get_config('demo')
+  c = compare.baseline_config(config, method, seed=3)
+  _same_budget(c, config)
+  assert c.train.seed == 3 and 'robustness' in c.eval.evaluators
+  if method == 'stbir':
+    assert [s.to_dict() for s in c.stages] == [s.to_dict() for s in config.stages]
+    assert c.curriculum.kind == config.curriculum.kind and c.category.enabled
+    return
+  assert c.curriculum.kind == 'none' and not c.category.enabled
+  (stage,) = c.stages
+  expected = {'triplet_sn': (['sketch', 'photo'], ['triplet'], 'sketch', ['sketch']),
+              'text_clip': (['text', 'photo', 'fusion', 'temperature'], ['contrastive'], 'text',
+                            ['text']),
+              'joint_plain': (['sketch', 'photo', 'text', 'fusion', 'temperature'],
+                              ['contrastive'], 'sketch+text', list(config.eval.modes))}[method]
+  assert (list(stage.train), list(stage.losses), stage.query, list(c.eval.modes)) == expected
+
+
+def test_unknown_method_lists_the_trained_ones():
+  with pytest.raises(compare.CompareError, match='valid: triplet_sn, text_clip, joint_plain'):
+    compare.baseline_config(base.get_config('smoke'), 'late_fusion', 0)
+
+
+def test_significance_needs_a_difference_beyond_twice_the_larger_std():
+  # means 0.60 vs 0.50: difference 0.10; stds 0.02 and 0.04 -> bound 0.08: a gain.
+  assert ablate.significance([0.58, 0.60, 0.62], [0.46, 0.50, 0.54]) == 'gain'
+  # stds 0.02 and 0.06 -> bound 0.12 > 0.10.
+  assert ablate.significance([0.58, 0.60, 0.62], [0.44, 0.50, 0.56]) == 'not significant'
+  assert ablate.significance([0.46, 0.50, 0.54], [0.58, 0.60, 0.62]) == 'loss'
+  assert ablate.significance([0.6], [0.5]) == 'not significant (1 seed)'
+
+
+def test_fused_ranks_weigh_the_two_scores():
+  # Gallery of 3 photos (instances 10, 11, 12); one query whose target is instance 11.
+  g_a = np.eye(3, dtype=np.float32)                        # sketch model: query is photo 0-ish
+  g_b = np.eye(3, dtype=np.float32)
+  q_a = np.array([[0.8, 0.6, 0.0]], np.float32)            # sketch scores 0.8, 0.6, 0.0
+  q_b = np.array([[0.0, 0.6, 0.8]], np.float32)            # text scores 0.0, 0.6, 0.8
+  side = lambda g, q: ((g, np.array([10, 11, 12]), np.zeros(3, np.int32)),
+                       {('', 'sketch+text'): (q, np.array([11]))})
+  rank = lambda w: int(compare._fused_ranks(side(g_a, q_a), side(g_b, q_b),
+                                            ('', 'sketch+text'), w, 'all')[0])
+  # w = 1: sketch alone ranks 11 second; w = 0: text alone second; w = 0.5: 0.4, 0.6, 0.4 first.
+  assert (rank(1.0), rank(0.0), rank(0.5)) == (2, 2, 1)
+
+
+def test_a_single_modality_baseline_answers_sketch_text_queries_with_its_modality():
+  results = {'shoes/sketch/acc@1': 0.3, 'shoes/moderate/sketch/acc@1': 0.1, 'shoes/x': 1.0}
+  filled = compare.answered_with_one_modality('triplet_sn', results)
+  assert filled['shoes/sketch+text/acc@1'] == 0.3
+  assert filled['shoes/moderate/sketch+text/acc@1'] == 0.1
+  assert compare.answered_with_one_modality('stbir', results) == results
+
+
+@pytest.fixture(scope='module')
+def smoke_baselines(tmp_path_factory):
+  root = tmp_path_factory.mktemp('compare')
+  config = base.get_config('smoke')
+  config.data.data_dir = str(root / 'data')
+  config.train.num_steps = 3
+  config.train.checkpoint_every = 3
+  config.eval.every_steps = 3
+  # Fewer buckets, fewer compiled degradations: this fixture trains three models.
+  config.eval.robustness_buckets = ['moderate', 'no_sketch', 'no_text']
+  results = {}
+  for method in ('triplet_sn', 'text_clip', 'joint_plain'):
+    results[method] = train.train_and_evaluate(compare.baseline_config(config, method, 0),
+                                               str(root / method / 'seed_0'))
+  return config, root, results
+
+
+def test_each_trained_baseline_runs_smoke_steps_and_reports_its_modes(smoke_baselines):
+  _, _, results = smoke_baselines
+  assert 0.0 <= results['triplet_sn']['shoes/sketch/acc@1'] <= 1.0
+  assert not any('/text/' in k or 'sketch+text' in k for k in results['triplet_sn'])
+  assert 'shoes/text/acc@1' in results['text_clip']
+  assert not any('/sketch/' in k for k in results['text_clip'])
+  assert {'shoes/sketch+text/acc@1', 'shoes/moderate/sketch+text/acc@1'} <= set(
+      results['joint_plain'])
+
+
+def test_late_fusion_chooses_its_weight_on_validation_and_reports_every_bucket(smoke_baselines):
+  config, root, _ = smoke_baselines
+  config = compare.baseline_config(config, 'stbir', 0)
+  out = root / 'late_fusion' / 'seed_0'
+  results = compare.run_late_fusion(config, str(root / 'triplet_sn' / 'seed_0'),
+                                    str(root / 'text_clip' / 'seed_0'), str(out))
+  assert results['fusion_weight'] in [float(w) for w in compare.FUSION_WEIGHTS]
+  assert len(results['validation_acc@1_by_weight']) == len(compare.FUSION_WEIGHTS)
+  for bucket in config.eval.robustness_buckets:
+    assert 0.0 <= results[f'shoes/{bucket}/sketch+text/acc@1'] <= 1.0
+  assert results['shoes/sketch/acc@1'] == json.loads(
+      (root / 'triplet_sn' / 'seed_0' / 'results.json').read_text())['shoes/sketch/acc@1']
+  # Cached: a second call reads the file.
+  assert compare.run_late_fusion(config, 'missing', 'missing', str(out)) == results

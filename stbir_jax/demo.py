@@ -89,7 +89,7 @@ class Demo:
       return self.default_k
     if isinstance(k, float) and k.is_integer():  # the slider sends floats
       k = int(k)
-    return search.check_k(k, 'the number of results')
+    return search.check_k(k, 'k')
 
   def _search(self, upload, drawing, text, mode, k):
     if mode == 'text':  # a leftover upload must not break a text-only search

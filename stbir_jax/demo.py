@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import html
+import io
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -130,6 +133,32 @@ class Demo:
     preview = search.sketch_preview(smap, THUMB) if smap is not None else None
     return gallery, ranking, message, preview
 
+  def run_to_files(self, upload, drawing, text, mode, k):
+    """`run` with its images as PNG files, which is how the page gets them: Gradio rewrites a
+    returned PIL image into its cache in place, so two visitors shown the same thumbnail at
+    once could be served a half-written file; files are copied into it atomically."""
+    gallery, ranking, message, preview = self.run(upload, drawing, text, mode, k)
+    return ([(_png_file(img), caption) for img, caption in gallery], ranking, message,
+            _png_file(preview) if preview is not None else None)
+
+
+_FILES = Path(tempfile.gettempdir()) / 'stbir_demo'
+
+
+def _png_file(img: Image.Image) -> str:
+  """Writes `img` once (content-addressed, atomically) under the temp folder -> its path."""
+  buf = io.BytesIO()
+  img.save(buf, format='PNG')
+  data = buf.getvalue()
+  path = _FILES / f'{hashlib.sha1(data).hexdigest()}.png'
+  if not path.exists():
+    _FILES.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=_FILES, suffix='.tmp')
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  return str(path)
+
 
 def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: int = CONCURRENCY,
               timeout_s: float = TIMEOUT_S):
@@ -163,8 +192,8 @@ def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: in
     outputs = [gallery, ranking, message, preview]
     # One shared limit for both triggers; more visitors wait in the queue, the page is served.
     limits = {'concurrency_limit': demo.concurrency, 'concurrency_id': 'search'}
-    button.click(demo.run, inputs, outputs, api_name='search', **limits)
-    text.submit(demo.run, inputs, outputs, api_name='search_on_enter', **limits)
+    button.click(demo.run_to_files, inputs, outputs, api_name='search', **limits)
+    text.submit(demo.run_to_files, inputs, outputs, api_name='search_on_enter', **limits)
   return app
 
 

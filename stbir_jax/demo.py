@@ -10,8 +10,9 @@ as the model sees it. A bad upload (not an image, too large) or an empty query g
 in the page; the server keeps serving. An upload's size is read from its header before it is
 decoded (more than stbir_jax.image_safety.MAX_SKETCH_PIXELS is refused), at most --concurrency
 searches compute at once (others wait in Gradio's queue), and a search that takes longer than
---timeout seconds is answered with a message instead of holding the visitor. --fit=canvas keeps a drawing where it is on the pad
-instead of scaling it to the frame (for layout-keeping models such as configs/base.py:demo's).
+--timeout seconds is answered with a message instead of holding the visitor. --fit=canvas
+keeps a drawing where it is on the pad instead of scaling it to the frame (for layout-keeping
+models such as configs/base.py:demo's).
 """
 
 from __future__ import annotations

@@ -317,7 +317,7 @@ def test_a_4000_px_sketch_is_rendered_with_bounded_work(tmp_path, monkeypatch):
   monkeypatch.setattr(Image.Image, 'filter',
                       lambda im, f: filters.append((im.size, f)) or real_filter(im, f))
   monkeypatch.setattr(sketch_io, '_shifted',
-                      lambda bits, s, axis: shifted.append(bits.size) or real_shifted(bits, s, axis))
+                      lambda bits, s, ax: shifted.append(bits.size) or real_shifted(bits, s, ax))
   monkeypatch.setattr(sketch_io, 'thin', lambda m: thinned.append(m.shape) or real_thin(m))
   start = time.process_time()
   m = sketch_io.load_sketch(path, 64)[..., 0]

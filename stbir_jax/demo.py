@@ -7,34 +7,52 @@ INDEX is a folder written by `python -m stbir_jax.search index` (it names its mo
 text box, a mode (auto: whatever was given; sketch only; text only; sketch + text) and the
 number of results; it shows the top k as a gallery with scores, a ranked list, and the sketch
 as the model sees it. A bad upload (not an image, too large) or an empty query gives a message
-in the page; the server keeps serving. --fit=canvas keeps a drawing where it is on the pad
-instead of scaling it to the frame (for layout-keeping models such as configs/base.py:demo's).
+in the page; the server keeps serving. An upload's size is read from its header before it is
+decoded (more than stbir_jax.image_safety.MAX_SKETCH_PIXELS is refused), at most --concurrency
+searches compute at once (others wait in Gradio's queue), and a search that takes longer than
+--timeout seconds is answered with a message instead of holding the visitor. --fit=canvas
+keeps a drawing where it is on the pad instead of scaling it to the frame (for layout-keeping
+models such as configs/base.py:demo's).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import hashlib
 import html
+import io
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 from PIL import Image
 
-from stbir_jax import search
+from stbir_jax import image_safety, search
 
 MODE_CHOICES = (('Auto (whatever is given)', 'auto'), ('Sketch + text', 'sketch+text'),
                 ('Sketch only', 'sketch'), ('Text only', 'text'))
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 THUMB = 256
+CONCURRENCY = 2    # searches computing at once (each renders, encodes and ranks)
+TIMEOUT_S = 30.0   # a search's answer, queue wait in the pool included
 
 
 class Demo:
   """The page's logic, independent of Gradio (tested directly and through a browser)."""
 
-  def __init__(self, searcher: search.Searcher, default_k: int = 10):
+  def __init__(self, searcher: search.Searcher, default_k: int = 10, *,
+               concurrency: int = CONCURRENCY, timeout_s: float = TIMEOUT_S):
     self.searcher = searcher
-    self.default_k = default_k
+    self.default_k = search.check_k(default_k, '--k')
+    self.concurrency = search.check_k(concurrency, '--concurrency')
+    self.timeout_s = timeout_s
+    # Searches run here, not in the server's threads: at most `concurrency` at once, and the
+    # visitor gets an answer after `timeout_s` even if a search overruns (it finishes in the
+    # background, holding its worker, so overruns cannot pile up either).
+    self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix='search')
 
   def _sketch_from_upload(self, path):
     p = Path(path)
@@ -45,13 +63,16 @@ class Demo:
     ext = p.suffix.lower()
     if ext not in search.sketch_io.SKETCH_EXTENSIONS:
       # Gradio keeps the upload's name; try it as an image anyway (browsers rename files).
+      name = f'the uploaded file {p.name}'
       try:
-        with Image.open(p) as im:
+        with image_safety.open_image(p, name=name, limit=image_safety.MAX_SKETCH_PIXELS) as im:
           im.load()
           return im.copy()
-      except Exception:  # pylint: disable=broad-except
+      except image_safety.ImageTooLargeError as e:
+        raise search.SearchError(str(e)) from None
+      except image_safety.decode_errors():  # unreadable (image_safety's errors included)
         raise search.SearchError(
-            f'the uploaded file {p.name} is not an image or sketch; expected one of '
+            f'{name} is not an image or sketch; expected one of '
             f'{", ".join(search.sketch_io.SKETCH_EXTENSIONS)}') from None
     return p
 
@@ -67,19 +88,38 @@ class Demo:
       img = Image.fromarray(img)
     return img
 
+  def _k(self, k) -> int:
+    if k is None or k == '':
+      return self.default_k
+    if isinstance(k, float) and k.is_integer():  # the slider sends floats
+      k = int(k)
+    return search.check_k(k, 'k')
+
+  def _search(self, upload, drawing, text, mode, k):
+    if mode == 'text':  # a leftover upload must not break a text-only search
+      sketch = None
+    elif upload:
+      sketch = self._sketch_from_upload(upload)
+    else:
+      sketch = self._sketch_from_pad(drawing)
+    return self.searcher.search(sketch, text or '', k, mode or 'auto')
+
   def run(self, upload, drawing, text, mode, k):
     """-> (gallery [(PIL thumbnail, caption)], ranking HTML, message markdown, sketch preview)."""
     try:
-      if mode == 'text':  # a leftover upload must not break a text-only search
-        sketch = None
-      elif upload:
-        sketch = self._sketch_from_upload(upload)
-      else:
-        sketch = self._sketch_from_pad(drawing)
-      k = int(k or self.default_k)
-      results, smap, used_text = self.searcher.search(sketch, text or '', k, mode or 'auto')
+      k = self._k(k)
+      future = self._pool.submit(self._search, upload, drawing, text, mode, k)
+      try:
+        results, smap, used_text = future.result(timeout=self.timeout_s)
+      except concurrent.futures.TimeoutError:
+        future.cancel()  # if it is still waiting for a worker
+        return [], '', (f'**Cannot search:** no answer within {self.timeout_s:g} s (the server '
+                        'is busy, or the sketch is very large); try again, or a smaller '
+                        'sketch.'), None
     except search.SearchError as e:
-      return [], '', f'**Cannot search:** {html.escape(str(e))}', None
+      # The upload by its name, not by the server's temporary path.
+      why = str(e).replace(str(upload), Path(upload).name) if upload else str(e)
+      return [], '', f'**Cannot search:** {html.escape(why)}', None
     except Exception as e:  # pylint: disable=broad-except
       # Anything unexpected is shown, not raised: the server must keep serving.
       return [], '', f'**Error:** {type(e).__name__}: {html.escape(str(e))}', None
@@ -94,10 +134,37 @@ class Demo:
     preview = search.sketch_preview(smap, THUMB) if smap is not None else None
     return gallery, ranking, message, preview
 
+  def run_to_files(self, upload, drawing, text, mode, k):
+    """`run` with its images as PNG files, which is how the page gets them: Gradio rewrites a
+    returned PIL image into its cache in place, so two visitors shown the same thumbnail at
+    once could be served a half-written file; files are copied into it atomically."""
+    gallery, ranking, message, preview = self.run(upload, drawing, text, mode, k)
+    return ([(_png_file(img), caption) for img, caption in gallery], ranking, message,
+            _png_file(preview) if preview is not None else None)
 
-def build_app(searcher: search.Searcher, default_k: int = 10):
+
+_FILES = Path(tempfile.gettempdir()) / 'stbir_demo'
+
+
+def _png_file(img: Image.Image) -> str:
+  """Writes `img` once (content-addressed, atomically) under the temp folder -> its path."""
+  buf = io.BytesIO()
+  img.save(buf, format='PNG')
+  data = buf.getvalue()
+  path = _FILES / f'{hashlib.sha1(data).hexdigest()}.png'
+  if not path.exists():
+    _FILES.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=_FILES, suffix='.tmp')
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  return str(path)
+
+
+def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: int = CONCURRENCY,
+              timeout_s: float = TIMEOUT_S):
   import gradio as gr  # pylint: disable=g-import-not-at-top
-  demo = Demo(searcher, default_k)
+  demo = Demo(searcher, default_k, concurrency=concurrency, timeout_s=timeout_s)
   n = len(searcher.index)
   with gr.Blocks(title='stbir_jax: sketch + text image search') as app:
     gr.Markdown(f'## Sketch + text image search\nSearching {n} photos of '
@@ -124,8 +191,10 @@ def build_app(searcher: search.Searcher, default_k: int = 10):
                            interactive=False, height=200)
     inputs = [upload, pad, text, mode, k]
     outputs = [gallery, ranking, message, preview]
-    button.click(demo.run, inputs, outputs)
-    text.submit(demo.run, inputs, outputs)
+    # One shared limit for both triggers; more visitors wait in the queue, the page is served.
+    limits = {'concurrency_limit': demo.concurrency, 'concurrency_id': 'search'}
+    button.click(demo.run_to_files, inputs, outputs, api_name='search', **limits)
+    text.submit(demo.run_to_files, inputs, outputs, api_name='search_on_enter', **limits)
   return app
 
 
@@ -140,20 +209,30 @@ def main(argv=None) -> int:
   p.add_argument('--backend', default='jax', choices=search.retrieval.BACKENDS)
   p.add_argument('--share', action='store_true', help='a public gradio.live link (Colab)')
   p.add_argument('--fit', default='ink', choices=search.sketch_io.FITS, help=search.FIT_HELP)
+  p.add_argument('--concurrency', type=int, default=CONCURRENCY,
+                 help='searches computing at once; more visitors wait in the queue')
+  p.add_argument('--timeout', type=float, default=TIMEOUT_S,
+                 help='seconds before a visitor is told a search did not answer')
   a = p.parse_args(argv)
   os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+  # Uploads above PIL's warning size are refused by image_safety with a message anyway.
+  warnings.simplefilter('ignore', Image.DecompressionBombWarning)
   try:
     import gradio  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     print('demo: error: the web demo needs gradio: pip install gradio', file=sys.stderr)
     return 2
   try:
+    search.check_k(a.k, '--k')
+    search.check_k(a.concurrency, '--concurrency')
+    if not a.timeout > 0:
+      raise search.SearchError(f'--timeout={a.timeout}: expected a positive number of seconds')
     searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
   except search.SearchError as e:
     print(f'demo: error: {e}', file=sys.stderr)
     return 2
   searcher.search(text='warm up', k=1)  # compile before the first visitor
-  app = build_app(searcher, a.k)
+  app = build_app(searcher, a.k, concurrency=a.concurrency, timeout_s=a.timeout)
   app.queue().launch(server_name=a.host, server_port=a.port, share=a.share, ssr_mode=False,
                      max_file_size='200mb', show_error=True)
   return 0

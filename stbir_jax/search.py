@@ -37,19 +37,18 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from stbir_jax import retrieval
+from stbir_jax import image_safety, retrieval
 from stbir_jax.data import sketch_io
 
 INDEX_FORMAT = 1
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 MODES = ('auto', 'sketch', 'text', 'sketch+text')
-# Larger images are refused (not decoded): a decompression bomb, or a mistake.
-MAX_IMAGE_PIXELS = 80_000_000
 
 
 class SearchError(ValueError):
@@ -63,16 +62,37 @@ def load_gallery_image(path, resolution: int) -> np.ndarray:
   """A photo file -> uint8 (R, R, 3), resized like the prepared datasets. Raises SearchError."""
   from stbir_jax.data import prepare  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(path) as im:
-      if im.width * im.height > MAX_IMAGE_PIXELS:
-        raise SearchError(f'{path}: {im.width}x{im.height} pixels is more than the '
-                          f'{MAX_IMAGE_PIXELS:,} allowed')
+    with image_safety.open_image(path):  # larger images are refused, not decoded
+      pass
     return prepare.load_photo(path, resolution)
-  except SearchError:
-    raise
+  except image_safety.ImageError as e:
+    raise SearchError(str(e)) from None
   except Exception as e:  # pylint: disable=broad-except
     # PIL raises many types (OSError, DecompressionBombError, ValueError, SyntaxError...).
     raise SearchError(f'{path}: not a readable image: {type(e).__name__}: {e}') from None
+
+
+def check_text(text: str, name: str = 'text') -> str:
+  """`text` if it can be encoded as UTF-8 (the tokenizer's input), else a SearchError naming
+  `name`: a command-line argument in another encoding reaches Python as lone surrogates."""
+  if not isinstance(text, str):
+    raise SearchError(f'{name}: expected a str, got {type(text).__name__}')
+  try:
+    text.encode('utf-8')
+  except UnicodeEncodeError as e:
+    bad = text[e.start]
+    what = (f'byte 0x{ord(bad) - 0xDC00:02x}' if 0xDC80 <= ord(bad) <= 0xDCFF else
+            f'character U+{ord(bad):04X}')
+    raise SearchError(f'{name}: not valid UTF-8 ({what} at position {e.start}); give the '
+                      'description in UTF-8 (e.g. set a UTF-8 locale, LANG=C.UTF-8)') from None
+  return text
+
+
+def check_k(k, name: str = 'k') -> int:
+  """The number of results: a whole number >= 1, else a SearchError naming `name`."""
+  if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+    raise SearchError(f'{name}={k!r}: the number of results must be a whole number >= 1')
+  return int(k)
 
 
 def _check_fit(fit: str) -> str:
@@ -92,8 +112,10 @@ def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
   """
   _check_fit(fit)
   if isinstance(sketch, Image.Image):
-    if sketch.width * sketch.height > MAX_IMAGE_PIXELS:
-      raise SearchError(f'sketch: {sketch.width}x{sketch.height} pixels is too large')
+    try:
+      image_safety.check_pixels(sketch, 'sketch', image_safety.MAX_SKETCH_PIXELS)
+    except image_safety.ImageError as e:
+      raise SearchError(str(e)) from None
     return sketch_io.render_raster(sketch, resolution, fit=fit)[..., 0]
   if isinstance(sketch, np.ndarray):
     m = sketch[..., 0] if sketch.ndim == 3 and sketch.shape[-1] == 1 else sketch
@@ -104,14 +126,7 @@ def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
   path = Path(sketch)
   if not path.is_file():
     raise SearchError(f'--sketch {path}: no such file')
-  if path.suffix.lower() in sketch_io.RASTER_EXTENSIONS:
-    try:
-      with Image.open(path) as im:
-        if im.width * im.height > MAX_IMAGE_PIXELS:
-          raise SearchError(f'{path}: {im.width}x{im.height} pixels is too large for a sketch')
-    except (OSError, SyntaxError, ValueError) as e:
-      raise SearchError(f'{path}: not a readable image: {e}') from None
-  try:
+  try:  # a raster's size is checked from its header, before it is decoded
     return sketch_io.load_sketch(path, resolution, fit=fit)[..., 0]
   except sketch_io.SketchError as e:
     raise SearchError(str(e)) from None
@@ -339,7 +354,7 @@ class Searcher:
     """-> (query (1, D) float32, stroke map or None, text used)."""
     if mode not in MODES:
       raise SearchError(f'mode {mode!r}; valid modes: {", ".join(MODES)}')
-    text = (text or '').strip()
+    text = check_text(text or '').strip()
     r = self.model.resolution
     smap = sketch_map(sketch, r, self.fit) if sketch is not None else None
     if smap is not None and not smap.any():
@@ -362,6 +377,7 @@ class Searcher:
 
   def search(self, sketch=None, text: str = '', k: int = 10, mode: str = 'auto'):
     """-> (results best first, stroke map used or None, text used)."""
+    k = check_k(k)
     if not len(self.index):
       raise SearchError(f'index {self.index.directory} is empty')
     q, smap, text = self.encode(sketch, text, mode)
@@ -504,6 +520,8 @@ def main(argv=None) -> int:
   pq.add_argument('--model', default=None, help='export directory (default: the index\'s)')
   pq.add_argument('--fit', default='ink', choices=sketch_io.FITS, help=FIT_HELP)
   a = p.parse_args(argv)
+  # Images above PIL's warning size are refused by image_safety with one clear line anyway.
+  warnings.simplefilter('ignore', Image.DecompressionBombWarning)
   try:
     if a.command == 'index':
       report = build_index(a.model, a.images, a.out, batch_size=a.batch_size,
@@ -513,6 +531,8 @@ def main(argv=None) -> int:
       for s in report['skipped'][:10]:
         print(f'  skipped {s["file"]}: {s["error"]}')
       return 0
+    check_text(a.text, '--text')
+    check_k(a.k, '--k')  # before the model is loaded
     searcher = Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
     results, smap, text = searcher.search(a.sketch, a.text, a.k, a.mode)
     mode = '+'.join(m for m, used in (('sketch', smap is not None), ('text', bool(text))) if used)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export_test import make_tiny_export  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from stbir_jax import retrieval, search  # pylint: disable=wrong-import-position
@@ -275,3 +276,54 @@ def test_faiss_backend_matches_jax():
   s_faiss, i_faiss = retrieval.top_k(q, g, 7, backend='faiss')
   np.testing.assert_array_equal(i_jax, i_faiss)
   np.testing.assert_allclose(s_jax, s_faiss, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ hostile
+
+
+def _error_lines(capsys):
+  return capsys.readouterr().err.strip().splitlines()
+
+
+def test_cli_refuses_huge_and_bomb_sketches_in_one_line(setup, tmp_path, capsys):
+  base, _ = setup
+  for name, (w, h), size in [('bomb.png', (30000, 30000), '900,000,000 pixels'),
+                             ('huge.png', (7000, 7000), '7000x7000 pixels')]:
+    sketch = _images.png_header(tmp_path / name, w, h)
+    assert search.main(['query', f'--index={base / "index"}', f'--sketch={sketch}']) == 2
+    assert _error_lines(capsys) == [f'search: error: {sketch}: {size} is too large: the limit is '
+                                    '40,000,000 pixels (a decompression bomb, or a mistake: '
+                                    'downscale it)']
+  # A bomb among the photos is skipped by `index`, with the same reason.
+  with pytest.raises(search.SearchError, match='900,000,000 pixels is too large: the limit is '
+                                               '80,000,000 pixels'):
+    search.load_gallery_image(tmp_path / 'bomb.png', 32)
+
+
+def test_cli_non_utf8_text_is_one_line_naming_the_argument(setup, capsys):
+  base, _ = setup
+  # What Python makes of the argv bytes b'red \xff suede' in a UTF-8 locale.
+  text = b'red \xff suede'.decode('utf-8', 'surrogateescape')
+  assert search.main(['query', f'--index={base / "index"}', f'--text={text}']) == 2
+  assert _error_lines(capsys) == ['search: error: --text: not valid UTF-8 (byte 0xff at position '
+                                  '4); give the description in UTF-8 (e.g. set a UTF-8 locale, '
+                                  'LANG=C.UTF-8)']
+  with pytest.raises(search.SearchError, match=r'^text: not valid UTF-8 \(byte 0xff'):
+    search.Searcher(base / 'index').search(text=text)
+
+
+@pytest.mark.parametrize('k', ['0', '-5'])
+def test_cli_refuses_k_below_1(setup, k, capsys):
+  base, _ = setup
+  assert search.main(['query', f'--index={base / "index"}', '--text=red', '-k', k]) == 2
+  assert _error_lines(capsys) == [f'search: error: --k={k}: the number of results must be a '
+                                  'whole number >= 1']
+
+
+def test_searcher_refuses_k_below_1_or_not_whole(setup):
+  base, _ = setup
+  s = search.Searcher(base / 'index')
+  for k in (0, -5, 2.5, True, '3'):
+    with pytest.raises(search.SearchError, match=r'the number of results must be a whole number'):
+      s.search(text='red', k=k)
+  assert len(s.search(text='red', k=np.int64(2))[0]) == 2

@@ -53,7 +53,7 @@ class _QuietLibraries(logging_lib.Filter):
 
 def verbose() -> bool:
   """--verbose, or an explicit --verbosity at INFO or above."""
-  return FLAGS.verbose or (FLAGS['verbosity'].present and FLAGS.verbosity >= logging.INFO)
+  return FLAGS.verbose or bool(FLAGS['verbosity'].present and FLAGS.verbosity >= logging.INFO)
 
 
 def main(argv):

@@ -102,3 +102,14 @@ def test_metric_writer_logs_every_metric_only_when_verbose(tmp_path, caplog, ver
   scalars = _events_scalars(str(tmp_path))
   assert scalars[(7, 'loss')] == 1.5
   np.testing.assert_allclose(scalars[(7, 'curriculum/weight/clean')], 0.25)
+
+
+@pytest.mark.parametrize('argv, verbose', [([], False), (['--verbose'], True),
+                                           (['--verbosity=0'], True), (['--verbosity=-1'], False)])
+def test_main_verbose_flag_or_an_explicit_info_verbosity_restores_the_dump(argv, verbose):
+  from stbir_jax import main  # pylint: disable=g-import-not-at-top
+  try:
+    main.FLAGS(['main', '--config=configs/base.py:smoke', '--workdir=/tmp/unused'] + argv)
+    assert main.verbose() is verbose
+  finally:
+    main.FLAGS.unparse_flags()

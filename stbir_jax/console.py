@@ -7,7 +7,7 @@ table is printed at the end by train.py. `verbose=True` (`main.py --verbose`) al
 metric at every log_every step, as clu's LoggingWriter does (the full dump).
 
   new run in /tmp/demo: 300 steps, 1 stage, 1 cpu device
-  stage 1/1 joint: steps 0-300, trains sketch, photo, ...
+  stage 1/1 joint: steps 0-300, sketch+text queries, trains sketch, photo, text, ...
   [1/1 joint] step  50/300 ( 17%)  loss 3.8123  2.41 steps/s  ETA 1m44s
   eval at step 300 (21s)  Acc@1 %  shoes: sketch 41.2  text 30.5  sketch+text 63.1
 """

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import signal
+import time
 from typing import Any
 
 import flax
@@ -21,9 +22,10 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
 from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, paths, sharding, stages
+from stbir_jax.console import Console, metric_writer
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -505,10 +507,12 @@ def _write_config(config, workdir):
   (paths.resolve(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, verbose: bool = False) -> dict:
   """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results.
 
-  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach."""
+  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach. The
+  console shows progress and evaluation lines (stbir_jax/console.py); `verbose` also logs every
+  metric each log_every steps. TensorBoard gets every metric either way."""
   workdir = paths.resolve(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
@@ -545,7 +549,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   else:
     logging.info('Resumed %s at step %d.', workdir, start)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = metric_writer(workdir, is_main, verbose)
+  out = Console(total_steps, start, len(stage_list), enabled=is_main)
+  out.start(workdir, jax.device_count(), jax.devices()[0].platform)
   writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(
       config.to_json_best_effort())).items()})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
@@ -564,12 +570,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     return step_fns[stage.index]
 
   def run_evaluators(step):
-    results = {}
+    results, began = {}, time.monotonic()
     for ev in evaluators:
       with report.timed(f'eval/{type(ev).__name__}'):
         results.update(ev.run(model_variables(state.params)))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
                                 if np.ndim(v) == 0})
+    out.evaluation(step, results, time.monotonic() - began)
     return results
 
   results, stage = {}, None
@@ -582,6 +589,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                      stage.index + 1, len(stage_list), stage.name, stage.start, stage.end,
                      ', '.join(stage.train), ', '.join(stage.losses), stage.query)
         writer.write_scalars(step, {'stage': stage.index})
+        out.stage(stage)
       local_batch = next(train_iter)
       if skipped is not None:
         local_batch = skipped.pop(local_batch)
@@ -595,6 +603,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         if skipped is not None:
           scalars['data/skipped_records'] = float(skipped.total())
         writer.write_scalars(done, scalars)
+        out.progress(done, stage, scalars['loss'])
       boundary = done == stage.end
       if done % config.train.checkpoint_every == 0 or boundary or preemption.requested:
         _check_finite(config, state, ckpt)

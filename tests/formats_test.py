@@ -185,3 +185,93 @@ def test_captions_json_and_csv(tmp_path):
   c.write_text('name,words\n1001,red\n')
   with pytest.raises(common.PrepareError, match='must name an id column'):
     common.load_captions(c)
+
+
+def _stbir_demo(tmp_path, **options):
+  data = fixtures.stbir_demo_tree(tmp_path)
+  return _read('stbir_demo', data, root=str(tmp_path), **options)
+
+
+def test_stbir_demo_lines_pair_photo_sketches_text_and_map_val_to_validation(tmp_path):
+  items, cats, _ = _stbir_demo(tmp_path)
+  assert cats == ['chair', 'shoe']
+  chairs = tmp_path / 'datasets' / 'datasets' / 'ChairV2'
+  assert {p: (i.split, i.category) for p, i in items.items()} == {
+      'chair:320': ('train', 'chair'), 'chair:321': ('train', 'chair'),
+      'shoe:1001': ('train', 'shoe'), 'chair:322': ('validation', 'chair'),
+      'chair:400': ('test', 'chair')}
+  issue_line = items['chair:320']
+  assert issue_line.image == chairs / 'trainB' / '320.png'
+  assert [s.path for s in issue_line.sketches] == [chairs / 'trainA' / '320_1.png',
+                                                   chairs / 'trainA' / '320_2.png']
+  assert issue_line.texts == ['dark brown velvet cushion, black wood frame']
+  assert items['chair:322'].texts == []  # "text": "" is no text
+
+
+def test_stbir_demo_virtual_class_becomes_family_per_category(tmp_path):
+  items, _, _ = _stbir_demo(tmp_path)
+  # Sorted (category, virtual_class): ('chair', '21') -> 0, ('chair', '3') -> 1; null -> -1.
+  assert {p: i.family for p, i in items.items()} == {
+      'chair:320': 0, 'chair:321': 0, 'chair:400': 0, 'chair:322': 1, 'shoe:1001': -1}
+
+
+def test_stbir_demo_negatives_are_ignored_with_one_note(tmp_path):
+  _, _, report = _stbir_demo(tmp_path)  # the issue's line lists negatives that do not exist
+  assert report.notes == [(
+      'stbir_demo: negative_sketches/negative_images/negative_texts ignored (1 of 5 lines list '
+      'some); negatives come from the batch, and from the same virtual_class with '
+      'data.family_group > 1 (2 virtual classes -> family ids)')]
+  assert report.unreadable == []
+
+
+def test_stbir_demo_one_file_and_root_default_to_the_current_directory(tmp_path, monkeypatch):
+  data = fixtures.stbir_demo_tree(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  items, _, _ = _read('stbir_demo', data / 'val.jsonl')
+  assert list(items) == ['chair:322'] and items['chair:322'].split == 'validation'
+
+
+def _demo_line(**changes):
+  line = json.loads(fixtures.STBIR_DEMO_LINE)
+  line.update({'id': 'chair:999', **changes})
+  return line
+
+
+@pytest.mark.parametrize('bad, msg', [
+    (_demo_line(colour='red'), r"val.jsonl:2: unknown key\(s\) \['colour'\]; STBIR_demo keys"),
+    (_demo_line(split='dev'), r"val.jsonl:2: split 'dev'; valid: train, val, test"),
+    (_demo_line(text=['a', 'b']), r'val.jsonl:2: "text" must be a string'),
+    (_demo_line(positive_sketches='a.png'), r'val.jsonl:2: "positive_sketches" must be a list'),
+    (_demo_line(virtual_class=[1]), r'val.jsonl:2: "virtual_class" must be a string or null'),
+    (_demo_line(id='chair:320'),
+     r"val.jsonl:2: duplicate id 'chair:320' \(first at .*train.jsonl:1\)"),
+    (_demo_line(image='../outside.png'),
+     r"val.jsonl:2: image '../outside.png' resolves to .*outside --root"),
+    (_demo_line(positive_sketches=['/etc/passwd']),
+     r"val.jsonl:2: sketch '/etc/passwd' resolves to /etc/passwd, outside --root"),
+    (_demo_line(image='datasets/nope.png'), r"val.jsonl:2: image 'datasets/nope.png' not found"),
+    ({'id': 'x', 'split': 'train', 'category': 'chair'}, r'val.jsonl:2: "image" .* is required'),
+    ('{"id": ', r'val.jsonl:2: bad JSON'),
+])
+def test_stbir_demo_errors_name_the_file_and_line(tmp_path, bad, msg):
+  data = fixtures.stbir_demo_tree(tmp_path)
+  with (data / 'val.jsonl').open('a') as f:
+    f.write((bad if isinstance(bad, str) else json.dumps(bad)) + '\n')
+  with pytest.raises(common.PrepareError, match=msg):
+    _read('stbir_demo', data, root=str(tmp_path))
+
+
+def test_stbir_demo_allow_missing_skips_and_reports(tmp_path):
+  data = fixtures.stbir_demo_tree(tmp_path)
+  (tmp_path / 'datasets/datasets/ChairV2/trainA/320_2.png').unlink()
+  (tmp_path / 'datasets/datasets/ChairV2/testB/400.png').unlink()
+  items, _, report = _read('stbir_demo', data, root=str(tmp_path), allow_missing=True)
+  assert 'chair:400' not in items and len(items['chair:320'].sketches) == 1
+  assert [u['file'].rpartition('/')[2] for u in report.unreadable] == ['400.png', '320_2.png']
+  assert 'test.jsonl:1: image not found; line skipped' in report.unreadable[0]['error']
+
+
+def test_manifest_format_points_stbir_demo_lines_to_their_format(tmp_path):
+  path = fixtures.manifest_tree(tmp_path, lines=[fixtures.STBIR_DEMO_LINE])
+  with pytest.raises(common.PrepareError, match='STBIR_demo line: use --format=stbir_demo'):
+    _read('manifest', path)

@@ -172,3 +172,35 @@ def test_source_pickles(tmp_path):
   _run('shoev2', fixtures.qmul_tree(tmp_path / 'src'), tmp_path / 'out')
   src = pickle.loads(pickle.dumps(prepared.data_source(tmp_path / 'out', 'shoev2', 'train')))
   assert len(src) == 3 and src[0]['image'].shape == (R, R, 3)
+
+
+def test_stbir_demo_manifests_end_to_end(tmp_path):
+  data = fixtures.stbir_demo_tree(tmp_path / 'demo')
+  out = tmp_path / 'out'
+  report = _run('stbir_demo', data, out, f'--root={tmp_path / "demo"}')
+  info = prepared.info(out, 'stbir_demo')
+  assert info == {'category_names': ['chair', 'shoe'], 'resolution': R,
+                  'splits': {'train': 3, 'validation': 1, 'test': 1}}
+  recs = {**_records(out, 'stbir_demo', 'train'), **_records(out, 'stbir_demo', 'validation'),
+          **_records(out, 'stbir_demo', 'test')}
+  # Each photo with its own colour, its sketches (told apart by their number of bars = strokes),
+  # its text, category and family (virtual_class).
+  expected = {'chair:320': (320, [2, 3], [b'dark brown velvet cushion, black wood frame'], 0, 0),
+              'chair:321': (321, [1], [b'light oak frame, cream seat'], 0, 0),
+              'shoe:1001': (1001, [4], [b'black suede ankle boot, laces'], 1, -1),
+              'chair:322': (322, [5], [], 0, 1),
+              'chair:400': (400, [1], [b'grey fabric armchair'], 0, 0)}
+  for photo_id, (colour, bars, texts, category, family) in expected.items():
+    r = recs[photo_id]
+    np.testing.assert_array_equal(r['image'][R // 2, R // 2], fixtures.colour_of(colour))
+    assert [int(s.max()) for s in r['sketches']] == bars, photo_id
+    assert (r['texts'], r['category'], r['family']) == (texts, category, family), photo_id
+  assert report['totals']['train'] == {'photos': 3, 'sketches': 4, 'texts': 3}
+  assert len(report['notes']) == 1 and 'negative_texts ignored' in report['notes'][0]
+
+
+def test_root_is_refused_for_formats_that_do_not_read_it(tmp_path, capsys):
+  src = fixtures.manifest_tree(tmp_path / 'mf')
+  argv = ['--format=manifest', f'--src={src}', f'--out={tmp_path}', f'--root={tmp_path}']
+  assert prepare.main(argv) == 2
+  assert 'only --format=stbir_demo reads paths relative to a root' in capsys.readouterr().err

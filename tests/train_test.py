@@ -2,13 +2,19 @@
 
 The loss falling on a tiny model to Acc@1 = 1 is tests/step_test.py."""
 
+import contextlib
+import io
 import json
+import logging as logging_lib
 import os
+import pathlib
+import re
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
+from absl import logging
 
 from configs import base
 from stbir_jax import evaluate, stages, train
@@ -63,7 +69,35 @@ def smoke_run(tmp_path_factory):
   config.train.log_every = 1
   config.train.checkpoint_every = 4
   workdir = str(tmp_path / 'run')
-  return config, workdir, train.train_and_evaluate(config, workdir)
+  with _console_captured(tmp_path / 'console.txt', tmp_path / 'log.txt'):
+    results = train.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+class _Lines(logging_lib.Handler):
+  def __init__(self):
+    super().__init__()
+    self.lines = []
+
+  def emit(self, record):
+    self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _console_captured(stdout_file, log_file):
+  """Writes what the run printed to `stdout_file` and what it logged, at INFO (where a metric
+  dump would show), to `log_file`."""
+  previous, handler, out = logging.get_verbosity(), _Lines(), io.StringIO()
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addHandler(handler)
+  try:
+    with contextlib.redirect_stdout(out):
+      yield
+  finally:
+    logging.get_absl_logger().removeHandler(handler)
+    logging.set_verbosity(previous)
+    stdout_file.write_text(out.getvalue())
+    log_file.write_text('\n'.join(handler.lines))
 
 
 def test_smoke_run_trains_evaluates_and_resumes(smoke_run):
@@ -77,6 +111,32 @@ def test_smoke_run_trains_evaluates_and_resumes(smoke_run):
   # A rerun of a finished run resumes at its last step and only evaluates.
   again = train.train_and_evaluate(config, workdir)
   assert again == pytest.approx(results)
+
+
+def test_smoke_run_console_is_a_few_short_lines(smoke_run):
+  _, workdir, _ = smoke_run
+  root = pathlib.Path(workdir).parent
+  lines = (root / 'console.txt').read_text().splitlines()
+  progress = [l for l in lines if re.fullmatch(
+      r'\[\d/3 \w+\] step +\d+/12 \( *\d+%\)  loss \d+\.\d{4}  [\d.]+ steps/s  ETA \S+', l)]
+  assert [int(re.search(r'step +(\d+)/', l).group(1)) for l in progress] == list(range(1, 13))
+  assert lines.count(f'new run in {workdir}: 12 steps, 3 stages, 1 cpu device') == 1
+  assert [l.split(':')[0] for l in lines if l.startswith('stage ')] == [
+      'stage 1/3 sketch_photo', 'stage 2/3 photo_refine', 'stage 3/3 text_integration']
+  evals = [l for l in lines if l.startswith('eval at step')]
+  assert [l.split(' (')[0] for l in evals] == ['eval at step 6', 'eval at step 12']
+  assert 'Acc@1 %  shoes: sketch ' in evals[-1]
+  # Besides those: the dataset build's own lines and the results table, nothing else.
+  others = [l for l in lines if l not in progress + evals and not l.startswith(('new run',
+                                                                                   'stage '))]
+  table = evaluate.results_table(json.loads((root / 'run' / 'results.json').read_text()))
+  assert len(others) <= len(table.splitlines()) + 4, others
+  assert all(len(l) <= 100 for l in progress + evals)
+  # No metric dump, though the log was at INFO: the metrics went to TensorBoard only.
+  log = (root / 'log.txt').read_text()
+  assert 'curriculum/weight' not in log and '[Hyperparameters]' not in log
+  assert 'Stage 1/3' in log  # the INFO log itself was captured
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(workdir))
 
 
 def test_a_saved_run_is_evaluated_again_on_any_split(smoke_run):

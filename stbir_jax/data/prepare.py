@@ -2,7 +2,7 @@ r"""Turns a real dataset into the STBIR record format (see schema.py and docs/da
 
   python -m stbir_jax.data.prepare --format=shoev2 --src=/data/ShoeV2 --out=~/tensorflow_datasets \
       [--resolution=224] [--captions=captions.json] [--split_file=FILE] [--name=NAME] [--overwrite]
-      [--raster_mode=components|single]
+      [--raster_mode=components|single] [--root=DIR (stbir_demo)]
 
 Reads the source in its published layout (stbir_jax/data/formats/), decodes every photo
 (aspect-preserving resize, padded to a square with white, centred) and sketch (stroke-order map,
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from stbir_jax.data import formats, prepared, schema, sketch_io
+from stbir_jax.data import formats, prepared, sketch_io
 from stbir_jax.data.formats import common
 
 PAD_COLOUR = (255, 255, 255)
@@ -83,14 +83,14 @@ def _examples(items, split, resolution, raster_mode, category_ids, report, progr
     report.count(split, item.category, len(maps), len(item.texts))
     yield item.photo_id, dict(
         image=image, sketches=sketches, texts=list(item.texts),
-        category=category_ids[item.category], family=schema.NO_FAMILY,
+        category=category_ids[item.category], family=item.family,
         instance=item.instance, photo_id=item.photo_id)
 
 
 def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
             resolution: int = 224, captions=None, split_file=None, name=None,
             overwrite=False, allow_missing=False, raster_mode='components',
-            progress=True) -> dict:
+            root=None, progress=True) -> dict:
   """Reads `src` in `format`, writes OUT/NAME/1.0.0 and the report; returns the report dict."""
   reader = formats.get(format)
   name = name or format
@@ -102,13 +102,17 @@ def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
   if raster_mode not in sketch_io.RASTER_MODES:
     raise common.PrepareError(f'--raster_mode {raster_mode!r}: expected one of '
                               f'{", ".join(sketch_io.RASTER_MODES)}')
+  if root and format != 'stbir_demo':
+    raise common.PrepareError(f'--root {root}: only --format=stbir_demo reads paths relative to '
+                              f'a root; {format} paths are relative to --src')
   src = Path(src).expanduser()
   if not src.exists():
     raise common.PrepareError(f'--src {src}: no such file or directory; expected the {format} '
                               'dataset in its published layout (docs/datasets.md)')
   report = common.Report()
   items, category_names = reader(src, report, common.Options(split_file=split_file,
-                                                             allow_missing=allow_missing))
+                                                             allow_missing=allow_missing,
+                                                             root=root))
   if captions:
     _apply_captions(items, common.load_captions(captions), report)
 
@@ -143,7 +147,10 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog='python -m stbir_jax.data.prepare', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--format', required=True, choices=formats.FORMATS)
-  p.add_argument('--src', required=True, help='dataset root (manifest: the .jsonl file)')
+  p.add_argument('--src', required=True, help='dataset root (manifest: the .jsonl file; '
+                 'stbir_demo: a .jsonl file or a folder of them)')
+  p.add_argument('--root', default=None, help='stbir_demo: the folder its paths are relative '
+                 'to (default: the current directory)')
   p.add_argument('--out', default='',
                  help='data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)')
   p.add_argument('--resolution', type=int, default=224)
@@ -161,7 +168,8 @@ def main(argv=None):
   try:
     prepare(a.format, a.src, a.out, resolution=a.resolution, captions=a.captions,
             split_file=a.split_file, name=a.name, overwrite=a.overwrite,
-            allow_missing=a.allow_missing, raster_mode=a.raster_mode, progress=not a.quiet)
+            allow_missing=a.allow_missing, raster_mode=a.raster_mode, root=a.root,
+            progress=not a.quiet)
   except (common.PrepareError, FileExistsError) as e:
     print(f'prepare: error: {e}', file=sys.stderr)
     return 2

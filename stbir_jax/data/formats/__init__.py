@@ -5,7 +5,7 @@ only lists files and pairs them (photo, its sketches, texts, category, split). D
 writing happen in stbir_jax/data/prepare.py. docs/datasets.md describes every layout.
 """
 
-from stbir_jax.data.formats import fscoco, manifest, qmul, sketchy
+from stbir_jax.data.formats import fscoco, manifest, qmul, sketchy, stbir_demo
 from stbir_jax.data.formats.common import Item, Options, PrepareError, Report, SketchRef
 
 READERS = {
@@ -14,6 +14,7 @@ READERS = {
     'sketchy': sketchy.read,
     'fscoco': fscoco.read,
     'manifest': manifest.read,
+    'stbir_demo': stbir_demo.read,
 }
 FORMATS = tuple(READERS)
 

@@ -38,12 +38,15 @@ class Item:
   texts: list = dataclasses.field(default_factory=list)
   caption_keys: tuple = ()     # extra keys under which a --captions file may name this photo
   instance: int = -1           # assigned by prepare: unique over all splits
+  family: int = -1             # group of near-identical photos (stbir_demo: virtual_class);
+                               # -1 = none (schema.NO_FAMILY)
 
 
 @dataclasses.dataclass
 class Options:
   split_file: str | None = None     # overrides a format's default test-split list
   allow_missing: bool = False       # manifest: skip (and report) files that do not exist
+  root: str | None = None           # stbir_demo: the folder its paths are relative to
 
 
 class Report:

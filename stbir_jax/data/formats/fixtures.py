@@ -193,3 +193,66 @@ def manifest_tree(root, lines=None):
   path = root / 'manifest.jsonl'
   path.write_text(text)
   return path
+
+
+# The line of the PyTorch STBIR_demo's train manifest quoted in issue 17, as it is written.
+STBIR_DEMO_LINE = (
+    '{"id": "chair:320", "category": "chair", "split": "train", "source": "train", "image": '
+    '"datasets/datasets/ChairV2/trainB/320.png", "text": "dark brown velvet cushion, black wood '
+    'frame", "positive_sketches": ["datasets/datasets/ChairV2/trainA/320_1.png", '
+    '"datasets/datasets/ChairV2/trainA/320_2.png"], "negative_sketches": '
+    '["datasets/datasets/ChairV2/trainA/4978688_v1_Cream_2.png"], "negative_images": '
+    '["datasets/datasets/ChairV2/trainB/09011396_v1.png"], "negative_texts": ["black suede ankle '
+    'boot, laces"], "virtual_class": "21"}')
+
+
+def bar_strokes(n):
+  """n disjoint horizontal bars: a raster sketch whose map numbers its strokes 1..n, so a
+  prepared sketch tells which file it came from."""
+  return [np.array([(40, 40 + 40 * k), (216, 40 + 40 * k)], float) for k in range(n)]
+
+
+def stbir_demo_tree(root):
+  """The STBIR_demo layout: ROOT/datasets/datasets/{ChairV2,ShoeV2}/{train,test}{A,B} and its
+  manifests ROOT/data/{train,val,test}.jsonl with paths relative to ROOT; returns ROOT/data.
+
+    chair:320  train  2 sketches (2 and 3 bars)  virtual_class "21"  the issue's line
+    chair:321  train  1 sketch (1 bar)           virtual_class "21"
+    shoe:1001  train  1 sketch (4 bars)          virtual_class null
+    chair:322  val    1 sketch (5 bars), text "" virtual_class "3"
+    chair:400  test   1 sketch (1 bar)           virtual_class "21"
+  Photo <n> has colour_of(n). The negatives the lines list do not exist (they are ignored).
+  """
+  root = Path(root)
+  base = 'datasets/datasets'
+  photos = {'ChairV2/trainB/320': 320, 'ChairV2/trainB/321': 321, 'ShoeV2/trainB/1001': 1001,
+            'ChairV2/trainB/322': 322, 'ChairV2/testB/400': 400}
+  for rel, n in photos.items():
+    write_photo(root / base / f'{rel}.png', colour_of(n))
+  bars = {'ChairV2/trainA/320_1': 2, 'ChairV2/trainA/320_2': 3, 'ChairV2/trainA/321_1': 1,
+          'ShoeV2/trainA/1001_1': 4, 'ChairV2/trainA/322_1': 5, 'ChairV2/testA/400_1': 1}
+  for rel, n in bars.items():
+    draw_strokes_png(root / base / f'{rel}.png', bar_strokes(n), width=5)
+
+  def line(uid, category, split, image, text, sketches, virtual_class):
+    return json.dumps({
+        'id': uid, 'category': category, 'split': split,
+        'source': 'test' if split == 'test' else 'train', 'image': f'{base}/{image}.png',
+        'text': text, 'positive_sketches': [f'{base}/{s}.png' for s in sketches],
+        'negative_sketches': [], 'negative_images': [], 'negative_texts': [],
+        'virtual_class': virtual_class})
+
+  data = root / 'data'
+  data.mkdir(parents=True, exist_ok=True)
+  (data / 'train.jsonl').write_text('\n'.join([
+      STBIR_DEMO_LINE,
+      line('chair:321', 'chair', 'train', 'ChairV2/trainB/321', 'light oak frame, cream seat',
+           ['ChairV2/trainA/321_1'], '21'),
+      line('shoe:1001', 'shoe', 'train', 'ShoeV2/trainB/1001', 'black suede ankle boot, laces',
+           ['ShoeV2/trainA/1001_1'], None)]) + '\n')
+  (data / 'val.jsonl').write_text(line('chair:322', 'chair', 'val', 'ChairV2/trainB/322', '',
+                                       ['ChairV2/trainA/322_1'], '3') + '\n')
+  (data / 'test.jsonl').write_text(line('chair:400', 'chair', 'test', 'ChairV2/testB/400',
+                                        'grey fabric armchair', ['ChairV2/testA/400_1'],
+                                        '21') + '\n')
+  return data

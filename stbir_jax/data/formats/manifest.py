@@ -53,7 +53,10 @@ def read(src: Path, report: common.Report, options: common.Options):
       raise common.PrepareError(f'{where}: expected a JSON object, got {type(obj).__name__}')
     unknown = sorted(set(obj) - set(KEYS))
     if unknown:
-      raise common.PrepareError(f'{where}: unknown key(s) {unknown}; valid keys: {", ".join(KEYS)}')
+      hint = ('; this is an STBIR_demo line: use --format=stbir_demo'
+              if 'positive_sketches' in obj else '')
+      raise common.PrepareError(
+          f'{where}: unknown key(s) {unknown}; valid keys: {", ".join(KEYS)}{hint}')
     if not isinstance(obj.get('image'), str) or not obj['image']:
       raise common.PrepareError(f'{where}: "image" (a path string) is required')
 

@@ -24,6 +24,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, paths, sharding, stages
+from stbir_jax import config_checks, run_config
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -49,8 +50,7 @@ class TrainState(flax.struct.PyTreeNode):
   skipped_steps: jax.Array             # int32, updates skipped for non-finite values
 
 
-class ConfigError(ValueError):
-  pass
+ConfigError = config_checks.ConfigError
 
 
 # ------------------------------------------------------------------------------------ config
@@ -59,6 +59,7 @@ class ConfigError(ValueError):
 def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
   """Fails before any compute on combinations that cannot run, saying what to change."""
   check_known_keys(config, default_config(config))
+  config_checks.check_fields(config)  # each field's own type and range
   batch = config.train.batch_size
   if batch % data_parallel:  # the mesh spans every process, so this is the global size
     raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
@@ -501,29 +502,45 @@ class _SkippedRecords:
     return int(np.sum(multihost_utils.process_allgather(np.int64(self.local))))
 
 
-def _write_config(config, workdir):
-  (paths.resolve(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+def resolve_pretrained(config) -> None:
+  """Fetches (or finds offline) every pretrained tower of config.model.*.init and checks that it
+  fits its tower, so that a missing network fails before the run writes anything."""
+  for group in convert.GROUPS:
+    cfg = config.model[group]
+    if 'init' in cfg and cfg.init:
+      convert.core.check_tower_config(cfg, cfg.init, convert.GROUPS[group],
+                                      f'config.model.{group}')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
+                       allow_config_change: bool = False) -> dict:
   """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results.
 
-  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach."""
+  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach.
+  Everything the run needs (a valid config, its tokenizer and pretrained weights, the dataset)
+  is resolved before the workdir is written to, so a failing start changes nothing there. A
+  resume with a changed config is refused unless `allow_config_change` (run_config.py)."""
   workdir = paths.resolve(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  run_config.check_is_directory(workdir)
   mesh = sharding.make_mesh(config.mesh)
   validate_config(config, jax.process_count(), sharding.data_parallel_size(mesh))
   stage_list = stages.build_stages(config)
   total_steps = int(config.train.num_steps)
   is_main = jax.process_index() == 0
 
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  check_workdir_config(config, workdir, bool(ckpt.all_steps()))
-  if is_main:
-    _write_config(config, workdir)
-
+  resuming = run_config.has_checkpoints(workdir)
+  check_workdir_config(config, workdir, resuming)
+  config_changes = run_config.check_resume(config, workdir, allow_config_change)
+  get_tokenizer(config.data.tokenizer)
+  if not resuming:  # pretrained towers are read only on a fresh start
+    resolve_pretrained(config)
   pipeline.ensure_built(config)
   category_names = pipeline.category_names(config)
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  if is_main and not (resuming and (workdir / run_config.CONFIG_FILE).exists()):
+    run_config.record_start(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   constants = make_constants(config, category_names)
   model = make_model(config)
   train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
@@ -544,6 +561,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     logging.info('Initialised a new run in %s.', workdir)
   else:
     logging.info('Resumed %s at step %d.', workdir, start)
+    if config_changes and is_main:
+      run_config.record_change(config, workdir, start, config_changes)
+      logging.warning('Resumed with a changed config at step %d: %s (recorded in %s/).', start,
+                      ', '.join(config_changes), run_config.HISTORY)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(

@@ -11,6 +11,7 @@ train.validate_config.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from stbir_jax import evaluate
@@ -40,7 +41,7 @@ def integer(low=None):
 def number(low=None, high=None, *, low_open=False, high_open=False):
   """A real number in [low, high] (an open end with low_open/high_open)."""
   def check(v):
-    ok = _is_number(v) and v == v  # not NaN
+    ok = _is_number(v) and not math.isnan(v)
     if ok and low is not None:
       ok = v > low if low_open else v >= low
     if ok and high is not None:
@@ -101,9 +102,10 @@ FRACTION = number(0, 1)
 NON_NEGATIVE = number(0)
 POSITIVE_NUMBER = number(0, low_open=True)
 
-_IMAGE_TOWER = dict(kind=choice(*stbir.IMAGE_KINDS), depth=POSITIVE, width=POSITIVE,
-                    norm=name, stem_pool=boolean, patch_size=POSITIVE, hidden=POSITIVE,
-                    layers=POSITIVE, heads=POSITIVE, mlp_dim=POSITIVE, pool=name, init=string)
+_IMAGE_TOWER = {'kind': choice(*stbir.IMAGE_KINDS), 'depth': POSITIVE, 'width': POSITIVE,
+                'norm': name, 'stem_pool': boolean, 'patch_size': POSITIVE, 'hidden': POSITIVE,
+                'layers': POSITIVE, 'heads': POSITIVE, 'mlp_dim': POSITIVE, 'pool': name,
+                'init': string}
 
 FIELDS = {
     'data.name': name,

@@ -14,8 +14,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from stbir_jax import cli  # noqa: E402
-from stbir_jax import config_overrides  # noqa: E402,F401  (list-valued --config.* flags)
+# config_overrides: list-valued --config.* flags.
+from stbir_jax import cli, config_overrides  # noqa: E402,F401
 
 PROG = 'stbir_jax.main'
 

@@ -120,6 +120,6 @@ def record_change(config, workdir, step: int, changes: dict) -> None:
   path, n = directory / f'step_{step:09d}.json', 1
   while path.exists():
     path, n = directory / f'step_{step:09d}.{n}.json', n + 1
-  path.write_text(json.dumps(dict(
-      step=step, changed={k: list(v) for k, v in changes.items()},
-      config=json.loads(config.to_json_best_effort())), indent=2))
+  path.write_text(json.dumps({
+      'step': step, 'changed': {k: list(v) for k, v in changes.items()},
+      'config': json.loads(config.to_json_best_effort())}, indent=2))

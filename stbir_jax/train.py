@@ -24,7 +24,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, paths, sharding, stages
-from stbir_jax import config_checks, run_config
+from stbir_jax import config_checks as field_checks
+from stbir_jax import run_config as recorded_config
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -50,7 +51,7 @@ class TrainState(flax.struct.PyTreeNode):
   skipped_steps: jax.Array             # int32, updates skipped for non-finite values
 
 
-ConfigError = config_checks.ConfigError
+ConfigError = field_checks.ConfigError
 
 
 # ------------------------------------------------------------------------------------ config
@@ -59,7 +60,7 @@ ConfigError = config_checks.ConfigError
 def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
   """Fails before any compute on combinations that cannot run, saying what to change."""
   check_known_keys(config, default_config(config))
-  config_checks.check_fields(config)  # each field's own type and range
+  field_checks.check_fields(config)  # each field's own type and range
   batch = config.train.batch_size
   if batch % data_parallel:  # the mesh spans every process, so this is the global size
     raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
@@ -519,18 +520,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach.
   Everything the run needs (a valid config, its tokenizer and pretrained weights, the dataset)
   is resolved before the workdir is written to, so a failing start changes nothing there. A
-  resume with a changed config is refused unless `allow_config_change` (run_config.py)."""
+  resume with a changed config is refused unless `allow_config_change` (stbir_jax/run_config.py)."""
   workdir = paths.resolve(workdir)
-  run_config.check_is_directory(workdir)
+  recorded_config.check_is_directory(workdir)
   mesh = sharding.make_mesh(config.mesh)
   validate_config(config, jax.process_count(), sharding.data_parallel_size(mesh))
   stage_list = stages.build_stages(config)
   total_steps = int(config.train.num_steps)
   is_main = jax.process_index() == 0
 
-  resuming = run_config.has_checkpoints(workdir)
+  resuming = recorded_config.has_checkpoints(workdir)
   check_workdir_config(config, workdir, resuming)
-  config_changes = run_config.check_resume(config, workdir, allow_config_change)
+  config_changes = recorded_config.check_resume(config, workdir, allow_config_change)
   get_tokenizer(config.data.tokenizer)
   if not resuming:  # pretrained towers are read only on a fresh start
     resolve_pretrained(config)
@@ -538,8 +539,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   category_names = pipeline.category_names(config)
 
   workdir.mkdir(parents=True, exist_ok=True)
-  if is_main and not (resuming and (workdir / run_config.CONFIG_FILE).exists()):
-    run_config.record_start(config, workdir)
+  if is_main and not (resuming and (workdir / recorded_config.CONFIG_FILE).exists()):
+    recorded_config.record_start(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   constants = make_constants(config, category_names)
   model = make_model(config)
@@ -562,9 +563,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   else:
     logging.info('Resumed %s at step %d.', workdir, start)
     if config_changes and is_main:
-      run_config.record_change(config, workdir, start, config_changes)
+      recorded_config.record_change(config, workdir, start, config_changes)
       logging.warning('Resumed with a changed config at step %d: %s (recorded in %s/).', start,
-                      ', '.join(config_changes), run_config.HISTORY)
+                      ', '.join(config_changes), recorded_config.HISTORY)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(

@@ -45,7 +45,8 @@ def _tree(directory) -> dict:
   for folder, _, names in os.walk(directory):
     for name in names:
       path = os.path.join(folder, name)
-      out[os.path.relpath(path, directory)] = hashlib.sha256(open(path, 'rb').read()).hexdigest()
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
   return out
 
 
@@ -58,7 +59,7 @@ def _env(**extra):
 def _main(*args, cwd):
   """python -m stbir_jax.main ARGS -> (exit status, stderr lines that are not absl logs)."""
   proc = subprocess.run([sys.executable, '-m', 'stbir_jax.main', *args], cwd=cwd, env=_env(),
-                        capture_output=True, text=True, timeout=240)
+                        capture_output=True, text=True, timeout=240, check=False)
   lines = [line for line in proc.stderr.splitlines() if line.strip()
            and line[:1] not in 'IWE' and not line.startswith('  ')]
   return proc.returncode, lines, proc.stderr
@@ -73,7 +74,7 @@ def test_every_config_leaf_has_a_rule():
     config_checks.check_fields(config)  # every shipped variant is valid
     leaves = []
 
-    def walk(node, prefix=''):
+    def walk(node, prefix='', leaves=leaves):
       for key, value in node.items():
         path = prefix + key
         if any(path == e or path.startswith(e + '.') for e in config_checks.CHECKED_ELSEWHERE):
@@ -96,8 +97,8 @@ def test_every_config_leaf_has_a_rule():
     ('optim.b2', 1.0, r'config.optim.b2=1.0; expected a number >= 0 and < 1'),
     ('eval.batch_size', 0, r'config.eval.batch_size=0; expected an integer >= 1'),
     ('eval.split', 'dev', r"config.eval.split='dev'; expected one of 'train', 'validation'"),
-    ('train.modality_dropout', 0.7, r'config.train.modality_dropout=0.7; expected a number >= 0 '
-                                    r'and <= 0.5'),
+    ('train.modality_dropout', 0.7, (r'config.train.modality_dropout=0.7; expected a number '
+                                     r'>= 0 and <= 0.5')),
     ('mesh.fsdp', 0, r'config.mesh.fsdp=0; expected an integer >= 1'),
 ])
 def test_bad_field_values_are_refused_naming_the_key(tmp_path, key, value, message):
@@ -196,16 +197,16 @@ def test_other_errors_keep_their_traceback():
 
 
 def test_main_prints_one_line_and_changes_nothing(tmp_path):
-  """The real program: a bad value on an existing run, a workdir that is a file, an unknown
-  --config key, and the full config offline (its CLIP tokenizer is on the hub)."""
+  """The real program: a bad value on an existing run, and an unknown --config key."""
   workdir = _existing_run(tmp_path)
   before = _tree(workdir)
   smoke = f'--config={ROOT}/configs/base.py:smoke'
   status, lines, err = _main(smoke, f'--workdir={workdir}', '--config.train.batch_size=-8',
                              cwd=tmp_path)
   assert status == 2, err
-  assert lines == ['stbir_jax.main: error: config.train.batch_size=-8; expected an integer '
-                   '>= 1.'], err
+  assert lines == [('stbir_jax.main: error: config.train.batch_size=-8; expected an integer '
+                    '>= 1.')], err
+  assert 'Traceback' not in err
   assert _tree(workdir) == before
 
   status, lines, err = _main(smoke, f'--workdir={workdir}', '--config.train.batch_siz=3',
@@ -214,11 +215,13 @@ def test_main_prints_one_line_and_changes_nothing(tmp_path):
   assert len(lines) == 1 and 'Traceback' not in err, err
   assert lines[0].startswith("stbir_jax.main: error: Unknown config key '--config.train.batch_siz'")
   assert 'Did you mean "batch_size"' in lines[0]
+  assert _tree(workdir) == before
 
-  status, lines, err = _main(smoke, f'--workdir={workdir / "config.json"}', cwd=tmp_path)
-  assert (status, lines) == (2, [f'stbir_jax.main: error: --workdir {workdir / "config.json"} is '
-                                 'a file; expected a directory (a new one is created) or a URL.'])
 
+@pytest.mark.slow  # two more starts of the program (imports of JAX and TensorFlow)
+def test_main_offline_full_config_and_file_workdir_print_one_line(tmp_path):
+  """The full config offline (its CLIP tokenizer is on the hub) leaves the workdir uncreated;
+  a workdir that is a file is named."""
   fresh = tmp_path / 'fresh'
   status, lines, err = _main(f'--config={ROOT}/configs/base.py', f'--workdir={fresh}',
                              cwd=tmp_path)
@@ -228,7 +231,13 @@ def test_main_prints_one_line_and_changes_nothing(tmp_path):
                              "'openai/clip-vit-base-patch16'")
   assert "Valid names: 'bert_uncased' (bundled, offline)" in lines[0]
   assert not fresh.exists()
-  assert _tree(workdir) == before
+
+  file = tmp_path / 'run'
+  file.write_text('x')
+  status, lines, err = _main(f'--config={ROOT}/configs/base.py:smoke', f'--workdir={file}',
+                             cwd=tmp_path)
+  assert (status, lines) == (2, [(f'stbir_jax.main: error: --workdir {file} is a file; expected '
+                                  'a directory (a new one is created) or a URL.')]), err
 
 
 # ------------------------------------------------------------------------------------ full disk
@@ -254,7 +263,7 @@ _FULL_DISK_PROGRAM = textwrap.dedent('''
 
     async def write_all():
       gate = asyncio.Event()
-      await asyncio.gather(*(write_chunk(i, gate) for i in range(2000)))
+      await asyncio.gather(*(write_chunk(i, gate) for i in range(1000)))
 
     def save_checkpoint():
       asyncio_utils.run_sync(write_all())
@@ -271,10 +280,10 @@ def test_a_full_disk_is_one_line_not_buried_under_event_loop_noise(tmp_path, how
   script = tmp_path / 'full_disk.py'
   script.write_text(_FULL_DISK_PROGRAM)
   proc = subprocess.run([sys.executable, str(script), how], env=_env(), capture_output=True,
-                        text=True, timeout=120)
+                        text=True, timeout=120, check=False)
   lines = proc.stderr.splitlines()
   if how == 'plain':  # what it looks like without cli.run: the mechanism is real
-    assert sum('Event loop is closed' in line for line in lines) >= 1000
+    assert sum('Event loop is closed' in line for line in lines) >= 500
     return
   assert proc.returncode == 2
   assert lines == ['stbir_jax.main: error: No space left on device: /w/checkpoints/7/state/d/0']

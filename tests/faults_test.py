@@ -279,7 +279,8 @@ def test_one_bit_changed_in_the_data_loader_position_is_caught_and_moved_aside(b
   run silently diverge from the uninterrupted one (it restores without any error)."""
   workdir = _copy(base_run, tmp_path)
   position = os.path.join(workdir, 'checkpoints', '3', 'data', 'process_0-of-1.json')
-  text = open(position).read()
+  with open(position) as f:
+    text = f.read()
   assert '"next_index": 3' in text
   with open(position, 'r+b') as f:  # '3' (0x33) -> '2' (0x32): still valid JSON
     data = bytearray(f.read())
@@ -355,7 +356,9 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorde
                                                                                   tmp_path):
   workdir = _copy(base_run, tmp_path)
   before = _files(workdir)
-  started = open(os.path.join(workdir, 'config.json'), 'rb').read()
+  config_json = os.path.join(workdir, 'config.json')
+  with open(config_json, 'rb') as f:
+    started = f.read()
   changed = _config(base_run, **{'train.num_steps': MORE, 'train.seed': 7})
   with pytest.raises(train.ConfigError, match=r'changed keys: train.num_steps: 3 -> 6, '
                                               r'train.seed: 0 -> 7\..*--allow_config_change'):
@@ -363,14 +366,16 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorde
   assert _files(workdir) == before
 
   train.train_and_evaluate(changed, workdir, allow_config_change=True)
-  assert open(os.path.join(workdir, 'config.json'), 'rb').read() == started
+  with open(config_json, 'rb') as f:
+    assert f.read() == started
   history = os.path.join(workdir, 'config_history')
   assert os.listdir(history) == ['step_000000003.json']
-  record = json.load(open(os.path.join(history, 'step_000000003.json')))
+  with open(os.path.join(history, 'step_000000003.json')) as f:
+    record = json.load(f)
   assert record['step'] == 3
   assert record['changed'] == {'train.num_steps': [3, 6], 'train.seed': [0, 7]}
   assert record['config']['train']['num_steps'] == MORE
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')))[-1] == str(MORE)
+  assert max(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))) == MORE
 
   # The recorded config is now the changed one: resuming with it again records nothing, and
   # going back to the config.json of the start is itself a change.

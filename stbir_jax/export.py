@@ -232,14 +232,16 @@ See `config.json`.
 
 
 def run_config(workdir):
-  """(resolved run directory, its config.json as a ConfigDict)."""
+  """(resolved run directory, its config as a ConfigDict): config.json with the changes accepted
+  on resume (config_history/, stbir_jax/run_config.py)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from stbir_jax import paths  # pylint: disable=g-import-not-at-top
+  from stbir_jax import run_config as recorded_config  # pylint: disable=g-import-not-at-top
   run = paths.resolve(workdir)
   config_path = run / 'config.json'
   if not config_path.exists():
     raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
-  return run, ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  return run, ml_collections.ConfigDict(recorded_config.recorded(run))
 
 
 def export_run(workdir, out: str, step=None) -> int:

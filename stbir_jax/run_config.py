@@ -43,7 +43,9 @@ def flatten(d, prefix='') -> dict:
 def check_is_directory(workdir) -> None:
   """Raises PathError when the workdir, or a folder above it, exists as a file."""
   workdir = paths.resolve(workdir)
-  for path in (workdir, *workdir.parents):
+  # A bucket has no files above a run's prefix that could block it.
+  above = () if paths.is_url(workdir) else workdir.parents
+  for path in (workdir, *above):
     if path.exists():
       if not path.is_dir():
         what = 'is a file' if path == workdir else f'lies below the file {path}'

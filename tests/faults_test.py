@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from stbir_jax import checkpoint, losses, sharding, stages, train
+from stbir_jax import checkpoint, cli, losses, sharding, stages, train
 from stbir_jax.data import pipeline
 from train_test import _Recorder
 
@@ -296,7 +296,7 @@ def test_one_bit_changed_in_the_data_loader_position_is_caught_and_moved_aside(b
 
 
 @UNRAISABLE
-def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path):
+def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path, capsys):
   workdir = _copy(base_run, tmp_path)
   for step in (1, 2, 3):
     _damage(os.path.join(workdir, 'checkpoints', str(step)), 'truncate')
@@ -306,6 +306,18 @@ def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path):
     train.train_and_evaluate(_config(base_run), workdir)
   assert _files(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.QUARANTINE))
+  # What `python -m stbir_jax.main` prints: the warnings naming each checkpoint, then one line.
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run('stbir_jax.main', train.train_and_evaluate, _config(base_run), workdir)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'Traceback' not in err
+  assert [line for line in err.splitlines() if 'error:' in line] == [
+      f"stbir_jax.main: error: None of the checkpoints [1, 2, 3] in {workdir}/checkpoints could "
+      "be restored (see the warnings above); nothing was moved or deleted. Move them away to "
+      "start afresh."]
+  assert _files(workdir) == before
 
 
 # ------------------------------------------------------------------------------------ bad config

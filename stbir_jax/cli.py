@@ -129,7 +129,11 @@ def parse_flags_or_fail(prog: str):
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      fail(prog, str(e))
+      text = str(e)
+      if 'Traceback (most recent call last)' in text:  # a config file that raised: its error
+        head, _, trace = text.partition('Traceback (most recent call last)')
+        text = f'{head.strip()} {trace.strip().splitlines()[-1]}'
+      fail(prog, text)
     except (AttributeError, KeyError) as e:  # ml_collections: --config.<no such key>=...
       inner = e.args[0] if e.args else e
       text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)

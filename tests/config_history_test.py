@@ -197,7 +197,8 @@ def test_other_errors_keep_their_traceback():
 
 
 def test_main_prints_one_line_and_changes_nothing(tmp_path):
-  """The real program: a bad value on an existing run, and an unknown --config key."""
+  """The real program: a bad value on an existing run, an unknown --config key, an unknown
+  config variant."""
   workdir = _existing_run(tmp_path)
   before = _tree(workdir)
   smoke = f'--config={ROOT}/configs/base.py:smoke'
@@ -216,6 +217,14 @@ def test_main_prints_one_line_and_changes_nothing(tmp_path):
   assert lines[0].startswith("stbir_jax.main: error: Unknown config key '--config.train.batch_siz'")
   assert 'Did you mean "batch_size"' in lines[0]
   assert _tree(workdir) == before
+
+  status, lines, err = _main(f'--config={ROOT}/configs/base.py:smok', f'--workdir={workdir}',
+                             cwd=tmp_path)
+  assert status == 2, err
+  assert len(lines) == 1 and 'Traceback' not in err, err
+  assert lines[0].endswith("Error whilst parsing config file: ValueError: Unknown config variant "
+                           "'smok'; valid variants: full, demo, demo_minilm, smoke, shoev2, "
+                           "chairv2, sketchy, fscoco, manifest")
 
 
 @pytest.mark.slow  # two more starts of the program (imports of JAX and TensorFlow)

@@ -2,8 +2,9 @@
 and the Grain iterator position, so a restart continues exactly where the run stopped.
 
 Saving is asynchronous (orbax writes in the background while training continues). Each
-checkpoint also stores a checksum of every state array (`fingerprint`), because a garbled array
-file can restore without any error. A latest checkpoint that fails to restore or to verify
+checkpoint also stores a checksum of every state array (`fingerprint`) and of every process's
+data-loader position (data/process_I-of-N.json), because a garbled file can restore without
+any error: everything a resume reads is verified. A latest checkpoint that fails to restore or to verify
 (partial write, truncated or garbled file) is skipped with a warning that names it, and the
 previous one is used; the unreadable one is moved to `workdir/checkpoints_unreadable/` (a resumed
 run saves its step number again), never deleted. When no checkpoint is readable the restore
@@ -14,6 +15,8 @@ and Grain take as they are.
 """
 
 import contextlib
+import hashlib
+import json
 
 import grain
 import jax
@@ -68,13 +71,46 @@ def fingerprint(tree) -> dict:
           for path, x in sums}
 
 
-def _verify(state, expected: dict) -> None:
+# Checksum keys of the Grain iterator positions (one per process), next to the state's leaves.
+DATA_KEY = 'data/process_{}-of-{}'
+
+
+def _data_state_checksum(data_iterator) -> int:
+  """sha256 (first 8 bytes) of the iterator position, as JSON with sorted keys: the value Grain
+  writes to data/process_I-of-N.json and reads back on restore."""
+  state = data_iterator.get_state()
+  text = state.decode() if isinstance(state, bytes) else json.dumps(state, sort_keys=True)
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'big')
+
+
+def _data_checksums(data_iterator) -> dict:
+  """{DATA_KEY of every process: checksum} (collective with several processes)."""
+  local = _data_state_checksum(data_iterator)
+  count = jax.process_count()
+  if count == 1:
+    values = [local]
+  else:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    words = np.array([local >> 32, local & 0xffffffff], np.uint32)
+    gathered = np.asarray(multihost_utils.process_allgather(words)).reshape(count, 2)
+    values = [int(hi) << 32 | int(lo) for hi, lo in gathered]
+  return {DATA_KEY.format(i, count): v for i, v in enumerate(values)}
+
+
+def _verify(state, data_iterator, expected: dict) -> None:
+  """Raises unless the restored state and this process's iterator position match `expected`.
+  Checkpoints written before the position was covered have no DATA_KEY entries."""
+  expected = dict(expected)
+  data = {k: expected.pop(k) for k in list(expected) if k.startswith('data/')}
   got = fingerprint(state)
   bad = [k for k in expected if got.get(k) != expected[k]]
   missing = sorted(set(got) ^ set(expected))
   if bad or missing:
     raise CheckpointError(f'checksum mismatch in {len(bad)} array(s), e.g. {bad[:3]}; '
                           f'leaves present on one side only: {missing[:3]}')
+  key = DATA_KEY.format(jax.process_index(), jax.process_count())
+  if data and data.get(key) != _data_state_checksum(data_iterator):
+    raise CheckpointError(f'checksum mismatch in the data-loader position ({key}.json)')
 
 
 def _all_processes(ok: bool) -> bool:
@@ -118,7 +154,8 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iterator),
-        checksums=ocp.args.JsonSave(fingerprint(state))), force=True)
+        checksums=ocp.args.JsonSave({**fingerprint(state), **_data_checksums(data_iterator)})),
+        force=True)
 
   def restore(self, abstract_state, data_iterator):
     """Restores the newest readable checkpoint into the shapes/shardings of `abstract_state`.
@@ -154,7 +191,7 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
       if verified:
-        _verify(restored.state, restored.checksums)
+        _verify(restored.state, restored.data, restored.checksums)
     except Exception as e:  # pylint: disable=broad-except
       return None, f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
     return restored.state, None

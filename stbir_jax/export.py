@@ -232,14 +232,15 @@ See `config.json`.
 
 
 def run_config(workdir):
-  """(resolved run directory, its config.json as a ConfigDict)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  """(resolved run directory, its config as a ConfigDict): config.json with the changes accepted
+  on resume (config_history/, stbir_jax/run_config.py)."""
   from stbir_jax import paths  # pylint: disable=g-import-not-at-top
+  from stbir_jax import run_config as recorded_config  # pylint: disable=g-import-not-at-top
   run = paths.resolve(workdir)
   config_path = run / 'config.json'
   if not config_path.exists():
     raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
-  return run, config_from_dict(json.loads(config_path.read_text()))
+  return run, config_from_dict(recorded_config.recorded(run))
 
 
 def config_from_dict(value):

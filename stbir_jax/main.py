@@ -23,7 +23,10 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from stbir_jax import config_overrides  # noqa: E402,F401  (list-valued --config.* flags)
+# config_overrides: list-valued --config.* flags.
+from stbir_jax import cli, config_overrides  # noqa: E402,F401
+
+PROG = 'stbir_jax.main'
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/base.py:demo.',
@@ -33,6 +36,9 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and result
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() first (multi-host).')
 flags.DEFINE_bool('verbose', False, 'Log at INFO and log every metric each train.log_every '
                   'steps (the console otherwise shows one progress line instead).')
+flags.DEFINE_bool('allow_config_change', False, 'Resume a run with a config that differs from '
+                  'the one it was started (or last resumed) with; the change is recorded in '
+                  'WORKDIR/config_history/.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -73,8 +79,15 @@ def main(argv):
   from stbir_jax import train  # pylint: disable=g-import-not-at-top
   logging.info('JAX devices: %d (%d local) on %d process(es).', jax.device_count(),
                jax.local_device_count(), jax.process_count())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir, verbose=verbose())
+  # A named error (bad config, offline tokenizer, no readable checkpoint, full disk) ends the
+  # run with its one-line message and exit status 2 (stbir_jax/cli.py).
+  with cli.one_line_errors(PROG, disk_full_hint=(
+      ' (the checkpoints saved before are kept; free space and rerun the same command to '
+      'resume)')):
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             allow_config_change=FLAGS.allow_config_change,
+                             verbose=verbose())
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags_or_fail(PROG))

@@ -26,6 +26,8 @@ from clu import periodic_actions
 
 from stbir_jax import checkpoint, convert, curriculum, evaluate, losses, paths, sharding, stages
 from stbir_jax.console import Console, metric_writer
+from stbir_jax import config_checks as field_checks
+from stbir_jax import run_config as recorded_config
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.stbir import STBIR
@@ -51,8 +53,7 @@ class TrainState(flax.struct.PyTreeNode):
   skipped_steps: jax.Array             # int32, updates skipped for non-finite values
 
 
-class ConfigError(ValueError):
-  pass
+ConfigError = field_checks.ConfigError
 
 
 # ------------------------------------------------------------------------------------ config
@@ -61,6 +62,7 @@ class ConfigError(ValueError):
 def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
   """Fails before any compute on combinations that cannot run, saying what to change."""
   check_known_keys(config, default_config(config))
+  field_checks.check_fields(config)  # each field's own type and range
   batch = config.train.batch_size
   if batch % data_parallel:  # the mesh spans every process, so this is the global size
     raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
@@ -503,31 +505,47 @@ class _SkippedRecords:
     return int(np.sum(multihost_utils.process_allgather(np.int64(self.local))))
 
 
-def _write_config(config, workdir):
-  (paths.resolve(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
+def resolve_pretrained(config) -> None:
+  """Fetches (or finds offline) every pretrained tower of config.model.*.init and checks that it
+  fits its tower, so that a missing network fails before the run writes anything."""
+  for group in convert.GROUPS:
+    cfg = config.model[group]
+    if 'init' in cfg and cfg.init:
+      convert.core.check_tower_config(cfg, cfg.init, convert.GROUPS[group],
+                                      f'config.model.{group}')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir, verbose: bool = False) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
+                       allow_config_change: bool = False, verbose: bool = False) -> dict:
   """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results.
 
-  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach. The
-  console shows progress and evaluation lines (stbir_jax/console.py); `verbose` also logs every
-  metric each log_every steps. TensorBoard gets every metric either way."""
+  `workdir` is a local directory or a URL (gs://BUCKET/run) that every process can reach.
+  Everything the run needs (a valid config, its tokenizer and pretrained weights, the dataset)
+  is resolved before the workdir is written to, so a failing start changes nothing there. A
+  resume with a changed config is refused unless `allow_config_change` (stbir_jax/run_config.py).
+  The console shows progress and evaluation lines (stbir_jax/console.py); `verbose` also logs
+  every metric each log_every steps. TensorBoard gets every metric either way."""
   workdir = paths.resolve(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  recorded_config.check_is_directory(workdir)
   mesh = sharding.make_mesh(config.mesh)
   validate_config(config, jax.process_count(), sharding.data_parallel_size(mesh))
   stage_list = stages.build_stages(config)
   total_steps = int(config.train.num_steps)
   is_main = jax.process_index() == 0
 
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  check_workdir_config(config, workdir, bool(ckpt.all_steps()))
-  if is_main:
-    _write_config(config, workdir)
-
+  resuming = recorded_config.has_checkpoints(workdir)
+  check_workdir_config(config, workdir, resuming)
+  config_changes = recorded_config.check_resume(config, workdir, allow_config_change)
+  get_tokenizer(config.data.tokenizer)
+  if not resuming:  # pretrained towers are read only on a fresh start
+    resolve_pretrained(config)
   pipeline.ensure_built(config)
   category_names = pipeline.category_names(config)
+
+  workdir.mkdir(parents=True, exist_ok=True)
+  if is_main and not (resuming and (workdir / recorded_config.CONFIG_FILE).exists()):
+    recorded_config.record_start(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   constants = make_constants(config, category_names)
   model = make_model(config)
   train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
@@ -548,6 +566,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, verbose: bool
     logging.info('Initialised a new run in %s.', workdir)
   else:
     logging.info('Resumed %s at step %d.', workdir, start)
+    if config_changes and is_main:
+      recorded_config.record_change(config, workdir, start, config_changes)
+      logging.warning('Resumed with a changed config at step %d: %s (recorded in %s/).', start,
+                      ', '.join(config_changes), recorded_config.HISTORY)
 
   writer = metric_writer(workdir, is_main, verbose)
   out = Console(total_steps, start, len(stage_list), enabled=is_main)

@@ -9,6 +9,7 @@ elsewhere: bad records in the pipeline (tests/pipeline_test.py), the non-finite 
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 
@@ -20,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from stbir_jax import checkpoint, losses, sharding, stages, train
+from stbir_jax import checkpoint, cli, losses, sharding, stages, train
 from stbir_jax.data import pipeline
 from train_test import _Recorder
 
@@ -166,7 +167,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoints(base_run, tmp_
   with pytest.raises(FloatingPointError, match=rf'at step {BAD_STEP}; that update was skipped '
                                                rf'and the last checkpoint \(step {BAD_STEP}\) '
                                                'is intact'):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved
   # The bad update was never saved: the newest checkpoint is the step before, and it is clean.
   step, state = _restore(config, workdir)
@@ -181,7 +182,7 @@ def test_nan_loss_with_skip_policy_skips_and_counts_the_update(base_run, tmp_pat
   recorder = _Recorder()
   monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
   config = _config(base_run, **{'train.num_steps': MORE, 'train.nan_policy': 'skip'})
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved
   before, after, last = (_state(workdir, s) for s in (BAD_STEP, BAD_STEP + 1, MORE))
   # The skipped step changed nothing but the step counter and the skip count ...
@@ -217,7 +218,7 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
   monkeypatch.setattr(pipeline._Split, 'parse', parse)  # pylint: disable=protected-access
   with pytest.raises(pipeline.DataError, match=rf"split 'train' record {bad} failed to decode.*"
                                                r"on_bad_record='skip'"):
-    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved
   # The save in flight when the error came was finished, not left half-written.
   names = os.listdir(os.path.join(workdir, 'checkpoints'))
@@ -228,7 +229,7 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
   recorder = _Recorder()
   monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
   config.data.on_bad_record = 'skip'
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved
   assert recorder.scalars[MORE]['data/skipped_records'] == sum(seen[resume:]) > 0
 
@@ -272,7 +273,30 @@ def test_garbled_latest_checkpoint_is_caught_and_the_run_resumes_exactly(base_ru
 
 
 @UNRAISABLE
-def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path):
+def test_one_bit_changed_in_the_data_loader_position_is_caught_and_moved_aside(base_run, tmp_path,
+                                                                              caplog):
+  """The Grain position is read on resume like the arrays: a flipped bit there would make the
+  run silently diverge from the uninterrupted one (it restores without any error)."""
+  workdir = _copy(base_run, tmp_path)
+  position = os.path.join(workdir, 'checkpoints', '3', 'data', 'process_0-of-1.json')
+  with open(position) as f:
+    text = f.read()
+  assert '"next_index": 3' in text
+  with open(position, 'r+b') as f:  # '3' (0x33) -> '2' (0x32): still valid JSON
+    data = bytearray(f.read())
+    data[text.index('3')] ^= 1
+    f.seek(0)
+    f.write(data)
+  damaged = _files(os.path.join(workdir, 'checkpoints', '3'))
+  caplog.set_level('WARNING')
+  step, _ = _restore(_config(base_run), workdir)
+  assert step == 2
+  assert 'checksum mismatch in the data-loader position (data/process_0-of-1.json)' in caplog.text
+  assert _files(os.path.join(workdir, checkpoint.QUARANTINE, '3')) == damaged
+
+
+@UNRAISABLE
+def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path, capsys):
   workdir = _copy(base_run, tmp_path)
   for step in (1, 2, 3):
     _damage(os.path.join(workdir, 'checkpoints', str(step)), 'truncate')
@@ -282,6 +306,18 @@ def test_no_readable_checkpoint_raises_and_touches_nothing(base_run, tmp_path):
     train.train_and_evaluate(_config(base_run), workdir)
   assert _files(workdir) == before
   assert not os.path.exists(os.path.join(workdir, checkpoint.QUARANTINE))
+  # What `python -m stbir_jax.main` prints: the warnings naming each checkpoint, then one line.
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run('stbir_jax.main', train.train_and_evaluate, _config(base_run), workdir)
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'Traceback' not in err
+  assert [line for line in err.splitlines() if 'error:' in line] == [
+      f"stbir_jax.main: error: None of the checkpoints [1, 2, 3] in {workdir}/checkpoints could "
+      "be restored (see the warnings above); nothing was moved or deleted. Move them away to "
+      "start afresh."]
+  assert _files(workdir) == before
 
 
 # ------------------------------------------------------------------------------------ bad config
@@ -323,3 +359,40 @@ def test_bad_config_fails_before_any_compute(base_run, tmp_path, monkeypatch, ch
   with pytest.raises(error, match=message):
     train.train_and_evaluate(config, workdir)
   assert _files(workdir) == before
+
+
+# ------------------------------------------------------------------------------------ config change
+
+
+def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorded(base_run,
+                                                                                  tmp_path):
+  workdir = _copy(base_run, tmp_path)
+  before = _files(workdir)
+  config_json = os.path.join(workdir, 'config.json')
+  with open(config_json, 'rb') as f:
+    started = f.read()
+  changed = _config(base_run, **{'train.num_steps': MORE, 'train.seed': 7})
+  with pytest.raises(train.ConfigError, match=r'changed keys: train.num_steps: 3 -> 6, '
+                                              r'train.seed: 0 -> 7\..*--allow_config_change'):
+    train.train_and_evaluate(changed, workdir)
+  assert _files(workdir) == before
+
+  train.train_and_evaluate(changed, workdir, allow_config_change=True)
+  with open(config_json, 'rb') as f:
+    assert f.read() == started
+  history = os.path.join(workdir, 'config_history')
+  assert os.listdir(history) == ['step_000000003.json']
+  with open(os.path.join(history, 'step_000000003.json')) as f:
+    record = json.load(f)
+  assert record['step'] == 3
+  assert record['changed'] == {'train.num_steps': [3, 6], 'train.seed': [0, 7]}
+  assert record['config']['train']['num_steps'] == MORE
+  assert max(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))) == MORE
+
+  # The recorded config is now the changed one: resuming with it again records nothing, and
+  # going back to the config.json of the start is itself a change.
+  train.train_and_evaluate(changed, workdir)
+  assert os.listdir(history) == ['step_000000003.json']
+  with pytest.raises(train.ConfigError, match=r'changed keys: train.num_steps: 6 -> 3, '
+                                              r'train.seed: 7 -> 0\. .*config_history/'):
+    train.train_and_evaluate(_config(base_run), workdir)

@@ -2,19 +2,25 @@ r"""Turns a real dataset into the STBIR record format (see schema.py and docs/da
 
   python -m stbir_jax.data.prepare --format=shoev2 --src=/data/ShoeV2 --out=~/tensorflow_datasets \
       [--resolution=224] [--captions=captions.json] [--split_file=FILE] [--name=NAME] [--overwrite]
-      [--raster_mode=components|single] [--root=DIR (stbir_demo)]
+      [--raster_mode=components|single] [--root=DIR (stbir_demo)] [--trust_pickle]
+      [--allow_outside_root]
 
 Reads the source in its published layout (stbir_jax/data/formats/), decodes every photo
 (aspect-preserving resize, padded to a square with white, centred) and sketch (stroke-order map,
 stbir_jax/data/sketch_io.py), writes DATA_DIR/NAME/1.0.0 (TFDS, array_record) and a validation
 report, printed and saved as DATA_DIR/NAME/validation_report.json. Read the result with
 stbir_jax.data.prepared.data_source(DATA_DIR, NAME, split).
+
+Sources are untrusted data: pickles are read as plain data only (--trust_pickle for more),
+manifest paths must stay inside the manifest's folder (--allow_outside_root), photos larger than
+MAX_PHOTO_PIXELS (from the header) are listed as unreadable, and the dataset is built in a
+temporary folder that replaces DATA_DIR/NAME only once complete (--overwrite keeps the old one
+until then).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -27,12 +33,20 @@ from stbir_jax.data import formats, prepared, sketch_io
 from stbir_jax.data.formats import common
 
 PAD_COLOUR = (255, 255, 255)
+# Photos larger than this many pixels are listed as unreadable, checked from the header before
+# decoding: a 100 KB PNG can claim 30000 x 30000 pixels (2.7 GB decoded). 8192 x 8192 is far above
+# any photo of the supported datasets.
+MAX_PHOTO_PIXELS = 8192 * 8192
 
 
 def load_photo(path, resolution: int) -> np.ndarray:
   """Photo -> uint8 (R, R, 3): aspect kept, longer side = R, centred on white padding."""
   try:
-    with Image.open(path) as im:
+    with Image.open(path) as im:  # reads the header only
+      if im.width * im.height > MAX_PHOTO_PIXELS:
+        raise sketch_io.SketchError(
+            f'{path}: photo of {im.width} x {im.height} pixels exceeds the limit of '
+            f'{MAX_PHOTO_PIXELS} pixels (a decompression bomb?); not decoded')
       im.load()
       if im.mode in ('RGBA', 'LA', 'PA') or 'transparency' in im.info:
         rgba = im.convert('RGBA')
@@ -42,7 +56,7 @@ def load_photo(path, resolution: int) -> np.ndarray:
         im = im.convert('RGB')
       im = ImageOps.pad(im, (resolution, resolution), method=Image.Resampling.BICUBIC,
                         color=PAD_COLOUR)
-  except (OSError, UnidentifiedImageError, SyntaxError) as e:
+  except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as e:
     raise sketch_io.SketchError(f'{path}: unreadable photo: {e}') from None
   return np.asarray(im, dtype=np.uint8)
 
@@ -75,7 +89,7 @@ def _examples(items, split, resolution, raster_mode, category_ids, report, progr
     for ref in item.sketches:
       try:
         maps.append(_sketch_map(ref, resolution, raster_mode))
-      except sketch_io.SketchError as e:
+      except (sketch_io.SketchError, Image.DecompressionBombError) as e:
         report.unreadable_file(ref.path or ref.name, e)
     if not maps:
       report.photos_without_sketch.append(item.photo_id)
@@ -90,7 +104,7 @@ def _examples(items, split, resolution, raster_mode, category_ids, report, progr
 def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
             resolution: int = 224, captions=None, split_file=None, name=None,
             overwrite=False, allow_missing=False, raster_mode='components',
-            root=None, progress=True) -> dict:
+            root=None, trust_pickle=False, allow_outside_root=False, progress=True) -> dict:
   """Reads `src` in `format`, writes OUT/NAME/1.0.0 and the report; returns the report dict."""
   reader = formats.get(format)
   name = name or format
@@ -109,10 +123,14 @@ def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
   if not src.exists():
     raise common.PrepareError(f'--src {src}: no such file or directory; expected the {format} '
                               'dataset in its published layout (docs/datasets.md)')
+  out = prepared.resolve_data_dir(str(Path(out).expanduser()) if out else out)
+  if prepared.dataset_dir(out, name).exists() and not overwrite:
+    raise FileExistsError(f'{prepared.dataset_dir(out, name)} already exists; pass --overwrite '
+                          'to replace it')
   report = common.Report()
-  items, category_names = reader(src, report, common.Options(split_file=split_file,
-                                                             allow_missing=allow_missing,
-                                                             root=root))
+  items, category_names = reader(src, report, common.Options(
+      split_file=split_file, allow_missing=allow_missing, root=root, trust_pickle=trust_pickle,
+      allow_outside_root=allow_outside_root))
   if captions:
     _apply_captions(items, common.load_captions(captions), report)
 
@@ -127,16 +145,19 @@ def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
   for item in items:
     by_split.setdefault(item.split, []).append(item)
 
-  out = prepared.resolve_data_dir(str(Path(out).expanduser()) if out else out)
+
+  def final_report(path):
+    result = report.as_dict()
+    result.update(format=format, name=name, src=str(src), resolution=resolution,
+                  raster_mode=raster_mode, category_names=list(category_names), data=str(path))
+    return result
+
   path = prepared.write(
       out, name, resolution, category_names,
       {s: _examples(v, s, resolution, raster_mode, category_ids, report, progress)
        for s, v in sorted(by_split.items())},
-      overwrite=overwrite)
-  result = report.as_dict()
-  result.update(format=format, name=name, src=str(src), resolution=resolution,
-                raster_mode=raster_mode, category_names=list(category_names), data=str(path))
-  (path.parent / prepared.REPORT_FILE).write_text(json.dumps(result, indent=2))
+      overwrite=overwrite, report=final_report)
+  result = final_report(path)
   if progress:
     print(report.summary())
     print(f'wrote {path}; report: {path.parent / prepared.REPORT_FILE}')
@@ -160,6 +181,11 @@ def main(argv=None):
   p.add_argument('--overwrite', action='store_true', help='replace an existing prepared dataset')
   p.add_argument('--allow_missing', action='store_true',
                  help='manifest: skip missing files (recorded in the report) instead of failing')
+  p.add_argument('--trust_pickle', action='store_true',
+                 help='qmul: unpickle the stroke-coordinate pickles fully (they can run code); by '
+                 'default only numpy arrays and plain lists/dicts/numbers/strings are read')
+  p.add_argument('--allow_outside_root', action='store_true',
+                 help='manifest: read paths outside the manifest\'s folder (absolute or ../)')
   p.add_argument('--raster_mode', default='components', choices=sketch_io.RASTER_MODES,
                  help='strokes of raster-only sketches: connected components numbered '
                  'top-to-bottom, or the whole drawing as one stroke')
@@ -169,8 +195,9 @@ def main(argv=None):
     prepare(a.format, a.src, a.out, resolution=a.resolution, captions=a.captions,
             split_file=a.split_file, name=a.name, overwrite=a.overwrite,
             allow_missing=a.allow_missing, raster_mode=a.raster_mode, root=a.root,
+            trust_pickle=a.trust_pickle, allow_outside_root=a.allow_outside_root,
             progress=not a.quiet)
-  except (common.PrepareError, FileExistsError) as e:
+  except (common.PrepareError, OSError) as e:  # OSError: an existing dataset, a full disk
     print(f'prepare: error: {e}', file=sys.stderr)
     return 2
   return 0

@@ -7,6 +7,7 @@ The input pipeline reads it only through `data_source` and `info`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -124,21 +125,48 @@ class _Builder(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
     return None
 
 
-def write(data_dir, name: str, resolution: int, category_names, splits, *, overwrite=False):
-  """Writes {split: iterable of (key, example)} as DATA_DIR/NAME/1.0.0 (array_record)."""
+def write(data_dir, name: str, resolution: int, category_names, splits, *, overwrite=False,
+          report=None):
+  """Writes {split: iterable of (key, example)} as DATA_DIR/NAME/1.0.0 (array_record), and
+  `report(final path)` (a JSON-able dict, read once every example is written) as REPORT_FILE.
+
+  The dataset is built in a hidden sibling folder, DATA_DIR/.NAME.incomplete-PID, and moved to
+  DATA_DIR/NAME only once complete, so a build that fails (a bad source, a full disk, Ctrl-C)
+  leaves an existing dataset and its report as they were, and never a half-written one.
+  """
   root = resolve_data_dir(data_dir)
+  final = root / name
   path = dataset_dir(root, name)
-  if path.exists():
-    if not overwrite:
-      raise FileExistsError(f'{path} already exists; pass --overwrite to replace it')
-    shutil.rmtree(path)
+  if path.exists() and not overwrite:
+    raise FileExistsError(f'{path} already exists; pass --overwrite to replace it')
   root.mkdir(parents=True, exist_ok=True)
-  downloads_existed = (root / 'downloads').exists()
-  builder = _Builder(
-      name=name, version=VERSION, features=schema.features(resolution, category_names),
-      split_datasets=splits, data_dir=str(root),
-      description=f'{name} prepared by stbir_jax.data.prepare (see docs/datasets.md)')
-  builder.download_and_prepare(file_format='array_record')
-  if not downloads_existed:  # TFDS leaves an empty downloads/ behind
-    shutil.rmtree(root / 'downloads', ignore_errors=True)
+  building = root / f'.{name}.incomplete-{os.getpid()}'
+  shutil.rmtree(building, ignore_errors=True)
+  try:
+    builder = _Builder(
+        name=name, version=VERSION, features=schema.features(resolution, category_names),
+        split_datasets=splits, data_dir=str(building),
+        description=f'{name} prepared by stbir_jax.data.prepare (see docs/datasets.md)')
+    builder.download_and_prepare(file_format='array_record')
+    if report is not None:
+      (building / name / REPORT_FILE).write_text(json.dumps(report(path), indent=2))
+    _swap_in(building / name, final)
+  finally:
+    shutil.rmtree(building, ignore_errors=True)
   return path
+
+
+def _swap_in(new: Path, final: Path) -> None:
+  """Replaces the folder `final` by `new` (same file system): the old one is renamed aside
+  first and deleted only after the new one is in place."""
+  old = final.parent / f'.{final.name}.replaced-{os.getpid()}'
+  if final.exists():
+    shutil.rmtree(old, ignore_errors=True)
+    final.rename(old)
+  try:
+    new.rename(final)
+  except BaseException:
+    if old.exists() and not final.exists():
+      old.rename(final)  # put the previous dataset back
+    raise
+  shutil.rmtree(old, ignore_errors=True)

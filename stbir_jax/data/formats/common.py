@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import pickle
 from pathlib import Path
 
 from stbir_jax.data import sketch_io
@@ -47,6 +48,8 @@ class Options:
   split_file: str | None = None     # overrides a format's default test-split list
   allow_missing: bool = False       # manifest: skip (and report) files that do not exist
   root: str | None = None           # stbir_demo: the folder its paths are relative to
+  trust_pickle: bool = False        # qmul: unpickle anything (default: numpy arrays, plain data)
+  allow_outside_root: bool = False  # manifest: read paths outside the manifest's folder
 
 
 class Report:
@@ -206,16 +209,45 @@ def load_captions(path) -> dict[str, list[str]]:
   return out
 
 
-def np_load_pickle(path: Path):
-  import pickle  # pylint: disable=g-import-not-at-top
+# The globals a pickle of numpy arrays (Python 2 or 3, numpy 1 or 2, protocols 0-5) refers to.
+# Lists, dicts, tuples, numbers and strings need none. Anything else (os.system, eval, a class of
+# some package) could run code while unpickling, so it is refused unless --trust_pickle.
+SAFE_PICKLE_GLOBALS = frozenset(
+    [(f'numpy.{core}.multiarray', name) for core in ('core', '_core')
+     for name in ('_reconstruct', 'scalar')]
+    + [(f'numpy.{core}.numeric', '_frombuffer') for core in ('core', '_core')]
+    + [('numpy', 'ndarray'), ('numpy', 'dtype'), ('_codecs', 'encode')])
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+  """A pickle that refers to something other than numpy arrays and plain Python data."""
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+
+  def find_class(self, module, name):
+    if (module, name) not in SAFE_PICKLE_GLOBALS:
+      raise UnsafePickleError(f'{module}.{name}')
+    return super().find_class(module, name)
+
+
+def np_load_pickle(path: Path, *, trust: bool = False):
+  """Unpickles stroke coordinates. Datasets come from the internet and unpickling can run any
+  code, so by default only numpy arrays and plain lists/dicts/tuples/numbers/strings are read;
+  `trust` (prepare --trust_pickle) reads anything."""
+  unpickler = pickle.Unpickler if trust else _DataOnlyUnpickler
   try:
     with path.open('rb') as f:
       try:
-        return pickle.load(f)
+        return unpickler(f).load()
       except UnicodeDecodeError:  # pickled by Python 2 (numpy arrays inside)
         f.seek(0)
-        return pickle.load(f, encoding='latin1')
+        return unpickler(f, encoding='latin1').load()
+  except UnsafePickleError as e:
+    raise PrepareError(
+        f'{path}: refused to unpickle: it refers to {e}, and only numpy arrays and plain '
+        'lists/dicts/tuples/numbers/strings are read from a pickle (unpickling anything else can '
+        'run code). If you trust this file, pass --trust_pickle.') from None
   except Exception as e:  # pickle raises many types on bad input
     raise PrepareError(f'{path}: cannot unpickle stroke coordinates: {type(e).__name__}: {e}') \
         from None
-

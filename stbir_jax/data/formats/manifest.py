@@ -7,7 +7,10 @@
    "split": "train",                              optional; train | validation | test
    "id": "a"}                                     optional; default: image path without extension
 
-Relative paths are resolved against the manifest file's folder. Blank lines and lines starting
+Relative paths are resolved against the manifest file's folder, and must stay inside it: an
+absolute path or one that climbs out (`../x.png`) is refused, naming the line, unless
+--allow_outside_root (a manifest from the internet could otherwise read any file of the machine
+into the dataset; the check is on the path as written, symbolic links are followed). Blank lines and lines starting
 with '#' are skipped. Without "split" a photo goes to test when sha1(id) % 100 < 10, else to
 train (deterministic 90/10). Errors name the manifest line: bad JSON, a missing "image", an
 unknown key, wrong types, duplicate ids, and files that do not exist (with --allow_missing a
@@ -17,6 +20,7 @@ missing sketch is skipped and a missing photo drops the line, both recorded in t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from stbir_jax.data.formats import common
@@ -35,6 +39,17 @@ def read(src: Path, report: common.Report, options: common.Options):
   if not src.is_file():
     raise common.PrepareError(f'{src}: no such manifest file; expected a JSONL file')
   base = src.parent
+
+  def inside(where, key, rel) -> Path:
+    """base / rel, refused when `rel` leaves the manifest's folder."""
+    path = base / rel
+    root = os.path.abspath(base)
+    if not options.allow_outside_root and (
+        Path(rel).is_absolute() or os.path.commonpath([root, os.path.abspath(path)]) != root):
+      raise common.PrepareError(
+          f'{where}: {key} {rel!r} is outside the manifest\'s folder {base}; paths must be '
+          'relative and stay inside it (pass --allow_outside_root to read it anyway)')
+    return path
   items, seen = [], {}
   try:
     lines = src.read_text(encoding='utf-8').splitlines()
@@ -67,7 +82,7 @@ def read(src: Path, report: common.Report, options: common.Options):
         raise common.PrepareError(f'{where}: "{key}" must be a string or a list of strings')
       return value
 
-    image = base / obj['image']
+    image = inside(where, 'image', obj['image'])
     if not image.is_file():
       if not options.allow_missing:
         raise common.PrepareError(
@@ -90,7 +105,7 @@ def read(src: Path, report: common.Report, options: common.Options):
 
     sketches = []
     for k, rel in enumerate(strings('sketches', obj.get('sketches', []))):
-      path = base / rel
+      path = inside(where, 'sketch', rel)
       if not path.is_file():
         if not options.allow_missing:
           raise common.PrepareError(f'{where}: sketch {rel!r} not found (resolved to {path})')

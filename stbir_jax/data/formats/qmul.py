@@ -18,7 +18,8 @@ Layouts (as distributed; any mix of them and any subset of the sketch variants m
   SRC/sketch/<photo id>_<k>.png|.jpg    sketches without a split folder
   SRC/svg/[trainA|testA/]<photo id>_<k>.svg  the SVG variant
   SRC/*Coordinate*, SRC/*.pkl, SRC/*.pickle  the pickled stroke-coordinate variant: a dict
-      {'trainA/<photo id>_<k>' or '<photo id>_<k>': (N, 3) array of absolute (x, y, pen)}
+      {'trainA/<photo id>_<k>' or '<photo id>_<k>': (N, 3) array of absolute (x, y, pen)};
+      only numpy arrays and plain Python data are unpickled unless prepare --trust_pickle
 
 A sketch named `<photo id>_<k>` belongs to photo `<photo id>`. When one sketch exists in several
 variants the one with real stroke order wins: SVG, then pickled coordinates, then raster.
@@ -78,7 +79,6 @@ def _split_lists(src: Path, kind: str) -> dict:
 
 
 def read(src: Path, report: common.Report, options: common.Options, category: str):
-  del options
   photos = {}
   photo_folders = [('train', 'trainB'), ('test', 'testB'), (None, 'photo')]
   photo_folders += [(None, f) for f in _release_folders(src, 'photo')]
@@ -119,7 +119,7 @@ def read(src: Path, report: common.Report, options: common.Options, category: st
   pickles = [p for p in sorted(src.iterdir()) if p.is_file() and (
       'coordinate' in p.name.lower() or p.suffix.lower() in ('.pkl', '.pickle'))]
   for pk in pickles:
-    data = common.np_load_pickle(pk)
+    data = common.np_load_pickle(pk, trust=options.trust_pickle)
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
       raise common.PrepareError(
           f'{pk}: expected a pickled dict mapping sketch name (e.g. "trainA/<photo id>_1") to an '

@@ -1,0 +1,242 @@
+"""The value of every config field checked on its own (type, sign, range, choice), before a run
+touches its workdir: `--config.train.batch_size=-8` must fail with a message naming the key, not
+in Grain after config.json was written.
+
+`FIELDS` has a rule for every leaf of configs/base.py except those in `CHECKED_ELSEWHERE` (lists
+and names with their own checks in train.validate_config, stages.build_stages or
+pipeline.bad_record_policy); tests/config_history_test.py keeps the two lists complete.
+Cross-field checks (divisibility of the batch, stage fractions, ...) stay in
+train.validate_config.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from stbir_jax import evaluate
+from stbir_jax.data import pipeline
+from stbir_jax.models import fusion, layers, stbir, text
+
+
+class ConfigError(ValueError):
+  """A config that cannot run (also train.ConfigError); the message names the key."""
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def integer(low=None):
+  def check(v):
+    if not _is_int(v) or (low is not None and v < low):
+      return 'an integer' + (f' >= {low}' if low is not None else '')
+  return check
+
+
+def number(low=None, high=None, *, low_open=False, high_open=False):
+  """A real number in [low, high] (an open end with low_open/high_open)."""
+  def check(v):
+    ok = _is_number(v) and not math.isnan(v)
+    if ok and low is not None:
+      ok = v > low if low_open else v >= low
+    if ok and high is not None:
+      ok = v < high if high_open else v <= high
+    if not ok:
+      bounds = []
+      if low is not None:
+        bounds.append(f'{">" if low_open else ">="} {low}')
+      if high is not None:
+        bounds.append(f'{"<" if high_open else "<="} {high}')
+      return 'a number' + (' ' + ' and '.join(bounds) if bounds else '')
+  return check
+
+
+def choice(*valid):
+  def check(v):
+    if v not in valid:
+      return f'one of {", ".join(map(repr, valid))}'
+  return check
+
+
+def boolean(v):
+  if not isinstance(v, bool):
+    return 'True or False'
+
+
+def string(v):
+  if not isinstance(v, str):
+    return 'a string'
+
+
+def name(v):
+  if not isinstance(v, str) or not v:
+    return 'a non-empty string'
+
+
+def names(*valid):
+  def check(v):
+    if (not isinstance(v, (list, tuple)) or not v
+        or not all(isinstance(x, str) and x and (not valid or x in valid) for x in v)):
+      return 'a non-empty list of ' + (f'names from {", ".join(valid)}' if valid else 'names')
+  return check
+
+
+def mesh_axis(v):
+  if not _is_int(v) or not (v == -1 or v >= 1):
+    return 'an integer >= 1, or -1 for all remaining devices'
+
+
+def prompt(v):
+  if not isinstance(v, str) or v.count('{}') != 1:
+    return "a string with one '{}' where the category name goes"
+
+
+POSITIVE = integer(1)
+COUNT = integer(0)
+FRACTION = number(0, 1)
+NON_NEGATIVE = number(0)
+POSITIVE_NUMBER = number(0, low_open=True)
+
+_IMAGE_TOWER = {'kind': choice(*stbir.IMAGE_KINDS), 'depth': POSITIVE, 'width': POSITIVE,
+                'norm': name, 'stem_pool': boolean, 'patch_size': POSITIVE, 'hidden': POSITIVE,
+                'layers': POSITIVE, 'heads': POSITIVE, 'mlp_dim': POSITIVE, 'pool': name,
+                'init': string}
+
+FIELDS = {
+    'data.name': name,
+    'data.configs': names(),
+    'data.data_dir': string,
+    'data.resolution': integer(8),
+    'data.max_text_len': integer(2),
+    'data.tokenizer': name,
+    'data.num_workers': COUNT,
+    'data.family_group': POSITIVE,
+    'data.synth.train_families': POSITIVE,
+    'data.synth.validation_families': COUNT,
+    'data.synth.test_families': POSITIVE,
+    'data.synth.structural_variants': POSITIVE,
+    'data.synth.appearance_variants': POSITIVE,
+    'data.synth.sketches_per_instance': POSITIVE,
+    'data.synth.texts_per_instance': POSITIVE,
+    'data.synth.seed': integer(0),
+    'model.embed_dim': POSITIVE,
+    'model.dtype': choice(*layers.DTYPES),
+    'model.remat': boolean,
+    **{f'model.{side}.{k}': rule for side in ('sketch', 'photo') for k, rule in _IMAGE_TOWER.items()},
+    'model.text.kind': choice(*text.KINDS),
+    'model.text.vocab_size': POSITIVE,
+    'model.text.hidden': POSITIVE,
+    'model.text.layers': POSITIVE,
+    'model.text.heads': POSITIVE,
+    'model.text.mlp_dim': POSITIVE,
+    'model.text.pool': name,
+    'model.text.init': string,
+    'model.text.max_positions': POSITIVE,
+    'model.fusion.kind': choice(*fusion.KINDS),
+    'model.fusion.hidden': POSITIVE,
+    'model.fusion.layers': COUNT,
+    'model.fusion.heads': POSITIVE,
+    'model.fusion.mlp_dim': POSITIVE,
+    'loss.contrastive': NON_NEGATIVE,
+    'loss.triplet': NON_NEGATIVE,
+    'loss.triplet_margin': NON_NEGATIVE,
+    'loss.init_temperature': POSITIVE_NUMBER,
+    'loss.learn_temperature': boolean,
+    'loss.prototype': NON_NEGATIVE,
+    'loss.single_modality': NON_NEGATIVE,
+    'curriculum.competence_start': FRACTION,
+    'curriculum.competence_steps': COUNT,
+    'curriculum.ema': FRACTION,
+    'curriculum.temperature': POSITIVE_NUMBER,
+    'curriculum.min_weight': FRACTION,
+    'curriculum.clean_share': FRACTION,
+    'curriculum.eval_seed': integer(0),
+    'category.enabled': boolean,
+    'category.prompt': prompt,
+    'category.learn_prototypes': boolean,
+    'category.margin': NON_NEGATIVE,
+    'category.temperature': POSITIVE_NUMBER,
+    'category.hard_negative_weight': NON_NEGATIVE,
+    'train.batch_size': POSITIVE,
+    'train.num_steps': POSITIVE,
+    'train.seed': integer(0),
+    'train.modality_dropout': number(0, 0.5),   # sketch or text, each with this probability
+    'train.log_every': POSITIVE,
+    'train.checkpoint_every': POSITIVE,
+    'train.keep_checkpoints': POSITIVE,
+    'optim.lr': NON_NEGATIVE,
+    'optim.warmup_steps': COUNT,
+    'optim.weight_decay': NON_NEGATIVE,
+    'optim.clip_norm': POSITIVE_NUMBER,
+    'optim.b1': number(0, 1, high_open=True),
+    'optim.b2': number(0, 1, high_open=True),
+    'optim.eps': NON_NEGATIVE,
+    'eval.every_steps': POSITIVE,
+    'eval.batch_size': POSITIVE,
+    'eval.split': choice(*pipeline.SPLITS),
+    'eval.gallery_scope': choice('all', 'category'),
+    'eval.modes': names(*evaluate.MODES),
+    'mesh.data': mesh_axis,
+    'mesh.fsdp': POSITIVE,
+    'mesh.model': POSITIVE,
+}
+
+# Every curriculum bucket (curriculum.buckets[i]) holds these.
+BUCKET_FIELDS = {
+    'name': name, 'level': COUNT, 'stroke_dropout': FRACTION,
+    'keep_fraction': number(0, 1, low_open=True), 'jitter': NON_NEGATIVE, 'thickness': COUNT,
+    'noise_strokes': COUNT, 'word_dropout': FRACTION, 'vague_text': boolean,
+    'missing_sketch': boolean, 'missing_text': boolean,
+}
+
+# Leaves checked by their own code: train.validate_config (names, grad accumulation, lr scales),
+# stages.build_stages (the schedule), pipeline.bad_record_policy.
+CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curriculum.buckets',
+                     'train.nan_policy', 'train.grad_accum_steps', 'optim.group_lr_scale',
+                     'stages', 'eval.evaluators', 'eval.robustness_buckets')
+
+# Attention splits `hidden` over `heads`.
+_HEADS_DIVIDE = (('model.sketch', ('vit', 'clip_vit')), ('model.photo', ('vit', 'clip_vit')),
+                 ('model.text', None), ('model.fusion', ('cross_attention',)))
+
+
+def _get(config, key):
+  node = config
+  for part in key.split('.'):
+    if part not in node:
+      return _MISSING
+    node = node[part]
+  return node
+
+
+_MISSING = object()
+
+
+def check_fields(config) -> None:
+  """Raises ConfigError naming the first field whose value is outside its rule."""
+  for key, rule in FIELDS.items():
+    value = _get(config, key)
+    if value is _MISSING:
+      continue  # an optional key, or a hand-made config; unknown keys are checked elsewhere
+    expected = rule(value)
+    if expected:
+      raise ConfigError(f'config.{key}={value!r}; expected {expected}.')
+  buckets = _get(config, 'curriculum.buckets')
+  for i, bucket in enumerate(() if buckets is _MISSING else buckets):
+    for key, rule in BUCKET_FIELDS.items():
+      if key in bucket and rule(bucket[key]):
+        raise ConfigError(f'config.curriculum.buckets[{i}].{key}={bucket[key]!r}; expected '
+                         f'{rule(bucket[key])}.')
+  for where, kinds in _HEADS_DIVIDE:
+    tower = _get(config, where)
+    if tower is _MISSING or (kinds is not None and tower.get('kind') not in kinds):
+      continue
+    if 'hidden' in tower and 'heads' in tower and tower.hidden % tower.heads:
+      raise ConfigError(f'config.{where}.hidden={tower.hidden} is not divisible by '
+                       f'config.{where}.heads={tower.heads}; attention splits hidden over heads.')
+

@@ -1,0 +1,127 @@
+"""A run's recorded config, and what may change when it resumes.
+
+  WORKDIR/config.json                      the config the run was started with (never rewritten
+                                           while the run has checkpoints)
+  WORKDIR/config_history/step_<N>.json     one file per accepted change: the step the run resumed
+                                           at, the changed keys (before, after) and the whole
+                                           config from then on
+
+Resuming with a config that differs from the latest recorded one (config.json, or the newest
+history file) is refused, listing the changed keys, unless the change is allowed (main's
+--allow_config_change): a changed train.seed, optim.lr or train.num_steps silently makes a run
+that no single config describes. Only the keys in FREE_TO_CHANGE may change without it (each is
+the fix an error message suggests); they are recorded too. Model and data changes are refused
+always (train.check_workdir_config): the checkpoints would not fit.
+
+Everything here reads the workdir; the writes happen once the run is known to start.
+"""
+
+from __future__ import annotations
+
+import json
+
+from stbir_jax import paths
+from stbir_jax.config_checks import ConfigError
+
+CONFIG_FILE = 'config.json'
+HISTORY = 'config_history'
+# Changes a resume accepts without --allow_config_change: the run stopped by a corrupt record
+# continues with on_bad_record='skip', a NaN-stopped run with nan_policy='skip'.
+FREE_TO_CHANGE = ('data.on_bad_record', 'train.nan_policy')
+
+
+def flatten(d, prefix='') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def check_is_directory(workdir) -> None:
+  """Raises PathError when the workdir, or a folder above it, exists as a file."""
+  workdir = paths.resolve(workdir)
+  # A bucket has no files above a run's prefix that could block it.
+  above = () if paths.is_url(workdir) else workdir.parents
+  for path in (workdir, *above):
+    if path.exists():
+      if not path.is_dir():
+        what = 'is a file' if path == workdir else f'lies below the file {path}'
+        raise paths.PathError(f'--workdir {workdir} {what}; expected a directory (a new one is '
+                              'created) or a URL.')
+      return
+
+
+def has_checkpoints(workdir) -> bool:
+  """Whether WORKDIR/checkpoints holds a step (read only: nothing is created)."""
+  directory = paths.resolve(workdir) / 'checkpoints'
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def _history_files(workdir) -> list:
+  """The change files, oldest first: step_<N>.json, then step_<N>.1.json, ... for one step."""
+  directory = paths.resolve(workdir) / HISTORY
+  if not directory.is_dir():
+    return []
+
+  def order(path):
+    parts = path.name.removeprefix('step_').removesuffix('.json').split('.')
+    return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+
+  return sorted((p for p in directory.iterdir() if p.name.startswith('step_')), key=order)
+
+
+def recorded(workdir):
+  """The latest recorded config as a dict (config.json with its accepted changes), or None."""
+  history = _history_files(workdir)
+  if history:
+    return json.loads(history[-1].read_text())['config']
+  path = paths.resolve(workdir) / CONFIG_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def changed_keys(old: dict, new: dict) -> dict:
+  """{dotted key: (old value, new value)} of the keys whose value differs."""
+  a, b = flatten(old), flatten(new)
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def check_resume(config, workdir, allow_change: bool) -> dict:
+  """The changes of `config` against the run's recorded config ({} when none, or when the
+  workdir holds no checkpoint). Raises ConfigError listing them unless `allow_change`, or unless
+  every one is in FREE_TO_CHANGE."""
+  if not has_checkpoints(workdir):
+    return {}
+  old = recorded(workdir)
+  if old is None:
+    return {}
+  changes = changed_keys(old, json.loads(config.to_json_best_effort()))
+  refused = [k for k in changes if k not in FREE_TO_CHANGE]
+  if refused and not allow_change:
+    listed = ', '.join(f'{k}: {changes[k][0]!r} -> {changes[k][1]!r}' for k in refused[:10])
+    more = f' and {len(refused) - 10} more' if len(refused) > 10 else ''
+    raise ConfigError(
+        f'{paths.resolve(workdir)} holds a run started with another config; changed keys: '
+        f'{listed}{more}. Resume with the recorded config ({CONFIG_FILE}'
+        + (f' and {HISTORY}/' if _history_files(workdir) else '')
+        + '), use a new --workdir, or pass --allow_config_change to continue with the new one '
+        f'(recorded in {HISTORY}/).')
+  return changes
+
+
+def record_start(config, workdir) -> None:
+  (paths.resolve(workdir) / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+
+
+def record_change(config, workdir, step: int, changes: dict) -> None:
+  """Writes config_history/step_<step>.json (a suffix when that step changed before)."""
+  directory = paths.resolve(workdir) / HISTORY
+  directory.mkdir(parents=True, exist_ok=True)
+  path, n = directory / f'step_{step:09d}.json', 1
+  while path.exists():
+    path, n = directory / f'step_{step:09d}.{n}.json', n + 1
+  path.write_text(json.dumps({
+      'step': step, 'changed': {k: list(v) for k, v in changes.items()},
+      'config': json.loads(config.to_json_best_effort())}, indent=2))

@@ -48,12 +48,12 @@ VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('s
 SIGLIP = 'google/siglip-base-patch16-224'
 # Its towers (transformers.SiglipConfig()'s defaults), so the variant is built offline; the
 # weights are fetched when training starts (convert.init_from_pretrained).
-SIGLIP_TOWERS = dict(
-    image=dict(kind='siglip_vit', patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072,
-               pool='map'),
-    text=dict(kind='siglip', vocab_size=32000, hidden=768, layers=12, heads=12, mlp_dim=3072,
-              pool='last', max_positions=64, projection_size=768),
-    image_size=224)
+SIGLIP_TOWERS = {
+    'image': {'kind': 'siglip_vit', 'patch_size': 16, 'hidden': 768, 'layers': 12, 'heads': 12,
+              'mlp_dim': 3072, 'pool': 'map'},
+    'text': {'kind': 'siglip', 'vocab_size': 32000, 'hidden': 768, 'layers': 12, 'heads': 12,
+             'mlp_dim': 3072, 'pool': 'last', 'max_positions': 64, 'projection_size': 768},
+    'image_size': 224}
 TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 
@@ -244,7 +244,7 @@ def siglip_towers(c, src):
   text = convert.tower_config_from_hf(src, 'text').to_dict()
   for tower in (image, text):
     tower.pop('init')
-  _siglip(c, src, dict(image=image, text=text, image_size=convert.image_size(src)))
+  _siglip(c, src, {'image': image, 'text': text, 'image_size': convert.image_size(src)})
   return c
 
 
@@ -256,9 +256,9 @@ def _siglip(c, src, towers):
     raise ValueError(f'{src}: vision hidden {image["hidden"]} != text projection_size '
                      f'{text["projection_size"]}; not a SigLIP dual encoder.')
   c.model.embed_dim = image['hidden']
-  c.model.sketch = _tower(**dict(image, init=src))
-  c.model.photo = _tower(**dict(image, init=src))
-  c.model.text = ml_collections.ConfigDict(dict(text, init=src))
+  c.model.sketch = _tower(**image, init=src)
+  c.model.photo = _tower(**image, init=src)
+  c.model.text = ml_collections.ConfigDict({**text, 'init': src})
   c.data.resolution = towers['image_size']
   c.data.tokenizer = src
   # SigLIP is trained on texts padded to 64 tokens and pools the last position: keep that length.

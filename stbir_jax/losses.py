@@ -75,9 +75,9 @@ def info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = Non
 
 
 def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
-                        instance: Optional[Array] = None,
-                        negative_weights: Optional[Array] = None,
-                        valid: Optional[Array] = None) -> Array:
+                        instance: Array | None = None,
+                        negative_weights: Array | None = None,
+                        valid: Array | None = None) -> Array:
   """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) per query, (B,); 0 for padded rows.
 
   loss_i = -log sig(z_ii) - sum_{j in neg(i)} w_ij * log sig(-z_ij),  z_ij = s*<q_i, g_j> + b
@@ -102,8 +102,8 @@ def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
   return loss
 
 
-def sigmoid(q: Array, g: Array, logit_scale, logit_bias, *, instance: Optional[Array] = None,
-            negative_weights: Optional[Array] = None, valid: Optional[Array] = None) -> Array:
+def sigmoid(q: Array, g: Array, logit_scale, logit_bias, *, instance: Array | None = None,
+            negative_weights: Array | None = None, valid: Array | None = None) -> Array:
   """SigLIP's sigmoid loss (scalar): the per-query losses' mean over valid queries, i.e. the sum
   over all (query, gallery) pairs divided by the batch size, as in the paper. Symmetric by
   construction: every pair is counted once, from the query side."""

@@ -28,12 +28,12 @@ TEXTS = ['a red leather sneaker', 'blue boot', 'a white canvas loafer with black
 
 def _config():
   config = _tiny.tiny_config()
-  clip_vit = dict(kind='clip_vit', patch_size=8, hidden=32, layers=2, heads=2, mlp_dim=40,
-                  pool='cls')
+  clip_vit = {'kind': 'clip_vit', 'patch_size': 8, 'hidden': 32, 'layers': 2, 'heads': 2,
+              'mlp_dim': 40, 'pool': 'cls'}
   config.model.sketch.update(clip_vit)
   config.model.photo.update(dict(clip_vit, hidden=24, mlp_dim=36))
-  config.model.text.update(dict(kind='clip', pool='eos', hidden=16, layers=2, heads=2,
-                                mlp_dim=24))
+  config.model.text.update({'kind': 'clip', 'pool': 'eos', 'hidden': 16, 'layers': 2,
+                            'heads': 2, 'mlp_dim': 24})
   config.model.fusion.kind = 'sum'
   return config
 
@@ -46,9 +46,10 @@ def exported(tmp_path_factory):
   config = _config()
   model = train.make_model(config)
   r, l = config.data.resolution, config.data.max_text_len
-  batch = dict(image=jnp.zeros((1, r, r, 3), jnp.uint8), sketch=jnp.zeros((1, r, r), jnp.uint8),
-               text_ids=jnp.zeros((1, l), jnp.int32), text_mask=jnp.ones((1, l), jnp.int32),
-               has_sketch=jnp.ones((1,), bool), has_text=jnp.ones((1,), bool))
+  batch = {'image': jnp.zeros((1, r, r, 3), jnp.uint8),
+           'sketch': jnp.zeros((1, r, r), jnp.uint8), 'text_ids': jnp.zeros((1, l), jnp.int32),
+           'text_mask': jnp.ones((1, l), jnp.int32), 'has_sketch': jnp.ones((1,), bool),
+           'has_text': jnp.ones((1,), bool)}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)['params']
   rng = np.random.default_rng(1)   # LN scales 1 and biases 0 would hide a swapped tensor
   params = jax.tree.map(lambda x: np.asarray(x) + 0.05 * rng.standard_normal(x.shape)
@@ -123,11 +124,11 @@ def test_photo_text_and_sketch_embeddings_match_the_jax_model(exported):
                                       attention_mask=hf['attention_mask']).pooler_output
     sketch_emb = sketch_model(
         **processor(images=list(sketch_rgb), return_tensors='pt')).image_embeds
-  diffs = dict(gallery=_close(gallery, normalize(photo_emb, dim=-1)),
-               text=_close(text, normalize(text_emb, dim=-1)),
-               text_raw=_close(text_raw, text_emb),
-               sketch_raw=_close(sketch_raw, sketch_emb),
-               sum_fusion_query=_close(query, normalize(sketch_emb + text_emb, dim=-1)))
+  diffs = {'gallery': _close(gallery, normalize(photo_emb, dim=-1)),
+           'text': _close(text, normalize(text_emb, dim=-1)),
+           'text_raw': _close(text_raw, text_emb),
+           'sketch_raw': _close(sketch_raw, sketch_emb),
+           'sum_fusion_query': _close(query, normalize(sketch_emb + text_emb, dim=-1))}
   np.testing.assert_allclose(float(clip.logit_scale.detach()),
                              float(params['temperature']['log_scale']), rtol=1e-6)
   print('export to transformers, max abs diff:', json.dumps(

@@ -53,11 +53,11 @@ def _perturb(model, seed):
 
 
 def _tiny_config(version):
-  text = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=2 * HIDDEN + 5,
-              num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
-              projection_size=HIDDEN)
-  vision = dict(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN + 3, num_hidden_layers=2,
-                num_attention_heads=4, patch_size=PATCH)
+  text = {'vocab_size': VOCAB, 'hidden_size': HIDDEN, 'intermediate_size': 2 * HIDDEN + 5,
+          'num_hidden_layers': 2, 'num_attention_heads': 4, 'max_position_embeddings': 16,
+          'projection_size': HIDDEN}
+  vision = {'hidden_size': HIDDEN, 'intermediate_size': 2 * HIDDEN + 3, 'num_hidden_layers': 2,
+            'num_attention_heads': 4, 'patch_size': PATCH}
   if version == 2:
     vision['num_patches'] = (IMAGE // PATCH)**2
     return transformers.Siglip2Config(text_config=text, vision_config=vision)
@@ -165,11 +165,11 @@ def test_siglip_text_tower_is_not_causal(siglip_ckpt):
 
 
 def _batch(res, length):
-  return dict(image=jnp.zeros((1, res, res, 3), jnp.uint8),
-              sketch=jnp.zeros((1, res, res), jnp.uint8),
-              text_ids=jnp.zeros((1, length), jnp.int32),
-              text_mask=jnp.ones((1, length), jnp.int32), has_sketch=jnp.ones((1,), bool),
-              has_text=jnp.ones((1,), bool))
+  return {'image': jnp.zeros((1, res, res, 3), jnp.uint8),
+          'sketch': jnp.zeros((1, res, res), jnp.uint8),
+          'text_ids': jnp.zeros((1, length), jnp.int32),
+          'text_mask': jnp.ones((1, length), jnp.int32), 'has_sketch': jnp.ones((1,), bool),
+          'has_text': jnp.ones((1,), bool)}
 
 
 def test_siglip_variant_loads_a_checkpoint_directory(siglip_ckpt):
@@ -285,7 +285,7 @@ def test_sigmoid_loss_matches_hf_siglip_loss_formula():
 
 
 def test_contrastive_selects_the_loss_kind_and_refuses_others():
-  logits = dict(logit_scale=2.0, logit_bias=-1.0)
+  logits = {'logit_scale': 2.0, 'logit_bias': -1.0}
   np.testing.assert_allclose(losses.contrastive('sigmoid', Q2, G2, logits),
                              losses.sigmoid(Q2, G2, 2.0, -1.0))
   np.testing.assert_allclose(losses.contrastive('info_nce', Q2, G2, logits),

@@ -21,8 +21,7 @@ logit_scale / logit_bias are not loaded (config.loss decides the loss and its st
 
 import numpy as np
 
-from stbir_jax.convert import clip
-from stbir_jax.convert import common
+from stbir_jax.convert import clip, common
 
 MODEL_TYPES = {
     'siglip': ('vision', 'text'), 'siglip_vision_model': ('vision',),
@@ -67,7 +66,7 @@ def _version2(hf_cfg) -> bool:
 
 def _image_size(c, where):
   if _version2(c):
-    side = int(round(c.num_patches**0.5))
+    side = round(c.num_patches**0.5)
     common.require(where, 'num_patches (a square grid)', c.num_patches, side * side)
     return side * c.patch_size
   size = c.image_size
@@ -81,8 +80,8 @@ def tower_config(hf_cfg, tower: str, where: str) -> dict:
   c = _sub_config(hf_cfg, tower)
   common.require(where, 'hidden_act', c.hidden_act, 'gelu_pytorch_tanh')
   common.require(where, 'layer_norm_eps', float(c.layer_norm_eps), 1e-6)
-  common_keys = dict(hidden=c.hidden_size, layers=c.num_hidden_layers, heads=c.num_attention_heads,
-                     mlp_dim=c.intermediate_size)
+  common_keys = {'hidden': c.hidden_size, 'layers': c.num_hidden_layers,
+                 'heads': c.num_attention_heads, 'mlp_dim': c.intermediate_size}
   if tower == 'vision':
     common.require(where, 'num_channels', c.num_channels, 3)
     common.require(where, 'vision_use_head', c.vision_use_head, True)

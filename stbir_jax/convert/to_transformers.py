@@ -22,8 +22,7 @@ import os
 import numpy as np
 from flax import traverse_util
 
-from stbir_jax.convert import clip
-from stbir_jax.convert import common
+from stbir_jax.convert import clip, common
 from stbir_jax.convert.hub import ConvertError
 
 SKETCH_DIR = 'sketch'
@@ -67,10 +66,10 @@ def _check(cfg, where: str, kind: str, pools) -> None:
 
 
 def _vision_config(cfg, resolution: int) -> dict:
-  return dict(hidden_size=cfg.hidden, intermediate_size=cfg.mlp_dim,
-              num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-              image_size=resolution, patch_size=cfg.patch_size, num_channels=3,
-              hidden_act='quick_gelu', layer_norm_eps=1e-5)
+  return {'hidden_size': cfg.hidden, 'intermediate_size': cfg.mlp_dim,
+          'num_hidden_layers': cfg.layers, 'num_attention_heads': cfg.heads,
+          'image_size': resolution, 'patch_size': cfg.patch_size, 'num_channels': 3,
+          'hidden_act': 'quick_gelu', 'layer_norm_eps': 1e-5}
 
 
 def _text_config(cfg, tokenizer) -> dict:
@@ -84,14 +83,13 @@ def _text_config(cfg, tokenizer) -> dict:
     if eos is None:
       raise ConvertError(f'tokenizer {tokenizer.name!r} has no eos or sep token: transformers '
                          "CLIP cannot find the token our 'eos' pool reads.")
-  return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.mlp_dim,
-              num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
-              max_position_embeddings=int(cfg['max_positions'] if 'max_positions' in cfg
-                                          and cfg['max_positions'] else 77),
-              hidden_act='quick_gelu', layer_norm_eps=1e-5, eos_token_id=int(eos),
-              pad_token_id=int(tokenizer.pad_id),
-              bos_token_id=int(hf_tok.bos_token_id if hf_tok.bos_token_id is not None
-                               else (hf_tok.cls_token_id or 0)))
+  bos = hf_tok.bos_token_id if hf_tok.bos_token_id is not None else hf_tok.cls_token_id
+  return {'vocab_size': cfg.vocab_size, 'hidden_size': cfg.hidden,
+          'intermediate_size': cfg.mlp_dim, 'num_hidden_layers': cfg.layers,
+          'num_attention_heads': cfg.heads,
+          'max_position_embeddings': int(cfg.get('max_positions') or 77),   # text.py's default
+          'hidden_act': 'quick_gelu', 'layer_norm_eps': 1e-5, 'eos_token_id': int(eos),
+          'pad_token_id': int(tokenizer.pad_id), 'bos_token_id': int(bos or 0)}
 
 
 def _state(model, prefixes_and_trees: dict, where: str):
@@ -121,6 +119,7 @@ def write_clip(config, params, out: str) -> str:
   is the run's full config, `params` its model params (numpy or jax)."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
+
   from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 

@@ -41,7 +41,7 @@ are for the weight converters and are not read here.
 """
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -122,7 +122,8 @@ class TextEncoder(nn.Module):
     pooled, tokens, mask = text_lib.TextTransformer(
         kind=c.kind, vocab_size=c.vocab_size, hidden=c.hidden, layers=c.layers, heads=c.heads,
         mlp_dim=c.mlp_dim, pool=c.pool, max_positions=layers.option(c, 'max_positions', 0),
-        projection_size=layers.option(c, 'projection_size', 0), remat=self.remat, dtype=self.dtype, name='backbone')(ids, mask)
+        projection_size=layers.option(c, 'projection_size', 0), remat=self.remat,
+        dtype=self.dtype, name='backbone')(ids, mask)
     emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                    kernel_init=layers.DENSE_INIT, name='proj')(pooled)
     return emb, tokens, mask
@@ -130,7 +131,7 @@ class TextEncoder(nn.Module):
 
 class Temperature(nn.Module):
   init_temperature: float = 0.07
-  init_logit_bias: Optional[float] = None   # None: no bias parameter (InfoNCE needs none)
+  init_logit_bias: float | None = None   # None: no bias parameter (InfoNCE needs none)
 
   @nn.compact
   def __call__(self):
@@ -147,7 +148,7 @@ class Temperature(nn.Module):
 class STBIR(nn.Module):
   config: ml_collections.ConfigDict   # config.model (nothing else is read)
   init_temperature: float = 0.07
-  init_logit_bias: Optional[float] = None   # set for the sigmoid loss (config.loss.kind)
+  init_logit_bias: float | None = None   # set for the sigmoid loss (config.loss.kind)
 
   def setup(self):
     c = self.config
@@ -198,9 +199,9 @@ class STBIR(nn.Module):
   def logits(self):
     """{'logit_scale'[, 'logit_bias']}: what the losses read besides the embeddings."""
     if self.init_logit_bias is None:
-      return dict(logit_scale=self.temperature())
+      return {'logit_scale': self.temperature()}
     scale, bias = self.temperature()
-    return dict(logit_scale=scale, logit_bias=bias)
+    return {'logit_scale': scale, 'logit_bias': bias}
 
   def __call__(self, batch, single_modality: bool = False):
     """query, gallery, logit_scale; with single_modality also query_sketch and query_text,

@@ -15,10 +15,9 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
-from stbir_jax import export  # pylint: disable=g-import-not-at-top
-from stbir_jax import train  # pylint: disable=g-import-not-at-top
-from stbir_jax.convert import ConvertError  # pylint: disable=g-import-not-at-top
-from stbir_jax.convert import to_transformers  # pylint: disable=g-import-not-at-top
+
+from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+from stbir_jax.convert import ConvertError, to_transformers  # pylint: disable=g-import-not-at-top
 from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 

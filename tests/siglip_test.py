@@ -16,12 +16,10 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
-from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
-from stbir_jax import convert  # pylint: disable=g-import-not-at-top
-from stbir_jax import losses  # pylint: disable=g-import-not-at-top
-from stbir_jax import stages  # pylint: disable=g-import-not-at-top
-from stbir_jax import train  # pylint: disable=g-import-not-at-top
+
+from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
+from stbir_jax import convert, losses, stages, train  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-4

@@ -250,14 +250,18 @@ def run_config(workdir):
   return run, ml_collections.ConfigDict(json.loads(config_path.read_text()))
 
 
-def export_run(workdir, out: str, step=None) -> int:
-  """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
-  or a gs:// URL) to the local directory `out`; returns the step."""
+def _check_local(out: str) -> None:
   from stbir_jax import paths  # pylint: disable=g-import-not-at-top
   if paths.is_url(out):
     # The export is read with local-file loaders (safetensors, tokenizers); copy it up afterwards.
     raise ExportError(f'--out={out}: expected a local directory; the export is loaded from local '
                       'files. Copy it to the bucket afterwards (gcloud storage cp -r).')
+
+
+def export_run(workdir, out: str, step=None) -> int:
+  """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
+  or a gs:// URL) to the local directory `out`; returns the step."""
+  _check_local(out)
   run, config = run_config(workdir)
   step, params = latest_params(run, step)
   results_path = run / 'results.md'
@@ -270,6 +274,7 @@ def export_run_transformers(workdir, out: str, step=None) -> int:
   """Writes checkpoint `step` (default: the latest) of a CLIP-layout run as transformers
   checkpoints in the local directory `out`; returns the step."""
   from stbir_jax.convert import to_transformers  # pylint: disable=g-import-not-at-top
+  _check_local(out)
   _, config = run_config(workdir)
   step, params = latest_params(workdir, step)
   to_transformers.write_clip(config, params, out)

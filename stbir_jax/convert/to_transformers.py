@@ -102,11 +102,14 @@ def _state(model, prefixes_and_trees: dict, where: str):
   return out, shapes
 
 
-def _save(model_config, tensors: dict, shapes: dict, out: str, where: str) -> None:
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+def _check_complete(tensors: dict, shapes: dict, where: str) -> None:
   missing = sorted(set(shapes) - set(tensors))
   if missing:
     raise ConvertError(f'{where}: no value for {", ".join(missing)}.')
+
+
+def _save(model_config, tensors: dict, out: str) -> None:
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   os.makedirs(out, exist_ok=True)
   model_config.save_pretrained(out)
   # np.array, not np.ascontiguousarray, which turns the 0-d logit_scale into shape (1,).
@@ -145,18 +148,21 @@ def write_clip(config, params, out: str) -> str:
   tensors['text_projection.weight'] = np.asarray(params['text']['proj']['kernel']).T
   tensors['logit_scale'] = np.asarray(params['temperature']['log_scale'],
                                       np.float32).reshape(shapes['logit_scale'])
-  _save(clip_config, tensors, shapes, out, 'CLIPModel')
+  sketch_tensors, sketch_shapes = _state(sketch_model, {
+      'vision_model.': ('vision', params['sketch']['backbone'])}, 'CLIPVisionModelWithProjection')
+  sketch_tensors['visual_projection.weight'] = np.asarray(params['sketch']['proj']['kernel']).T
+  # Every tensor is converted and checked before anything is written.
+  _check_complete(tensors, shapes, 'CLIPModel')
+  _check_complete(sketch_tensors, sketch_shapes, 'CLIPVisionModelWithProjection (sketch)')
+
+  _save(clip_config, tensors, out)
   tokenizer.hf_tokenizer.save_pretrained(out)
   mean, std = stbir.PIXEL_STATS['clip_vit']
   transformers.CLIPImageProcessor(
       size={'shortest_edge': resolution}, crop_size={'height': resolution, 'width': resolution},
       image_mean=list(mean), image_std=list(std)).save_pretrained(out)
 
-  sketch_tensors, sketch_shapes = _state(sketch_model, {
-      'vision_model.': ('vision', params['sketch']['backbone'])}, 'CLIPVisionModelWithProjection')
-  sketch_tensors['visual_projection.weight'] = np.asarray(params['sketch']['proj']['kernel']).T
-  _save(sketch_config, sketch_tensors, sketch_shapes, os.path.join(out, SKETCH_DIR),
-        'CLIPVisionModelWithProjection (sketch)')
+  _save(sketch_config, sketch_tensors, os.path.join(out, SKETCH_DIR))
 
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   fusion = {k: np.ascontiguousarray(v) for k, v in _flat(params['fusion']).items()}

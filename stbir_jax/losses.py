@@ -74,6 +74,65 @@ def info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = Non
   return 0.5 * (_masked_mean(q2g, valid) + _masked_mean(g2q, valid))
 
 
+def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
+                        instance: Array | None = None,
+                        negative_weights: Array | None = None,
+                        valid: Array | None = None) -> Array:
+  """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) per query, (B,); 0 for padded rows.
+
+  loss_i = -log sig(z_ii) - sum_{j in neg(i)} w_ij * log sig(-z_ij),  z_ij = s*<q_i, g_j> + b
+
+  with s = `logit_scale` (the multiplier) and b = `logit_bias` (learnable; SigLIP starts it at
+  -10 so that the many negatives do not dominate the first steps), w_ij the `negative_weights`
+  (default 1). Each pair is an independent binary decision: no normalisation over the batch.
+  """
+  q = q.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  batch_size = q.shape[0]
+  logits = (jnp.asarray(logit_scale, jnp.float32) * (q @ g.T)
+            + jnp.asarray(logit_bias, jnp.float32))
+  negatives = _negatives_mask(batch_size, instance, valid)
+  weights = negatives.astype(jnp.float32)
+  if negative_weights is not None:
+    weights = weights * negative_weights.astype(jnp.float32)
+  loss = (-jax.nn.log_sigmoid(jnp.diagonal(logits))
+          - jnp.sum(weights * jax.nn.log_sigmoid(-logits), axis=1))
+  if valid is not None:
+    loss = jnp.where(valid, loss, 0.0)
+  return loss
+
+
+def sigmoid(q: Array, g: Array, logit_scale, logit_bias, *, instance: Array | None = None,
+            negative_weights: Array | None = None, valid: Array | None = None) -> Array:
+  """SigLIP's sigmoid loss (scalar): the per-query losses' mean over valid queries, i.e. the sum
+  over all (query, gallery) pairs divided by the batch size, as in the paper. Symmetric by
+  construction: every pair is counted once, from the query side."""
+  return _masked_mean(per_example_sigmoid(q, g, logit_scale, logit_bias, instance=instance,
+                                          negative_weights=negative_weights, valid=valid), valid)
+
+
+CONTRASTIVE_KINDS = ('info_nce', 'sigmoid')   # config.loss.kind
+
+
+def contrastive(kind: str, q: Array, g: Array, logits: dict, **kw) -> Array:
+  """The contrastive loss `kind` (config.loss.kind) from the model's logits dict
+  ({'logit_scale'[, 'logit_bias']}, STBIR.logits); kw: instance, negative_weights, valid."""
+  if kind == 'info_nce':
+    return info_nce(q, g, logits['logit_scale'], **kw)
+  if kind == 'sigmoid':
+    return sigmoid(q, g, logits['logit_scale'], logits['logit_bias'], **kw)
+  raise ValueError(f'config.loss.kind={kind!r}; valid: {", ".join(CONTRASTIVE_KINDS)}')
+
+
+def per_example_contrastive(kind: str, q: Array, g: Array, logits: dict, **kw) -> Array:
+  """Query->gallery loss per query (B,) of `kind`: the curriculum's difficulty signal."""
+  if kind == 'info_nce':
+    return per_example_info_nce(q, g, logits['logit_scale'], **kw)
+  if kind == 'sigmoid':
+    return per_example_sigmoid(q, g, logits['logit_scale'], logits['logit_bias'], **kw)
+  raise ValueError(f'config.loss.kind={kind!r}; valid: {", ".join(CONTRASTIVE_KINDS)}')
+
+
 def triplet_hard(q: Array, g: Array, margin, *, instance: Optional[Array] = None,
                  valid: Optional[Array] = None) -> Array:
   """Batch-hard triplet loss, query as anchor (scalar).

@@ -39,8 +39,9 @@ STRUCTURAL_KEYS = ('model', 'data')
 # ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
 # corrupt record resumes with data.on_bad_record='skip'.
 RESUMABLE_KEYS = ('data.on_bad_record',)
+LOGIT_KEYS = ('logit_scale', 'logit_bias')   # model outputs the losses read besides embeddings
 # Keys a config may lack, read with a default (models/layers.option): not unknown where present.
-OPTIONAL_KEYS = ('model.text.max_positions',)
+OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -76,6 +77,9 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   if config.curriculum.kind not in CURRICULUM_KINDS:
     raise ConfigError(f'curriculum.kind={config.curriculum.kind!r}; valid: '
                       f'{", ".join(CURRICULUM_KINDS)}.')
+  if config.loss.kind not in losses.CONTRASTIVE_KINDS:
+    raise ConfigError(f'loss.kind={config.loss.kind!r}; valid: '
+                      f'{", ".join(losses.CONTRASTIVE_KINDS)}.')
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')
@@ -193,7 +197,9 @@ def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
 
 
 def make_model(config) -> STBIR:
-  return STBIR(config.model, init_temperature=config.loss.init_temperature)
+  # The sigmoid loss learns a logit bias next to the scale (temperature/bias).
+  bias = config.loss.init_logit_bias if config.loss.kind == 'sigmoid' else None
+  return STBIR(config.model, init_temperature=config.loss.init_temperature, init_logit_bias=bias)
 
 
 def dummy_batch(config, batch_size: int) -> dict:
@@ -329,22 +335,24 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   def loss_terms(params, out, batch):
     """The stage's losses from the whole batch's model outputs (embeddings, logit scale)."""
     q, g, scale = out['query'], out['gallery'], out['logit_scale']
+    logits = {k: out[k] for k in LOGIT_KEYS if k in out}
     weights = None
     if config.category.enabled:
       weights = losses.intra_category_weights(batch['category'], batch['instance'],
                                               config.category.hard_negative_weight)
-    per_example = losses.per_example_info_nce(q, g, scale, instance=batch['instance'],
-                                              negative_weights=weights)
+    per_example = losses.per_example_contrastive(wl.kind, q, g, logits,
+                                                 instance=batch['instance'],
+                                                 negative_weights=weights)
     terms = {}
     if 'contrastive' in stage.losses:
-      terms['contrastive'] = losses.info_nce(q, g, scale, instance=batch['instance'],
-                                             negative_weights=weights)
+      terms['contrastive'] = losses.contrastive(wl.kind, q, g, logits, instance=batch['instance'],
+                                                negative_weights=weights)
     if 'single_modality' in stage.losses:
       # Each modality must retrieve on its own too: a direct signal for what the fused query
       # would otherwise learn only through the other (e.g. colour words before shapes match).
       terms['single_modality'] = 0.5 * sum(
-          losses.info_nce(out[key], g, scale, instance=batch['instance'],
-                          negative_weights=weights, valid=batch[has])
+          losses.contrastive(wl.kind, out[key], g, logits, instance=batch['instance'],
+                             negative_weights=weights, valid=batch[has])
           for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.triplet_hard(q, g, wl.triplet_margin, instance=batch['instance'])
@@ -371,12 +379,12 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   def embed(params, batch):
     """Per-row model outputs (query and gallery embeddings) of a micro-batch."""
     out = model.apply(model_variables(freeze(params)), batch, single_modality=single)
-    return {k: v for k, v in out.items() if k != 'logit_scale'}
+    return {k: v for k, v in out.items() if k not in LOGIT_KEYS}
 
   def head(params, emb, batch):
     params = freeze(params)
-    scale = model.apply(model_variables(params), method=STBIR.logit_scale)
-    return loss_terms(params, dict(emb, logit_scale=scale), batch)
+    logits = model.apply(model_variables(params), method=STBIR.logits)
+    return loss_terms(params, dict(emb, **logits), batch)
 
   def value_and_grad(params, batch):
     micro = jax.tree.map(lambda x: _split_micro(x, accum), batch)

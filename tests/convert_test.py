@@ -1,4 +1,5 @@
-"""Weight conversion: HF CLIP / BERT / ResNet / ViT -> our towers, parity with PyTorch outputs.
+"""Weight conversion: HF CLIP / BERT / ResNet / ViT -> our towers, parity with PyTorch outputs
+(SigLIP: tests/siglip_test.py).
 
 Tiny random HF models are saved with save_pretrained (safetensors, or pytorch_model.bin), converted,
 and run on the same normalised float inputs; pooled outputs must match to 1e-4 in float32. The
@@ -416,12 +417,6 @@ def test_unknown_architecture_lists_supported(tmp_path):
   with pytest.raises(convert.ConvertError, match=r"unknown architecture model_type='gpt2'.*"
                      r'clip \(vision/text\).*bert \(text\).*resnet \(vision\)'):
     convert.tower_config_from_hf(str(tmp_path), 'text')
-
-
-def test_siglip_not_supported_yet(tmp_path):
-  transformers.SiglipConfig().save_pretrained(str(tmp_path))
-  with pytest.raises(NotImplementedError, match='SigLIP is not supported yet.*Supported model'):
-    convert.load_tower_params(str(tmp_path), 'vision')
 
 
 def test_wrong_tower_and_missing_dir(bert_ckpt):

@@ -22,6 +22,14 @@ TRANSFORMS = {
     'vector': lambda x: x.reshape(-1),          # (1, 1, H) -> (H,)
     'first': lambda x: x[0],                    # (1, N, H) -> (N, H)
 }
+# ours -> torch, up to a reshape to the torch shape (which restores the dropped leading 1s).
+INVERSE_TRANSFORMS = {
+    'same': lambda x: x,
+    'linear': lambda x: x.T,
+    'conv': lambda x: x.transpose(3, 2, 0, 1),
+    'vector': lambda x: x,
+    'first': lambda x: x,
+}
 
 
 def linear(hf: str, ours: str):
@@ -54,24 +62,34 @@ def find_prefix(state: dict, anchor: str, prefer=(), where: str = '') -> str:
                      'which to load.')
 
 
-def apply_rules(state: dict, prefix: str, rules, ignore=()):
-  """-> (flat {our path: array}, unexpected [torch names under prefix that no rule maps])."""
-  compiled = [(re.compile(p + '$'), out, TRANSFORMS[t]) for p, out, t in rules]
+def map_names(names, prefix: str, rules, ignore=()):
+  """-> ({torch name: (our path, transform name)}, unexpected [names under prefix that no rule
+  maps]). The one name table, read both ways: apply_rules (HF -> ours) and to_transformers
+  (ours -> HF, with INVERSE_TRANSFORMS)."""
+  compiled = [(re.compile(p + '$'), out, t) for p, out, t in rules]
   ignored = [re.compile(p + '$') for p in ignore]
-  flat, unexpected = {}, []
-  for name, value in state.items():
+  mapping, unexpected = {}, []
+  for name in names:
     if not name.startswith(prefix):
       continue
     rel = name[len(prefix):]
     for pattern, out, transform in compiled:
       m = pattern.match(rel)
       if m:
-        flat[m.expand(out)] = np.ascontiguousarray(transform(value))
+        mapping[name] = (m.expand(out), transform)
         break
     else:
       if not any(p.match(rel) for p in ignored):
         unexpected.append(name)
-  return flat, sorted(unexpected)
+  return mapping, sorted(unexpected)
+
+
+def apply_rules(state: dict, prefix: str, rules, ignore=()):
+  """-> (flat {our path: array}, unexpected [torch names under prefix that no rule maps])."""
+  mapping, unexpected = map_names(state, prefix, rules, ignore)
+  flat = {path: np.ascontiguousarray(TRANSFORMS[t](state[name]))
+          for name, (path, t) in mapping.items()}
+  return flat, unexpected
 
 
 def require(where: str, key: str, value, expected) -> None:

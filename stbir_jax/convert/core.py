@@ -20,19 +20,11 @@ from stbir_jax.convert import bert
 from stbir_jax.convert import clip
 from stbir_jax.convert import hub
 from stbir_jax.convert import resnet
+from stbir_jax.convert import siglip
 from stbir_jax.convert import vit
 from stbir_jax.convert.hub import ConvertError
 
-ARCHITECTURES = (clip, bert, resnet, vit)
-UNSUPPORTED = {
-    'siglip': 'SigLIP is not supported yet: its vision tower has no class token and pools with a '
-              'multihead-attention head (MAP), its text tower uses gelu_tanh without a causal '
-              'mask and pools the last token; stbir_jax/models/vit.py and text.py implement '
-              'neither.',
-}
-UNSUPPORTED.update({k: UNSUPPORTED['siglip'] for k in (
-    'siglip_vision_model', 'siglip_text_model', 'siglip2', 'siglip2_vision_model',
-    'siglip2_text_model')})
+ARCHITECTURES = (clip, siglip, bert, resnet, vit)
 TOWERS = ('vision', 'text')
 GROUPS = {'sketch': 'vision', 'photo': 'vision', 'text': 'text'}
 # The keys of config.model.<group> (configs/base.py) a converted tower config carries.
@@ -43,11 +35,14 @@ _IMAGE_DEFAULTS = dict(kind='vit', depth=18, width=64, norm='group', stem_pool=T
 _STRUCTURAL = {'resnet': ('kind', 'depth', 'width', 'norm'),
                'vit': ('kind', 'patch_size', 'hidden', 'layers', 'heads', 'mlp_dim'),
                'clip_vit': ('kind', 'patch_size', 'hidden', 'layers', 'heads', 'mlp_dim'),
+               'siglip_vit': ('kind', 'patch_size', 'hidden', 'layers', 'heads', 'mlp_dim'),
                'bert': ('kind', 'vocab_size', 'hidden', 'layers', 'heads', 'mlp_dim',
                         'max_positions'),
                'clip': ('kind', 'vocab_size', 'hidden', 'layers', 'heads', 'mlp_dim',
-                        'max_positions')}
-_DEFAULT_MAX_POSITIONS = {'bert': 512, 'clip': 77}
+                        'max_positions'),
+               'siglip': ('kind', 'vocab_size', 'hidden', 'layers', 'heads', 'mlp_dim',
+                          'max_positions', 'projection_size')}
+_DEFAULT_MAX_POSITIONS = {'bert': 512, 'clip': 77, 'siglip': 64}
 
 
 def supported_model_types() -> dict:
@@ -65,10 +60,6 @@ def _architecture(src: str, tower: str):
   hf_cfg = hub.read_config(src)
   model_type = hf_cfg.model_type
   supported = supported_model_types()
-  if model_type in UNSUPPORTED:
-    raise NotImplementedError(f'Checkpoint {src!r} (model_type {model_type!r}): '
-                              f'{UNSUPPORTED[model_type]} Supported model types: '
-                              + ', '.join(f'{k} ({"/".join(v)})' for k, v in supported.items()))
   for arch in ARCHITECTURES:
     if model_type in arch.MODEL_TYPES:
       if tower not in arch.MODEL_TYPES[model_type]:
@@ -190,6 +181,8 @@ def check_tower_config(cfg, src: str, tower: str, where: str) -> None:
     have['max_positions'] = _DEFAULT_MAX_POSITIONS.get(have.get('kind'), 0)
   if want['kind'] == 'resnet' and 'norm' not in have:
     have['norm'] = 'group'
+  if want['kind'] == 'siglip' and not have.get('projection_size'):
+    have['projection_size'] = have.get('hidden')   # the text tower's default
   keys = _STRUCTURAL[want['kind']] if have.get('kind') == want['kind'] else ('kind',)
   diffs = [f'{where}.{k}={have.get(k)!r}, checkpoint has {want[k]!r}' for k in keys
            if have.get(k) != want[k]]

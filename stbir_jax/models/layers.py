@@ -153,3 +153,30 @@ class Encoder(nn.Module):
       x = layer_cls(self.hidden, self.heads, self.mlp_dim, act=self.act, eps=self.eps,
                     pre_ln=self.pre_ln, dtype=self.dtype, name=f'layer_{i}')(x, mask)
     return x
+
+
+class MapHead(nn.Module):
+  """Multihead attention pooling (MAP, SigLIP's vision head): a learned probe attends to the
+  tokens, then a pre-LN MLP with a residual; -> (B, hidden).
+
+    x = attention(probe, tokens); x = x + mlp(layernorm(x))
+
+  HF SiglipMultiheadAttentionPoolingHead (torch nn.MultiheadAttention, whose packed in_proj is
+  split into q/k/v by the converter). Parameters: probe (1, hidden), attention/{q,k,v,out}_proj,
+  layernorm/{scale, bias}, mlp/{fc1, fc2}.
+  """
+  hidden: int
+  heads: int
+  mlp_dim: int
+  act: str = 'gelu_tanh'
+  eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens):
+    probe = self.param('probe', nn.initializers.xavier_uniform(), (1, self.hidden), jnp.float32)
+    probe = jnp.broadcast_to(probe.astype(self.dtype)[None], (tokens.shape[0], 1, self.hidden))
+    x = Attention(self.hidden, self.heads, dtype=self.dtype, name='attention')(probe, kv=tokens)
+    h = layer_norm(self.eps, self.dtype, 'layernorm')(x)
+    x = x + Mlp(self.mlp_dim, ACTIVATIONS[self.act], dtype=self.dtype, name='mlp')(h)
+    return x[:, 0]

@@ -3,7 +3,8 @@
   model = STBIR(config.model, init_temperature=config.loss.init_temperature)
   variables = model.init(key, batch)            # batch: image, sketch, text_ids, text_mask,
                                                 #        has_sketch, has_text
-  out = model.apply(variables, batch)           # dict(query (B, D), gallery (B, D), logit_scale)
+  out = model.apply(variables, batch)           # dict(query (B, D), gallery (B, D), logit_scale
+                                                #      [, logit_bias with init_logit_bias])
   out = model.apply(variables, batch, single_modality=True)   # + query_sketch, query_text
   q = model.apply(variables, sketch, text_ids, text_mask, has_sketch, has_text,
                   method=STBIR.encode_query)    # (B, D), L2-normalised; runs sketch/text/fusion
@@ -15,7 +16,7 @@ text_ids int32 (B, L); text_mask (B, L) (1 = real token); has_sketch, has_text b
 A sketch is binarised (map > 0) and drawn dark on white, replicated to 3 channels and
 normalised exactly like a photo, so one pretrained image tower can serve both sides. Pixel
 statistics follow the tower kind (PIXEL_STATS): CLIP's for ViTs, ImageNet's for ResNets (the HF
-microsoft/resnet-* preprocessors').
+microsoft/resnet-* preprocessors'), mean 0.5 / std 0.5 for SigLIP (its image processor's).
 
 Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole groups):
 
@@ -27,12 +28,15 @@ Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole
   fusion/...              fusion.py layout (per fusion kind)
   temperature/log_scale   scalar, init log(1 / init_temperature);
                           logit_scale = min(exp(log_scale), 100)
+  temperature/bias        scalar, init init_logit_bias; only when init_logit_bias is set (the
+                          sigmoid loss's learnable bias, losses.sigmoid)
 
 Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width, pool: 'gap' |
 'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default),
-'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout); both ViTs read
-patch_size, hidden, layers, heads, mlp_dim, pool. config.model.text.kind: 'bert' | 'clip'
-(vocab_size, hidden, layers, heads, mlp_dim, pool; optional `max_positions`). The `init` keys
+'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout), 'siglip_vit' (HF
+SiglipVisionModel layout, pool 'map' | 'gap'); the ViTs read patch_size, hidden, layers, heads,
+mlp_dim, pool. config.model.text.kind: 'bert' | 'clip' | 'siglip' (vocab_size, hidden, layers,
+heads, mlp_dim, pool; optional `max_positions`; siglip: optional `projection_size`). The `init` keys
 are for the weight converters and are not read here.
 """
 
@@ -49,10 +53,13 @@ from stbir_jax.models import resnet
 from stbir_jax.models import text as text_lib
 from stbir_jax.models import vit
 
-IMAGE_KINDS = ('resnet', 'vit', 'clip_vit')
+IMAGE_KINDS = ('resnet', 'vit', 'clip_vit', 'siglip_vit')
+VIT_VARIANTS = {'vit': 'vit', 'clip_vit': 'clip', 'siglip_vit': 'siglip'}   # kind -> vit.ViT
 CLIP_STATS = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-PIXEL_STATS = {'resnet': IMAGENET_STATS, 'vit': CLIP_STATS, 'clip_vit': CLIP_STATS}
+SIGLIP_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+PIXEL_STATS = {'resnet': IMAGENET_STATS, 'vit': CLIP_STATS, 'clip_vit': CLIP_STATS,
+               'siglip_vit': SIGLIP_STATS}
 MAX_LOGIT_SCALE = 100.0
 
 
@@ -80,7 +87,7 @@ def image_tower(cfg, remat: bool, dtype, where: str) -> nn.Module:
     return resnet.ResNet(depth=cfg.depth, width=cfg.width, norm=layers.option(cfg, 'norm', 'group'),
                          stem_pool=layers.option(cfg, 'stem_pool', True), pool=cfg.pool,
                          remat=remat, dtype=dtype, name='backbone')
-  return vit.ViT(variant='clip' if cfg.kind == 'clip_vit' else 'vit', patch_size=cfg.patch_size,
+  return vit.ViT(variant=VIT_VARIANTS[cfg.kind], patch_size=cfg.patch_size,
                  hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim,
                  pool=cfg.pool, remat=remat, dtype=dtype, name='backbone')
 
@@ -115,7 +122,8 @@ class TextEncoder(nn.Module):
     pooled, tokens, mask = text_lib.TextTransformer(
         kind=c.kind, vocab_size=c.vocab_size, hidden=c.hidden, layers=c.layers, heads=c.heads,
         mlp_dim=c.mlp_dim, pool=c.pool, max_positions=layers.option(c, 'max_positions', 0),
-        remat=self.remat, dtype=self.dtype, name='backbone')(ids, mask)
+        projection_size=layers.option(c, 'projection_size', 0), remat=self.remat,
+        dtype=self.dtype, name='backbone')(ids, mask)
     emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                    kernel_init=layers.DENSE_INIT, name='proj')(pooled)
     return emb, tokens, mask
@@ -123,17 +131,24 @@ class TextEncoder(nn.Module):
 
 class Temperature(nn.Module):
   init_temperature: float = 0.07
+  init_logit_bias: float | None = None   # None: no bias parameter (InfoNCE needs none)
 
   @nn.compact
   def __call__(self):
+    """-> logit_scale, or (logit_scale, logit_bias) with init_logit_bias."""
     log_scale = self.param('log_scale', nn.initializers.constant(
         math.log(1.0 / self.init_temperature)), (), jnp.float32)
-    return jnp.minimum(jnp.exp(log_scale), MAX_LOGIT_SCALE)
+    scale = jnp.minimum(jnp.exp(log_scale), MAX_LOGIT_SCALE)
+    if self.init_logit_bias is None:
+      return scale
+    return scale, self.param('bias', nn.initializers.constant(self.init_logit_bias), (),
+                             jnp.float32)
 
 
 class STBIR(nn.Module):
   config: ml_collections.ConfigDict   # config.model (nothing else is read)
   init_temperature: float = 0.07
+  init_logit_bias: float | None = None   # set for the sigmoid loss (config.loss.kind)
 
   def setup(self):
     c = self.config
@@ -149,7 +164,7 @@ class STBIR(nn.Module):
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
                                     normalize=layers.option(f, 'normalize', False),
                                     remat=c.remat, dtype=dtype)
-    self.temperature = Temperature(self.init_temperature)
+    self.temperature = Temperature(self.init_temperature, self.init_logit_bias)
 
   def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
     """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
@@ -180,15 +195,21 @@ class STBIR(nn.Module):
     return l2_normalize(emb)
 
   def logit_scale(self):
-    return self.temperature()
+    return self.logits()['logit_scale']
+
+  def logits(self):
+    """{'logit_scale'[, 'logit_bias']}: what the losses read besides the embeddings."""
+    if self.init_logit_bias is None:
+      return {'logit_scale': self.temperature()}
+    scale, bias = self.temperature()
+    return {'logit_scale': scale, 'logit_bias': bias}
 
   def __call__(self, batch, single_modality: bool = False):
     """query, gallery, logit_scale; with single_modality also query_sketch and query_text,
     the same queries with the text (resp. the sketch) left out."""
     queries = self._queries(batch['sketch'], batch['text_ids'], batch['text_mask'],
                             batch['has_sketch'], batch['has_text'], single_modality)
-    out = dict(query=queries[0], gallery=self.encode_gallery(batch['image']),
-               logit_scale=self.temperature())
+    out = dict(query=queries[0], gallery=self.encode_gallery(batch['image']), **self.logits())
     if single_modality:
       out.update(query_sketch=queries[1], query_text=queries[2])
     return out

@@ -1,4 +1,5 @@
-"""Text towers: `kind='bert'` mirrors HF `BertModel`, `kind='clip'` mirrors HF `CLIPTextModel`.
+"""Text towers: `kind='bert'` mirrors HF `BertModel`, `kind='clip'` mirrors HF `CLIPTextModel`,
+`kind='siglip'` mirrors HF `SiglipTextModel` (and `Siglip2TextModel`, the same computation).
 
 Inputs: ids (B, L) int32 and mask (B, L) (1 = real token, 0 = padding; padding at the end).
 Output: (pooled (B, hidden), tokens (B, L, hidden), mask (B, L) bool).
@@ -14,9 +15,15 @@ Output: (pooled (B, hidden), tokens (B, L, hidden), mask (B, L) bool).
           tokenizer ends each text with EOS (it does; truncation keeps EOS) and pads after it.
           'argmax': x at argmax(ids) (HF's rule for old configs with eos_token_id == 2).
           'mean': masked mean.
+  'siglip' x = token_embedding[ids] + position_embedding[0..L); pre-LN layers (gelu_tanh,
+          eps 1e-6), key-padding mask only (no causal mask); x = final_layer_norm(x); tokens = x.
+          pool 'last': x[:, -1], the last position whatever the mask (HF's rule; SigLIP is
+          trained on texts padded to max_length, 64, so that position is usually padding);
+          'mean': masked mean. pooled = head(pooled) (Linear with bias, hidden ->
+          projection_size): HF's pooler_output, SigLIP's text embedding.
 
 Position tables: `max_positions` rows (an optional tower config key; default 512 for bert, 77 for
-clip, the HF sizes), so converted tables load as they are; L must not exceed it.
+clip, 64 for siglip, the HF sizes), so converted tables load as they are; L must not exceed it.
 
 Parameter tree (HF BertModel path / HF CLIPTextModel path in brackets):
 
@@ -35,6 +42,8 @@ Parameter tree (HF BertModel path / HF CLIPTextModel path in brackets):
         encoder/layer_{i}/...                   [encoder.layers.i.{self_attn,layer_norm1,mlp,
                                                  layer_norm2}] (same names)
         final_layer_norm/{scale, bias}          [final_layer_norm]
+  siglip: the clip names (without the causal mask) plus
+        head/{kernel (H, P), bias (P,)}         [head]
 """
 
 from typing import Any
@@ -44,9 +53,11 @@ import jax.numpy as jnp
 
 from stbir_jax.models import layers
 
-KINDS = ('bert', 'clip')
-POOLS = {'bert': ('mean', 'cls'), 'clip': ('eos', 'argmax', 'mean')}
-MAX_POSITIONS = {'bert': 512, 'clip': 77}
+KINDS = ('bert', 'clip', 'siglip')
+POOLS = {'bert': ('mean', 'cls'), 'clip': ('eos', 'argmax', 'mean'), 'siglip': ('last', 'mean')}
+MAX_POSITIONS = {'bert': 512, 'clip': 77, 'siglip': 64}
+# kind -> (activation, layer-norm eps, causal) of the pre-LN text towers.
+PRE_LN = {'clip': ('quick_gelu', 1e-5, True), 'siglip': ('gelu_tanh', 1e-6, False)}
 EMBED_INIT = nn.initializers.normal(0.02)
 
 
@@ -65,12 +76,13 @@ class TextTransformer(nn.Module):
   mlp_dim: int = 3072
   pool: str = 'mean'
   max_positions: int = 0          # 0 = MAX_POSITIONS[kind]
+  projection_size: int = 0        # siglip's head output size; 0 = hidden
   remat: bool = False
   dtype: Any = jnp.float32
 
   @property
   def out_dim(self) -> int:
-    return self.hidden
+    return (self.projection_size or self.hidden) if self.kind == 'siglip' else self.hidden
 
   @nn.compact
   def __call__(self, ids, mask):
@@ -100,17 +112,24 @@ class TextTransformer(nn.Module):
 
     x = (embed(self.vocab_size, 'token_embedding')(ids)
          + embed(max_pos, 'position_embedding')(positions))
-    causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act='quick_gelu',
-                       eps=1e-5, pre_ln=True, remat=self.remat, dtype=self.dtype,
-                       name='encoder')(x, causal & key_mask)
-    x = layers.layer_norm(1e-5, self.dtype, 'final_layer_norm')(x)
+    act, eps, causal = PRE_LN[self.kind]
+    attend = key_mask
+    if causal:
+      attend = jnp.tril(jnp.ones((length, length), bool))[None, None] & key_mask
+    x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act=act, eps=eps,
+                       pre_ln=True, remat=self.remat, dtype=self.dtype, name='encoder')(x, attend)
+    x = layers.layer_norm(eps, self.dtype, 'final_layer_norm')(x)
     if self.pool == 'mean':
       pooled = masked_mean(x, mask)
+    elif self.pool == 'last':
+      pooled = x[:, -1]
     else:
       if self.pool == 'eos':
         index = jnp.maximum(jnp.sum(mask, axis=1) - 1, 0)
       else:
         index = jnp.argmax(ids, axis=1)
       pooled = jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+    if self.kind == 'siglip':
+      pooled = nn.Dense(self.out_dim, dtype=self.dtype, kernel_init=layers.DENSE_INIT,
+                        name='head')(pooled)
     return pooled, x, mask

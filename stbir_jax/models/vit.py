@@ -1,4 +1,5 @@
-"""Vision transformers: variant 'clip' mirrors HF `CLIPVisionModel`, 'vit' mirrors HF `ViTModel`.
+"""Vision transformers: variant 'clip' mirrors HF `CLIPVisionModel`, 'vit' mirrors HF `ViTModel`,
+'siglip' mirrors HF `SiglipVisionModel` (and `Siglip2VisionModel` at its native patch grid).
 
 Input: float images (B, H, W, 3), already normalised; H, W multiples of patch_size. Output:
 (pooled (B, hidden), tokens (B, 1 + (H/p)*(W/p), hidden)), tokens = class token then patches in
@@ -12,8 +13,13 @@ row-major order (HF order).
           pre-LN layers (exact gelu, eps 1e-12); x = post_layernorm(x) (HF ViTModel.layernorm)
           tokens = x (HF last_hidden_state); pooled = x[:, 0] (cls) or mean(x[:, 1:]) (gap);
           HF's optional tanh pooler is not part of this tower.
+  'siglip' x = patch_embedding(img) (conv + bias) + position_embedding; no class token.
+          pre-LN layers (gelu_tanh, eps 1e-6); tokens = post_layernorm(x) (HF last_hidden_state);
+          pooled = MAP head(tokens) (pool='map', HF pooler_output; layers.MapHead)
+                   or mean(tokens) (pool='gap').
 
-The position table has 1 + (H/p)*(W/p) rows, fixed by the resolution seen at init.
+The position table has 1 + (H/p)*(W/p) rows ('siglip': (H/p)*(W/p)), fixed by the resolution
+seen at init.
 
 Parameter tree (HF CLIPVisionModel path / HF ViTModel path in brackets):
 
@@ -33,6 +39,7 @@ Parameter tree (HF CLIPVisionModel path / HF ViTModel path in brackets):
                                              layernorm_before -> layer_norm1,
                                              layernorm_after -> layer_norm2, mlp.fc1/fc2 -> same
   post_layernorm/{scale, bias}              [post_layernorm / layernorm]
+  head/...                                  ('siglip', pool 'map') [head]; layers.MapHead
 """
 
 from typing import Any
@@ -45,8 +52,9 @@ from stbir_jax.models import layers
 VARIANTS = {  # variant -> (activation, layer-norm eps, patch bias, pre_layrnorm)
     'clip': ('quick_gelu', 1e-5, False, True),
     'vit': ('gelu', 1e-12, True, False),
+    'siglip': ('gelu_tanh', 1e-6, True, False),
 }
-POOLS = ('cls', 'gap')
+POOLS = {'clip': ('cls', 'gap'), 'vit': ('cls', 'gap'), 'siglip': ('map', 'gap')}
 
 
 class ViT(nn.Module):
@@ -67,7 +75,7 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, x):
     layers.check_choice('ViT variant', self.variant, tuple(VARIANTS))
-    layers.check_choice('ViT pool', self.pool, POOLS)
+    layers.check_choice(f'ViT pool (variant {self.variant!r})', self.pool, POOLS[self.variant])
     act, eps, patch_bias, pre_ln = VARIANTS[self.variant]
     b, h, w, _ = x.shape
     p = self.patch_size
@@ -77,6 +85,8 @@ class ViT(nn.Module):
                 dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(),
                 name='patch_embedding')(x.astype(self.dtype))
     x = x.reshape(b, -1, self.hidden)
+    if self.variant == 'siglip':
+      return self._siglip(x, act, eps)
     cls = self.param('class_embedding', nn.initializers.normal(self.hidden**-0.5),
                      (self.hidden,), jnp.float32)
     pos = self.param('position_embedding', nn.initializers.normal(0.02),
@@ -94,4 +104,17 @@ class ViT(nn.Module):
       return post_ln(pooled), tokens
     tokens = post_ln(x)
     pooled = tokens[:, 0] if self.pool == 'cls' else jnp.mean(tokens[:, 1:], axis=1)
+    return pooled, tokens
+
+  def _siglip(self, x, act, eps):
+    pos = self.param('position_embedding', nn.initializers.normal(self.hidden**-0.5),
+                     x.shape[1:], jnp.float32)
+    x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act=act, eps=eps,
+                       pre_ln=True, remat=self.remat, dtype=self.dtype,
+                       name='encoder')(x + pos.astype(self.dtype))
+    tokens = layers.layer_norm(eps, self.dtype, 'post_layernorm')(x)
+    if self.pool == 'gap':
+      return jnp.mean(tokens, axis=1), tokens
+    pooled = layers.MapHead(self.hidden, self.heads, self.mlp_dim, act=act, eps=eps,
+                            dtype=self.dtype, name='head')(tokens)
     return pooled, tokens

@@ -41,7 +41,17 @@ REAL_DATASETS = {
     'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
-VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS)
+# ---------------------------------------------------------------- TPU presets (docs/scaling.md)
+# The full run per TPU slice: preset -> (topology it is compiled and sized for, global batch,
+# remat policy, fsdp axis size; -1 = every chip). See _tpu_preset.
+TPU_PRESETS = {
+    'v5e_8': ('v5e:2x4', 1024, 'full', -1),
+    'v5p_8': ('v5p:2x2x1', 1024, 'full', -1),
+    'v4_8': ('v4:2x2x1', 1024, 'full', -1),
+    'v6e_8': ('v6e:2x4', 1024, 'full', -1),
+    'v5e_256': ('v5e:16x16', 8192, 'full', -1),
+}
+VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + tuple(TPU_PRESETS)
 TOWERS = ('sketch', 'photo', 'text', 'fusion')
 
 
@@ -145,7 +155,8 @@ def get_config(arg=None):
       pool='eos', init=clip))
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048))
-  c.model.remat = False                   # recompute tower activations in the backward pass
+  c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
+                                          # 'dots_saveable' | 'full' (models/layers.py)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(
@@ -215,6 +226,8 @@ def get_config(arg=None):
     _smoke(c)
   elif variant in REAL_DATASETS:
     _real(c, variant)
+  elif variant in TPU_PRESETS:
+    _tpu_preset(c, variant)
   return c
 
 
@@ -309,3 +322,21 @@ def _smoke(c):
   c.eval.every_steps = 6
   c.eval.batch_size = 8
   c.stages = alignment_stages()
+
+
+def _tpu_preset(c, name):
+  """The full run sized for one TPU slice (TPU_PRESETS): bf16 compute with float32 parameters
+  and optimiser state, the remat policy, parameters and optimiser state sharded over the fsdp
+  axis (the batch is split over data x fsdp, so fsdp=-1 is data parallelism with the state
+  sharded ZeRO-3 style), and the largest global batch that compiles for the slice with >= 15 %
+  of each chip's HBM free:
+
+    python -m stbir_jax.aot --config=configs/base.py:v5e_8 --topology=v5e:2x4
+
+  optim.lr is the full config's (set for batch 1024) and is not rescaled with the batch.
+  """
+  _, batch, remat, fsdp = TPU_PRESETS[name]
+  c.model.dtype = 'bfloat16'
+  c.model.remat = remat
+  c.mesh.update({'data': 1 if fsdp == -1 else -1, 'fsdp': fsdp, 'model': 1})
+  c.train.batch_size = batch

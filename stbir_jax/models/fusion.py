@@ -43,7 +43,7 @@ class Fusion(nn.Module):
   layers: int = 2
   heads: int = 8
   mlp_dim: int = 2048
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @nn.compact

@@ -65,7 +65,7 @@ class TextTransformer(nn.Module):
   mlp_dim: int = 3072
   pool: str = 'mean'
   max_positions: int = 0          # 0 = MAX_POSITIONS[kind]
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @property

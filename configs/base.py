@@ -5,6 +5,16 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
 
   python -m stbir_jax.main --config=configs/base.py --workdir=gs://BUCKET/stbir
 
+As written (float32 compute, no remat, global batch 1024, data-parallel) the full run is for GPU
+nodes with large memory: it does not fit a TPU v5e-8's 16 GiB chips. On a TPU VM use the preset
+of the slice, compiled for it with >= 15 % HBM headroom (docs/scaling.md):
+
+  configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
+  configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
+  configs/base.py:v5e_256 v5litepod-256 (64 hosts: launch/ scripts, --distributed)
+
+  python -m stbir_jax.aot --config=configs/base.py:v5e_8 --topology=v5e:2x4   # check, no TPU
+
 Variants, selected after a colon:
 
   configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)

@@ -7,6 +7,8 @@ layers and a softmax over the batch the loss moves by ~1e-3 relative here, so 2 
 with room that still fails on a real bug (a float32 loss differs by > 10 % from a random one).
 """
 
+import functools
+
 import _tiny
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,12 @@ LOSS_RTOL = 0.02
 MIN_COSINE = 0.99
 
 
+@functools.cache
 def _setup(dtype):
+  """-> (config, model, constants, jitted step), compiled once per dtype for all tests."""
+  if dtype == 'float32':  # the tiny model of tests/_tiny.py: its compiled step is shared
+    config, model, _, step = _tiny.setup()
+    return config, model, train.make_constants(config, ['thing']), step
   config = _tiny.tiny_config()
   config.model.dtype = dtype
   model = train.make_model(config)
@@ -31,14 +38,12 @@ def _setup(dtype):
 
 def _state():
   """One float32-initialised state for both dtypes (the params do not depend on it)."""
-  config, model, constants, _ = _setup('float32')
-  return train.init_state(config, model, constants, jax.random.PRNGKey(0))
+  return _tiny.setup()[2]
 
 
 def test_bf16_keeps_params_and_optimizer_state_in_float32():
-  config, model, constants, step = _setup('bfloat16')
-  state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
-  new, _ = step(state, _tiny.random_batch(config))
+  config, _, _, step = _setup('bfloat16')
+  new, _ = step(_state(), _tiny.random_batch(config))
   dtypes = {x.dtype for x in jax.tree.leaves((new.params, new.opt_state))
             if jnp.issubdtype(x.dtype, jnp.floating)}
   assert dtypes == {jnp.dtype('float32')}

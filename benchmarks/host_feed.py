@@ -27,7 +27,8 @@ def main():
   config = base.get_config('smoke')
   config.data.resolution = 224
   config.data.data_dir = args.data_dir
-  config.data.synth.update({'train_families': 8, 'structural_variants': 4, 'appearance_variants': 4})
+  config.data.synth.update(
+      {'train_families': 8, 'structural_variants': 4, 'appearance_variants': 4})
   config.train.batch_size = args.batch_size
   config.data.family_group = 16
   config.data.tokenizer = 'bert_uncased'

@@ -6,8 +6,9 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
   python -m stbir_jax.main --config=configs/base.py --workdir=gs://BUCKET/stbir
 
 As written (float32 compute, no remat, global batch 1024, data-parallel) the full run is for GPU
-nodes with large memory: it does not fit a TPU v5e-8's 16 GiB chips. On a TPU VM use the preset
-of the slice, compiled for it with >= 15 % HBM headroom (docs/scaling.md):
+nodes with large memory: it does not fit a TPU v5e-8's 16 GiB chips (even in bf16 with full remat
+and fsdp, batch 1024 needs 16.23 GiB of temporaries a chip; docs/scaling.md). On a TPU VM use
+the preset of the slice, sized for >= 15 % HBM headroom:
 
   configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
   configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
@@ -52,13 +53,17 @@ REAL_DATASETS = {
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
-# The full run per TPU slice: preset -> (topology it is compiled and sized for, global batch,
-# remat policy, fsdp axis size; -1 = every chip). See _tpu_preset.
+# The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
+# fsdp axis size; -1 = every chip). See _tpu_preset. The batches scale the one measured compile
+# of the largest step (docs/scaling.md): at batch 1024 on v5e:2x4 (128 a chip, bf16, full remat,
+# fsdp 8) the TPU compiler needs 16.23 GiB of temporaries, more than the 15.75 GiB a v5e chip
+# offers; 96 a chip leaves >= 15 % free on a 16 GiB chip, and chips with more HBM take
+# proportionally more. v5e_256 is the one compiled at its preset batch.
 TPU_PRESETS = {
-    'v5e_8': ('v5e:2x4', 1024, 'full', -1),
-    'v5p_8': ('v5p:2x2x1', 1024, 'full', -1),
-    'v4_8': ('v4:2x2x1', 1024, 'full', -1),
-    'v6e_8': ('v6e:2x4', 1024, 'full', -1),
+    'v5e_8': ('v5e:2x4', 768, 'full', -1),
+    'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),
+    'v4_8': ('v4:2x2x1', 768, 'full', -1),
+    'v6e_8': ('v6e:2x4', 1536, 'full', -1),
     'v5e_256': ('v5e:16x16', 8192, 'full', -1),
 }
 VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + tuple(TPU_PRESETS)
@@ -338,8 +343,8 @@ def _tpu_preset(c, name):
   """The full run sized for one TPU slice (TPU_PRESETS): bf16 compute with float32 parameters
   and optimiser state, the remat policy, parameters and optimiser state sharded over the fsdp
   axis (the batch is split over data x fsdp, so fsdp=-1 is data parallelism with the state
-  sharded ZeRO-3 style), and the largest global batch that compiles for the slice with >= 15 %
-  of each chip's HBM free:
+  sharded ZeRO-3 style), and the largest global batch that leaves >= 15 % of each chip's HBM
+  free (TPU_PRESETS says which are compiled and which scaled from a compile). Check with:
 
     python -m stbir_jax.aot --config=configs/base.py:v5e_8 --topology=v5e:2x4
 

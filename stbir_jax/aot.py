@@ -243,13 +243,19 @@ def _cost(compiled) -> dict:
   return cost or {}
 
 
-_OOM_RE = re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm')
+# The TPU compiler's refusals: "... required for HLO temporaries (16.23G) exceeds available HBM
+# (15.75G)" (temporaries alone) or "Used 19.01G of 15.48G hbm" (everything).
+_OOM_RES = (
+    re.compile(r'required for HLO temporaries \(([\d.]+)([KMGT]?)\) exceeds available HBM '
+               r'\(([\d.]+)([KMGT]?)\)'),
+    re.compile(r'Used ([\d.]+)([KMGT]?) of ([\d.]+)([KMGT]?) hbm'))
 _UNITS = {'': 1, 'K': 2**10, 'M': 2**20, 'G': 2**30, 'T': 2**40}
 
 
 def _out_of_memory(name: str, error: Exception, chip: Chip, compile_s: float) -> dict:
-  """The row of a program the TPU compiler refused for HBM: what it says it needed."""
-  m = _OOM_RE.search(str(error))
+  """The row of a program the TPU compiler refused for HBM: what it says it needed (a lower
+  bound of the total where it names the temporaries only)."""
+  m = next((m for m in (r.search(str(error)) for r in _OOM_RES) if m), None)
   if not m:
     raise AotError(f'{name}: the TPU compiler ran out of memory: {error}') from error
   used = float(m[1]) * _UNITS[m[2]]
@@ -257,11 +263,12 @@ def _out_of_memory(name: str, error: Exception, chip: Chip, compile_s: float) ->
   return {
       'program': name, 'compile_s': round(compile_s, 1),
       'error': str(error).split('\n', 1)[0][:400],
+      'available': float(m[3]) * _UNITS[m[4]],  # what the compiler says a chip offers
       'hbm': {'arguments': 0, 'temporaries': used, 'outputs': 0, 'code': 0, 'total': used,
-               'capacity': chip.hbm_bytes, 'headroom': 1.0 - used / chip.hbm_bytes},
+              'capacity': chip.hbm_bytes, 'headroom': 1.0 - used / chip.hbm_bytes},
       'flops': 0.0, 'bytes_accessed': 0.0,
       'roofline': {'compute_s': 0.0, 'memory_s': 0.0, 'step_s': 0.0, 'bound': 'none', 'mfu': 0.0,
-                    'examples_per_s': 0.0},
+                   'examples_per_s': 0.0},
       'collectives': {kind: dict(zero) for kind in COLLECTIVES}}
 
 
@@ -286,13 +293,13 @@ def analyse(name: str, lowered, chip: Chip, examples: int) -> dict:
   return {
       'program': name, 'compile_s': round(compile_s, 1),
       'hbm': {'arguments': args, 'temporaries': temps, 'outputs': outputs,
-               'code': mem.generated_code_size_in_bytes, 'total': total, 'capacity': chip.hbm_bytes,
-               'headroom': 1.0 - total / chip.hbm_bytes},
+              'code': mem.generated_code_size_in_bytes, 'total': total,
+              'capacity': chip.hbm_bytes, 'headroom': 1.0 - total / chip.hbm_bytes},
       'flops': flops, 'bytes_accessed': bytes_accessed,
       'roofline': {'compute_s': compute_s, 'memory_s': memory_s, 'step_s': bound_s,
-                    'bound': 'compute' if compute_s >= memory_s else 'memory',
-                    'mfu': compute_s / bound_s if bound_s else 0.0,
-                    'examples_per_s': examples / bound_s if bound_s else 0.0},
+                   'bound': 'compute' if compute_s >= memory_s else 'memory',
+                   'mfu': compute_s / bound_s if bound_s else 0.0,
+                   'examples_per_s': examples / bound_s if bound_s else 0.0},
       'collectives': collectives(compiled.as_text())}
 
 
@@ -305,11 +312,16 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
   devices = topology_devices(topology)
   chip = chip_of(devices)
   report = {'topology': topology, 'devices': len(devices), 'chip': dataclasses.asdict(chip),
-                'processes': len({d.process_index for d in devices}),
-                'mesh': dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, len(devices)))),
-                'batch_size': int(config.train.batch_size), 'dtype': config.model.dtype,
-                'remat': str(config.model.remat), 'state_per_chip': state_bytes_per_chip(config, devices),
-                'programs': []}
+            'processes': len({d.process_index for d in devices}),
+            'mesh': dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, len(devices)))),
+            'batch_size': int(config.train.batch_size), 'dtype': config.model.dtype,
+            'remat': str(config.model.remat),
+            'state_per_chip': state_bytes_per_chip(config, devices), 'programs': []}
+  state = report['state_per_chip']
+  log(f'{topology}: {len(devices)} devices of {report["chip"]["name"]} on {report["processes"]} '
+      f'host(s), mesh {report["mesh"]}, batch {report["batch_size"]}, {report["dtype"]}, remat '
+      f'{report["remat"]}; state per chip: params {_gib(state["params"])} GiB, optimiser '
+      f'{_gib(state["opt_state"])} GiB')
   for name, lowered in lowered_programs(config, devices, programs):
     examples = config.train.batch_size if name.startswith('train/') else config.eval.batch_size
     row = analyse(name, lowered, chip, examples)
@@ -347,9 +359,10 @@ def misfits(report: dict, config) -> list[str]:
   out = []
   for row in report['programs']:
     h = row['hbm']
-    if h['total'] <= h['capacity']:
+    if 'error' not in row and h['total'] <= h['capacity']:
       continue
-    over = h['total'] - h['capacity']
+    limit = row.get('available', h['capacity'])  # a refused compile says what it could use
+    over = h['total'] - limit
     fixed = h['arguments'] + h['outputs'] + h['code']  # 0 where the compiler refused it
     # Temporaries are mostly activations, proportional to the per-chip batch.
     usable = (1.0 - TARGET_HEADROOM) * h['capacity'] - fixed
@@ -368,10 +381,10 @@ def misfits(report: dict, config) -> list[str]:
       state = report['state_per_chip']
       hints.append(f'--config.mesh.fsdp=-1 --config.mesh.data=1 (params + optimiser state are '
                    f'{_gib(state["params"] + state["opt_state"])} GiB per chip, replicated)')
-    out.append(f'{report["topology"]} {row["program"]}: needs {_gib(h["total"])} GiB per chip, '
-               f'{_gib(over)} GiB ({over / h["capacity"]:.0%}) more than the '
-               f'{_gib(h["capacity"])} GiB of a {report["chip"]["name"]} chip. Try: '
-               + '; '.join(hints) + '.')
+    needs = 'needs at least' if 'error' in row else 'needs'
+    out.append(f'{report["topology"]} {row["program"]}: {needs} {_gib(h["total"])} GiB per '
+               f'chip, {_gib(over)} GiB ({over / limit:.0%}) more than the {_gib(limit)} GiB '
+               f'of a {report["chip"]["name"]} chip. Try: ' + '; '.join(hints) + '.')
   return out
 
 

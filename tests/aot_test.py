@@ -73,7 +73,15 @@ def test_command_compiles_every_smoke_program_and_writes_json(tmp_path):
 
 
 def test_collectives_are_counted_by_kind_with_their_bytes():
-  hlo = '  %all-reduce.1 = f32[1024,512]{1,0} all-reduce(f32[1024,512]{1,0} %p), channel_id=1\n  %ar-start = (f32[8]{0}, bf16[4,4]{1,0}) all-reduce-start(f32[8]{0} %a, bf16[4,4] %b)\n  %ar-done = (f32[8]{0}, bf16[4,4]{1,0}) all-reduce-done(%ar-start)\n  %ag-start = (bf16[64,768]{1,0}, bf16[512,768]{1,0}) all-gather-start(bf16[64,768] %x)\n  %ag-done = bf16[512,768]{1,0} all-gather-done(%ag-start)\n  ROOT %rs = f32[128]{0} reduce-scatter(f32[1024]{0} %g), dimensions={0}\n  %fusion = f32[3]{0} fusion(%all-reduce.1), kind=kLoop'
+  hlo = """
+  %all-reduce.1 = f32[1024,512]{1,0} all-reduce(f32[1024,512]{1,0} %p), channel_id=1
+  %ar-start = (f32[8]{0}, bf16[4,4]{1,0}) all-reduce-start(f32[8]{0} %a, bf16[4,4] %b)
+  %ar-done = (f32[8]{0}, bf16[4,4]{1,0}) all-reduce-done(%ar-start)
+  %ag-start = (bf16[64,768]{1,0}, bf16[512,768]{1,0}) all-gather-start(bf16[64,768] %x)
+  %ag-done = bf16[512,768]{1,0} all-gather-done(%ag-start)
+  ROOT %rs = f32[128]{0} reduce-scatter(f32[1024]{0} %g), dimensions={0}
+  %fusion = f32[3]{0} fusion(%all-reduce.1), kind=kLoop
+"""
   c = aot.collectives(hlo)
   assert c['all-reduce'] == {'count': 2, 'bytes': 1024 * 512 * 4 + 8 * 4 + 16 * 2}
   assert c['all-gather'] == {'count': 1, 'bytes': 512 * 768 * 2}
@@ -83,11 +91,12 @@ def test_collectives_are_counted_by_kind_with_their_bytes():
 
 def test_a_step_that_does_not_fit_says_by_how_much_and_what_to_change():
   gib = 2**30
-  row = {'program': 'train/joint', 'hbm': {'arguments': 3 * gib, 'temporaries': 20 * gib, 'outputs': 0,
-                                             'code': 0, 'total': 23 * gib, 'capacity': 16 * gib}}
-  report = {'topology': 'v5e:2x4', 'chip': {'name': 'v5e'}, 'mesh': {'data': 8, 'fsdp': 1, 'model': 1},
-                'remat': 'nothing', 'state_per_chip': {'params': gib, 'opt_state': 2 * gib},
-                'programs': [row]}
+  row = {'program': 'train/joint', 'hbm': {'arguments': 3 * gib, 'temporaries': 20 * gib,
+                                           'outputs': 0, 'code': 0, 'total': 23 * gib,
+                                           'capacity': 16 * gib}}
+  report = {'topology': 'v5e:2x4', 'chip': {'name': 'v5e'},
+            'mesh': {'data': 8, 'fsdp': 1, 'model': 1}, 'remat': 'nothing',
+            'state_per_chip': {'params': gib, 'opt_state': 2 * gib}, 'programs': [row]}
   config = base.get_config('full')
   (message,) = aot.misfits(report, config)
   # usable 0.85 * 16 - 3 = 10.6 GiB of temporaries: 1024 * 10.6 / 20 = 542.7 -> 536 (x 8).

@@ -41,8 +41,9 @@ def test_smoke_query_encoder_compiles_for_v5e_and_fsdp_4_lowers_argument_bytes()
   assert dp['mesh'] == {'data': 4, 'fsdp': 1, 'model': 1} and sharded['mesh']['fsdp'] == 4
   (row,) = dp['programs']
   assert row['program'] == 'eval/encode_query'
-  for key in ('arguments', 'temporaries', 'total'):
+  for key in ('arguments', 'outputs', 'total'):
     assert row['hbm'][key] > 0, key
+  assert row['hbm']['temporaries'] >= 0  # 0 for this tiny encoder
   assert row['hbm']['capacity'] == 16 * 2**30 and 0 < row['hbm']['headroom'] < 1
   assert row['flops'] > 0 and row['bytes_accessed'] > 0
   assert row['roofline']['step_s'] > 0 and 0 < row['roofline']['mfu'] <= 1

@@ -49,9 +49,8 @@ def check_choice(where: str, value, choices) -> None:
 
 # config.model.remat: what a transformer layer / ResNet block keeps for the backward pass.
 #   'nothing'        no rematerialisation: every activation is kept (fastest, most memory)
-#   'dots_saveable'  matmul outputs are kept, the elementwise ops between them (norms,
-#                    activations, softmax) are recomputed: most of the memory saving of 'full'
-#                    for a fraction of its extra compute
+#   'dots_saveable'  matmul outputs (attention scores included) are kept, the elementwise ops
+#                    between them (norms, activations, softmax) are recomputed: between the two
 #   'full'           only each layer's input is kept; the whole layer runs again
 # The booleans of older configs mean 'full' (True) and 'nothing' (False).
 REMAT_POLICIES = ('nothing', 'dots_saveable', 'full')

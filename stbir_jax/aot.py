@@ -94,10 +94,6 @@ class AotError(RuntimeError):
   pass
 
 
-class DoesNotFit(AotError):
-  pass
-
-
 # ------------------------------------------------------------------------------------ devices
 
 
@@ -196,7 +192,8 @@ def state_bytes_per_chip(config, devices) -> dict:
   """Bytes of params and of optimiser state one chip holds, from their shardings."""
   mesh = sharding.make_mesh(config.mesh, devices)
   model = train.make_model(config)
-  state, _ = train.abstract_state(config, model, shape_constants(config, 1), mesh)
+  state, _ = train.abstract_state(config, model, shape_constants(config, num_categories(config)),
+                                  mesh)
 
   def per_chip(tree):
     return int(sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
@@ -422,7 +419,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     _, problems = run(FLAGS.config, FLAGS.topology, FLAGS.out, FLAGS.programs)
-  except AotError as e:
+  except (AotError, ValueError) as e:  # ValueError: config and mesh checks (train, sharding)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   for problem in problems:

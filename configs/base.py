@@ -5,6 +5,17 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
 
   python -m stbir_jax.main --config=configs/base.py --workdir=gs://BUCKET/stbir
 
+As written (float32 compute, no remat, global batch 1024, data-parallel) the full run is for GPU
+nodes with large memory: it does not fit a TPU v5e-8's 16 GiB chips (even in bf16 with full remat
+and fsdp, batch 1024 needs 16.23 GiB of temporaries a chip; docs/scaling.md). On a TPU VM use
+the preset of the slice, sized for >= 15 % HBM headroom:
+
+  configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
+  configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
+  configs/base.py:v5e_256 v5litepod-256 (64 hosts: launch/ scripts, --distributed)
+
+  python -m stbir_jax.aot --config=configs/base.py:v5e_8 --topology=v5e:2x4   # check, no TPU
+
 Variants, selected after a colon:
 
   configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)
@@ -44,7 +55,24 @@ REAL_DATASETS = {
     'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
     'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
-VARIANTS = ('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('siglip',)
+# ---------------------------------------------------------------- TPU presets (docs/scaling.md)
+# The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
+# fsdp axis size; -1 = every chip). See _tpu_preset. The batches scale the one measured compile
+# of the largest step (docs/scaling.md): at batch 1024 on v5e:2x4 (128 a chip, bf16, full remat,
+# fsdp 8) the TPU compiler needs 16.23 GiB of temporaries, more than the 15.75 GiB a v5e chip
+# offers; 96 a chip leaves >= 15 % free on a 16 GiB chip, and chips with more HBM take
+# proportionally more. v5e_256: batch 8192 (32 a chip) was refused too (19.96 GiB of
+# temporaries): part of the step grows with the global batch on every chip (docs/scaling.md);
+# 4096 halves it, not verified by a compile.
+TPU_PRESETS = {
+    'v5e_8': ('v5e:2x4', 768, 'full', -1),
+    'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),
+    'v4_8': ('v4:2x2x1', 768, 'full', -1),
+    'v6e_8': ('v6e:2x4', 1536, 'full', -1),
+    'v5e_256': ('v5e:16x16', 4096, 'full', -1),
+}
+VARIANTS = (('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('siglip',)
+            + tuple(TPU_PRESETS))
 SIGLIP = 'google/siglip-base-patch16-224'
 # Its towers (transformers.SiglipConfig()'s defaults), so the variant is built offline; the
 # weights are fetched when training starts (convert.init_from_pretrained).
@@ -158,7 +186,8 @@ def get_config(arg=None):
   # normalize: sum/gated fuse unit-norm sides times learned per-modality scales (fusion.py).
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048, normalize=True))
-  c.model.remat = False                   # recompute tower activations in the backward pass
+  c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
+                                          # 'dots_saveable' | 'full' (models/layers.py)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(
@@ -233,6 +262,8 @@ def get_config(arg=None):
     _real(c, variant)
   elif variant == 'siglip':
     _siglip(c, SIGLIP, SIGLIP_TOWERS)
+  elif variant in TPU_PRESETS:
+    _tpu_preset(c, variant)
   return c
 
 
@@ -365,3 +396,21 @@ def _smoke(c):
   c.eval.every_steps = 6
   c.eval.batch_size = 8
   c.stages = alignment_stages()
+
+
+def _tpu_preset(c, name):
+  """The full run sized for one TPU slice (TPU_PRESETS): bf16 compute with float32 parameters
+  and optimiser state, the remat policy, parameters and optimiser state sharded over the fsdp
+  axis (the batch is split over data x fsdp, so fsdp=-1 is data parallelism with the state
+  sharded ZeRO-3 style), and the largest global batch that leaves >= 15 % of each chip's HBM
+  free (TPU_PRESETS says which are compiled and which scaled from a compile). Check with:
+
+    python -m stbir_jax.aot --config=configs/base.py:v5e_8 --topology=v5e:2x4
+
+  optim.lr is the full config's (set for batch 1024) and is not rescaled with the batch.
+  """
+  _, batch, remat, fsdp = TPU_PRESETS[name]
+  c.model.dtype = 'bfloat16'
+  c.model.remat = remat
+  c.mesh.update({'data': 1 if fsdp == -1 else -1, 'fsdp': fsdp, 'model': 1})
+  c.train.batch_size = batch

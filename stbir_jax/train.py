@@ -37,8 +37,8 @@ NAN_POLICIES = ('stop', 'skip')
 # Config sections whose change makes old checkpoints unusable in this workdir.
 STRUCTURAL_KEYS = ('model', 'data')
 # ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
-# corrupt record resumes with data.on_bad_record='skip'.
-RESUMABLE_KEYS = ('data.on_bad_record',)
+# corrupt record resumes with data.on_bad_record='skip'; remat recomputes the same values.
+RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat')
 LOGIT_KEYS = ('logit_scale', 'logit_bias')   # model outputs the losses read besides embeddings
 # Keys a config may lack, read with a default (models/layers.option): not unknown where present.
 OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
@@ -464,6 +464,26 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
   return step_fn
 
 
+def abstract_state(config, model, constants: Constants, mesh):
+  """(abstract train state whose leaves carry their shardings, the shardings): shapes only,
+  nothing computed or loaded. A fresh start initialises into it, a resume restores into it and
+  stbir_jax.aot compiles against it (a mesh of TPU devices described by a topology)."""
+  abstract = jax.eval_shape(lambda key: init_state(config, model, constants, key),
+                            jax.random.PRNGKey(config.train.seed))
+  state_shardings = sharding.state_shardings(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+  return abstract, state_shardings
+
+
+def jit_step(config, model, stage: stages.Stage, constants: Constants, total_steps: int, mesh,
+             state_shardings):
+  """A stage's train step, jitted with the run's shardings; the state is donated."""
+  return jax.jit(make_step_fn(config, model, stage, constants, total_steps),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+
+
 # ------------------------------------------------------------------------------------ the loop
 
 
@@ -561,10 +581,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
 
   init_fn = lambda key, pretrained=None: init_state(config, model, constants, key, pretrained)
   key = jax.random.PRNGKey(config.train.seed)
-  abstract = jax.eval_shape(init_fn, key)
-  state_shardings = sharding.state_shardings(mesh, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, state_shardings)
+  abstract, state_shardings = abstract_state(config, model, constants, mesh)
   start, state = ckpt.restore(abstract, train_iter)
   if state is None:
     # Pretrained towers (config.model.*.init) are read only on a fresh start, never on resume.
@@ -587,16 +604,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   evaluators = [evaluate.get_evaluator(name)(config, model, mesh=mesh)
                 for name in config.eval.evaluators]
-  batch_shardings = sharding.batch_sharding(mesh)
   step_fns = {}
   skipped = _SkippedRecords() if pipeline.bad_record_policy(config) == 'skip' else None
 
   def compiled_step(stage):
     if stage.index not in step_fns:
-      fn = make_step_fn(config, model, stage, constants, total_steps)
-      step_fns[stage.index] = jax.jit(
-          fn, in_shardings=(state_shardings, batch_shardings),
-          out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+      step_fns[stage.index] = jit_step(config, model, stage, constants, total_steps, mesh,
+                                       state_shardings)
     return step_fns[stage.index]
 
   def run_evaluators(step):

@@ -18,7 +18,7 @@ CATEGORIES = ['sneaker', 'boot']
 ALL_LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
 
 
-def _config(accum=1, learn_prototypes=True, remat=False):
+def _config(accum=1, learn_prototypes=True, remat='nothing'):
   config = _tiny.tiny_config(ALL_LOSSES)
   config.train.grad_accum_steps = accum
   config.category.learn_prototypes = learn_prototypes
@@ -97,7 +97,7 @@ def test_remat_gives_the_same_gradients():
   plain = _config()
   # A ResNet sketch tower as well, so ResNet blocks and transformer layers are both rematted.
   plain.model.sketch = base.get_config('smoke').model.sketch
-  remat = _config(remat=True)
+  remat = _config(remat='full')
   remat.model.sketch = plain.model.sketch
   model = train.make_model(plain)
   constants = train.make_constants(plain, CATEGORIES)

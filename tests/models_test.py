@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from stbir_jax.models import layers
 from stbir_jax.models import resnet
 from stbir_jax.models import text
 from stbir_jax.models import vit
@@ -30,7 +31,7 @@ def count(tree) -> int:
 
 
 def tiny_model_config(fusion='cross_attention', image_kind='clip_vit', text_kind='bert',
-                      dtype='float32', remat=False):
+                      dtype='float32', remat='nothing'):
   c = base.get_config('smoke').model
   c.dtype = dtype
   c.remat = remat
@@ -223,10 +224,11 @@ def test_encoders_compute_only_their_side():
   np.testing.assert_allclose(np.linalg.norm(t, axis=-1), 1.0, atol=1e-5)
 
 
-def test_remat_gives_the_same_params_and_outputs():
+@pytest.mark.parametrize('policy', ['full', 'dots_saveable'])
+def test_remat_gives_the_same_params_and_outputs(policy):
   batch = make_batch()
   plain = STBIR(tiny_model_config(text_kind='clip'))
-  remat = STBIR(tiny_model_config(text_kind='clip', remat=True))
+  remat = STBIR(tiny_model_config(text_kind='clip', remat=policy))
   params, a = init_with_output(plain, batch)
   params_remat = jax.eval_shape(remat.init, KEY, batch)['params']
   assert jax.tree.structure(params) == jax.tree.structure(params_remat)
@@ -235,12 +237,19 @@ def test_remat_gives_the_same_params_and_outputs():
   np.testing.assert_allclose(a['gallery'], b['gallery'], atol=1e-6)
 
 
+def test_remat_policy_names_and_the_booleans_of_older_configs():
+  assert [layers.remat_policy(v) for v in (True, False, 'True', 'false', 'dots_saveable')] == [
+      'full', 'nothing', 'full', 'nothing', 'dots_saveable']
+  with pytest.raises(ValueError, match=r"config.model.remat='dots'; valid values: 'nothing'"):
+    layers.remat_policy('dots')
+
+
 def test_resnet_remat_gives_the_same_outputs():
   x = jax.random.normal(KEY, (2, 32, 32, 3))
   plain = resnet.ResNet(depth=18, width=4)
   variables = jax.jit(plain.init)(KEY, x)
   a = jax.jit(plain.apply)(variables, x)
-  b = jax.jit(resnet.ResNet(depth=18, width=4, remat=True).apply)(variables, x)
+  b = jax.jit(resnet.ResNet(depth=18, width=4, remat='full').apply)(variables, x)
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), a, b)
 
 

@@ -59,7 +59,7 @@ class Fusion(nn.Module):
   heads: int = 8
   mlp_dim: int = 2048
   normalize: bool = False
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @nn.compact

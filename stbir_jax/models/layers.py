@@ -47,6 +47,35 @@ def check_choice(where: str, value, choices) -> None:
     raise ValueError(f'{where}={value!r}; valid values: {", ".join(map(repr, choices))}')
 
 
+# config.model.remat: what a transformer layer / ResNet block keeps for the backward pass.
+#   'nothing'        no rematerialisation: every activation is kept (fastest, most memory)
+#   'dots_saveable'  matmul outputs (attention scores included) are kept, the elementwise ops
+#                    between them (norms, activations, softmax) are recomputed: between the two
+#   'full'           only each layer's input is kept; the whole layer runs again
+# The booleans of older configs mean 'full' (True) and 'nothing' (False).
+REMAT_POLICIES = ('nothing', 'dots_saveable', 'full')
+
+
+def remat_policy(value) -> str:
+  """config.model.remat (a name in REMAT_POLICIES, or a bool) -> its policy name."""
+  if isinstance(value, bool):
+    return 'full' if value else 'nothing'
+  if isinstance(value, str) and value.lower() in ('true', 'false'):  # --config.model.remat=True
+    return 'full' if value.lower() == 'true' else 'nothing'
+  check_choice('config.model.remat', value, REMAT_POLICIES)
+  return value
+
+
+def rematted(module_cls, remat):
+  """`module_cls`, recomputed in the backward pass as the remat policy says."""
+  policy = remat_policy(remat)
+  if policy == 'nothing':
+    return module_cls
+  if policy == 'dots_saveable':
+    return nn.remat(module_cls, policy=jax.checkpoint_policies.dots_saveable)
+  return nn.remat(module_cls)
+
+
 def quick_gelu(x):
   """CLIP's activation: x * sigmoid(1.702 x)."""
   return x * jax.nn.sigmoid(1.702 * x)
@@ -142,13 +171,13 @@ class Encoder(nn.Module):
   act: str = 'gelu'
   eps: float = 1e-6
   pre_ln: bool = True
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, mask=None):
     check_choice('activation', self.act, tuple(ACTIVATIONS))
-    layer_cls = nn.remat(TransformerLayer) if self.remat else TransformerLayer
+    layer_cls = rematted(TransformerLayer, self.remat)
     for i in range(self.layers):
       x = layer_cls(self.hidden, self.heads, self.mlp_dim, act=self.act, eps=self.eps,
                     pre_ln=self.pre_ln, dtype=self.dtype, name=f'layer_{i}')(x, mask)

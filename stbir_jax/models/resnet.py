@@ -113,7 +113,7 @@ class ResNet(nn.Module):
   norm: str = 'group'
   stem_pool: bool = True   # False: no stem max pool, for small inputs (stages at 2x resolution)
   pool: str = 'gap'        # 'gap' | 'flatten' (the last feature map, row-major: keeps layout)
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @property
@@ -163,12 +163,12 @@ class _Stage(nn.Module):
   count: int
   stride: int
   norm: str
-  remat: bool
+  remat: str | bool
   dtype: Any
 
   @nn.compact
   def __call__(self, x):
-    block_cls = nn.remat(Block) if self.remat else Block
+    block_cls = layers.rematted(Block, self.remat)
     for j in range(self.count):
       x = block_cls(self.kind, self.features, self.stride if j == 0 else 1, self.norm,
                     self.dtype, name=f'block_{j}')(x)

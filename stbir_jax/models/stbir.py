@@ -80,7 +80,7 @@ def sketch_to_image(sketch):
   return jnp.repeat(white[..., None], 3, axis=-1)
 
 
-def image_tower(cfg, remat: bool, dtype, where: str) -> nn.Module:
+def image_tower(cfg, remat: str, dtype, where: str) -> nn.Module:
   """The backbone module of an image tower config (config.model.sketch / .photo)."""
   layers.check_choice(f'{where}.kind', cfg.kind, IMAGE_KINDS)
   if cfg.kind == 'resnet':
@@ -96,7 +96,7 @@ class ImageEncoder(nn.Module):
   """An image tower plus its projection to embed_dim: (emb (B, D), tokens (B, N, C))."""
   config: ml_collections.ConfigDict   # config.model.sketch or .photo
   embed_dim: int
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
   where: str = 'config.model.photo'
 
@@ -112,7 +112,7 @@ class TextEncoder(nn.Module):
   """The text tower plus its projection: (emb (B, D), tokens (B, L, C), mask (B, L) bool)."""
   config: ml_collections.ConfigDict   # config.model.text
   embed_dim: int
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -155,7 +155,8 @@ class STBIR(nn.Module):
     dtype = layers.compute_dtype(c.dtype)
     for side in ('sketch', 'photo'):
       layers.check_choice(f'config.model.{side}.kind', c[side].kind, IMAGE_KINDS)
-    kw = dict(embed_dim=c.embed_dim, remat=c.remat, dtype=dtype)
+    remat = layers.remat_policy(c.remat)
+    kw = dict(embed_dim=c.embed_dim, remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, where='config.model.sketch', **kw)
     self.photo = ImageEncoder(c.photo, where='config.model.photo', **kw)
     self.text = TextEncoder(c.text, **kw)
@@ -163,7 +164,7 @@ class STBIR(nn.Module):
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
                                     normalize=layers.option(f, 'normalize', False),
-                                    remat=c.remat, dtype=dtype)
+                                    remat=remat, dtype=dtype)
     self.temperature = Temperature(self.init_temperature, self.init_logit_bias)
 
   def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):

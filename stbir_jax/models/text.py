@@ -77,7 +77,7 @@ class TextTransformer(nn.Module):
   pool: str = 'mean'
   max_positions: int = 0          # 0 = MAX_POSITIONS[kind]
   projection_size: int = 0        # siglip's head output size; 0 = hidden
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @property

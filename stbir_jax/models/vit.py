@@ -65,7 +65,7 @@ class ViT(nn.Module):
   heads: int = 12
   mlp_dim: int = 3072
   pool: str = 'cls'
-  remat: bool = False
+  remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @property

@@ -1,0 +1,114 @@
+"""Approximate top-k: recall@10 against exact search, queries/s and build time of the ANN
+backends in stbir_jax/ann.py (FAISS IVF-Flat, IVF-PQ, HNSW; ScaNN), beside FAISS IndexFlatIP
+(exact), on synthetic clustered unit-norm embeddings (stbir_jax.ann.synthetic_clustered:
+N / 100 clusters, rows ~45 degrees from their centre; the queries are further rows of the same
+mixture, not gallery rows).
+
+  python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
+
+Each backend is built once with its build parameters (stbir_jax.ann.DEFAULTS), then its search
+parameter is swept; the row marked `default` is the stored default. Build = training + adding
+the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and ScaNN use
+both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average before
+each measurement is recorded (`load1`).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import common
+import numpy as np
+
+from stbir_jax import ann
+
+SWEEPS = {
+    'ivf_flat': ('nprobe', (1, 2, 4, 8, 16, 32, 64)),
+    'ivf_pq': ('nprobe', (2, 4, 8, 16, 32, 64)),
+    'hnsw': ('ef_search', (16, 32, 64, 128, 256)),
+    'scann': ('leaves_to_search', (4, 8, 16, 32, 64, 128)),
+}
+
+
+def best_time(fn, reps=2):
+  out, best = None, float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    out = fn()
+    best = min(best, time.perf_counter() - t)
+  return out, best
+
+
+def index_bytes(backend, index):
+  if backend == 'scann':
+    return None
+  import faiss  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, 'index.faiss')
+    faiss.write_index(index, path)
+    return os.path.getsize(path)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--sizes', default='100000:512,1000000:128', help='rows:dim,...')
+  p.add_argument('--queries', type=int, default=1000)
+  p.add_argument('--k', type=int, default=10)
+  p.add_argument('--backends', default=','.join(ann.BACKENDS))
+  p.add_argument('--tag', default='')
+  args = p.parse_args()
+  import faiss  # pylint: disable=g-import-not-at-top
+  k, nq = args.k, args.queries
+  rows = []
+  for item in args.sizes.split(','):
+    n, d = (int(x) for x in item.split(':'))
+    data = ann.synthetic_clustered(n + nq, d, seed=0)
+    gallery, queries = data[:n], np.ascontiguousarray(data[n:])
+    del data
+    flat = faiss.IndexFlatIP(d)
+    flat.add(gallery)
+    load = common.loadavg()
+    (_, truth), flat_s = best_time(lambda f=flat, q=queries: f.search(q, k))
+    base = {'n': n, 'dim': d, 'backend': 'flat (exact)', 'setting': '-', 'recall': 1.0,
+            'q_s': nq / flat_s, 'build_s': 0.0, 'index_mb': gallery.nbytes / 2**20,
+            'load1': load[0], 'default': ''}
+    rows.append(base)
+    print(common.table([base], list(base)), flush=True)
+    del flat
+    for backend in args.backends.split(','):
+      params = ann.params_for(backend, n, d)
+      load = common.loadavg()
+      t = time.perf_counter()
+      if backend == 'scann':
+        index = ann.build_scann(gallery, params)
+      else:
+        index = ann.new_index(backend, ann.training_sample(gallery, params), params)
+        index.add(gallery)
+      build_s = time.perf_counter() - t
+      size = index_bytes(backend, index)
+      key, values = SWEEPS[backend]
+      for value in sorted(set(values) | {params[key]}):
+        if backend == 'scann' and value > params['num_leaves']:
+          continue
+        search_params = dict(params, **{key: value})
+        ann.set_search_params(backend, index, search_params)
+        load = common.loadavg()
+        (_, found), s = best_time(lambda b=backend, i=index, q=queries, sp=search_params,
+                                  g=gallery: ann.search(b, i, q, k, sp, embeddings=g))
+        row = {'n': n, 'dim': d, 'backend': backend,
+               'setting': ' '.join(f'{a}={b}' for a, b in search_params.items()),
+               'recall': ann.recall_at_k(found, truth), 'q_s': nq / s, 'build_s': build_s,
+               'index_mb': (size or 0) / 2**20, 'load1': load[0],
+               'default': 'default' if value == params[key] else ''}
+        rows.append(row)
+        print(common.table([row], list(row)), flush=True)
+      del index
+  print(f'recall@{k} vs exact, {nq} queries in one batch, synthetic clustered embeddings')
+  print(common.table(rows, list(rows[0])))
+  tag = args.tag or args.sizes.replace(',', '_').replace(':', 'x')
+  print('wrote', common.write_json('ann_' + tag, {'rows': rows, 'queries': nq, 'k': k}))
+
+
+if __name__ == '__main__':
+  main()

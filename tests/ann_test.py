@@ -116,23 +116,25 @@ def test_bad_parameters_and_stale_indexes_explain(clustered, tmp_path):
     ann.AnnIndex(tmp_path, 'hnsw', overrides={'M': 8})
 
 
+RGB = {name: np.array(rgb, np.float32) for name, rgb in COLOURS.items()}
+
+
 class ColourModel:
   """A stand-in for an exported model (tests/search_test.py runs the real one): a photo embeds
   as its mean colour, a text query as the colour it names."""
   resolution, embed_dim = 16, 3
-  colours = {name: np.array(rgb, np.float32) for name, rgb in COLOURS.items()}
 
   def encode_gallery(self, images):
     mean = images.reshape(len(images), -1, 3).astype(np.float32).mean(1) + 1e-3
     return mean / np.linalg.norm(mean, axis=1, keepdims=True)
 
   def tokenize(self, texts):
-    ids = np.array([[list(self.colours).index(w) + 1 for w in t.split() if w in self.colours][:1]
+    ids = np.array([[list(RGB).index(w) + 1 for w in t.split() if w in RGB][:1]
                     or [0] for t in texts], np.int32)
     return ids, ids > 0
 
   def encode_query(self, sketch, ids, mask, has_sketch, has_text):
-    rgb = self.colours[list(self.colours)[int(ids[0, 0]) - 1]] + 1e-3
+    rgb = RGB[list(RGB)[int(ids[0, 0]) - 1]] + 1e-3
     return (rgb / np.linalg.norm(rgb))[None]
 
 

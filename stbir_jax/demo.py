@@ -91,6 +91,8 @@ class Demo:
     used = ' + '.join(m for m, on in (('sketch', smap is not None), ('text', bool(used_text)))
                       if on)
     message = f'Top {len(results)} of {len(self.searcher.index)} photos ({used} query).'
+    if self.searcher.ann is not None:   # say what an approximate index may miss
+      message += f' Approximate: {html.escape(self.searcher.describe_backend())}.'
     preview = search.sketch_preview(smap, THUMB) if smap is not None else None
     return gallery, ranking, message, preview
 
@@ -102,7 +104,8 @@ def build_app(searcher: search.Searcher, default_k: int = 10):
   with gr.Blocks(title='stbir_jax: sketch + text image search') as app:
     gr.Markdown(f'## Sketch + text image search\nSearching {n} photos of '
                 f'`{searcher.index.meta["images"]}`. Draw (or upload) the shape, describe '
-                'colour, material and texture, and press **Search**.')
+                'colour, material and texture, and press **Search**.\n\n'
+                f'Ranking: {html.escape(searcher.describe_backend())}.', elem_id='backend')
     with gr.Row():
       with gr.Column():
         pad = gr.Sketchpad(label='Draw a sketch', type='pil', elem_id='pad',
@@ -137,7 +140,10 @@ def main(argv=None) -> int:
   p.add_argument('--port', type=int, default=7860)
   p.add_argument('--host', default='127.0.0.1', help='0.0.0.0 to serve other machines')
   p.add_argument('--k', type=int, default=10, help='default number of results')
-  p.add_argument('--backend', default='jax', choices=search.retrieval.BACKENDS)
+  p.add_argument('--backend', default='jax', choices=search.BACKENDS,
+                  help='jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: an ANN index built by '
+                  '`python -m stbir_jax.search index --backend=...`')
+  p.add_argument('--exact', action='store_true', help='ANN: re-rank the candidates exactly')
   p.add_argument('--share', action='store_true', help='a public gradio.live link (Colab)')
   p.add_argument('--fit', default='ink', choices=search.sketch_io.FITS, help=search.FIT_HELP)
   a = p.parse_args(argv)
@@ -148,11 +154,12 @@ def main(argv=None) -> int:
     print('demo: error: the web demo needs gradio: pip install gradio', file=sys.stderr)
     return 2
   try:
-    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
+    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit, exact=a.exact)
   except search.SearchError as e:
     print(f'demo: error: {e}', file=sys.stderr)
     return 2
   searcher.search(text='warm up', k=1)  # compile before the first visitor
+  print(f'demo: ranking with {searcher.describe_backend()}')
   app = build_app(searcher, a.k)
   app.queue().launch(server_name=a.host, server_port=a.port, share=a.share, ssr_mode=False,
                      max_file_size='200mb', show_error=True)

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from search_test import COLOURS, _messy_folder  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from stbir_jax import ann, retrieval, search  # pylint: disable=wrong-import-position
+from stbir_jax import ann, demo, retrieval, search  # pylint: disable=wrong-import-position
 
 pytest.importorskip('faiss')
 ROWS, DIM, QUERIES = 6000, 32, 200
@@ -166,5 +166,10 @@ def test_cli_builds_an_ann_index_and_queries_through_it(tmp_path, capsys, monkey
   assert want[0].path.endswith('yellow.bmp')
   assert exact.describe_backend() == 'exact search (jax): recall 1'
   assert 'recall@4 1.000' in approx.describe_backend()
+  # The web demo says which index ranks the photos, and its measured recall.
+  _, _, message, _ = demo.Demo(approx).run(None, None, 'yellow', 'text', 3)
+  assert message.startswith('Top 3 of 5 photos (text query). Approximate: hnsw (')
+  assert 'recall@4 1.000' in message
+  assert 'Approximate' not in demo.Demo(exact).run(None, None, 'yellow', 'text', 3)[2]
   assert search.main(['query', f'--index={index}', '--text=x', '--backend=ivf_pq']) == 2
   assert 'no ivf_pq index; build it with' in capsys.readouterr().err

@@ -50,6 +50,11 @@ def index_bytes(backend, index):
     return os.path.getsize(path)
 
 
+def _write(args, rows):
+  tag = args.tag or args.sizes.replace(',', '_').replace(':', 'x')
+  return common.write_json('ann_' + tag, {'rows': rows, 'queries': args.queries, 'k': args.k})
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--sizes', default='100000:512,1000000:128', help='rows:dim,...')
@@ -102,12 +107,12 @@ def main():
                'index_mb': (size or 0) / 2**20, 'load1': load[0],
                'default': 'default' if value == params[key] else ''}
         rows.append(row)
+        _write(args, rows)   # after every row: a long run leaves what it measured
         print(common.table([row], list(row)), flush=True)
       del index
   print(f'recall@{k} vs exact, {nq} queries in one batch, synthetic clustered embeddings')
   print(common.table(rows, list(rows[0])))
-  tag = args.tag or args.sizes.replace(',', '_').replace(':', 'x')
-  print('wrote', common.write_json('ann_' + tag, {'rows': rows, 'queries': nq, 'k': k}))
+  print('wrote', _write(args, rows))
 
 
 if __name__ == '__main__':

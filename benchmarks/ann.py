@@ -7,7 +7,8 @@ mixture, not gallery rows).
   python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
 
 Each backend is built once with its build parameters (stbir_jax.ann.DEFAULTS), then its search
-parameter is swept; the row marked `default` is the stored default. Build = training + adding
+parameter is swept; the row marked `default` is the value a build would store (stbir_jax.ann.tune:
+the smallest power of two with recall@10 >= 0.95 on 256 gallery rows as queries). Build = training + adding
 the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and ScaNN use
 both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average before
 each measurement is recorded (`load1`).
@@ -24,10 +25,10 @@ import numpy as np
 from stbir_jax import ann
 
 SWEEPS = {
-    'ivf_flat': ('nprobe', (1, 2, 4, 8, 16, 32, 64)),
-    'ivf_pq': ('nprobe', (2, 4, 8, 16, 32, 64)),
+    'ivf_flat': ('nprobe', (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    'ivf_pq': ('nprobe', (1, 4, 16, 64, 256)),
     'hnsw': ('ef_search', (16, 32, 64, 128, 256)),
-    'scann': ('leaves_to_search', (4, 8, 16, 32, 64, 128)),
+    'scann': ('leaves_to_search', (4, 8, 16, 32, 64, 128, 256)),
 }
 
 
@@ -93,6 +94,9 @@ def main():
       build_s = time.perf_counter() - t
       size = index_bytes(backend, index)
       key, values = SWEEPS[backend]
+      t = time.perf_counter()
+      params, _ = ann.tune(backend, index, gallery, params)   # the default, as a build sets it
+      print(f'{backend}: tuned {key}={params[key]} in {time.perf_counter() - t:.1f} s', flush=True)
       for value in sorted(set(values) | {params[key]}):
         if backend == 'scann' and value > params['num_leaves']:
           continue

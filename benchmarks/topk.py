@@ -66,12 +66,13 @@ def main():
   p.add_argument('--queries', type=int, default=256)
   p.add_argument('--k', type=int, default=10)
   p.add_argument('--sizes', default='10000,100000,1000000')
+  p.add_argument('--dim', type=int, default=512)
   p.add_argument('--ours_only', action='store_true',
                  help='no FAISS (its copy of the gallery would double the memory): ours only')
   args = p.parse_args()
   faiss.omp_set_num_threads(common.TORCH_THREADS)
   rng = np.random.default_rng(0)
-  d, q, k = 512, args.queries, args.k
+  d, q, k = args.dim, args.queries, args.k
   queries = unit(rng, q, d)
   results = []
   for n in map(int, args.sizes.split(',')):
@@ -134,10 +135,10 @@ def main():
                  ours_extra_mb=r['ours_peak_extra_mb'], faiss_extra_mb=r['faiss_peak_extra_mb'],
                  gallery_mb=r['gallery_mb'], ids_equal=f'{r["identical_ids_queries"]}/{q}',
                  load1=r['load']['load_before_measuring'][0]) for r in results]
-  print(f'Exact top-{k}, {q} queries x 512-d float32 (median of interleaved reps)')
+  print(f'Exact top-{k}, {q} queries x {d}-d float32 (median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
   tag = '' if args.sizes == p.get_default('sizes') else '_' + args.sizes.replace(',', '_')
-  tag += '_ours_only' if args.ours_only else ''
+  tag += ('_ours_only' if args.ours_only else '') + (f'_d{d}' if d != 512 else '')
   print('wrote', common.write_json('topk' + tag, dict(results=results, table=rows)))
 
 

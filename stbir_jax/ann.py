@@ -8,11 +8,11 @@ Backends (inner product on unit-norm embeddings, like stbir_jax.retrieval's exac
   hnsw      FAISS IndexHNSWFlat: a proximity graph (`M` links a node, `ef_search` beam)
   scann     Google ScaNN: a k-means tree with anisotropic quantisation, exact re-ordering
 
-Each backend's DEFAULTS were chosen with benchmarks/ann.py (docs/performance.md): the cheapest
-setting whose recall@10 against exact search was >= 0.95 on synthetic clustered embeddings.
-Every build also measures its own recall on the index's photos (`estimate_recall`: 256 indexed
-embeddings as queries, each query's own row left out) and stores it, so the CLI and the demo
-can say what they serve.
+Each backend's search parameter (nprobe, ef_search, leaves_to_search) is tuned at build on the
+index's own photos: the smallest power of two whose recall@10 against exact search is >= 0.95
+(`tune`: 256 indexed embeddings as queries, each query's own row left out; a fixed value would
+be 0.995 at 10^5 and 0.31 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
+is stored with the index, so the CLI and the demo can say what they serve.
 
 On disk, next to the embeddings (INDEX is a `python -m stbir_jax.search index` folder):
 
@@ -46,14 +46,18 @@ BACKENDS = ('ivf_flat', 'ivf_pq', 'hnsw', 'scann')
 SCANN_HINT = 'pip install scann'
 RECALL_QUERIES = 256
 
-# Build parameters (0 = derived from the rows, see _resolve) and search parameters.
+# Build parameters (0 = derived from the rows: params_for) and search parameters (0 = tuned at
+# build: the smallest power of two whose recall@10 on the indexed rows is >= TARGET_RECALL).
 DEFAULTS = {
-    'ivf_flat': {'nlist': 0, 'nprobe': 16},
-    'ivf_pq': {'nlist': 0, 'm': 0, 'nprobe': 16, 'candidates': 100},
-    'hnsw': {'M': 32, 'ef_construction': 64, 'ef_search': 64},
-    'scann': {'num_leaves': 0, 'leaves_to_search': 32, 'reorder': 100},
+    'ivf_flat': {'nlist': 0, 'nprobe': 0},
+    'ivf_pq': {'nlist': 0, 'm': 0, 'nprobe': 0, 'candidates': 100},
+    'hnsw': {'M': 32, 'ef_construction': 64, 'ef_search': 0},
+    'scann': {'num_leaves': 0, 'leaves_to_search': 0, 'reorder': 100},
 }
 SEARCH_PARAMS = {'nprobe', 'candidates', 'ef_search', 'leaves_to_search', 'reorder'}
+TUNED = {'ivf_flat': 'nprobe', 'ivf_pq': 'nprobe', 'hnsw': 'ef_search',
+         'scann': 'leaves_to_search'}
+TARGET_RECALL = 0.95
 
 
 class AnnError(ValueError):
@@ -158,25 +162,28 @@ def build_scann(rows: np.ndarray, params: dict):
   rows = np.ascontiguousarray(rows, np.float32)
   leaves = min(params['num_leaves'], len(rows))
   return (ops.builder(rows, 10, 'dot_product')
-          .tree(num_leaves=leaves, num_leaves_to_search=min(params['leaves_to_search'], leaves),
-                training_sample_size=min(len(rows), max(64 * leaves, 10000)))
+          .tree(num_leaves=leaves, num_leaves_to_search=max(1, min(params['leaves_to_search'], leaves)),
+                # A sample of 64 rows a leaf gave recall 0.66 where all rows gave 0.99 (20k x 512
+                # clustered rows, 141 leaves, 1 searched): ScaNN trains its tree on every row.
+                training_sample_size=min(len(rows), 1 << 20))
           .score_ah(2, anisotropic_quantization_threshold=0.2)
           .reorder(params['reorder'])
           .build())
 
 
 def set_search_params(backend: str, index, params: dict) -> None:
+  """Sets FAISS's search parameters (0, not tuned yet, searches as 1)."""
   if backend in ('ivf_flat', 'ivf_pq'):
-    index.nprobe = params['nprobe']
+    index.nprobe = max(1, params['nprobe'])
   elif backend == 'hnsw':
-    index.hnsw.efSearch = params['ef_search']
+    index.hnsw.efSearch = max(1, params['ef_search'])
 
 
 def raw_search(backend: str, index, queries: np.ndarray, k: int, params: dict):
   """The backend's own top-k: (scores (Q, k), ids (Q, k)); missing results have id -1."""
   queries = np.ascontiguousarray(queries, np.float32)
   if backend == 'scann':
-    leaves = params['leaves_to_search']
+    leaves = max(1, params['leaves_to_search'])
     ids, scores = index.search_batched_parallel(
         queries, final_num_neighbors=k, pre_reorder_num_neighbors=max(k, params['reorder']),
         leaves_to_search=leaves)
@@ -218,23 +225,56 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
   return float(np.sum(hits) / truth.size)
 
 
-def estimate_recall(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
-                    queries: int = RECALL_QUERIES, seed: int = 0) -> dict:
-  """recall@k against exact search, with `queries` indexed rows as queries (own row left out)."""
+def _probe(embeddings: np.ndarray, k: int, queries: int, seed: int):
+  """`queries` indexed rows as queries and their exact top-k, each query's own row left out."""
   n = len(embeddings)
-  k = min(k, n - 1)
-  if k <= 0:
-    return {'recall': 1.0, 'k': k, 'queries': 0}
   pick = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
   q = np.asarray(embeddings[pick], np.float32)
   _, truth = retrieval.top_k_jax(q, embeddings, k + 1)
+  return pick, q, _without(truth, pick, k)
+
+
+def _without(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+  return np.stack([[i for i in row if i != o][:k] for row, o in zip(ids.tolist(), own)])
+
+
+def _probe_recall(backend, index, embeddings, params, probe, k) -> float:
+  pick, q, truth = probe
+  set_search_params(backend, index, params)
   _, found = search(backend, index, q, k + 1, params, embeddings=embeddings)
+  return recall_at_k(_without(found, pick, k), truth)
 
-  def without_self(ids):
-    return np.stack([[i for i in row if i != own][:k] for row, own in zip(ids.tolist(), pick)])
 
-  return {'recall': recall_at_k(without_self(found), without_self(truth)), 'k': k,
-          'queries': len(pick)}
+def estimate_recall(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
+                    queries: int = RECALL_QUERIES, seed: int = 0) -> dict:
+  """recall@k against exact search, with `queries` indexed rows as queries (own row left out)."""
+  k = min(k, len(embeddings) - 1)
+  if k <= 0:
+    return {'recall': 1.0, 'k': k, 'queries': 0}
+  probe = _probe(embeddings, k, queries, seed)
+  return {'recall': _probe_recall(backend, index, embeddings, params, probe, k), 'k': k,
+          'queries': len(probe[0])}
+
+
+def tune(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
+         target: float = TARGET_RECALL, queries: int = RECALL_QUERIES, seed: int = 0):
+  """-> (params with TUNED[backend] = the smallest power of two (up to the lists/leaves, or
+  4096) whose recall@k on the probe is >= target, that recall dict)."""
+  key = TUNED[backend]
+  limit = {'ivf_flat': params.get('nlist'), 'ivf_pq': params.get('nlist'), 'hnsw': 4096,
+           'scann': params.get('num_leaves')}[backend]
+  k = min(k, len(embeddings) - 1)
+  if k <= 0:
+    return dict(params, **{key: 1}), {'recall': 1.0, 'k': k, 'queries': 0}
+  probe = _probe(embeddings, k, queries, seed)
+  value = 16 if backend == 'hnsw' else 1
+  while True:
+    value = min(value, limit)
+    tuned = dict(params, **{key: value})
+    recall = _probe_recall(backend, index, embeddings, tuned, probe, k)
+    if recall >= target or value >= limit:
+      return tuned, {'recall': recall, 'k': k, 'queries': len(probe[0])}
+    value *= 2
 
 
 # ----------------------------------------------------------------------------- on disk
@@ -297,6 +337,9 @@ def build(index_dir, backend: str, embeddings: np.ndarray, chunks: list, *,
     params = params_for(backend, n, d, {**old['params'], **(overrides or {})})
     if old['chunks'] == chunks and params == old['params']:
       return old
+    key = old.get('tuned')
+    if key and key not in (overrides or {}):
+      params[key] = 0   # tuned for fewer rows: tune again
     index = _faiss().read_index(str(folder / 'index.faiss'))
     covered, meta = len(old['chunks']), old
   else:
@@ -344,10 +387,17 @@ def _commit(folder, backend, index, embeddings, params, chunks, old, *, build_s=
     os.replace(tmp, folder / 'scann')
   else:
     _write_faiss(index, folder / 'index.faiss')
-  recall = (estimate_recall(backend, index, embeddings, params) if measure else
-            (old or {}).get('recall'))
+  key = TUNED[backend]
+  tuned = key if params[key] == 0 else None
+  if not measure:
+    recall = (old or {}).get('recall')
+  elif params[key] == 0:
+    params, recall = tune(backend, index, embeddings, params)
+  else:
+    recall = estimate_recall(backend, index, embeddings, params)
+  set_search_params(backend, index, params)
   meta = {'backend': backend, 'params': params, 'chunks': chunks, 'rows': len(embeddings),
-          'dim': int(embeddings.shape[1]), 'recall': recall,
+          'dim': int(embeddings.shape[1]), 'recall': recall, 'tuned': tuned,
           'build_s': round(float(build_s) + (old or {}).get('build_s', 0.0), 3)}
   _write_json(folder / 'meta.json', meta)
   return meta

@@ -5,6 +5,7 @@ N / 100 clusters, rows ~45 degrees from their centre; the queries are further ro
 mixture, not gallery rows).
 
   python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
+  python benchmarks/ann.py --report results/ann_*.json     # the summary table of finished runs
 
 Each backend is built once with its build parameters (stbir_jax.ann.DEFAULTS), then its search
 parameter is swept; the row marked `default` is the value a build would store (stbir_jax.ann.tune:
@@ -15,6 +16,7 @@ each measurement is recorded (`load1`).
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -56,6 +58,28 @@ def _write(args, rows):
   return common.write_json('ann_' + tag, {'rows': rows, 'queries': args.queries, 'k': args.k})
 
 
+def report(paths):
+  """Per size and backend: the stored default, and the fastest swept setting with recall@10 >=
+  0.95, beside exact FAISS flat."""
+  rows = [r for path in paths for r in json.load(open(path))['rows']]  # noqa: SIM115
+  out, seen = [], set()
+  for (n, d) in sorted({(r['n'], r['dim']) for r in rows}):
+    here = [r for r in rows if (r['n'], r['dim']) == (n, d)]
+    flat = max((r for r in here if r['backend'] == 'flat (exact)'), key=lambda r: r['q_s'])
+    out.append({**flat, 'which': 'exact'})
+    for backend in ann.BACKENDS:
+      mine = [r for r in here if r['backend'] == backend]
+      good = [r for r in mine if r['recall'] >= 0.95]
+      for which, r in (('default', next((r for r in mine if r['default']), None)),
+                       ('fastest >= 0.95', max(good, key=lambda r: r['q_s'], default=None))):
+        if r is not None and (n, d, r['setting']) not in seen:
+          seen.add((n, d, r['setting']))
+          out.append({**r, 'which': which})
+  cols = ['n', 'dim', 'backend', 'which', 'setting', 'recall', 'q_s', 'build_s', 'index_mb',
+          'load1']
+  print(common.table(out, cols))
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--sizes', default='100000:512,1000000:128', help='rows:dim,...')
@@ -63,7 +87,11 @@ def main():
   p.add_argument('--k', type=int, default=10)
   p.add_argument('--backends', default=','.join(ann.BACKENDS))
   p.add_argument('--tag', default='')
+  p.add_argument('--report', nargs='*', help='result files to summarise (runs nothing)')
   args = p.parse_args()
+  if args.report:
+    report(args.report)
+    return
   import faiss  # pylint: disable=g-import-not-at-top
   k, nq = args.k, args.queries
   rows = []

@@ -18,6 +18,8 @@ INDEX layout:
                           chunk without its .json is ignored (and redone)
   done.txt                every file handled so far, one a line (indexed or skipped)
   report.json             counts and the skipped files with the reason
+  ann/<backend>/          an approximate index (stbir_jax/ann.py) from `index --backend=...`,
+                          used by `query --backend=...` (docs/usage.md: which backend when)
 
 `query` encodes the sketch (raster of any size and polarity, or SVG / stroke JSON: see
 stbir_jax/data/sketch_io.py) and/or the text, ranks the gallery by cosine similarity (exact

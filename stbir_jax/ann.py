@@ -11,7 +11,7 @@ Backends (inner product on unit-norm embeddings, like stbir_jax.retrieval's exac
 Each backend's search parameter (nprobe, ef_search, leaves_to_search) is tuned at build on the
 index's own photos: the smallest power of two whose recall@10 against exact search is >= 0.95
 (`tune`: 256 indexed embeddings as queries, each query's own row left out; a fixed value would
-be 0.995 at 10^5 and 0.31 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
+be 0.995 at 10^5 and 0.33 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
 is stored with the index, so the CLI and the demo can say what they serve.
 
 On disk, next to the embeddings (INDEX is a `python -m stbir_jax.search index` folder):

@@ -3,6 +3,7 @@ galleries of 10k, 100k and 1M random unit-norm 512-d float32 embeddings; identic
 (ties aside); peak extra resident memory of each search.
 
   /work/venv/bin/python benchmarks/topk.py [--quick] [--queries 256] [--k 10]
+  python benchmarks/topk.py --sizes 1000000,3000000 --ours_only   # memory at scale, no FAISS
 
 FAISS's index.add (a copy of the gallery) is timed separately and not in queries/s; ours has no
 index. Memory: VmHWM - VmRSS after resetting the peak (/proc/self/clear_refs), per search.
@@ -65,15 +66,35 @@ def main():
   p.add_argument('--queries', type=int, default=256)
   p.add_argument('--k', type=int, default=10)
   p.add_argument('--sizes', default='10000,100000,1000000')
+  p.add_argument('--dim', type=int, default=512)
+  p.add_argument('--ours_only', action='store_true',
+                 help='no FAISS (its copy of the gallery would double the memory): ours only')
   args = p.parse_args()
   faiss.omp_set_num_threads(common.TORCH_THREADS)
   rng = np.random.default_rng(0)
-  d, q, k = 512, args.queries, args.k
+  d, q, k = args.dim, args.queries, args.k
   queries = unit(rng, q, d)
   results = []
   for n in map(int, args.sizes.split(',')):
     gallery = unit(rng, n, d)
     reps = 2 if (args.quick or n >= 1_000_000) else 5
+    if args.ours_only:
+      search = lambda g=gallery: retrieval.top_k_jax(queries, g, k)
+      t = time.perf_counter()
+      search()  # compile
+      first_s = time.perf_counter() - t
+      load = common.wait_for_load()
+      timings = common.interleaved({'ours': search}, reps=reps, warmup=0)
+      _, ours_mem = peak_extra_bytes(search)
+      results.append({'gallery': n, 'queries': q, 'k': k, 'dim': d, 'timings': timings,
+                      'load': load, 'ours_first_call_s': first_s,
+                      'ours_queries_per_s': q / timings['ours']['median_s'],
+                      'ours_peak_extra_mb': ours_mem / 2**20,
+                      'gallery_mb': gallery.nbytes / 2**20})
+      print(f'N={n}: ours {q / timings["ours"]["median_s"]:.1f} q/s, peak extra '
+            f'{ours_mem / 2**20:.0f} MB', flush=True)
+      del gallery
+      continue
     t = time.perf_counter()
     index = faiss.IndexFlatIP(d)
     index.add(gallery)
@@ -101,16 +122,23 @@ def main():
     print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, faiss {r["faiss_queries_per_s"]:.1f} q/s',
           flush=True)
     del index, gallery
-  rows = [dict(gallery=r['gallery'], ours_q_s=r['ours_queries_per_s'],
-               faiss_q_s=r['faiss_queries_per_s'], ratio=r['ratio_ours_over_faiss'],
-               ours_ms=1e3 * r['timings']['ours']['median_s'],
-               faiss_ms=1e3 * r['timings']['faiss']['median_s'],
-               ours_extra_mb=r['ours_peak_extra_mb'], faiss_extra_mb=r['faiss_peak_extra_mb'],
-               gallery_mb=r['gallery_mb'], ids_equal=f'{r["identical_ids_queries"]}/{q}',
-               load1=r['load']['load_before_measuring'][0]) for r in results]
-  print(f'Exact top-{k}, {q} queries x 512-d float32 (median of interleaved reps)')
+  if args.ours_only:
+    rows = [{'gallery': r['gallery'], 'ours_q_s': r['ours_queries_per_s'],
+             'ours_ms': 1e3 * r['timings']['ours']['median_s'],
+             'ours_extra_mb': r['ours_peak_extra_mb'], 'gallery_mb': r['gallery_mb'],
+             'load1': r['load']['load_before_measuring'][0]} for r in results]
+  else:
+    rows = [dict(gallery=r['gallery'], ours_q_s=r['ours_queries_per_s'],
+                 faiss_q_s=r['faiss_queries_per_s'], ratio=r['ratio_ours_over_faiss'],
+                 ours_ms=1e3 * r['timings']['ours']['median_s'],
+                 faiss_ms=1e3 * r['timings']['faiss']['median_s'],
+                 ours_extra_mb=r['ours_peak_extra_mb'], faiss_extra_mb=r['faiss_peak_extra_mb'],
+                 gallery_mb=r['gallery_mb'], ids_equal=f'{r["identical_ids_queries"]}/{q}',
+                 load1=r['load']['load_before_measuring'][0]) for r in results]
+  print(f'Exact top-{k}, {q} queries x {d}-d float32 (median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
   tag = '' if args.sizes == p.get_default('sizes') else '_' + args.sizes.replace(',', '_')
+  tag += ('_ours_only' if args.ours_only else '') + (f'_d{d}' if d != 512 else '')
   print('wrote', common.write_json('topk' + tag, dict(results=results, table=rows)))
 
 

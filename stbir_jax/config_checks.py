@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from stbir_jax import evaluate
+from stbir_jax import evaluate, losses
 from stbir_jax.data import pipeline
 from stbir_jax.models import fusion, layers, stbir, text
 
@@ -126,7 +126,7 @@ FIELDS = {
     'data.synth.seed': integer(0),
     'model.embed_dim': POSITIVE,
     'model.dtype': choice(*layers.DTYPES),
-    'model.remat': boolean,
+    'model.remat': lambda v: None if isinstance(v, bool) else choice(*layers.REMAT_POLICIES)(v),
     **{f'model.{side}.{k}': rule for side in ('sketch', 'photo') for k, rule in _IMAGE_TOWER.items()},
     'model.text.kind': choice(*text.KINDS),
     'model.text.vocab_size': POSITIVE,
@@ -137,11 +137,15 @@ FIELDS = {
     'model.text.pool': name,
     'model.text.init': string,
     'model.text.max_positions': POSITIVE,
+    'model.text.projection_size': COUNT,
     'model.fusion.kind': choice(*fusion.KINDS),
     'model.fusion.hidden': POSITIVE,
     'model.fusion.layers': COUNT,
     'model.fusion.heads': POSITIVE,
     'model.fusion.mlp_dim': POSITIVE,
+    'model.fusion.normalize': boolean,
+    'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
+    'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,
     'loss.triplet': NON_NEGATIVE,
     'loss.triplet_margin': NON_NEGATIVE,
@@ -182,8 +186,8 @@ FIELDS = {
     'eval.gallery_scope': choice('all', 'category'),
     'eval.modes': names(*evaluate.MODES),
     'mesh.data': mesh_axis,
-    'mesh.fsdp': POSITIVE,
-    'mesh.model': POSITIVE,
+    'mesh.fsdp': mesh_axis,
+    'mesh.model': mesh_axis,
 }
 
 # Every curriculum bucket (curriculum.buckets[i]) holds these.

@@ -131,6 +131,8 @@ class Demo:
     used = ' + '.join(m for m, on in (('sketch', smap is not None), ('text', bool(used_text)))
                       if on)
     message = f'Top {len(results)} of {len(self.searcher.index)} photos ({used} query).'
+    if self.searcher.ann is not None:   # say what an approximate index may miss
+      message += f' Approximate: {html.escape(self.searcher.describe_backend())}.'
     preview = search.sketch_preview(smap, THUMB) if smap is not None else None
     return gallery, ranking, message, preview
 
@@ -169,7 +171,8 @@ def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: in
   with gr.Blocks(title='stbir_jax: sketch + text image search') as app:
     gr.Markdown(f'## Sketch + text image search\nSearching {n} photos of '
                 f'`{searcher.index.meta["images"]}`. Draw (or upload) the shape, describe '
-                'colour, material and texture, and press **Search**.')
+                'colour, material and texture, and press **Search**.\n\n'
+                f'Ranking: {html.escape(searcher.describe_backend())}.', elem_id='backend')
     with gr.Row():
       with gr.Column():
         pad = gr.Sketchpad(label='Draw a sketch', type='pil', elem_id='pad',
@@ -206,7 +209,10 @@ def main(argv=None) -> int:
   p.add_argument('--port', type=int, default=7860)
   p.add_argument('--host', default='127.0.0.1', help='0.0.0.0 to serve other machines')
   p.add_argument('--k', type=int, default=10, help='default number of results')
-  p.add_argument('--backend', default='jax', choices=search.retrieval.BACKENDS)
+  p.add_argument('--backend', default='jax', choices=search.BACKENDS,
+                  help='jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: an ANN index built by '
+                  '`python -m stbir_jax.search index --backend=...`')
+  p.add_argument('--exact', action='store_true', help='ANN: re-rank the candidates exactly')
   p.add_argument('--share', action='store_true', help='a public gradio.live link (Colab)')
   p.add_argument('--fit', default='ink', choices=search.sketch_io.FITS, help=search.FIT_HELP)
   p.add_argument('--concurrency', type=int, default=CONCURRENCY,
@@ -227,11 +233,12 @@ def main(argv=None) -> int:
     search.check_k(a.concurrency, '--concurrency')
     if not a.timeout > 0:
       raise search.SearchError(f'--timeout={a.timeout}: expected a positive number of seconds')
-    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
+    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit, exact=a.exact)
   except search.SearchError as e:
     print(f'demo: error: {e}', file=sys.stderr)
     return 2
   searcher.search(text='warm up', k=1)  # compile before the first visitor
+  print(f'demo: ranking with {searcher.describe_backend()}')
   app = build_app(searcher, a.k, concurrency=a.concurrency, timeout_s=a.timeout)
   app.queue().launch(server_name=a.host, server_port=a.port, share=a.share, ssr_mode=False,
                      max_file_size='200mb', show_error=True)

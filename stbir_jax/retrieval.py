@@ -3,8 +3,11 @@
 Embeddings are L2-normalised, so the inner product is the cosine similarity the model was
 trained with. `top_k(queries, gallery, k)` streams the gallery through the device in chunks of
 `chunk_size` rows: each chunk's scores go through `jax.lax.top_k` and are merged with the
-running best k, so memory stays O(Q * (chunk + k)) however large the gallery is, and every
-chunk has the same shape (the last one is padded with -inf scores), so it compiles once.
+running best k, with at most two chunks in flight, so the extra memory stays
+O(Q * (chunk + k) + 2 chunks) however large the gallery is (tests/search_test.py measures it),
+and every chunk has the same shape (the last one is padded with -inf scores), so it compiles
+once. Approximate indexes are in stbir_jax/ann.py, a gallery sharded over a device mesh in
+stbir_jax/sharded_search.py.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def top_k_jax(queries, gallery, k: int, *, chunk_size: int = 65536):
   merge = _merge_fn(k)
   best_s = np.full((len(queries), k), -np.inf, np.float32)
   best_i = np.full((len(queries), k), -1, np.int32)
+  previous = None
   for start in range(0, n, chunk):
     part = gallery[start:start + chunk]
     valid = np.ones(chunk, bool)
@@ -60,6 +64,12 @@ def top_k_jax(queries, gallery, k: int, *, chunk_size: int = 65536):
       valid[len(part):] = False
       part = np.concatenate([part, np.zeros((chunk - len(part), part.shape[1]), np.float32)])
     best_s, best_i = merge(queries, part, valid, np.int32(start), best_s, best_i)
+    # Dispatch is asynchronous: without a wait, the loop would queue every chunk's device copy
+    # (and its (Q, chunk) scores) at once, so the peak grew with the gallery. Waiting for the
+    # previous chunk keeps at most two in flight while still overlapping copy and compute.
+    if previous is not None:
+      previous.block_until_ready()
+    previous = best_s
   return np.asarray(best_s), np.asarray(best_i).astype(np.int64)
 
 

@@ -18,6 +18,8 @@ INDEX layout:
                           chunk without its .json is ignored (and redone)
   done.txt                every file handled so far, one a line (indexed or skipped)
   report.json             counts and the skipped files with the reason
+  ann/<backend>/          an approximate index (stbir_jax/ann.py) from `index --backend=...`,
+                          used by `query --backend=...` (docs/usage.md: which backend when)
 
 `query` encodes the sketch (raster of any size and polarity, or SVG / stroke JSON: see
 stbir_jax/data/sketch_io.py) and/or the text, ranks the gallery by cosine similarity (exact
@@ -43,12 +45,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from stbir_jax import image_safety, retrieval
+from stbir_jax import ann, image_safety, retrieval
 from stbir_jax.data import sketch_io
 
 INDEX_FORMAT = 1
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 MODES = ('auto', 'sketch', 'text', 'sketch+text')
+# Exact top-k (stbir_jax.retrieval) or an approximate index built by `index --backend=...`.
+BACKENDS = retrieval.BACKENDS + ann.BACKENDS
 
 
 class SearchError(ValueError):
@@ -314,6 +318,17 @@ def load_index(directory) -> Index:
   return Index(directory, meta, paths, emb)
 
 
+def build_ann(directory, backend: str, overrides: dict | None = None, progress=print) -> dict:
+  """Builds (or resumes, or updates with new chunks) INDEX/ann/<backend>; returns its meta."""
+  index = load_index(directory)
+  chunks = [[number, len(paths)] for number, paths, _ in _read_chunks(index.directory)]
+  try:
+    return ann.build(index.directory, backend, index.embeddings, chunks, overrides=overrides,
+                     progress=progress)
+  except (ann.AnnError, retrieval.RetrievalError) as e:
+    raise SearchError(str(e)) from None
+
+
 # ------------------------------------------------------------------------------------ query
 
 
@@ -327,13 +342,21 @@ class Result:
 class Searcher:
   """An index plus the exported model that built it; `search(sketch, text, k)`."""
 
-  def __init__(self, index, model=None, *, backend: str = 'jax', fit: str = 'ink'):
+  def __init__(self, index, model=None, *, backend: str = 'jax', fit: str = 'ink',
+               exact: bool = False, ann_params: dict | None = None):
     import stbir_jax  # pylint: disable=g-import-not-at-top
     self.index = index if isinstance(index, Index) else load_index(index)
-    if backend not in retrieval.BACKENDS:
-      raise SearchError(f'--backend {backend!r}; valid backends: '
-                        f'{", ".join(retrieval.BACKENDS)}')
+    if backend not in BACKENDS:
+      raise SearchError(f'--backend {backend!r}; valid backends: {", ".join(BACKENDS)}')
     self.backend = backend
+    self.exact = exact   # ANN backends: re-rank the candidates with the exact scores
+    self.ann = None
+    if backend in ann.BACKENDS:
+      try:
+        self.ann = ann.AnnIndex(self.index.directory, backend, rows=len(self.index),
+                                overrides=ann_params)
+      except (ann.AnnError, retrieval.RetrievalError) as e:
+        raise SearchError(str(e)) from None
     self.fit = _check_fit(fit)  # how a drawn or uploaded sketch is placed in the frame (sketch_map)
     if model is None or isinstance(model, (str, os.PathLike)):
       model_dir = model or self.index.meta['model']
@@ -349,6 +372,12 @@ class Searcher:
   @property
   def resolution(self) -> int:
     return self.model.resolution
+
+  def describe_backend(self) -> str:
+    """What ranks the photos, and how well (for the CLI and the demo)."""
+    if self.ann is None:
+      return f'exact search ({self.backend}): recall 1'
+    return self.ann.describe() + ('; re-ranked exactly' if self.exact else '')
 
   def encode(self, sketch=None, text: str = '', mode: str = 'auto'):
     """-> (query (1, D) float32, stroke map or None, text used)."""
@@ -382,11 +411,15 @@ class Searcher:
       raise SearchError(f'index {self.index.directory} is empty')
     q, smap, text = self.encode(sketch, text, mode)
     try:
-      scores, idx = retrieval.top_k(q, self.index.embeddings, k, backend=self.backend)
-    except retrieval.RetrievalError as e:
+      if self.ann is not None:
+        scores, idx = self.ann.search(q, min(k, len(self.index)), self.index.embeddings,
+                                      exact=self.exact)
+      else:
+        scores, idx = retrieval.top_k(q, self.index.embeddings, k, backend=self.backend)
+    except (retrieval.RetrievalError, ann.AnnError) as e:
       raise SearchError(str(e)) from None
-    results = [Result(r + 1, self.index.paths[i], float(s))
-               for r, (i, s) in enumerate(zip(idx[0], scores[0]))]
+    found = [(i, s) for i, s in zip(idx[0], scores[0]) if i >= 0]   # an ANN may find fewer
+    results = [Result(r + 1, self.index.paths[i], float(s)) for r, (i, s) in enumerate(found)]
     return results, smap, text
 
 
@@ -493,6 +526,8 @@ def write_results(path, results, smap=None, text: str = '') -> None:
 # ------------------------------------------------------------------------------------ CLI
 
 
+ANN_PARAMS_HELP = ('ANN parameters, e.g. "nprobe=32" or "ef_search=128" (defaults: '
+                   'stbir_jax/ann.py DEFAULTS)')
 FIT_HELP = ('ink: scale the drawing to fill the frame; canvas: keep its place on the page (a '
             'sketch drawn in the photo\'s frame, for layout-keeping models such as the demo\'s)')
 
@@ -508,6 +543,9 @@ def main(argv=None) -> int:
   pi.add_argument('--batch_size', type=int, default=32)
   pi.add_argument('--chunk_size', type=int, default=512, help='photos per committed chunk')
   pi.add_argument('--quiet', action='store_true')
+  pi.add_argument('--backend', default=None, choices=ann.BACKENDS,
+                  help='also build (or update) this approximate index (docs/usage.md)')
+  pi.add_argument('--ann_params', default='', help=ANN_PARAMS_HELP)
   pq = sub.add_parser('query', help='rank the indexed photos for a sketch and/or text')
   pq.add_argument('--index', required=True)
   pq.add_argument('--sketch', default=None, help='.png/.jpg/... raster or .svg/.json sketch')
@@ -516,7 +554,12 @@ def main(argv=None) -> int:
   pq.add_argument('--mode', default='auto', choices=MODES,
                   help='auto: whatever was given; or force one modality')
   pq.add_argument('--out', default=None, help='results picture (.png) or page (.html)')
-  pq.add_argument('--backend', default='jax', choices=retrieval.BACKENDS)
+  pq.add_argument('--backend', default='jax', choices=BACKENDS,
+                  help='jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: the index built by '
+                  '`index --backend=...`')
+  pq.add_argument('--exact', action='store_true',
+                  help='ANN backends: re-rank the candidates with exact scores')
+  pq.add_argument('--ann_params', default='', help=ANN_PARAMS_HELP)
   pq.add_argument('--model', default=None, help='export directory (default: the index\'s)')
   pq.add_argument('--fit', default='ink', choices=sketch_io.FITS, help=FIT_HELP)
   a = p.parse_args(argv)
@@ -530,15 +573,23 @@ def main(argv=None) -> int:
             f' (listed in {Path(a.out) / "report.json"})')
       for s in report['skipped'][:10]:
         print(f'  skipped {s["file"]}: {s["error"]}')
+      if a.backend:
+        meta = build_ann(a.out, a.backend, _ann_params(a.ann_params),
+                         progress=None if a.quiet else print)
+        print(f'{a.backend} index of {meta["rows"]} rows in {Path(a.out) / "ann" / a.backend}: '
+              f'{ann.describe_meta(meta)}')
       return 0
     check_text(a.text, '--text')
     check_k(a.k, '--k')  # before the model is loaded
-    searcher = Searcher(a.index, a.model, backend=a.backend, fit=a.fit)
+    searcher = Searcher(a.index, a.model, backend=a.backend, fit=a.fit, exact=a.exact,
+                        ann_params=_ann_params(a.ann_params))
     results, smap, text = searcher.search(a.sketch, a.text, a.k, a.mode)
     mode = '+'.join(m for m, used in (('sketch', smap is not None), ('text', bool(text))) if used)
     print(f'top {len(results)} of {len(searcher.index)} ({mode} query)')
     for r in results:
       print(f'{r.rank:4d}  {r.score:+.4f}  {r.path}')
+    if searcher.ann is not None:
+      print(f'approximate: {searcher.describe_backend()}')
     if a.out:
       write_results(a.out, results, smap, text)
       print(f'wrote {a.out}')
@@ -546,6 +597,13 @@ def main(argv=None) -> int:
   except SearchError as e:
     print(f'search: error: {e}', file=sys.stderr)
     return 2
+
+
+def _ann_params(text: str) -> dict:
+  try:
+    return ann.parse_params(text)
+  except ann.AnnError as e:
+    raise SearchError(str(e)) from None
 
 
 if __name__ == '__main__':

@@ -74,5 +74,6 @@ def test_notebook_runs_top_to_bottom(name, workdir, monkeypatch):
     assert 'sketch+text  target rank' in text
   elif name == 'export_and_search.ipynb':
     assert 'indexed' in text and 'README.txt' in text and os.path.isfile(workdir / 'results.png')
+    assert 'hnsw index of' in text and 'approximate: hnsw (' in text
   else:
     assert os.path.isdir(workdir / 'own_index' / 'chunks')

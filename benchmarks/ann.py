@@ -1,0 +1,151 @@
+"""Approximate top-k: recall@10 against exact search, queries/s and build time of the ANN
+backends in stbir_jax/ann.py (FAISS IVF-Flat, IVF-PQ, HNSW; ScaNN), beside FAISS IndexFlatIP
+(exact), on synthetic clustered unit-norm embeddings (stbir_jax.ann.synthetic_clustered:
+N / 100 clusters, rows ~45 degrees from their centre; the queries are further rows of the same
+mixture, not gallery rows).
+
+  python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
+  python benchmarks/ann.py --report results/ann_*.json     # the summary table of finished runs
+
+Each backend is built once with its build parameters (stbir_jax.ann.DEFAULTS), then its search
+parameter is swept; the row marked `default` is the value a build would store (stbir_jax.ann.tune:
+the smallest power of two with recall@10 >= 0.95 on 256 gallery rows as queries). Build = training + adding
+the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and ScaNN use
+both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average before
+each measurement is recorded (`load1`).
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import common
+import numpy as np
+
+from stbir_jax import ann
+
+SWEEPS = {
+    'ivf_flat': ('nprobe', (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+    'ivf_pq': ('nprobe', (1, 4, 16, 64, 256)),
+    'hnsw': ('ef_search', (16, 32, 64, 128, 256)),
+    'scann': ('leaves_to_search', (4, 8, 16, 32, 64, 128, 256)),
+}
+
+
+def best_time(fn, reps=2):
+  out, best = None, float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    out = fn()
+    best = min(best, time.perf_counter() - t)
+  return out, best
+
+
+def index_bytes(backend, index):
+  if backend == 'scann':
+    return None
+  import faiss  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, 'index.faiss')
+    faiss.write_index(index, path)
+    return os.path.getsize(path)
+
+
+def _write(args, rows):
+  tag = args.tag or args.sizes.replace(',', '_').replace(':', 'x')
+  return common.write_json('ann_' + tag, {'rows': rows, 'queries': args.queries, 'k': args.k})
+
+
+def report(paths):
+  """Per size and backend: the stored default, and the fastest swept setting with recall@10 >=
+  0.95, beside exact FAISS flat."""
+  rows = [r for path in paths for r in json.load(open(path))['rows']]  # noqa: SIM115
+  out, seen = [], set()
+  for (n, d) in sorted({(r['n'], r['dim']) for r in rows}):
+    here = [r for r in rows if (r['n'], r['dim']) == (n, d)]
+    flat = max((r for r in here if r['backend'] == 'flat (exact)'), key=lambda r: r['q_s'])
+    out.append({**flat, 'which': 'exact'})
+    for backend in ann.BACKENDS:
+      mine = [r for r in here if r['backend'] == backend]
+      good = [r for r in mine if r['recall'] >= 0.95]
+      for which, r in (('default', next((r for r in mine if r['default']), None)),
+                       ('fastest >= 0.95', max(good, key=lambda r: r['q_s'], default=None))):
+        if r is not None and (n, d, r['setting']) not in seen:
+          seen.add((n, d, r['setting']))
+          out.append({**r, 'which': which})
+  cols = ['n', 'dim', 'backend', 'which', 'setting', 'recall', 'q_s', 'build_s', 'index_mb',
+          'load1']
+  print(common.table(out, cols))
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--sizes', default='100000:512,1000000:128', help='rows:dim,...')
+  p.add_argument('--queries', type=int, default=1000)
+  p.add_argument('--k', type=int, default=10)
+  p.add_argument('--backends', default=','.join(ann.BACKENDS))
+  p.add_argument('--tag', default='')
+  p.add_argument('--report', nargs='*', help='result files to summarise (runs nothing)')
+  args = p.parse_args()
+  if args.report:
+    report(args.report)
+    return
+  import faiss  # pylint: disable=g-import-not-at-top
+  k, nq = args.k, args.queries
+  rows = []
+  for item in args.sizes.split(','):
+    n, d = (int(x) for x in item.split(':'))
+    data = ann.synthetic_clustered(n + nq, d, seed=0)
+    gallery, queries = data[:n], np.ascontiguousarray(data[n:])
+    del data
+    flat = faiss.IndexFlatIP(d)
+    flat.add(gallery)
+    load = common.loadavg()
+    (_, truth), flat_s = best_time(lambda f=flat, q=queries: f.search(q, k))
+    base = {'n': n, 'dim': d, 'backend': 'flat (exact)', 'setting': '-', 'recall': 1.0,
+            'q_s': nq / flat_s, 'build_s': 0.0, 'index_mb': gallery.nbytes / 2**20,
+            'load1': load[0], 'default': ''}
+    rows.append(base)
+    print(common.table([base], list(base)), flush=True)
+    del flat
+    for backend in args.backends.split(','):
+      params = ann.params_for(backend, n, d)
+      load = common.loadavg()
+      t = time.perf_counter()
+      if backend == 'scann':
+        index = ann.build_scann(gallery, params)
+      else:
+        index = ann.new_index(backend, ann.training_sample(gallery, params), params)
+        index.add(gallery)
+      build_s = time.perf_counter() - t
+      size = index_bytes(backend, index)
+      key, values = SWEEPS[backend]
+      t = time.perf_counter()
+      params, _ = ann.tune(backend, index, gallery, params)   # the default, as a build sets it
+      print(f'{backend}: tuned {key}={params[key]} in {time.perf_counter() - t:.1f} s', flush=True)
+      for value in sorted(set(values) | {params[key]}):
+        if backend == 'scann' and value > params['num_leaves']:
+          continue
+        search_params = dict(params, **{key: value})
+        ann.set_search_params(backend, index, search_params)
+        load = common.loadavg()
+        (_, found), s = best_time(lambda b=backend, i=index, q=queries, sp=search_params,
+                                  g=gallery: ann.search(b, i, q, k, sp, embeddings=g))
+        row = {'n': n, 'dim': d, 'backend': backend,
+               'setting': ' '.join(f'{a}={b}' for a, b in search_params.items()),
+               'recall': ann.recall_at_k(found, truth), 'q_s': nq / s, 'build_s': build_s,
+               'index_mb': (size or 0) / 2**20, 'load1': load[0],
+               'default': 'default' if value == params[key] else ''}
+        rows.append(row)
+        _write(args, rows)   # after every row: a long run leaves what it measured
+        print(common.table([row], list(row)), flush=True)
+      del index
+  print(f'recall@{k} vs exact, {nq} queries in one batch, synthetic clustered embeddings')
+  print(common.table(rows, list(rows[0])))
+  print('wrote', _write(args, rows))
+
+
+if __name__ == '__main__':
+  main()

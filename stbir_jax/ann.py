@@ -1,0 +1,470 @@
+"""Approximate nearest-neighbour (ANN) indexes over a search index's embeddings.
+
+Backends (inner product on unit-norm embeddings, like stbir_jax.retrieval's exact search):
+
+  ivf_flat  FAISS IndexIVFFlat: k-means lists, full vectors; `nprobe` lists searched
+  ivf_pq    FAISS IndexIVFPQ: the same lists, vectors as `m`-byte product-quantisation codes;
+            its candidates are re-ranked exactly from the embeddings (`candidates`)
+  hnsw      FAISS IndexHNSWFlat: a proximity graph (`M` links a node, `ef_search` beam)
+  scann     Google ScaNN: a k-means tree with anisotropic quantisation, exact re-ordering
+
+Each backend's search parameter (nprobe, ef_search, leaves_to_search) is tuned at build on the
+index's own photos: the smallest power of two whose recall@10 against exact search is >= 0.95
+(`tune`: 256 indexed embeddings as queries, each query's own row left out; a fixed value would
+be 0.995 at 10^5 and 0.33 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
+is stored with the index, so the CLI and the demo can say what they serve.
+
+On disk, next to the embeddings (INDEX is a `python -m stbir_jax.search index` folder):
+
+  INDEX/ann/<backend>/meta.json     backend, params, the chunks it holds [[number, rows]...],
+                                    rows, recall estimate; written last (commits the index)
+  INDEX/ann/<backend>/index.faiss   FAISS backends
+  INDEX/ann/<backend>/scann/        ScaNN's serialised searcher
+
+Building is resumable like the chunks: the FAISS indexes are trained once (on a sample of the
+rows there are at that time) and then grow by `add_rows` rows at a time, each step committed;
+a rerun after new photos were indexed adds only the new rows. A stored index whose chunks are
+no longer a prefix of the index's (a chunk redone) is rebuilt. ScaNN has no committed partial
+state: it is rebuilt whenever the rows changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stbir_jax import retrieval
+
+BACKENDS = ('ivf_flat', 'ivf_pq', 'hnsw', 'scann')
+SCANN_HINT = 'pip install scann'
+RECALL_QUERIES = 256
+
+# Build parameters (0 = derived from the rows: params_for) and search parameters (0 = tuned at
+# build: the smallest power of two whose recall@10 on the indexed rows is >= TARGET_RECALL).
+DEFAULTS = {
+    'ivf_flat': {'nlist': 0, 'nprobe': 0},
+    'ivf_pq': {'nlist': 0, 'm': 0, 'nprobe': 0, 'candidates': 100},
+    'hnsw': {'M': 32, 'ef_construction': 64, 'ef_search': 0},
+    'scann': {'num_leaves': 0, 'leaves_to_search': 0, 'reorder': 100},
+}
+SEARCH_PARAMS = {'nprobe', 'candidates', 'ef_search', 'leaves_to_search', 'reorder'}
+TUNED = {'ivf_flat': 'nprobe', 'ivf_pq': 'nprobe', 'hnsw': 'ef_search',
+         'scann': 'leaves_to_search'}
+TARGET_RECALL = 0.95
+
+
+class AnnError(ValueError):
+  """A bad backend, parameter or stored ANN index; the message names it."""
+
+
+def _faiss():
+  return retrieval._faiss()  # pylint: disable=protected-access
+
+
+def _scann_ops():
+  """ScaNN's numpy API (scann_ops_pybind) without its TensorFlow ops: `import scann` also loads
+  a TF op library built for one exact TF version, which fails under any other (and we do not
+  use it), so TensorFlow is hidden from ScaNN's import, which it tolerates."""
+  if 'scann.scann_ops.py.scann_ops_pybind' in sys.modules:
+    return sys.modules['scann.scann_ops.py.scann_ops_pybind']
+  saved = sys.modules.get('tensorflow')
+  sys.modules['tensorflow'] = None  # `import tensorflow` raises ModuleNotFoundError meanwhile
+  try:
+    from scann.scann_ops.py import scann_ops_pybind  # pylint: disable=g-import-not-at-top
+    return scann_ops_pybind
+  except ImportError as e:
+    raise AnnError(f'--backend=scann needs the scann package, which is not installed or does '
+                   f'not load ({e}): {SCANN_HINT}') from e
+  finally:
+    if saved is None:
+      sys.modules.pop('tensorflow', None)
+    else:
+      sys.modules['tensorflow'] = saved
+
+
+def params_for(backend: str, n: int, d: int, overrides: dict | None = None) -> dict:
+  """The backend's parameters for n rows of dimension d: DEFAULTS, overrides, derived sizes."""
+  if backend not in BACKENDS:
+    raise AnnError(f'ANN backend {backend!r}; valid: {", ".join(BACKENDS)}')
+  p = dict(DEFAULTS[backend])
+  for key, value in (overrides or {}).items():
+    if key not in p:
+      raise AnnError(f'{backend} has no parameter {key!r}; valid: {", ".join(sorted(p))}')
+    p[key] = int(value)
+  lists = max(1, min(round(math.sqrt(n)), n // 39 or 1))  # FAISS wants >= 39 rows a list
+  if backend in ('ivf_flat', 'ivf_pq') and not p['nlist']:
+    p['nlist'] = lists
+  if backend == 'ivf_pq' and not p['m']:
+    p['m'] = max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)   # ~8 dims a byte
+  if backend == 'ivf_pq' and d % p['m']:
+    raise AnnError(f'ivf_pq m={p["m"]} must divide the embedding size {d}')
+  if backend == 'scann' and not p['num_leaves']:
+    p['num_leaves'] = max(1, min(round(math.sqrt(n)), n // 2 or 1))
+  return p
+
+
+def parse_params(text: str) -> dict:
+  """'nprobe=32,ef_search=128' -> {'nprobe': 32, 'ef_search': 128}."""
+  out = {}
+  for item in filter(None, (s.strip() for s in (text or '').split(','))):
+    key, sep, value = item.partition('=')
+    if not sep or not value.strip().lstrip('-').isdigit():
+      raise AnnError(f'--ann_params item {item!r}: expected name=integer')
+    out[key.strip()] = int(value)
+  return out
+
+
+# ----------------------------------------------------------------------------- in memory
+
+
+def new_index(backend: str, train_rows: np.ndarray, params: dict):
+  """An empty FAISS index of `backend`, trained on train_rows (ivf_*); not for scann."""
+  faiss = _faiss()
+  d = train_rows.shape[1]
+  ip = faiss.METRIC_INNER_PRODUCT
+  if backend == 'hnsw':
+    index = faiss.IndexHNSWFlat(d, params['M'], ip)
+    index.hnsw.efConstruction = params['ef_construction']
+    return index
+  quantizer = faiss.IndexFlatIP(d)
+  if backend == 'ivf_flat':
+    index = faiss.IndexIVFFlat(quantizer, d, params['nlist'], ip)
+  else:
+    index = faiss.IndexIVFPQ(quantizer, d, params['nlist'], params['m'], 8, ip)
+  index.cp.niter = 10   # k-means: 10 iterations are enough for the lists' purpose
+  if backend == 'ivf_pq':   # and for the codes (FAISS's 25 made training 3x slower)
+    index.pq.cp.niter = 10
+    index.pq.cp.max_points_per_centroid = 64
+  index.train(np.ascontiguousarray(train_rows, np.float32))
+  return index
+
+
+def training_sample(rows: np.ndarray, params: dict, seed: int = 0) -> np.ndarray:
+  """Up to 64 rows a list (IVF) and at least 64 a PQ centroid, drawn without replacement."""
+  size = 64 * params.get('nlist', 1)
+  if 'm' in params:
+    size = max(size, 256 * 64)
+  if len(rows) <= size:
+    return np.asarray(rows, np.float32)
+  pick = np.sort(np.random.default_rng(seed).choice(len(rows), size, replace=False))
+  return np.asarray(rows[pick], np.float32)
+
+
+def build_scann(rows: np.ndarray, params: dict):
+  ops = _scann_ops()
+  rows = np.ascontiguousarray(rows, np.float32)
+  leaves = min(params['num_leaves'], len(rows))
+  return (ops.builder(rows, 10, 'dot_product')
+          .tree(num_leaves=leaves, num_leaves_to_search=max(1, min(params['leaves_to_search'], leaves)),
+                # A sample of 64 rows a leaf gave recall 0.66 where all rows gave 0.99 (20k x 512
+                # clustered rows, 141 leaves, 1 searched): ScaNN trains its tree on every row.
+                training_sample_size=min(len(rows), 1 << 20))
+          .score_ah(2, anisotropic_quantization_threshold=0.2)
+          .reorder(params['reorder'])
+          .build())
+
+
+def set_search_params(backend: str, index, params: dict) -> None:
+  """Sets FAISS's search parameters (0, not tuned yet, searches as 1)."""
+  if backend in ('ivf_flat', 'ivf_pq'):
+    index.nprobe = max(1, params['nprobe'])
+  elif backend == 'hnsw':
+    index.hnsw.efSearch = max(1, params['ef_search'])
+
+
+def raw_search(backend: str, index, queries: np.ndarray, k: int, params: dict):
+  """The backend's own top-k: (scores (Q, k), ids (Q, k)); missing results have id -1."""
+  queries = np.ascontiguousarray(queries, np.float32)
+  if backend == 'scann':
+    leaves = max(1, params['leaves_to_search'])
+    ids, scores = index.search_batched_parallel(
+        queries, final_num_neighbors=k, pre_reorder_num_neighbors=max(k, params['reorder']),
+        leaves_to_search=leaves)
+    return np.asarray(scores, np.float32), np.asarray(ids, np.int64)
+  scores, ids = index.search(queries, k)
+  return scores, ids.astype(np.int64)
+
+
+def rerank(queries: np.ndarray, ids: np.ndarray, embeddings: np.ndarray, k: int):
+  """Exact scores of each query's candidate rows, best k first; id -1 candidates never win."""
+  valid = ids >= 0
+  vectors = np.asarray(embeddings[np.where(valid, ids, 0).ravel()], np.float32)
+  scores = np.einsum('qd,qcd->qc', np.asarray(queries, np.float32),
+                     vectors.reshape(ids.shape + (embeddings.shape[1],)))
+  scores = np.where(valid, scores, -np.inf)
+  order = np.argsort(-scores, axis=1, kind='stable')[:, :k]
+  return (np.take_along_axis(scores, order, axis=1),
+          np.where(np.take_along_axis(valid, order, axis=1),
+                   np.take_along_axis(ids, order, axis=1), -1))
+
+
+def search(backend: str, index, queries, k: int, params: dict, *, embeddings=None,
+           exact: bool = False):
+  """Top-k through the ANN; re-ranked exactly from `embeddings` when `exact` (or for ivf_pq,
+  whose codes only approximate the scores) over max(k, candidates) candidates."""
+  k = int(k)
+  if exact or backend == 'ivf_pq':
+    if embeddings is None:
+      raise AnnError(f'{backend}: exact re-ranking needs the embeddings')
+    candidates = max(k, params.get('candidates', 0) or 10 * k)
+    _, ids = raw_search(backend, index, queries, candidates, params)
+    return rerank(queries, ids, embeddings, k)
+  return raw_search(backend, index, queries, k, params)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+  """Mean fraction of each row of `truth` (Q, k) ids found in the same row of `found`."""
+  hits = [len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth)]
+  return float(np.sum(hits) / truth.size)
+
+
+def _probe(embeddings: np.ndarray, k: int, queries: int, seed: int):
+  """`queries` indexed rows as queries and their exact top-k, each query's own row left out."""
+  n = len(embeddings)
+  pick = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
+  q = np.asarray(embeddings[pick], np.float32)
+  _, truth = retrieval.top_k_jax(q, embeddings, k + 1)
+  return pick, q, _without(truth, pick, k)
+
+
+def _without(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+  return np.stack([[i for i in row if i != o][:k] for row, o in zip(ids.tolist(), own)])
+
+
+def _probe_recall(backend, index, embeddings, params, probe, k) -> float:
+  pick, q, truth = probe
+  set_search_params(backend, index, params)
+  _, found = search(backend, index, q, k + 1, params, embeddings=embeddings)
+  return recall_at_k(_without(found, pick, k), truth)
+
+
+def estimate_recall(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
+                    queries: int = RECALL_QUERIES, seed: int = 0) -> dict:
+  """recall@k against exact search, with `queries` indexed rows as queries (own row left out)."""
+  k = min(k, len(embeddings) - 1)
+  if k <= 0:
+    return {'recall': 1.0, 'k': k, 'queries': 0}
+  probe = _probe(embeddings, k, queries, seed)
+  return {'recall': _probe_recall(backend, index, embeddings, params, probe, k), 'k': k,
+          'queries': len(probe[0])}
+
+
+def tune(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
+         target: float = TARGET_RECALL, queries: int = RECALL_QUERIES, seed: int = 0):
+  """-> (params with TUNED[backend] = the smallest power of two (up to the lists/leaves, or
+  4096) whose recall@k on the probe is >= target, that recall dict)."""
+  key = TUNED[backend]
+  limit = {'ivf_flat': params.get('nlist'), 'ivf_pq': params.get('nlist'), 'hnsw': 4096,
+           'scann': params.get('num_leaves')}[backend]
+  k = min(k, len(embeddings) - 1)
+  if k <= 0:
+    return dict(params, **{key: 1}), {'recall': 1.0, 'k': k, 'queries': 0}
+  probe = _probe(embeddings, k, queries, seed)
+  value = 16 if backend == 'hnsw' else 1
+  while True:
+    value = min(value, limit)
+    tuned = dict(params, **{key: value})
+    recall = _probe_recall(backend, index, embeddings, tuned, probe, k)
+    if recall >= target or value >= limit:
+      return tuned, {'recall': recall, 'k': k, 'queries': len(probe[0])}
+    value *= 2
+
+
+# ----------------------------------------------------------------------------- on disk
+
+
+def ann_dir(index_dir, backend: str) -> Path:
+  return Path(index_dir) / 'ann' / backend
+
+
+def read_meta(index_dir, backend: str) -> dict | None:
+  path = ann_dir(index_dir, backend) / 'meta.json'
+  if not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    raise AnnError(f'{path}: corrupt ({e}); delete {path.parent} to rebuild it') from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+  tmp = path.with_name(path.name + '.tmp')
+  tmp.write_text(json.dumps(data, indent=2))
+  os.replace(tmp, path)
+
+
+def _write_faiss(index, path: Path) -> None:
+  faiss = _faiss()
+  tmp = path.with_name(path.name + '.tmp')
+  faiss.write_index(index, str(tmp))
+  os.replace(tmp, path)
+
+
+def _resumable(old, folder: Path, backend: str, chunks: list, overrides: dict | None) -> bool:
+  """A stored FAISS index can grow: its chunks are a prefix of the index's, and no build
+  parameter was asked to change."""
+  if old is None or backend == 'scann' or not (folder / 'index.faiss').is_file():
+    return False
+  if old['chunks'] != chunks[:len(old['chunks'])]:
+    return False
+  return all(old['params'].get(key) == int(value) for key, value in (overrides or {}).items()
+             if key not in SEARCH_PARAMS)
+
+
+def build(index_dir, backend: str, embeddings: np.ndarray, chunks: list, *,
+          overrides: dict | None = None, add_rows: int = 1 << 18, progress=print) -> dict:
+  """Builds or resumes INDEX/ann/<backend> over `embeddings`, the rows of `chunks`
+  ([[number, rows], ...] in row order); returns its meta (with the recall estimate)."""
+  n, d = embeddings.shape
+  if n == 0:
+    raise AnnError(f'{index_dir}: no embeddings to build a {backend} index over')
+  chunks = [[int(a), int(b)] for a, b in chunks]
+  if sum(rows for _, rows in chunks) != n:
+    raise AnnError(f'{index_dir}: the chunks hold {sum(r for _, r in chunks)} rows, the '
+                   f'embeddings {n}')
+  folder = ann_dir(index_dir, backend)
+  old = read_meta(index_dir, backend)
+  start = time.perf_counter()
+  if _resumable(old, folder, backend, chunks, overrides):
+    # Build parameters stay those the index was trained with (nlist from the rows back then).
+    params = params_for(backend, n, d, {**old['params'], **(overrides or {})})
+    if old['chunks'] == chunks and params == old['params']:
+      return old
+    key = old.get('tuned')
+    if key and key not in (overrides or {}):
+      params[key] = 0   # tuned for fewer rows: tune again
+    index = _faiss().read_index(str(folder / 'index.faiss'))
+    covered, meta = len(old['chunks']), old
+  else:
+    params = params_for(backend, n, d, overrides)
+    if (old is not None and old['chunks'] == chunks and old['params'] == params
+        and (folder / 'scann').is_dir()):
+      return old   # an up-to-date ScaNN index
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if backend == 'scann':   # built whole: no partial state to commit
+      searcher = build_scann(embeddings, params)
+      return _commit(folder, backend, searcher, embeddings, params, chunks, None,
+                     build_s=time.perf_counter() - start)
+    index = new_index(backend, training_sample(embeddings, params), params)
+    covered, meta = 0, None
+  bounds = np.cumsum([0] + [rows for _, rows in chunks])
+  if covered == len(chunks):   # new search parameters only: re-measure the recall
+    return _commit(folder, backend, index, embeddings, params, chunks, meta)
+  while covered < len(chunks):
+    # Whole chunks, about add_rows rows at a time, each block committed: a rerun resumes there.
+    stop = covered + 1
+    while stop < len(chunks) and bounds[stop + 1] - bounds[covered] <= add_rows:
+      stop += 1
+    index.add(np.ascontiguousarray(embeddings[bounds[covered]:bounds[stop]], np.float32))
+    covered = stop
+    meta = _commit(folder, backend, index, embeddings[:bounds[covered]], params,
+                   chunks[:covered], meta, build_s=time.perf_counter() - start,
+                   measure=covered == len(chunks))
+    start = time.perf_counter()
+    if progress:
+      progress(f'{backend}: {bounds[covered]}/{n} rows')
+  return meta
+
+
+def _commit(folder, backend, index, embeddings, params, chunks, old, *, build_s=0.0,
+            measure=True) -> dict:
+  """Writes the index, then its meta (which commits it); measures recall when asked."""
+  set_search_params(backend, index, params)
+  if backend == 'scann':
+    tmp = folder / 'scann.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    index.serialize(str(tmp), relative_path=True)   # the folder is renamed after
+    shutil.rmtree(folder / 'scann', ignore_errors=True)
+    os.replace(tmp, folder / 'scann')
+  else:
+    _write_faiss(index, folder / 'index.faiss')
+  key = TUNED[backend]
+  tuned = key if params[key] == 0 else None
+  if not measure:
+    recall = (old or {}).get('recall')
+  elif params[key] == 0:
+    params, recall = tune(backend, index, embeddings, params)
+  else:
+    recall = estimate_recall(backend, index, embeddings, params)
+  set_search_params(backend, index, params)
+  meta = {'backend': backend, 'params': params, 'chunks': chunks, 'rows': len(embeddings),
+          'dim': int(embeddings.shape[1]), 'recall': recall, 'tuned': tuned,
+          'build_s': round(float(build_s) + (old or {}).get('build_s', 0.0), 3)}
+  _write_json(folder / 'meta.json', meta)
+  return meta
+
+
+class AnnIndex:
+  """A stored ANN index, loaded for searching: `search(queries, k, embeddings, exact)`."""
+
+  def __init__(self, index_dir, backend: str, *, rows: int | None = None,
+               overrides: dict | None = None):
+    if backend not in BACKENDS:
+      raise AnnError(f'ANN backend {backend!r}; valid: {", ".join(BACKENDS)}')
+    meta = read_meta(index_dir, backend)
+    folder = ann_dir(index_dir, backend)
+    if meta is None:
+      raise AnnError(f'{folder}: no {backend} index; build it with `python -m stbir_jax.search '
+                     f'index ... --out={index_dir} --backend={backend}`')
+    if rows is not None and meta['rows'] != rows:
+      raise AnnError(f'{folder} holds {meta["rows"]} rows but the index has {rows}; rerun '
+                     f'`python -m stbir_jax.search index ... --backend={backend}` to update it')
+    unknown = set(overrides or {}) - SEARCH_PARAMS
+    if unknown:
+      raise AnnError(f'--ann_params {sorted(unknown)}: only search parameters can change at '
+                     f'query time ({", ".join(sorted(SEARCH_PARAMS & set(meta["params"])))})')
+    self.backend, self.meta = backend, meta
+    self.params = dict(meta['params'], **(overrides or {}))
+    if backend == 'scann':
+      self.index = _scann_ops().load_searcher(str(folder / 'scann'))
+    else:
+      self.index = _faiss().read_index(str(folder / 'index.faiss'))
+    set_search_params(backend, self.index, self.params)
+    # Recall was measured with the stored parameters; other ones are not what it says.
+    self.recall = meta.get('recall') if self.params == meta['params'] else None
+
+  def search(self, queries, k: int, embeddings=None, exact: bool = False):
+    return search(self.backend, self.index, queries, k, self.params, embeddings=embeddings,
+                  exact=exact)
+
+  def describe(self) -> str:
+    return describe_meta(dict(self.meta, params=self.params, recall=self.recall))
+
+
+def describe_meta(meta: dict) -> str:
+  """'ivf_flat (nlist 316, nprobe 16): recall@10 0.981, measured on ...' for people."""
+  shown = ', '.join(f'{key} {value}' for key, value in meta['params'].items())
+  recall = meta.get('recall')
+  if recall:
+    return (f'{meta["backend"]} ({shown}): recall@{recall["k"]} {recall["recall"]:.3f}, '
+            f'measured on {recall["queries"]} indexed photos as queries')
+  return f'{meta["backend"]} ({shown}): recall not measured for these parameters'
+
+
+def synthetic_clustered(n: int, d: int, *, clusters: int = 0, spread: float = 1.0,
+                        seed: int = 0, dtype=np.float32) -> np.ndarray:
+  """Unit-norm rows drawn around random unit centres (for tests and benchmarks): a row is
+  centre + spread * N(0, I/d), normalised, so spread 1 puts a row at ~45 degrees from its
+  centre. `clusters` defaults to n / 100."""
+  rng = np.random.default_rng(seed)
+  clusters = clusters or max(1, n // 100)
+  centres = rng.standard_normal((clusters, d), dtype=np.float32)
+  centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+  out = np.empty((n, d), dtype)
+  block = 1 << 16
+  for start in range(0, n, block):   # in blocks: a 1e7-row gallery never exists twice
+    m = min(block, n - start)
+    x = centres[rng.integers(0, clusters, m)]
+    x += rng.standard_normal((m, d), dtype=np.float32) * (spread / math.sqrt(d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out[start:start + m] = x
+  return out

@@ -85,6 +85,7 @@ def test_k_from_the_slider_and_the_default(gallery):
 class _SlowSearcher:
   """Stands in for a Searcher: each search sleeps; counts how many run at once."""
   index = ()
+  ann = None   # exact search: the demo names no approximate backend
 
   def __init__(self, seconds):
     self.seconds, self.running, self.peak = seconds, 0, 0

@@ -123,11 +123,15 @@ def test_photo_text_and_sketch_embeddings_match_the_jax_model(exported):
                                       attention_mask=hf['attention_mask']).pooler_output
     sketch_emb = sketch_model(
         **processor(images=list(sketch_rgb), return_tensors='pt')).image_embeds
+  fused = sketch_emb + text_emb
+  if 'modality_scale' in params['fusion']:   # model.fusion.normalize: unit sides, learned scales
+    scale = torch.from_numpy(np.exp(np.asarray(params['fusion']['modality_scale'])))
+    fused = scale[0] * normalize(sketch_emb, dim=-1) + scale[1] * normalize(text_emb, dim=-1)
   diffs = {'gallery': _close(gallery, normalize(photo_emb, dim=-1)),
            'text': _close(text, normalize(text_emb, dim=-1)),
            'text_raw': _close(text_raw, text_emb),
            'sketch_raw': _close(sketch_raw, sketch_emb),
-           'sum_fusion_query': _close(query, normalize(sketch_emb + text_emb, dim=-1))}
+           'sum_fusion_query': _close(query, normalize(fused, dim=-1))}
   np.testing.assert_allclose(float(clip.logit_scale.detach()),
                              float(params['temperature']['log_scale']), rtol=1e-6)
   print('export to transformers, max abs diff:', json.dumps(

@@ -180,7 +180,7 @@ def test_nan_loss_with_skip_policy_skips_and_counts_the_update(base_run, tmp_pat
   saved = _checkpoint_files(workdir)
   _nan_loss_at(monkeypatch, BAD_STEP)
   recorder = _Recorder()
-  monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
+  monkeypatch.setattr(train, 'metric_writer', lambda *a, **k: recorder)
   config = _config(base_run, **{'train.num_steps': MORE, 'train.nan_policy': 'skip'})
   train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved
@@ -227,7 +227,7 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
   assert seen[resume] > 0  # the record is in the first batch after the last checkpoint
 
   recorder = _Recorder()
-  monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
+  monkeypatch.setattr(train, 'metric_writer', lambda *a, **k: recorder)
   config.data.on_bad_record = 'skip'
   train.train_and_evaluate(config, workdir, allow_config_change=True)
   assert _checkpoint_files(workdir) == saved

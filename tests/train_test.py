@@ -232,7 +232,7 @@ def test_skipped_bad_records_are_logged(tmp_path, monkeypatch):
 
   monkeypatch.setattr(pipeline._Split, 'parse', parse)  # pylint: disable=protected-access
   recorder = _Recorder()
-  monkeypatch.setattr(train.metric_writers, 'create_default_writer', lambda *a, **k: recorder)
+  monkeypatch.setattr(train, 'metric_writer', lambda *a, **k: recorder)
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   skipped = [recorder.scalars[s]['data/skipped_records'] for s in range(1, 5)]
   # 4 steps x 8 rows = two epochs of the 16 train records: record 3 skipped once in each.

@@ -120,8 +120,8 @@ def fake_gcs(root):
   backend = _BucketBackend(root)
   logdirs = []
 
-  def writer(logdir, **kwargs):
-    del kwargs
+  def writer(logdir, *args, **kwargs):   # train.metric_writer(workdir, is_main, verbose)
+    del args, kwargs
     logdirs.append(logdir)
     return _Recorder()
 
@@ -138,7 +138,7 @@ def fake_gcs(root):
     # orbax asks the google-cloud-storage client whether the bucket has hierarchical namespace.
     mp.setattr(gcs_utils, 'get_bucket',
                lambda name: types.SimpleNamespace(hierarchical_namespace_enabled=False))
-    mp.setattr(train.metric_writers, 'create_default_writer', writer)
+    mp.setattr(train, 'metric_writer', writer)
     for module, name in ((os, 'makedirs'), (os, 'mkdir'), (os, 'listdir'), (os, 'rename'),
                          (os.path, 'abspath'), (os.path, 'exists'), (os.path, 'isdir'),
                          (shutil, 'move'), (builtins, 'open')):

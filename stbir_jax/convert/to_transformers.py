@@ -198,6 +198,9 @@ gallery = normalize(photo_emb, dim=-1)
 query = normalize(sketch_emb + text_emb, dim=-1)    # fusion 'sum': the raw embeddings' sum
 scores = query @ gallery.T
 ```
+With `model.fusion.normalize` (the default of every config but the demo) the sum is of unit
+vectors scaled by the learned `exp(modality_scale)` of `{FUSION_FILE}`:
+`query = normalize(a * normalize(sketch_emb) + b * normalize(text_emb))`, (a, b) = those scales.
 With fusion 'sum', a sketch-only query is `normalize(sketch_emb + null_text)` and a text-only
 one `normalize(null_sketch + text_emb)`, the vectors in `{FUSION_FILE}`. Other fusions
 ('gated', 'cross_attention') need the JAX model (`python -m stbir_jax.export`).

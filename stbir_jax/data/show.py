@@ -16,13 +16,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 from stbir_jax.data import synthetic
 
-_CONFIG = flags.DEFINE_string('config', 'shoes', f'one of {", ".join(synthetic.CONFIGS)}')
-_SPLIT = flags.DEFINE_string('split', 'test', f'one of {", ".join(synthetic.SPLITS)}')
-_FAMILY = flags.DEFINE_integer('family', 0, 'family index within the split (0-based)')
-_OUT = flags.DEFINE_string('out', 'grid.png', 'output PNG path')
-_RESOLUTION = flags.DEFINE_integer('resolution', 128, 'image resolution in pixels')
-_SEED = flags.DEFINE_integer('seed', 0, 'SynthSpec.seed')
-_SKETCH = flags.DEFINE_integer('sketch', 0, 'which of the sketches to show')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined only when run as a program: the library part (family_grid) is imported next to
+  other programs' flags (e.g. stbir_jax.main's --config) by tests and notebooks."""
+  flags.DEFINE_string('config', 'shoes', f'one of {", ".join(synthetic.CONFIGS)}')
+  flags.DEFINE_string('split', 'test', f'one of {", ".join(synthetic.SPLITS)}')
+  flags.DEFINE_integer('family', 0, 'family index within the split (0-based)')
+  flags.DEFINE_string('out', 'grid.png', 'output PNG path')
+  flags.DEFINE_integer('resolution', 128, 'image resolution in pixels')
+  flags.DEFINE_integer('seed', 0, 'SynthSpec.seed')
+  flags.DEFINE_integer('sketch', 0, 'which of the sketches to show')
 
 
 def sketch_picture(stroke_map: np.ndarray) -> np.ndarray:
@@ -72,12 +78,13 @@ def family_grid(config_name, split, family, spec, sketch_index=0):
 
 def main(argv):
   del argv
-  synthetic._config_index(_CONFIG.value)
-  synthetic._split_index(_SPLIT.value)
-  spec = synthetic.SynthSpec(resolution=_RESOLUTION.value, seed=_SEED.value)
-  family_grid(_CONFIG.value, _SPLIT.value, _FAMILY.value, spec, _SKETCH.value).save(_OUT.value)
-  print(f'wrote {_OUT.value}')
+  synthetic._config_index(FLAGS.config)
+  synthetic._split_index(FLAGS.split)
+  spec = synthetic.SynthSpec(resolution=FLAGS.resolution, seed=FLAGS.seed)
+  family_grid(FLAGS.config, FLAGS.split, FLAGS.family, spec, FLAGS.sketch).save(FLAGS.out)
+  print(f'wrote {FLAGS.out}')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

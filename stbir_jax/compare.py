@@ -132,17 +132,7 @@ def _fused_ranks(side_a, side_b, key, weight, scope):
   target = np.asarray([row_of[int(t)] for t in target_a], np.int32)
   queries = np.concatenate([weight * q_a, (1.0 - weight) * q_b], axis=1)
   gallery = np.concatenate([g_a, g_b], axis=1)
-  if scope == 'all':
-    return np.asarray(metrics.ranks_from_embeddings(queries, gallery, target))
-  ranks = np.zeros(len(target), np.int64)
-  for cat in np.unique(category[target]):
-    rows = np.flatnonzero(category == cat)
-    local = np.full(len(category), -1, np.int32)
-    local[rows] = np.arange(len(rows))
-    qs = np.flatnonzero(category[target] == cat)
-    ranks[qs] = np.asarray(metrics.ranks_from_embeddings(queries[qs], gallery[rows],
-                                                         local[target[qs]]))
-  return ranks
+  return evaluate.ranks_in_scope(queries, gallery, target, category, scope)
 
 
 def _bucket_weight(config, prefix, weight):

@@ -253,20 +253,24 @@ class RetrievalEvaluator:
 
 
   def _ranks(self, queries, gallery, target, gallery_category) -> np.ndarray:
-    """Rank of each query's target row among the whole gallery or among its category's photos
-    (the category of a query is that of its target photo)."""
-    if self.scope == 'all':
-      return np.asarray(metrics.ranks_from_embeddings(queries, gallery, target))
-    ranks = np.zeros(len(target), np.int64)
-    query_category = gallery_category[target]
-    for category in np.unique(query_category):
-      rows = np.flatnonzero(gallery_category == category)
-      local = np.full(len(gallery_category), -1, np.int32)
-      local[rows] = np.arange(len(rows))
-      qs = np.flatnonzero(query_category == category)
-      ranks[qs] = np.asarray(metrics.ranks_from_embeddings(queries[qs], gallery[rows],
-                                                           local[target[qs]]))
-    return ranks
+    return ranks_in_scope(queries, gallery, target, gallery_category, self.scope)
+
+
+def ranks_in_scope(queries, gallery, target, gallery_category, scope: str) -> np.ndarray:
+  """Rank of each query's target row among the whole gallery (scope 'all') or among its
+  category's photos ('category'; the category of a query is that of its target photo)."""
+  if scope == 'all':
+    return np.asarray(metrics.ranks_from_embeddings(queries, gallery, target))
+  ranks = np.zeros(len(target), np.int64)
+  query_category = gallery_category[target]
+  for category in np.unique(query_category):
+    rows = np.flatnonzero(gallery_category == category)
+    local = np.full(len(gallery_category), -1, np.int32)
+    local[rows] = np.arange(len(rows))
+    qs = np.flatnonzero(query_category == category)
+    ranks[qs] = np.asarray(metrics.ranks_from_embeddings(queries[qs], gallery[rows],
+                                                         local[target[qs]]))
+  return ranks
 
 
 class RobustnessEvaluator(RetrievalEvaluator):

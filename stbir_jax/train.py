@@ -165,16 +165,6 @@ def _validate_grad_accum(batch: int, data_parallel: int, accum) -> None:
                       f'{data_parallel * accum}.')
 
 
-def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
 def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
   """Refuses to resume checkpoints written under a different model or data config."""
   path = paths.resolve(workdir) / 'config.json'
@@ -183,7 +173,8 @@ def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
     new = json.loads(config.to_json_best_effort())
     diffs = []
     for section in STRUCTURAL_KEYS:
-      a, b = _flatten(old.get(section, {})), _flatten(new.get(section, {}))
+      flat = recorded_config.flatten
+      a, b = flat(old.get(section, {})), flat(new.get(section, {}))
       diffs += [f'{section}.{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}'
                 for k in sorted(set(a) | set(b))
                 if a.get(k) != b.get(k) and f'{section}.{k}' not in RESUMABLE_KEYS]
@@ -599,7 +590,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   writer = metric_writer(workdir, is_main, verbose)
   out = Console(total_steps, start, len(stage_list), enabled=is_main)
   out.start(workdir, jax.device_count(), jax.devices()[0].platform)
-  writer.write_hparams({k: str(v) for k, v in _flatten(json.loads(
+  writer.write_hparams({k: str(v) for k, v in recorded_config.flatten(json.loads(
       config.to_json_best_effort())).items()})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   evaluators = [evaluate.get_evaluator(name)(config, model, mesh=mesh)

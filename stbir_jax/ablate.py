@@ -18,8 +18,10 @@ interrupted ablation resumes where it stopped. The report shows mean ± std over
 --report_only writes it from the runs finished so far (column `n`) without training.
 """
 
+import contextlib
 import copy
 import json
+import signal
 import sys
 
 import ml_collections
@@ -94,12 +96,34 @@ def default_variants(config) -> list:
   return variants
 
 
+class Interrupted(RuntimeError):
+  """A run stopped before its end (SIGTERM: preemption); its checkpoint is saved."""
+
+
 def run_one(config, workdir) -> dict:
+  """The results of the run in `workdir`: read when finished, else trained (or resumed).
+  Raises Interrupted when the run was stopped, so that a driver over many runs stops too instead
+  of going on to the next run and reporting without this one."""
   path = paths.resolve(workdir) / 'results.json'  # the workdir may be a gs:// URL
   if path.exists():
     return json.loads(path.read_text())
   from stbir_jax import train  # pylint: disable=g-import-not-at-top
-  return train.train_and_evaluate(config, workdir)
+  results = train.train_and_evaluate(config, workdir)
+  if not results:   # train_and_evaluate returns {} when it saved a checkpoint and stopped
+    raise Interrupted(f'The run in {workdir} was stopped (SIGTERM) and saved its checkpoint; '
+                      'rerun the same command to resume it and the remaining runs.')
+  return results
+
+
+@contextlib.contextmanager
+def stop_when_interrupted(prog: str):
+  """Ends a driver of many runs with the Interrupted message and 128 + SIGTERM, the status of
+  a terminated process, so that a scheduler sees a preempted sweep, not a finished one."""
+  try:
+    yield
+  except Interrupted as e:
+    print(f'{prog}: {e}', file=sys.stderr)
+    sys.exit(128 + signal.SIGTERM)
 
 
 def _mean_std(values):
@@ -252,7 +276,8 @@ def main(argv):
                           workdir)
         continue
       logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
-      runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
+      with stop_when_interrupted('stbir_jax.ablate'):
+        runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
   runs = {variant: results for variant, results in runs.items() if results}
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')

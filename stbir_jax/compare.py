@@ -260,18 +260,13 @@ def _define_flags():
   flags.DEFINE_bool('report_only', False, 'Write the report from the finished runs only.')
 
 
-def main(argv):
-  del argv
-  config, root = FLAGS.config, paths.resolve(FLAGS.workdir)
-  seeds = [int(s) for s in FLAGS.seeds]
-  unknown = sorted(set(FLAGS.methods) - set(METHODS))
-  if unknown:
-    raise app.UsageError(f'--methods: unknown {unknown}; valid: {", ".join(METHODS)}.')
-  runs = {m: [] for m in METHODS if m in FLAGS.methods}
+def _run_all(config, root, seeds, runs, report_only: bool = False) -> None:
+  """Trains (or with `report_only` only reads) every run, seed by seed, appending each
+  method's results to runs[method]."""
   for seed in seeds:
     for method in runs:
       seed_dir = root / method / f'seed_{seed}'
-      if FLAGS.report_only and not (seed_dir / 'results.json').exists():
+      if report_only and not (seed_dir / 'results.json').exists():
         logging.warning('%s seed %d: no results.json in %s; left out.', method, seed, seed_dir)
         continue
       if method == 'late_fusion':
@@ -283,6 +278,18 @@ def main(argv):
         logging.info('compare: %s seed %d -> %s', method, seed, seed_dir)
         results = ablate.run_one(baseline_config(config, method, seed), seed_dir)
       runs[method].append(answered_with_one_modality(method, results))
+
+
+def main(argv):
+  del argv
+  config, root = FLAGS.config, paths.resolve(FLAGS.workdir)
+  seeds = [int(s) for s in FLAGS.seeds]
+  unknown = sorted(set(FLAGS.methods) - set(METHODS))
+  if unknown:
+    raise app.UsageError(f'--methods: unknown {unknown}; valid: {", ".join(METHODS)}.')
+  runs = {m: [] for m in METHODS if m in FLAGS.methods}
+  with ablate.stop_when_interrupted('stbir_jax.compare'):
+    _run_all(config, root, seeds, runs, FLAGS.report_only)
   runs = {m: r for m, r in runs.items() if r}
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')

@@ -114,3 +114,22 @@ def test_late_fusion_chooses_its_weight_on_validation_and_reports_every_bucket(s
       (root / 'triplet_sn' / 'seed_0' / 'results.json').read_text())['shoes/sketch/acc@1']
   # Cached: a second call reads the file.
   assert compare.run_late_fusion(config, 'missing', 'missing', str(out)) == results
+
+
+def test_a_stopped_run_ends_the_sweep_with_the_terminated_status_and_trains_nothing_after_it(
+    tmp_path, monkeypatch, capsys):
+  trained = []
+
+  def stopped(config, workdir):   # train_and_evaluate's answer to SIGTERM: checkpoint, then {}
+    trained.append(str(workdir))
+    return {}
+
+  monkeypatch.setattr(train, 'train_and_evaluate', stopped)
+  with pytest.raises(SystemExit) as stop:
+    with ablate.stop_when_interrupted('stbir_jax.compare'):
+      compare._run_all(base.get_config('smoke'), tmp_path, [0, 1],
+                       {'triplet_sn': [], 'text_clip': []})
+  assert stop.value.code == 143
+  assert trained == [str(tmp_path / 'triplet_sn' / 'seed_0')]
+  err = capsys.readouterr().err
+  assert err.startswith('stbir_jax.compare: The run in ') and 'rerun the same command' in err

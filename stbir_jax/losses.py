@@ -149,6 +149,29 @@ def triplet_hard(q: Array, g: Array, margin, *, instance: Optional[Array] = None
   return _masked_mean(hinge, valid)
 
 
+def triplet_all(q: Array, g: Array, margin, *, instance: Optional[Array] = None,
+                valid: Optional[Array] = None) -> Array:
+  """Batch-all triplet loss, query as anchor (scalar): every in-batch negative is a triplet.
+
+  loss_i = mean_{j in neg(i)} max(0, margin - <q_i, g_i> + <q_i, g_j>); a query without any
+  negative contributes 0. Mean over valid queries. In expectation this is the loss of one
+  triplet with a random negative per anchor (Triplet-SN's sampling); unlike batch-hard it does
+  not collapse when trained from scratch (docs/results.md, "Baselines").
+  """
+  q = q.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  sim = q @ g.T
+  negatives = _negatives_mask(q.shape[0], instance, valid)
+  hinge = jnp.maximum(margin - jnp.diagonal(sim)[:, None] + sim, 0.0)
+  count = jnp.sum(negatives, axis=1)
+  per_query = jnp.sum(jnp.where(negatives, hinge, 0.0), axis=1) / jnp.maximum(count, 1)
+  return _masked_mean(per_query, valid)
+
+
+# config.loss.triplet_mining -> the triplet loss it names.
+TRIPLET_MINING = {'hard': triplet_hard, 'all': triplet_all}
+
+
 def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:
   """(B, B) negative weights: `hard_negative_weight` for same category and different instance.
 

@@ -131,6 +131,23 @@ def test_triplet_hard():
   assert np.all(np.isfinite(grad))
 
 
+def test_triplet_all_averages_the_hinge_over_every_negative():
+  # S = Q3 G3^T = [[.8, 0, 1], [.6, 1, 0], [.96, .8, .6]], m = 0.2:
+  #   row 0: mean(max(0, .2-.8+0), .2-.8+1)       = mean(0, .4)   = .2
+  #   row 1: mean(max(0, .2-1+.6), max(0, .2-1+0)) = 0
+  #   row 2: mean(.2-.6+.96, .2-.6+.8)             = mean(.56, .4) = .48
+  np.testing.assert_allclose(losses.triplet_all(Q3, G3, 0.2), (0.2 + 0.0 + 0.48) / 3, rtol=1e-6)
+  # instance [0,1,0]: row 0 keeps only col 1 (0), row 2 only col 1 (.4).
+  np.testing.assert_allclose(losses.triplet_all(Q3, G3, 0.2, instance=np.array([0, 1, 0])),
+                             0.4 / 3, rtol=1e-6)
+  # Padding [T, T, F]: column 2 is no negative, row 2 no query: rows 0 and 1 keep one each.
+  np.testing.assert_allclose(losses.triplet_all(Q3, G3, 0.5, valid=np.array([1, 1, 0], bool)),
+                             (max(0, .5 - .8 + 0.) + max(0, .5 - 1. + .6)) / 2, rtol=1e-6)
+  inst = np.zeros(3, np.int32)
+  assert float(losses.triplet_all(Q3, G3, 0.2, instance=inst)) == 0.0
+  assert losses.TRIPLET_MINING == {'hard': losses.triplet_hard, 'all': losses.triplet_all}
+
+
 def test_prototype_loss():
   # Prototypes normalised inside: [[1,0],[0,2]] -> [[1,0],[0,1]]. margin .2, temperature .5.
   protos = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)

@@ -33,7 +33,7 @@ def _setup(dtype):
   model = stbir.STBIR.from_config(config)
   constants = train_step.make_constants(config, ['thing'])
   step = jax.jit(train_step.make_step_fn(config, model, stages.build_stages(config)[0], constants,
-                                    config.train.num_steps))
+                                         config.train.num_steps))
   return config, model, constants, step
 
 

@@ -166,16 +166,16 @@ def test_an_unloadable_tokenizer_fails_before_the_workdir_is_created(tmp_path):
 
 
 @pytest.mark.parametrize('error', [
-    config_checks.ConfigError('Unknown config key config.train.checkpoint_evry=1: the defaults in '
-                      'configs/base.py have no such key. Did you mean '
-                      'config.train.checkpoint_every?'),
+    config_checks.ConfigError('Unknown config key config.train.checkpoint_evry=1: the defaults '
+                              '(stbir_jax/config_defaults.py) have no such key. Did you mean '
+                              'config.train.checkpoint_every?'),
     stages.StageError("config.stages[0] ('joint').train names 'audio'"),
     tokenizer.TokenizerError("Could not load tokenizer 'x'. Valid names: 'bert_uncased'"),
     checkpoint.CheckpointError('None of the checkpoints [1, 2, 3] in /w/checkpoints could be '
                                'restored (see the warnings above); nothing was moved or deleted. '
                                'Move them away to start afresh.'),
     config_checks.ConfigError('/w holds checkpoints of an incompatible config; differences:\n  '
-                      'model.embed_dim: checkpoint 16 vs now 32\nUse a new --workdir.'),
+                              'model.embed_dim: checkpoint 16 vs now 32\nUse a new --workdir.'),
 ])
 def test_named_errors_end_in_one_line_with_exit_status_2(capsys, error):
   def program():

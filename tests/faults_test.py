@@ -93,11 +93,8 @@ def _restore(config, workdir):
   """What a restart restores: Checkpointer.restore with the run's abstract state."""
   model = stbir.STBIR.from_config(config)
   constants = train_step.make_constants(config, pipeline.category_names(config))
-  abstract = jax.eval_shape(lambda k: train_step.init_state(config, model, constants, k),
-                            jax.random.PRNGKey(0))
-  shardings = sharding.state_shardings(sharding.make_mesh(config.mesh), abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  abstract, _ = train_step.abstract_state(config, model, constants,
+                                         sharding.make_mesh(config.mesh))
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   try:
     return ckpt.restore(abstract, pipeline.train_iterator(config))

@@ -54,9 +54,8 @@ SCRIPT = textwrap.dedent('''
     mesh = sharding.make_mesh(config.mesh if len(devices) > 1 else dict(data=1, fsdp=1, model=1),
                               devices)
     config_checks.validate_config(config, 1, sharding.data_parallel_size(mesh))
-    init = lambda k: train_step.init_state(config, model, constants, k)
-    shard = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-    state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
+    abstract, shard = train_step.abstract_state(config, model, constants, mesh)
+    state = train_step.create_sharded_state(config, mesh, model, constants, abstract=abstract)
     state = state.replace(step=jax.device_put(np.int32(stage.start), shard.step))
     global_batch = sharding.global_batch(mesh, batch)
     grad_fn = jax.jit(train_step.make_value_and_grad(config, model, stage, constants),

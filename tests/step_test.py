@@ -76,7 +76,7 @@ def test_frozen_groups_stay_bit_identical():
   photo_only = stages.Stage(0, 'photo_refine', 0, config.train.num_steps, ('photo',),
                             ('contrastive',), 'sketch', 1.0)
   step = jax.jit(train_step.make_step_fn(config, model, photo_only, constants,
-                                    config.train.num_steps))
+                                         config.train.num_steps))
   new, _ = step(state, _tiny.random_batch(config))
   for group in stages.MODEL_GROUPS:
     same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in

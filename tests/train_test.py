@@ -167,11 +167,11 @@ def test_bad_record_policy_change_still_resumes(tmp_path):
   """A run stopped by a corrupt record may resume with on_bad_record='skip' (config-only)."""
   config = _smoke(tmp_path)
   (tmp_path / 'config.json').write_text(config.to_json_best_effort())
-  run_config.check_workdir_config(_smoke(tmp_path, **{'data.on_bad_record': 'skip'}), str(tmp_path),
-                             has_checkpoint=True)
+  run_config.check_workdir_config(_smoke(tmp_path, **{'data.on_bad_record': 'skip'}),
+                                  str(tmp_path), has_checkpoint=True)
   with pytest.raises(config_checks.ConfigError, match='data.resolution: checkpoint 32 vs now 64'):
     run_config.check_workdir_config(_smoke(tmp_path, **{'data.resolution': 64}), str(tmp_path),
-                               has_checkpoint=True)
+                                    has_checkpoint=True)
 
 
 @pytest.mark.parametrize('key,value,message', [

@@ -160,7 +160,7 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
       else:
         protos = model.apply(stbir.model_variables(params), constants.prompt_ids,
                              constants.prompt_mask, method=stbir.STBIR.encode_text)
-      kw = dict(margin=config.category.margin, temperature=config.category.temperature)
+      kw = {'margin': config.category.margin, 'temperature': config.category.temperature}
       terms['prototype'] = 0.5 * (losses.prototype_loss(q, batch['category'], protos, **kw)
                                   + losses.prototype_loss(g, batch['category'], protos, **kw))
     total = sum(getattr(wl, name) * value for name, value in terms.items())

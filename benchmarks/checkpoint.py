@@ -35,19 +35,18 @@ def _dir_bytes(path) -> int:
 
 
 def setup(config, workdir):
-  from stbir_jax import checkpoint, sharding, stages, train  # pylint: disable=g-import-not-at-top
+  from stbir_jax import checkpoint, sharding, stages, train_step  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh(config.mesh)
   pipeline.ensure_built(config)
-  constants = train.make_constants(config, pipeline.category_names(config))
-  model = train.make_model(config)
-  init = lambda k: train.init_state(config, model, constants, k)
-  shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(0))
+  constants = train_step.make_constants(config, pipeline.category_names(config))
+  model = stbir.STBIR.from_config(config)
+  abstract, shardings = train_step.abstract_state(config, model, constants, mesh)
+  state = train_step.create_sharded_state(config, mesh, model, constants, abstract=abstract)
   stage = stages.build_stages(config)[0]
-  step_fn = jax.jit(train.make_step_fn(config, model, stage, constants, config.train.num_steps),
-                    in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+  step_fn = train_step.jit_step(config, model, stage, constants, config.train.num_steps, mesh,
+                                shardings)
   train_iter = pipeline.train_iterator(config)
   shutil.rmtree(workdir, ignore_errors=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=3)

@@ -143,6 +143,7 @@ def our_config(size: str, batch: int, fusion: str = 'sum'):
   knowledge, no curriculum, no modality dropout: the work of a plain CLIP-style dual step."""
   from configs import base  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from stbir_jax import config_defaults, stages  # pylint: disable=g-import-not-at-top
   s = SIZES[size]
   c = base.get_config('demo')
   c.data.resolution = s['image']
@@ -150,8 +151,8 @@ def our_config(size: str, batch: int, fusion: str = 'sum'):
   c.data.family_group = 1
   c.model.embed_dim = s['embed']
   for side in ('sketch', 'photo'):
-    c.model[side] = base._tower('clip_vit', patch_size=s['patch'], hidden=s['hidden'],  # pylint: disable=protected-access
-                                layers=s['layers'], heads=s['heads'], mlp_dim=s['mlp'])
+    c.model[side] = config_defaults.tower('clip_vit', patch_size=s['patch'], hidden=s['hidden'],
+                                          layers=s['layers'], heads=s['heads'], mlp_dim=s['mlp'])
   c.model.text = ml_collections.ConfigDict(dict(
       kind='clip', vocab_size=VOCAB, hidden=s['t_hidden'], layers=s['t_layers'],
       heads=s['t_heads'], mlp_dim=s['t_mlp'], pool='eos', init=''))
@@ -164,26 +165,27 @@ def our_config(size: str, batch: int, fusion: str = 'sum'):
   c.train.num_steps = 1000
   c.optim.warmup_steps = 10
   c.optim.weight_decay = 0.05
-  c.stages = [ml_collections.ConfigDict(dict(
-      name='all', fraction=1.0, train=['sketch', 'photo', 'text', 'fusion', 'temperature'],
-      losses=['contrastive'], query='sketch+text', lr_scale=1.0))]
+  c.stages = [stages.joint_stage(stages.MODEL_GROUPS, ['contrastive'], name='all')]
   return c
 
 
 def our_step(config, degradations: bool = False):
-  """(jitted step with donated state, state) for `config`, via stbir_jax.train.make_step_fn.
+  """(jitted step with donated state, state) for `config`, via the real
+  stbir_jax.train_step.make_step_fn.
 
   degradations=False replaces curriculum.degrade by the identity while the step is traced: the
   peer has no equivalent, and with curriculum.kind='none' every query is in the 'clean' bucket
   anyway (the degradation ops still run in the real step; `degradations=True` measures them).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax import curriculum, stages, train  # pylint: disable=g-import-not-at-top
-  model = train.make_model(config)
-  constants = train.make_constants(config, ['shoe'])
+  from stbir_jax import curriculum, stages, train_step  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['shoe'])
   stage = stages.build_stages(config)[0]
-  state = jax.jit(lambda k: train.init_state(config, model, constants, k))(jax.random.PRNGKey(0))
-  fn = train.make_step_fn(config, model, stage, constants, config.train.num_steps)
+  state = jax.jit(lambda k: train_step.init_state(config, model, constants, k))(
+      jax.random.PRNGKey(0))
+  fn = train_step.make_step_fn(config, model, stage, constants, config.train.num_steps)
   if not degradations:
     real = curriculum.degrade
 
@@ -199,11 +201,10 @@ def our_step(config, degradations: bool = False):
 
 def our_gallery_encoder(config):
   import jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax import train  # pylint: disable=g-import-not-at-top
-  from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
-  model = train.make_model(config)
-  variables = model.init(jax.random.PRNGKey(0), train.dummy_batch(config, 2))
-  encode = jax.jit(lambda v, img: model.apply(v, img, method=STBIR.encode_gallery))
+  from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
+  model = stbir.STBIR.from_config(config)
+  variables = model.init(jax.random.PRNGKey(0), stbir.dummy_batch(config, 2))
+  encode = jax.jit(lambda v, img: model.apply(v, img, method=stbir.STBIR.encode_gallery))
   return encode, variables
 
 

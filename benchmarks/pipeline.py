@@ -17,8 +17,9 @@ import common
 import jax
 
 from configs import base
-from stbir_jax import stages, train
+from stbir_jax import stages, train_step
 from stbir_jax.data import pipeline
+from stbir_jax.models import stbir
 
 
 def main():
@@ -41,11 +42,12 @@ def main():
     host = next(it)
   pipe_s = (time.perf_counter() - t) / n
 
-  model = train.make_model(config)
-  constants = train.make_constants(config, pipeline.category_names(config))
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, pipeline.category_names(config))
   stage = stages.build_stages(config)[-1]
-  state = jax.jit(lambda k: train.init_state(config, model, constants, k))(jax.random.PRNGKey(0))
-  step = jax.jit(train.make_step_fn(config, model, stage, constants, config.train.num_steps),
+  state = jax.jit(lambda k: train_step.init_state(config, model, constants, k))(
+      jax.random.PRNGKey(0))
+  step = jax.jit(train_step.make_step_fn(config, model, stage, constants, config.train.num_steps),
                  donate_argnums=(0,))
   dev = jax.device_put(host)
   state, m = step(state, dev)

@@ -2,8 +2,8 @@
 
   /work/venv/bin/python benchmarks/train_step.py [--quick] [--sizes small,vits16] [--reps N]
 
-Ours: stbir_jax.train.make_step_fn (jit, donated state) on ViT sketch + ViT photo towers (HF
-CLIPVisionModel layout), the CLIP text tower and 'sum' fusion; contrastive loss only, no
+Ours: stbir_jax.train_step.make_step_fn (jit, donated state) on ViT sketch + ViT photo towers
+(HF CLIPVisionModel layout), the CLIP text tower and 'sum' fusion; contrastive loss only, no
 category knowledge, no curriculum degradations (see common.our_step), clip + AdamW-style update.
 Peer: common.peer_model / peer_step (CLIPModel + a second CLIP vision tower for sketches).
 Both: float32, the same batch, interleaved repetitions, medians.

@@ -19,7 +19,6 @@ interrupted ablation resumes where it stopped. The report shows mean ± std over
 """
 
 import contextlib
-import copy
 import json
 import signal
 import sys
@@ -71,13 +70,11 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
   elif variant == 'joint':
     # Everything any stage trains, with every loss any stage uses, from the first step.
     losses = list(dict.fromkeys(l for stage in c.stages for l in stage.losses))
-    groups = ['sketch', 'photo', 'text', 'fusion', 'temperature'] + [
+    groups = list(stages.MODEL_GROUPS) + [
         g for stage in c.stages for g in stage.train if g == 'prototypes']
-    c.stages = [ml_collections.ConfigDict(dict(
-        name='joint', fraction=1.0, train=list(dict.fromkeys(groups)), losses=losses,
-        query='sketch+text', lr_scale=1.0))]
+    c.stages = [stages.joint_stage(dict.fromkeys(groups), losses)]
   elif variant == 'staged':
-    c.stages = [ml_collections.ConfigDict(copy.deepcopy(s)) for s in stages.PAPER_SCHEDULE]
+    c.stages = stages.alignment_stages()
     if not c.category.enabled:
       for stage in c.stages:
         stage.losses = [l for l in stage.losses if l != 'prototype']

@@ -7,9 +7,10 @@ r"""Compile for a TPU slice without one: per-chip memory, FLOPs, roofline and co
 
 `jax.experimental.topologies` describes the devices of a named slice (v5e:2x4 = v5e-8,
 v5p:2x2x1 = v5p-8, v6e:2x4, v4:2x2x1, up to 256 chips such as v5e:16x16); the run's own mesh
-(config.mesh), state shardings (train.abstract_state) and jitted steps (train.jit_step) are
-built over them and compiled: the train step of every stage, the gallery encoder and the query
-encoder of the evaluators. Shapes only: no data, weights or tokenizer are read.
+(config.mesh), state shardings (train_step.abstract_state) and jitted steps
+(train_step.jit_step) are built over them and compiled: the train step of every stage, the
+gallery encoder and the query encoder of the evaluators. Shapes only: no data, weights or
+tokenizer are read.
 
 For each program it prints and writes (--out, JSON) the per-chip HBM (arguments, temporaries,
 outputs, total vs the chip's capacity and the headroom), FLOPs and bytes accessed per chip, the
@@ -42,13 +43,15 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from stbir_jax import (
+  config_checks,
   config_overrides,  # noqa: F401  (list-valued --config.* flags)
   curriculum,
   evaluate,
   sharding,
   stages,
-  train,
+  train_step,
 )
+from stbir_jax.models import stbir
 
 GIB = 2**30
 # A step that fits with less headroom than this is flagged: the runtime reserves some HBM, and
@@ -124,11 +127,11 @@ def chip_of(devices) -> Chip:
 # ------------------------------------------------------------------------------------ programs
 
 
-def shape_constants(config, num_categories: int) -> train.Constants:
-  """train.Constants with the shapes the step closes over and placeholder ids: the real ones
+def shape_constants(config, num_categories: int) -> train_step.Constants:
+  """train_step.Constants with the shapes the step closes over and placeholder ids: the real ones
   need a tokenizer (a hub download for CLIP's), and ids do not change memory or FLOPs."""
   length = config.data.max_text_len
-  return train.Constants(
+  return train_step.Constants(
       prompt_ids=jnp.ones((num_categories, length), jnp.int32),
       prompt_mask=jnp.ones((num_categories, length), jnp.int32),
       attribute_ids=jnp.arange(1, len(curriculum.ATTRIBUTE_WORDS) + 1, dtype=jnp.int32),
@@ -162,23 +165,23 @@ def lowered_programs(config, devices, programs=()):
   """
   mesh = sharding.make_mesh(config.mesh, devices)
   processes = len({d.process_index for d in devices})
-  train.validate_config(config, processes, sharding.data_parallel_size(mesh))
-  model = train.make_model(config)
+  config_checks.validate_config(config, processes, sharding.data_parallel_size(mesh))
+  model = stbir.STBIR.from_config(config)
   constants = shape_constants(config, num_categories(config))
-  state, state_shardings = train.abstract_state(config, model, constants, mesh)
+  state, state_shardings = train_step.abstract_state(config, model, constants, mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   total_steps = int(config.train.num_steps)
-  batch = jax.eval_shape(lambda: train.dummy_batch(config, config.train.batch_size))
+  batch = jax.eval_shape(lambda: stbir.dummy_batch(config, config.train.batch_size))
   batch = _abstract(batch, jax.tree.map(lambda _: batch_sharding, batch))
   for stage in stages.build_stages(config):
     if not _wanted(f'train/{stage.name}', programs):
       continue
-    step = train.jit_step(config, model, stage, constants, total_steps, mesh, state_shardings)
+    step = train_step.jit_step(config, model, stage, constants, total_steps, mesh, state_shardings)
     yield f'train/{stage.name}', step.lower(state, batch)
 
   evaluator = evaluate.RetrievalEvaluator(config, model, data_fns={}, mesh=mesh)
-  variables = train.model_variables(state.params)
-  eval_batch = jax.eval_shape(lambda: train.dummy_batch(config, config.eval.batch_size))
+  variables = stbir.model_variables(state.params)
+  eval_batch = jax.eval_shape(lambda: stbir.dummy_batch(config, config.eval.batch_size))
   eval_batch = _abstract(eval_batch, jax.tree.map(lambda _: batch_sharding, eval_batch))
   # pylint: disable=protected-access
   if _wanted('eval/encode_gallery', programs):
@@ -191,9 +194,9 @@ def lowered_programs(config, devices, programs=()):
 def state_bytes_per_chip(config, devices) -> dict:
   """Bytes of params and of optimiser state one chip holds, from their shardings."""
   mesh = sharding.make_mesh(config.mesh, devices)
-  model = train.make_model(config)
-  state, _ = train.abstract_state(config, model, shape_constants(config, num_categories(config)),
-                                  mesh)
+  model = stbir.STBIR.from_config(config)
+  state, _ = train_step.abstract_state(config, model,
+                                       shape_constants(config, num_categories(config)), mesh)
 
   def per_chip(tree):
     return int(sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize

@@ -26,11 +26,11 @@ ENOSPC_TEXT = 'No space left on device'
 
 def named_errors() -> tuple:
   """The exception classes whose message is the whole story (imported here, on first use)."""
-  from stbir_jax import checkpoint, paths, stages, train  # pylint: disable=g-import-not-at-top
+  from stbir_jax import checkpoint, config_checks, paths, stages  # pylint: disable=g-import-not-at-top
   from stbir_jax.convert import hub  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline, sketch_io, tokenizer  # pylint: disable=g-import-not-at-top
   from stbir_jax.data.formats import common  # pylint: disable=g-import-not-at-top
-  return (train.ConfigError, stages.StageError, tokenizer.TokenizerError,
+  return (config_checks.ConfigError, stages.StageError, tokenizer.TokenizerError,
           checkpoint.CheckpointError, paths.PathError, hub.ConvertError, pipeline.DataError,
           common.PrepareError, sketch_io.SketchError)
 

@@ -34,7 +34,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stbir_jax import ablate, evaluate, metrics, paths
+from stbir_jax import ablate, evaluate, metrics, paths, stages
 from stbir_jax.data import ceiling
 
 TRAINED = ('triplet_sn', 'text_clip', 'joint_plain', 'stbir')
@@ -51,11 +51,6 @@ FLAGS = flags.FLAGS
 
 class CompareError(ValueError):
   pass
-
-
-def _one_stage(name, train, losses, query):
-  return [ml_collections.ConfigDict(dict(name=name, fraction=1.0, train=list(train),
-                                         losses=list(losses), query=query, lr_scale=1.0))]
 
 
 def _without_modules(c):
@@ -80,19 +75,19 @@ def baseline_config(config: ml_collections.ConfigDict, method: str, seed: int):
     # Every query is a sketch: modality dropout would leave empty queries.
     c.train.modality_dropout = 0.0
     c.loss.triplet = 1.0
-    c.stages = _one_stage('sketch_photo', ('sketch', 'photo'), ('triplet',), 'sketch')
+    c.stages = [stages.joint_stage(('sketch', 'photo'), ('triplet',), name='sketch_photo',
+                                   query='sketch')]
     c.eval.modes = ['sketch']
     c.eval.robustness_buckets = [b for b in c.eval.robustness_buckets if b != 'no_sketch']
   elif method == 'text_clip':
     c.train.modality_dropout = 0.0
     # fusion: the learned null sketch and modality scales a text-only query goes through.
-    c.stages = _one_stage('text_photo', ('text', 'photo', 'fusion', 'temperature'),
-                          ('contrastive',), 'text')
+    c.stages = [stages.joint_stage(('text', 'photo', 'fusion', 'temperature'), ('contrastive',),
+                                   name='text_photo', query='text')]
     c.eval.modes = ['text']
     c.eval.robustness_buckets = [b for b in c.eval.robustness_buckets if b != 'no_text']
   elif method == 'joint_plain':
-    c.stages = _one_stage('joint', ('sketch', 'photo', 'text', 'fusion', 'temperature'),
-                          ('contrastive',), 'sketch+text')
+    c.stages = [stages.joint_stage(stages.MODEL_GROUPS, ('contrastive',))]
   return c
 
 
@@ -104,12 +99,12 @@ def _embeddings(config, params, split, as_mode, evaluator_name, buckets):
   {(bucket prefix, mode): (Q, D), targets} of one single-modality model, every query mode
   encoded as `as_mode` (so sketch+text queries become its sketch-only or text-only queries),
   for the robustness `buckets` of the comparison (the same for both late-fusion sides)."""
-  from stbir_jax import train  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   c = copy.deepcopy(config)
   c.eval.split = split
   c.eval.modes = [as_mode, 'sketch+text']
   c.eval.robustness_buckets = list(buckets)
-  evaluator = evaluate.get_evaluator(evaluator_name)(c, train.make_model(c))
+  evaluator = evaluate.get_evaluator(evaluator_name)(c, STBIR.from_config(c))
   evaluator.encode_as = {'sketch+text': as_mode}
   variables = {'params': params}
   out = {}

@@ -1,26 +1,39 @@
-"""The value of every config field checked on its own (type, sign, range, choice), before a run
-touches its workdir: `--config.train.batch_size=-8` must fail with a message naming the key, not
-in Grain after config.json was written.
+"""Every check of a config before a run touches its workdir: `validate_config(config, ...)`.
+`--config.train.batch_size=-8` must fail with a message naming the key, not in Grain after
+config.json was written.
 
-`FIELDS` has a rule for every leaf of configs/base.py except those in `CHECKED_ELSEWHERE` (lists
-and names with their own checks in train.validate_config, stages.build_stages or
-pipeline.bad_record_policy); tests/config_history_test.py keeps the two lists complete.
-Cross-field checks (divisibility of the batch, stage fractions, ...) stay in
-train.validate_config.
+  check_known_keys   no key the defaults lack (a typo would be silently ignored)
+  check_fields       the value of every field on its own (type, sign, range, choice)
+  validate_config    both, then the cross-field checks (divisibility of the batch, gradient
+                     accumulation, names of buckets and evaluators, the stage schedule)
+
+`FIELDS` has a rule for every leaf of config_defaults.py except those in `CHECKED_ELSEWHERE` (lists
+and names with their own checks in validate_config, stages.build_stages or
+pipeline.bad_record_policy); tests/config_history_test.py keeps the two lists complete. What may
+change when a run resumes is run_config.py's.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 
-from stbir_jax import evaluate, losses
+import ml_collections
+
+from stbir_jax import config_defaults, evaluate, losses, stages
 from stbir_jax.data import pipeline
 from stbir_jax.models import fusion, layers, stbir, text
 
 
 class ConfigError(ValueError):
-  """A config that cannot run (also train.ConfigError); the message names the key."""
+  """A config that cannot run; the message names the key."""
+
+
+CURRICULUM_KINDS = ('none', 'uniform', 'competence', 'self_paced')
+NAN_POLICIES = ('stop', 'skip')
+# Keys a config may lack, read with a default (models/layers.option): not unknown where present.
+OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
 
 
 def _is_int(v) -> bool:
@@ -198,7 +211,7 @@ BUCKET_FIELDS = {
     'missing_sketch': boolean, 'missing_text': boolean,
 }
 
-# Leaves checked by their own code: train.validate_config (names, grad accumulation, lr scales),
+# Leaves checked by their own code: validate_config (names, grad accumulation, lr scales),
 # stages.build_stages (the schedule), pipeline.bad_record_policy.
 CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curriculum.buckets',
                      'train.nan_policy', 'train.grad_accum_steps', 'optim.group_lr_scale',
@@ -244,3 +257,100 @@ def check_fields(config) -> None:
       raise ConfigError(f'config.{where}.hidden={tower.hidden} is not divisible by '
                        f'config.{where}.heads={tower.heads}; attention splits hidden over heads.')
 
+
+# ---------------------------------------------------------------------------- cross-field checks
+
+
+def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> None:
+  """Fails before any compute on combinations that cannot run, saying what to change."""
+  check_known_keys(config, default_config(config))
+  check_fields(config)  # each field's own type and range
+  batch = config.train.batch_size
+  if batch % data_parallel:  # the mesh spans every process, so this is the global size
+    raise ConfigError(f'train.batch_size={batch} is not divisible by the data-parallel size '
+                      f'{data_parallel} (mesh data x fsdp); use a multiple of it.')
+  if batch % num_processes:
+    raise ConfigError(f'train.batch_size={batch} is not divisible by the {num_processes} '
+                      'processes; use a multiple of it.')
+  if config.data.family_group < 1 or batch % config.data.family_group:
+    raise ConfigError(f'train.batch_size={batch} must be a multiple of data.family_group='
+                      f'{config.data.family_group}.')
+  if config.curriculum.kind not in CURRICULUM_KINDS:
+    raise ConfigError(f'curriculum.kind={config.curriculum.kind!r}; valid: '
+                      f'{", ".join(CURRICULUM_KINDS)}.')
+  if config.loss.kind not in losses.CONTRASTIVE_KINDS:
+    raise ConfigError(f'loss.kind={config.loss.kind!r}; valid: '
+                      f'{", ".join(losses.CONTRASTIVE_KINDS)}.')
+  if config.train.nan_policy not in NAN_POLICIES:
+    raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
+                      f'{", ".join(NAN_POLICIES)}.')
+  _validate_grad_accum(batch, data_parallel, config.train.grad_accum_steps)
+  for group, scale in config.optim.group_lr_scale.items():
+    if group not in stages.PARAM_GROUPS or not scale >= 0:
+      raise ConfigError(f'optim.group_lr_scale.{group}={scale!r}; expected a scale >= 0 for each '
+                        f'parameter group ({", ".join(stages.PARAM_GROUPS)}).')
+  names = [b.name for b in config.curriculum.buckets]
+  if not names or names[0] != 'clean':
+    raise ConfigError(f'curriculum.buckets must start with the "clean" bucket, got {names}.')
+  for name in config.eval.robustness_buckets:
+    if name not in names:
+      raise ConfigError(f'eval.robustness_buckets names {name!r}; defined buckets: {names}.')
+  for name in config.eval.evaluators:
+    evaluate.get_evaluator(name)  # raises listing the valid names
+  try:
+    pipeline.bad_record_policy(config)
+  except pipeline.DataError as e:
+    raise ConfigError(str(e)) from e
+  stages.build_stages(config)
+
+
+def default_config(config):
+  """The defaults `config` is checked against (config_defaults.py, whose keys every variant of
+  configs/base.py shares), or None for a config without a variant (built by hand)."""
+  if 'variant' not in config:
+    return None
+  return config_defaults.get_config()
+
+
+def check_known_keys(config, defaults, where: str = 'config') -> None:
+  """Raises on a key that `defaults` lacks: a typo (train.checkpoint_evry) would otherwise be
+  silently ignored while the real key keeps its default."""
+  if defaults is None:
+    return
+  for key, value in config.items():
+    path = f'{where}.{key}'
+    if key not in defaults:
+      if path.removeprefix('config.') in OPTIONAL_KEYS:
+        continue
+      close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+      hint = f' Did you mean {where}.{close[0]}?' if close else ''
+      raise ConfigError(f'Unknown config key {path}={value!r}: the defaults '
+                        f'(stbir_jax/config_defaults.py) have no such key, so it would be '
+                        f'ignored.{hint}')
+    known = defaults[key]
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(
+        known, (dict, ml_collections.ConfigDict)):
+      check_known_keys(value, known, path)
+    elif isinstance(value, (list, tuple)) and known and all(
+        isinstance(k, (dict, ml_collections.ConfigDict)) for k in known):
+      # A list of records (stages, curriculum buckets): every item may use any of their keys.
+      fields = ml_collections.ConfigDict({f: None for k in known for f in k})
+      for i, item in enumerate(value):
+        if isinstance(item, (dict, ml_collections.ConfigDict)):
+          check_known_keys(item, fields, f'{path}[{i}]')
+
+
+def _validate_grad_accum(batch: int, data_parallel: int, accum) -> None:
+  if not isinstance(accum, int) or isinstance(accum, bool) or accum < 1:
+    raise ConfigError(f'train.grad_accum_steps={accum!r}; expected an integer >= 1.')
+  if batch % accum:
+    raise ConfigError(f'train.batch_size={batch} is not divisible by train.grad_accum_steps='
+                      f'{accum}; use a batch size that is a multiple of it.')
+  per_device = batch // data_parallel
+  if per_device % accum:
+    # Micro-batch j takes rows j, j+k, j+2k, ... so that every device holds a share of every
+    # micro-batch; with an uneven share some devices would idle while the others compute.
+    raise ConfigError(f'train.batch_size={batch} over the data-parallel size {data_parallel} '
+                      f'gives {per_device} rows per device, not divisible by '
+                      f'train.grad_accum_steps={accum}; use a batch size that is a multiple of '
+                      f'{data_parallel * accum}.')

@@ -35,6 +35,7 @@ import numpy as np
 from absl import logging
 
 from stbir_jax import metrics, paths
+from stbir_jax.models.stbir import STBIR
 
 MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
@@ -401,7 +402,7 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   """Evaluates checkpoint `step` (default: the latest) of the run in `workdir` on `split`
   (default: the run's config.eval.split) with `evaluators` (default: the run's); writes
   WORKDIR/results_<split>_step<step>.{json,md} and returns (step, results)."""
-  from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+  from stbir_jax import export  # pylint: disable=g-import-not-at-top
   run, config = export.run_config(workdir)
   if split:
     config.eval.split = split
@@ -410,7 +411,7 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   # An unknown name fails before the checkpoint is read.
   evaluator_classes = [get_evaluator(name) for name in config.eval.evaluators]
   step, params = export.latest_params(run, step)
-  model = train.make_model(config)
+  model = STBIR.from_config(config)
   results = {}
   for evaluator_class in evaluator_classes:
     results.update(evaluator_class(config, model).run({'params': params}))

@@ -163,7 +163,7 @@ def export_model(config, params: dict, out: str, *, results_md: str = '',
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
 
   os.makedirs(out, exist_ok=True)
-  model = STBIR(config.model, init_temperature=config.loss.init_temperature)
+  model = STBIR.from_config(config)
   r, l = config.data.resolution, config.data.max_text_len
   (b,) = jax_export.symbolic_shape('b')
   params_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),

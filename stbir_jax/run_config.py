@@ -11,7 +11,7 @@ history file) is refused, listing the changed keys, unless the change is allowed
 --allow_config_change): a changed train.seed, optim.lr or train.num_steps silently makes a run
 that no single config describes. Only the keys in FREE_TO_CHANGE may change without it (each is
 the fix an error message suggests); they are recorded too. Model and data changes are refused
-always (train.check_workdir_config): the checkpoints would not fit.
+always (check_workdir_config): the checkpoints would not fit.
 
 Everything here reads the workdir; the writes happen once the run is known to start.
 """
@@ -28,6 +28,11 @@ HISTORY = 'config_history'
 # Changes a resume accepts without --allow_config_change: the run stopped by a corrupt record
 # continues with on_bad_record='skip', a NaN-stopped run with nan_policy='skip'.
 FREE_TO_CHANGE = ('data.on_bad_record', 'train.nan_policy')
+# Config sections whose change makes old checkpoints unusable in this workdir.
+STRUCTURAL_KEYS = ('model', 'data')
+# ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
+# corrupt record resumes with data.on_bad_record='skip'; remat recomputes the same values.
+RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat')
 
 
 def flatten(d, prefix='') -> dict:
@@ -109,6 +114,24 @@ def check_resume(config, workdir, allow_change: bool) -> dict:
         + '), use a new --workdir, or pass --allow_config_change to continue with the new one '
         f'(recorded in {HISTORY}/).')
   return changes
+
+
+def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
+  """Refuses to resume checkpoints written under a different model or data config."""
+  path = paths.resolve(workdir) / CONFIG_FILE
+  if has_checkpoint and path.exists():
+    old = json.loads(path.read_text())
+    new = json.loads(config.to_json_best_effort())
+    diffs = []
+    for section in STRUCTURAL_KEYS:
+      a, b = flatten(old.get(section, {})), flatten(new.get(section, {}))
+      diffs += [f'{section}.{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}'
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k) and f'{section}.{k}' not in RESUMABLE_KEYS]
+    if diffs:
+      raise ConfigError(
+          f'{workdir} holds checkpoints of an incompatible config; differences:\n  '
+          + '\n  '.join(diffs) + '\nUse a new --workdir, or the config the run was started with.')
 
 
 def record_start(config, workdir) -> None:

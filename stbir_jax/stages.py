@@ -7,17 +7,23 @@ refinement, text integration. A single stage that trains everything is plain joi
 
 Each stage is compiled as its own train step (its masks and losses are static), so a stage
 change costs one compilation and nothing inside the step branches on the stage.
+
+config.stages is built here only: `alignment_stages()` (the paper's schedule) or
+`joint_stage(train, losses)` (one stage for the whole run: module 3 off).
 """
 
+import copy
 import dataclasses
 import math
+
+import ml_collections
 
 MODEL_GROUPS = ('sketch', 'photo', 'text', 'fusion', 'temperature')
 PARAM_GROUPS = MODEL_GROUPS + ('prototypes',)
 LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
 
-# The paper's schedule (configs/base.py:alignment_stages): sketch <-> photo alignment, photo-side
-# refinement at half the learning rate, then text integration on sketch+text queries.
+# The paper's schedule (alignment_stages): sketch <-> photo alignment, photo-side refinement
+# at half the learning rate, then text integration on sketch+text queries.
 PAPER_SCHEDULE = (
     dict(name='sketch_photo', fraction=0.4, train=['sketch', 'photo', 'temperature'],
          losses=['contrastive', 'triplet'], query='sketch', lr_scale=1.0),
@@ -51,6 +57,27 @@ class StageError(ValueError):
   pass
 
 
+def alignment_stages() -> list:
+  """The multi-stage cross-modal alignment schedule (STBIR module 3), as in the paper:
+  sketch <-> photo, then photo-side refinement, then text integration (PAPER_SCHEDULE;
+  `fraction` of train.num_steps each, the last stage takes the remainder)."""
+  return [ml_collections.ConfigDict(copy.deepcopy(s)) for s in PAPER_SCHEDULE]
+
+
+def joint_stage(train, losses, *, name: str = 'joint', query: str = 'sketch+text'):
+  """One stage for the whole run (module 3 off): the groups `train` with `losses` from the first
+  step, on `query` queries."""
+  return ml_collections.ConfigDict({'name': name, 'fraction': 1.0, 'train': list(train),
+                                    'losses': list(losses), 'query': query, 'lr_scale': 1.0})
+
+
+def param_groups(config) -> tuple[str, ...]:
+  """The parameter groups of a run: the model's, and the category prototypes where learned."""
+  if config.category.enabled and config.category.learn_prototypes:
+    return PARAM_GROUPS
+  return MODEL_GROUPS
+
+
 def build_stages(config) -> list[Stage]:
   """Turns config.stages into step ranges covering [0, train.num_steps); validates every field."""
   specs = list(config.stages)
@@ -63,8 +90,7 @@ def build_stages(config) -> list[Stage]:
   if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
     raise StageError(f'config.stages fractions must sum to 1, got {fractions} '
                      f'(sum {sum(fractions):.4f}).')
-  groups = PARAM_GROUPS if config.category.enabled and config.category.learn_prototypes \
-      else MODEL_GROUPS
+  groups = param_groups(config)
   stages, start = [], 0
   for i, spec in enumerate(specs):
     where = f'config.stages[{i}] ({spec.name!r})'

@@ -7,11 +7,11 @@ CPU and overfits a handful of examples to Acc@1 = 1 in `num_steps` (80) steps.
 import functools
 
 import jax
-import ml_collections
 import numpy as np
 
 from configs import base
-from stbir_jax import stages, train
+from stbir_jax import sharding, stages, train_step
+from stbir_jax.models import stbir
 
 
 def tiny_config(losses=('contrastive', 'triplet')):
@@ -25,9 +25,7 @@ def tiny_config(losses=('contrastive', 'triplet')):
   config.train.num_steps = 80
   config.optim.lr = 3e-3
   config.optim.warmup_steps = 5
-  config.stages = [ml_collections.ConfigDict(dict(
-      name='joint', fraction=1.0, train=list(stages.PARAM_GROUPS),
-      losses=list(losses), query='sketch+text', lr_scale=1.0))]
+  config.stages = [stages.joint_stage(stages.PARAM_GROUPS, losses)]
   return config
 
 
@@ -52,11 +50,13 @@ def setup(losses=('contrastive', 'triplet')):
 @functools.lru_cache(maxsize=None)
 def _setup(losses):
   config = tiny_config(losses)
-  model = train.make_model(config)
-  constants = train.make_constants(config, ['thing'])
-  state = train.init_state(config, model, constants, jax.random.PRNGKey(0))
-  step = jax.jit(train.make_step_fn(config, model, stages.build_stages(config)[0], constants,
-                                    config.train.num_steps))
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  mesh = sharding.make_mesh(config.mesh)
+  state = train_step.create_sharded_state(config, mesh, model, constants)
+  # Not donated: the cached state starts every fit.
+  step = jax.jit(train_step.make_step_fn(config, model, stages.build_stages(config)[0], constants,
+                                         config.train.num_steps))
   return config, model, state, step
 
 

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stbir_jax import stages, train
+from stbir_jax import stages, train_step
+from stbir_jax.models import stbir
 from stbir_jax.models.stbir import STBIR
 
 LOSS_RTOL = 0.02
@@ -26,13 +27,13 @@ def _setup(dtype):
   """-> (config, model, constants, jitted step), compiled once per dtype for all tests."""
   if dtype == 'float32':  # the tiny model of tests/_tiny.py: its compiled step is shared
     config, model, _, step = _tiny.setup()
-    return config, model, train.make_constants(config, ['thing']), step
+    return config, model, train_step.make_constants(config, ['thing']), step
   config = _tiny.tiny_config()
   config.model.dtype = dtype
-  model = train.make_model(config)
-  constants = train.make_constants(config, ['thing'])
-  step = jax.jit(train.make_step_fn(config, model, stages.build_stages(config)[0], constants,
-                                    config.train.num_steps))
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  step = jax.jit(train_step.make_step_fn(config, model, stages.build_stages(config)[0], constants,
+                                         config.train.num_steps))
   return config, model, constants, step
 
 
@@ -66,7 +67,7 @@ def test_bf16_evaluation_embeddings_match_float32():
   state = _state()
   config = _tiny.tiny_config()
   batch = _tiny.random_batch(config)
-  variables = train.model_variables(state.params)
+  variables = stbir.model_variables(state.params)
   out = {}
   for dtype in ('float32', 'bfloat16'):
     _, model, _, _ = _setup(dtype)

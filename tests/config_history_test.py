@@ -102,27 +102,29 @@ def test_every_config_leaf_has_a_rule():
     ('mesh.fsdp', 0, r'config.mesh.fsdp=0; expected an integer >= 1'),
 ])
 def test_bad_field_values_are_refused_naming_the_key(tmp_path, key, value, message):
-  with pytest.raises(train.ConfigError, match=message):
-    train.validate_config(_smoke(tmp_path, **{key: value}))
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.validate_config(_smoke(tmp_path, **{key: value}))
 
 
 def test_a_bad_bucket_and_heads_not_dividing_hidden_are_refused(tmp_path):
   config = _smoke(tmp_path)
   config.curriculum.buckets[2].stroke_dropout = 1.5
-  with pytest.raises(train.ConfigError, match=r'curriculum.buckets\[2\].stroke_dropout=1.5; '
-                                              r'expected a number >= 0 and <= 1'):
-    train.validate_config(config)
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'curriculum.buckets\[2\].stroke_dropout=1.5; '
+                           r'expected a number >= 0 and <= 1'):
+    config_checks.validate_config(config)
   config = _smoke(tmp_path)
   config.model.text.heads = 3
-  with pytest.raises(train.ConfigError, match=r'config.model.text.hidden=16 is not divisible by '
-                                              r'config.model.text.heads=3'):
-    train.validate_config(config)
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'config.model.text.hidden=16 is not divisible by '
+                           r'config.model.text.heads=3'):
+    config_checks.validate_config(config)
 
 
 def test_negative_batch_size_on_an_existing_run_leaves_the_workdir_byte_identical(tmp_path):
   workdir = _existing_run(tmp_path)
   before = _tree(workdir)
-  with pytest.raises(train.ConfigError, match=r'config.train.batch_size=-8'):
+  with pytest.raises(config_checks.ConfigError, match=r'config.train.batch_size=-8'):
     train.train_and_evaluate(_smoke(tmp_path, **{'train.batch_size': -8}), str(workdir))
   assert _tree(workdir) == before
 
@@ -130,7 +132,7 @@ def test_negative_batch_size_on_an_existing_run_leaves_the_workdir_byte_identica
 def test_a_changed_config_is_refused_before_anything_is_written(tmp_path):
   workdir = _existing_run(tmp_path)
   before = _tree(workdir)
-  with pytest.raises(train.ConfigError, match=r'changed keys: optim.lr: 0.0005 -> 0.001, '
+  with pytest.raises(config_checks.ConfigError, match=r'changed keys: optim.lr: 0.0005 -> 0.001, '
                                               r'train.seed: 0 -> 3\.'):
     train.train_and_evaluate(_smoke(tmp_path, **{'train.seed': 3, 'optim.lr': 1e-3}),
                              str(workdir))
@@ -164,16 +166,16 @@ def test_an_unloadable_tokenizer_fails_before_the_workdir_is_created(tmp_path):
 
 
 @pytest.mark.parametrize('error', [
-    train.ConfigError('Unknown config key config.train.checkpoint_evry=1: the defaults in '
-                      'configs/base.py have no such key. Did you mean '
-                      'config.train.checkpoint_every?'),
+    config_checks.ConfigError('Unknown config key config.train.checkpoint_evry=1: the defaults '
+                              '(stbir_jax/config_defaults.py) have no such key. Did you mean '
+                              'config.train.checkpoint_every?'),
     stages.StageError("config.stages[0] ('joint').train names 'audio'"),
     tokenizer.TokenizerError("Could not load tokenizer 'x'. Valid names: 'bert_uncased'"),
     checkpoint.CheckpointError('None of the checkpoints [1, 2, 3] in /w/checkpoints could be '
                                'restored (see the warnings above); nothing was moved or deleted. '
                                'Move them away to start afresh.'),
-    train.ConfigError('/w holds checkpoints of an incompatible config; differences:\n  '
-                      'model.embed_dim: checkpoint 16 vs now 32\nUse a new --workdir.'),
+    config_checks.ConfigError('/w holds checkpoints of an incompatible config; differences:\n  '
+                              'model.embed_dim: checkpoint 16 vs now 32\nUse a new --workdir.'),
 ])
 def test_named_errors_end_in_one_line_with_exit_status_2(capsys, error):
   def program():

@@ -39,7 +39,8 @@ import pytest
 from PIL import Image
 
 import _tiny
-from stbir_jax import demo, export, search, train
+from stbir_jax import demo, export, search
+from stbir_jax.models import stbir
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome')
@@ -116,7 +117,7 @@ def gallery(tmp_path_factory):
   config = _tiny.tiny_config(LOSSES)
   config, _, state, losses = _tiny.fit(_train_batch(config, items), LOSSES)
   assert losses[-1] < 0.1 * losses[0], losses[::10]
-  export.export_model(config, train.model_variables(state.params)['params'], str(base / 'model'),
+  export.export_model(config, stbir.model_variables(state.params)['params'], str(base / 'model'),
                       step=config.train.num_steps)
   search.build_index(base / 'model', base / 'photos', base / 'index', progress=False)
   return base, search.Searcher(base / 'index'), items

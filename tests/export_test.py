@@ -137,6 +137,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   import stbir_jax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
   from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   config = base.get_config('smoke')
   config.data.data_dir = str(tmp_path / 'data')
   config.train.num_steps = 5          # every stage gets at least one step
@@ -152,7 +153,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   assert 'Exported step 5' in proc.stdout
   exported = stbir_jax.load_exported(str(out))
   saved = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
-  model = train.make_model(saved)
+  model = stbir.STBIR.from_config(saved)
   step, params = export.latest_params(str(workdir))
   assert step == 5
   params = jax.tree.map(np.asarray, params)

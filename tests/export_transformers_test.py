@@ -16,7 +16,7 @@ transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
 
-from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+from stbir_jax import export  # pylint: disable=g-import-not-at-top
 from stbir_jax.convert import ConvertError, to_transformers  # pylint: disable=g-import-not-at-top
 from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
@@ -43,7 +43,7 @@ def exported(tmp_path_factory):
   export_run_transformers, the function behind --format=transformers."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   config = _config()
-  model = train.make_model(config)
+  model = stbir.STBIR.from_config(config)
   r, l = config.data.resolution, config.data.max_text_len
   batch = {'image': jnp.zeros((1, r, r, 3), jnp.uint8),
            'sketch': jnp.zeros((1, r, r), jnp.uint8), 'text_ids': jnp.zeros((1, l), jnp.int32),

@@ -15,13 +15,13 @@ import shutil
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from configs import base
-from stbir_jax import checkpoint, cli, losses, sharding, stages, train
+from stbir_jax import checkpoint, cli, config_checks, losses, sharding, stages, train, train_step
+from stbir_jax.models import stbir
 from stbir_jax.data import pipeline
 from train_test import _Recorder
 
@@ -41,9 +41,7 @@ def _config(root, **overrides):
   config.model.sketch.update(vit)
   config.model.photo.update(vit)
   config.model.fusion.kind = 'sum'
-  config.stages = [ml_collections.ConfigDict(dict(
-      name='joint', fraction=1.0, train=list(stages.PARAM_GROUPS),
-      losses=['contrastive', 'triplet'], query='sketch+text', lr_scale=1.0))]
+  config.stages = [stages.joint_stage(stages.PARAM_GROUPS, ['contrastive', 'triplet'])]
   config.train.update(num_steps=STEPS, checkpoint_every=1, keep_checkpoints=20, log_every=1)
   config.eval.evaluators = []
   for key, value in overrides.items():
@@ -93,13 +91,10 @@ def _assert_same(a, b):
 
 def _restore(config, workdir):
   """What a restart restores: Checkpointer.restore with the run's abstract state."""
-  model = train.make_model(config)
-  constants = train.make_constants(config, pipeline.category_names(config))
-  abstract = jax.eval_shape(lambda k: train.init_state(config, model, constants, k),
-                            jax.random.PRNGKey(0))
-  shardings = sharding.state_shardings(sharding.make_mesh(config.mesh), abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, pipeline.category_names(config))
+  abstract, _ = train_step.abstract_state(config, model, constants,
+                                         sharding.make_mesh(config.mesh))
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   try:
     return ckpt.restore(abstract, pipeline.train_iterator(config))
@@ -139,7 +134,7 @@ def _nan_loss_at(monkeypatch, bad_step):
   """Makes the loss of step `bad_step` NaN, as a batch with a NaN feature would. Our inputs are
   integers, so the step marks row 0 of that batch and InfoNCE turns NaN where it sees the mark;
   the injection is keyed by the state's step, so a resumed run meets it again."""
-  real_make_step, real_info_nce = train.make_step_fn, losses.info_nce
+  real_make_step, real_info_nce = train_step.make_step_fn, losses.info_nce
 
   def info_nce(q, g, scale, *, instance=None, **kwargs):
     poison = jnp.where(jnp.any(instance == MARK), jnp.nan, 0.0)
@@ -155,7 +150,7 @@ def _nan_loss_at(monkeypatch, bad_step):
     return poisoned
 
   monkeypatch.setattr(losses, 'info_nce', info_nce)
-  monkeypatch.setattr(train, 'make_step_fn', make_step_fn)
+  monkeypatch.setattr(train_step, 'make_step_fn', make_step_fn)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoints(base_run, tmp_path,
@@ -336,10 +331,10 @@ def _missing_tower(c):
 
 
 @pytest.mark.parametrize('change,error,message', [
-    (_unknown_key, train.ConfigError,
+    (_unknown_key, config_checks.ConfigError,
      r'Unknown config key config.train.checkpoint_evry=1.*Did you mean '
      r'config.train.checkpoint_every\?'),
-    (_accum_not_dividing, train.ConfigError,
+    (_accum_not_dividing, config_checks.ConfigError,
      r'train.batch_size=8 is not divisible by train.grad_accum_steps=3'),
     (_missing_tower, stages.StageError,
      r"config.stages\[0\] \('joint'\).train names 'audio', which is not a parameter group"),
@@ -353,7 +348,7 @@ def test_bad_config_fails_before_any_compute(base_run, tmp_path, monkeypatch, ch
     raise AssertionError('the run got past config validation')
 
   monkeypatch.setattr(pipeline, 'ensure_built', compute)
-  monkeypatch.setattr(train, 'init_state', compute)
+  monkeypatch.setattr(train_step, 'init_state', compute)
   config = _config(base_run)
   change(config)
   with pytest.raises(error, match=message):
@@ -372,7 +367,7 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorde
   with open(config_json, 'rb') as f:
     started = f.read()
   changed = _config(base_run, **{'train.num_steps': MORE, 'train.seed': 7})
-  with pytest.raises(train.ConfigError, match=r'changed keys: train.num_steps: 3 -> 6, '
+  with pytest.raises(config_checks.ConfigError, match=r'changed keys: train.num_steps: 3 -> 6, '
                                               r'train.seed: 0 -> 7\..*--allow_config_change'):
     train.train_and_evaluate(changed, workdir)
   assert _files(workdir) == before
@@ -393,6 +388,6 @@ def test_resume_with_a_changed_config_is_refused_unless_allowed_and_then_recorde
   # going back to the config.json of the start is itself a change.
   train.train_and_evaluate(changed, workdir)
   assert os.listdir(history) == ['step_000000003.json']
-  with pytest.raises(train.ConfigError, match=r'changed keys: train.num_steps: 6 -> 3, '
+  with pytest.raises(config_checks.ConfigError, match=r'changed keys: train.num_steps: 6 -> 3, '
                                               r'train.seed: 7 -> 0\. .*config_history/'):
     train.train_and_evaluate(_config(base_run), workdir)

@@ -12,7 +12,8 @@ import pytest
 
 import _tiny
 from configs import base
-from stbir_jax import stages, train
+from stbir_jax import config_checks, stages, train_step
+from stbir_jax.models import stbir
 
 CATEGORIES = ['sneaker', 'boot']
 ALL_LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
@@ -42,14 +43,14 @@ def _batch(config):
 @functools.lru_cache(maxsize=None)
 def _model_and_state(learn_prototypes):
   config = _config(learn_prototypes=learn_prototypes)
-  model = train.make_model(config)
-  constants = train.make_constants(config, CATEGORIES)
-  return model, constants, train.init_state(config, model, constants, jax.random.PRNGKey(0))
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, CATEGORIES)
+  return model, constants, train_step.init_state(config, model, constants, jax.random.PRNGKey(0))
 
 
 def _grads(config, model, constants, params, batch):
   stage = stages.build_stages(config)[0]
-  fn = jax.jit(train.make_value_and_grad(config, model, stage, constants))
+  fn = jax.jit(train_step.make_value_and_grad(config, model, stage, constants))
   (loss, (terms, per_example, _)), grads = fn(params, batch)
   return float(loss), terms, np.asarray(per_example), jax.device_get(grads)
 
@@ -82,7 +83,7 @@ def test_accumulated_gradients_and_step_equal_the_plain_ones(accum, learn_protot
   stage = stages.build_stages(plain)[0]
   news = []
   for config in (plain, accumulated):
-    step = jax.jit(train.make_step_fn(config, model, stage, constants, config.train.num_steps))
+    step = jax.jit(train_step.make_step_fn(config, model, stage, constants, config.train.num_steps))
     news.append(step(state, batch))
   (new1, m1), (new_k, m_k) = news
   assert abs(float(m_k['loss']) - float(m1['loss'])) <= 1e-5 * float(m1['loss'])
@@ -99,12 +100,13 @@ def test_remat_gives_the_same_gradients():
   plain.model.sketch = base.get_config('smoke').model.sketch
   remat = _config(remat='full')
   remat.model.sketch = plain.model.sketch
-  model = train.make_model(plain)
-  constants = train.make_constants(plain, CATEGORIES)
-  state = train.init_state(plain, model, constants, jax.random.PRNGKey(0))
+  model = stbir.STBIR.from_config(plain)
+  constants = train_step.make_constants(plain, CATEGORIES)
+  state = train_step.init_state(plain, model, constants, jax.random.PRNGKey(0))
   batch = _batch(plain)
   loss1, _, _, grads1 = _grads(plain, model, constants, state.params, batch)
-  loss2, _, _, grads2 = _grads(remat, train.make_model(remat), constants, state.params, batch)
+  loss2, _, _, grads2 = _grads(remat, stbir.STBIR.from_config(remat), constants, state.params,
+                               batch)
   assert abs(loss1 - loss2) <= 1e-6 * loss1
   _assert_same_grads(grads1, grads2)
 
@@ -118,7 +120,7 @@ def test_remat_gives_the_same_gradients():
 def test_grad_accum_is_validated(accum, data_parallel, message):
   config = base.get_config('smoke')
   config.train.grad_accum_steps = accum
-  with pytest.raises(train.ConfigError, match=message):
-    train.validate_config(config, 1, data_parallel)
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.validate_config(config, 1, data_parallel)
   config.train.grad_accum_steps = 2
-  train.validate_config(config, 1, 4)  # 2 rows a device: one per micro-batch
+  config_checks.validate_config(config, 1, 4)  # 2 rows a device: one per micro-batch

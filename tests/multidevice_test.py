@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = textwrap.dedent('''
   import jax, numpy as np
   from configs import base
-  from stbir_jax import sharding, stages, train
+  from stbir_jax import config_checks, sharding, stages, train_step
+  from stbir_jax.models import stbir
 
   assert jax.device_count() == 8, jax.devices()
   FSDP = __FSDP__
@@ -44,25 +45,24 @@ SCRIPT = textwrap.dedent('''
       has_sketch=np.ones(b, bool), has_text=np.ones(b, bool),
       category=rng.integers(0, 4, b).astype(np.int32), instance=np.arange(b, dtype=np.int32),
       family=np.repeat(np.arange(4), 4).astype(np.int32))
-  model = train.make_model(config)
-  constants = train.make_constants(config, ['sneaker', 'boot', 'high heel', 'loafer'])
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['sneaker', 'boot', 'high heel', 'loafer'])
   stage = stages.build_stages(config)[-1]  # text integration: every tower and every loss
 
   def one_step(devices, accum):
     config.train.grad_accum_steps = accum
     mesh = sharding.make_mesh(config.mesh if len(devices) > 1 else dict(data=1, fsdp=1, model=1),
                               devices)
-    train.validate_config(config, 1, sharding.data_parallel_size(mesh))
-    init = lambda k: train.init_state(config, model, constants, k)
-    shard = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
-    state = jax.jit(init, out_shardings=shard)(jax.random.PRNGKey(0))
+    config_checks.validate_config(config, 1, sharding.data_parallel_size(mesh))
+    abstract, shard = train_step.abstract_state(config, model, constants, mesh)
+    state = train_step.create_sharded_state(config, mesh, model, constants, abstract=abstract)
     state = state.replace(step=jax.device_put(np.int32(stage.start), shard.step))
     global_batch = sharding.global_batch(mesh, batch)
-    grad_fn = jax.jit(train.make_value_and_grad(config, model, stage, constants),
+    grad_fn = jax.jit(train_step.make_value_and_grad(config, model, stage, constants),
                       in_shardings=(shard.params, sharding.batch_sharding(mesh)))
     (_, _), grads = grad_fn(state.params, global_batch)
     before = jax.device_get(state.params)
-    step = jax.jit(train.make_step_fn(config, model, stage, constants, 6),
+    step = jax.jit(train_step.make_step_fn(config, model, stage, constants, 6),
                    in_shardings=(shard, sharding.batch_sharding(mesh)),
                    out_shardings=(shard, sharding.replicated(mesh)))
     new, metrics = step(state, global_batch)

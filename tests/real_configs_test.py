@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax import train
+from stbir_jax import config_checks, train
 from stbir_jax.data import pipeline, prepare, prepared
 from stbir_jax.data import tokenizer as tokenizer_lib
 from stbir_jax.data.formats import fixtures
@@ -55,7 +55,7 @@ def test_real_variants_are_listed_and_follow_their_protocols():
     assert list(c.eval.modes) == (['sketch'] if name == 'sketchy' else
                                   ['sketch', 'text', 'sketch+text'])
     assert c.model.photo.init == 'openai/clip-vit-base-patch16'
-    train.validate_config(c, 1, 1)
+    config_checks.validate_config(c, 1, 1)
 
 
 def _by_instance(config, name, split):

@@ -19,7 +19,7 @@ transformers = pytest.importorskip('transformers')
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
-from stbir_jax import convert, losses, stages, train  # pylint: disable=g-import-not-at-top
+from stbir_jax import config_checks, convert, losses, stages, train_step  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-4
@@ -180,7 +180,7 @@ def test_siglip_variant_loads_a_checkpoint_directory(siglip_ckpt):
   assert (config.data.resolution, config.data.max_text_len, config.data.tokenizer) == (
       IMAGE, 16, src)
   assert config.loss.kind == 'sigmoid'
-  net = train.make_model(config)
+  net = stbir.STBIR.from_config(config)
   shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), _batch(IMAGE, TEXT_LEN))['params']
   params = jax.tree.map(lambda x: jnp.full(x.shape, 0.5, x.dtype), shapes)
   loaded = convert.init_from_pretrained(config, params)
@@ -305,16 +305,16 @@ def test_sigmoid_kind_trains_the_logit_bias_through_the_train_step(accum):
   config.category.enabled = False      # no intra-category weights: the plain loss
   config.stages[0].train = list(stages.MODEL_GROUPS)
   config.train.grad_accum_steps = accum
-  train.validate_config(config)
-  model = train.make_model(config)
-  constants = train.make_constants(config, ['thing'])
-  params = train.init_state(config, model, constants, jax.random.PRNGKey(0)).params
+  config_checks.validate_config(config)
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  params = train_step.init_state(config, model, constants, jax.random.PRNGKey(0)).params
   np.testing.assert_allclose(params['temperature']['bias'], -10.0)
   batch = _tiny.random_batch(config)
   stage = stages.build_stages(config)[0]
-  fn = jax.jit(train.make_value_and_grad(config, model, stage, constants))
+  fn = jax.jit(train_step.make_value_and_grad(config, model, stage, constants))
   (_, (terms, per_example, scale)), grads = fn(params, batch)
-  out = jax.jit(model.apply)(train.model_variables(params), batch)
+  out = jax.jit(model.apply)(stbir.model_variables(params), batch)
   np.testing.assert_allclose(out['logit_bias'], -10.0)
   np.testing.assert_allclose(scale, 10.0, rtol=1e-5)
   want = losses.sigmoid(out['query'], out['gallery'], 10.0, -10.0,
@@ -323,5 +323,5 @@ def test_sigmoid_kind_trains_the_logit_bias_through_the_train_step(accum):
   np.testing.assert_allclose(np.mean(per_example), want, rtol=1e-4)
   assert abs(float(grads['temperature']['bias'])) > 1e-3
   config.loss.kind = 'hinge'
-  with pytest.raises(train.ConfigError, match="loss.kind='hinge'"):
-    train.validate_config(config)
+  with pytest.raises(config_checks.ConfigError, match="loss.kind='hinge'"):
+    config_checks.validate_config(config)

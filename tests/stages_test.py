@@ -8,12 +8,12 @@ from stbir_jax import stages
 
 def test_paper_schedule_boundaries_cover_the_run():
   config = base.get_config('demo')
-  config.stages = base.alignment_stages()
+  config.stages = stages.alignment_stages()
   got = [(s.name, s.start, s.end) for s in stages.build_stages(config)]
   # 3000 steps split 0.4 / 0.2 / 0.4.
   assert got == [('sketch_photo', 0, 1200), ('photo_refine', 1200, 1800),
                  ('text_integration', 1800, 3000)]
-  assert base.get_config().stages == base.alignment_stages()
+  assert base.get_config().stages == stages.alignment_stages()
 
 
 def test_demo_trains_one_joint_stage():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import _tiny
-from stbir_jax import metrics, stages, train
+from stbir_jax import config_checks, metrics, stages, train, train_step
+from stbir_jax.models import stbir
 from stbir_jax.models.stbir import STBIR
 
 
@@ -17,7 +18,7 @@ def test_tiny_model_overfits_to_acc1_of_one():
   _, model, state, losses = _tiny.fit(batch)
   assert losses[-1] < 0.25 * losses[0]
 
-  variables = train.model_variables(state.params)
+  variables = stbir.model_variables(state.params)
   q = model.apply(variables, batch['sketch'], batch['text_ids'], batch['text_mask'],
                   batch['has_sketch'], batch['has_text'], method=STBIR.encode_query)
   g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
@@ -32,7 +33,7 @@ def test_single_modality_loss_makes_each_side_retrieve_on_its_own():
   assert set(k for k in m if k.startswith('loss/')) == {'loss/contrastive',
                                                         'loss/single_modality'}
   _, model, state, _ = _tiny.fit(batch, ('contrastive', 'single_modality'))
-  variables = train.model_variables(state.params)
+  variables = stbir.model_variables(state.params)
   g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
   none = np.zeros_like(batch['has_sketch'])
   for has_sketch, has_text in ((batch['has_sketch'], none), (none, batch['has_text'])):
@@ -71,11 +72,11 @@ def test_non_finite_update_is_skipped_and_named():
 
 def test_frozen_groups_stay_bit_identical():
   config, model, state, _ = _tiny.setup()
-  constants = train.make_constants(config, ['thing'])
+  constants = train_step.make_constants(config, ['thing'])
   photo_only = stages.Stage(0, 'photo_refine', 0, config.train.num_steps, ('photo',),
                             ('contrastive',), 'sketch', 1.0)
-  step = jax.jit(train.make_step_fn(config, model, photo_only, constants,
-                                    config.train.num_steps))
+  step = jax.jit(train_step.make_step_fn(config, model, photo_only, constants,
+                                         config.train.num_steps))
   new, _ = step(state, _tiny.random_batch(config))
   for group in stages.MODEL_GROUPS:
     same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
@@ -85,14 +86,14 @@ def test_frozen_groups_stay_bit_identical():
 
 def test_group_lr_scale_multiplies_that_groups_update_only():
   config, model, state, _ = _tiny.setup()
-  constants = train.make_constants(config, ['thing'])
+  constants = train_step.make_constants(config, ['thing'])
   stage = stages.build_stages(config)[0]
   batch = _tiny.random_batch(config)
 
   def delta(text_scale):
     c = ml_collections.ConfigDict(config.to_dict())
     c.optim.group_lr_scale.text = text_scale
-    new, _ = jax.jit(train.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+    new, _ = jax.jit(train_step.make_step_fn(c, model, stage, constants, c.train.num_steps))(
         state, batch)
     return {g: jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.params[g],
                             state.params[g]) for g in ('text', 'photo')}
@@ -109,5 +110,6 @@ def test_group_lr_scale_multiplies_that_groups_update_only():
 def test_group_lr_scale_names_a_parameter_group():
   config = _tiny.tiny_config()
   config.optim.group_lr_scale.text = -1.0
-  with pytest.raises(train.ConfigError, match=r'group_lr_scale.text=-1.0; expected a scale'):
-    train.validate_config(config)
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'group_lr_scale.text=-1.0; expected a scale'):
+    config_checks.validate_config(config)

@@ -17,7 +17,8 @@ import pytest
 from absl import logging
 
 from configs import base
-from stbir_jax import evaluate, stages, train
+from stbir_jax import config_checks, evaluate, run_config, stages, train, train_step
+from stbir_jax.models import stbir
 
 
 def _smoke(tmp_path, **overrides):
@@ -33,10 +34,10 @@ def test_every_variant_initialises_abstractly():
   for variant in base.VARIANTS:
     config = base.get_config(None if variant == 'full' else variant)
     config.data.tokenizer = 'bert_uncased'  # the full config's CLIP tokenizer needs the hub
-    model = train.make_model(config)
+    model = stbir.STBIR.from_config(config)
     names = [f'c{i}' for i in range(3)]
-    constants = train.make_constants(config, names)
-    state = jax.eval_shape(lambda k: train.init_state(config, model, constants, k),
+    constants = train_step.make_constants(config, names)
+    state = jax.eval_shape(lambda k: train_step.init_state(config, model, constants, k),
                            jax.random.PRNGKey(0))
     assert set(state.params) == set(stages.PARAM_GROUPS)
     assert state.params['prototypes'].shape == (3, config.model.embed_dim)
@@ -158,7 +159,7 @@ def test_incompatible_checkpoint_is_refused(smoke_run):
   config, workdir, _ = smoke_run
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.embed_dim = 32
-  with pytest.raises(train.ConfigError, match='model.embed_dim: checkpoint 16 vs now 32'):
+  with pytest.raises(config_checks.ConfigError, match='model.embed_dim: checkpoint 16 vs now 32'):
     train.train_and_evaluate(config, workdir)
 
 
@@ -166,11 +167,11 @@ def test_bad_record_policy_change_still_resumes(tmp_path):
   """A run stopped by a corrupt record may resume with on_bad_record='skip' (config-only)."""
   config = _smoke(tmp_path)
   (tmp_path / 'config.json').write_text(config.to_json_best_effort())
-  train.check_workdir_config(_smoke(tmp_path, **{'data.on_bad_record': 'skip'}), str(tmp_path),
-                             has_checkpoint=True)
-  with pytest.raises(train.ConfigError, match='data.resolution: checkpoint 32 vs now 64'):
-    train.check_workdir_config(_smoke(tmp_path, **{'data.resolution': 64}), str(tmp_path),
-                               has_checkpoint=True)
+  run_config.check_workdir_config(_smoke(tmp_path, **{'data.on_bad_record': 'skip'}),
+                                  str(tmp_path), has_checkpoint=True)
+  with pytest.raises(config_checks.ConfigError, match='data.resolution: checkpoint 32 vs now 64'):
+    run_config.check_workdir_config(_smoke(tmp_path, **{'data.resolution': 64}), str(tmp_path),
+                                    has_checkpoint=True)
 
 
 @pytest.mark.parametrize('key,value,message', [
@@ -181,16 +182,16 @@ def test_bad_record_policy_change_still_resumes(tmp_path):
 ])
 def test_bad_config_fails_before_compute(tmp_path, key, value, message):
   config = _smoke(tmp_path, **{key: value})
-  with pytest.raises(train.ConfigError, match=message):
-    train.validate_config(config)
+  with pytest.raises(config_checks.ConfigError, match=message):
+    config_checks.validate_config(config)
 
 
 def test_learning_rate_warmup_then_cosine():
   config = base.get_config('demo')
   config.train.num_steps, config.optim.warmup_steps = 3000, 200
-  config.stages = base.alignment_stages()
+  config.stages = stages.alignment_stages()
   stage = stages.build_stages(config)[0]          # 1200 steps, warmup min(200, 240) = 200
-  lr = lambda s: float(train.learning_rate(config, stage, s))
+  lr = lambda s: float(train_step.learning_rate(config, stage, s))
   assert lr(0) == pytest.approx(config.optim.lr / 200)
   assert lr(199) == pytest.approx(config.optim.lr)
   assert lr(200 + 500) == pytest.approx(config.optim.lr * 0.5, rel=1e-5)  # cosine midpoint
@@ -199,7 +200,7 @@ def test_learning_rate_warmup_then_cosine():
 
 def test_modality_dropout_never_drops_both():
   batch = dict(has_sketch=np.ones(1000, bool), has_text=np.ones(1000, bool))
-  out = train.modality_dropout(jax.random.PRNGKey(0), batch, 0.3)
+  out = train_step.modality_dropout(jax.random.PRNGKey(0), batch, 0.3)
   assert not np.any(~np.asarray(out['has_sketch']) & ~np.asarray(out['has_text']))
   assert 0.25 < np.mean(~np.asarray(out['has_sketch'])) < 0.35
   assert 0.25 < np.mean(~np.asarray(out['has_text'])) < 0.35

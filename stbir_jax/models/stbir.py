@@ -1,6 +1,6 @@
 """The STBIR model: sketch (+ text) queries and photo gallery items in one embedding space.
 
-  model = STBIR(config.model, init_temperature=config.loss.init_temperature)
+  model = STBIR.from_config(config)             # = STBIR(config.model, init_temperature=...)
   variables = model.init(key, batch)            # batch: image, sketch, text_ids, text_mask,
                                                 #        has_sketch, has_text
   out = model.apply(variables, batch)           # dict(query (B, D), gallery (B, D), logit_scale
@@ -47,11 +47,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from stbir_jax import stages
 from stbir_jax.models import fusion as fusion_lib
-from stbir_jax.models import layers
-from stbir_jax.models import resnet
+from stbir_jax.models import layers, resnet, vit
 from stbir_jax.models import text as text_lib
-from stbir_jax.models import vit
 
 IMAGE_KINDS = ('resnet', 'vit', 'clip_vit', 'siglip_vit')
 VIT_VARIANTS = {'vit': 'vit', 'clip_vit': 'clip', 'siglip_vit': 'siglip'}   # kind -> vit.ViT
@@ -150,6 +149,13 @@ class STBIR(nn.Module):
   init_temperature: float = 0.07
   init_logit_bias: float | None = None   # set for the sigmoid loss (config.loss.kind)
 
+  @classmethod
+  def from_config(cls, config) -> 'STBIR':
+    """The model of a run config: config.model, with the loss's initial temperature (and, for
+    the sigmoid loss, its learnable logit bias)."""
+    bias = config.loss.init_logit_bias if config.loss.kind == 'sigmoid' else None
+    return cls(config.model, init_temperature=config.loss.init_temperature, init_logit_bias=bias)
+
   def setup(self):
     c = self.config
     dtype = layers.compute_dtype(c.dtype)
@@ -214,3 +220,24 @@ class STBIR(nn.Module):
     if single_modality:
       out.update(query_sketch=queries[1], query_text=queries[2])
     return out
+
+
+def dummy_batch(config, batch_size: int) -> dict:
+  """A batch of zeros with the shapes and dtypes of the pipeline's (config.data sizes): what
+  `init` traces and what ahead-of-time compilation lowers against."""
+  r, l = config.data.resolution, config.data.max_text_len
+  return dict(
+      image=jnp.zeros((batch_size, r, r, 3), jnp.uint8),
+      sketch=jnp.zeros((batch_size, r, r), jnp.uint8),
+      text_ids=jnp.zeros((batch_size, l), jnp.int32),
+      text_mask=jnp.ones((batch_size, l), jnp.int32),
+      has_sketch=jnp.ones((batch_size,), bool), has_text=jnp.ones((batch_size,), bool),
+      category=jnp.zeros((batch_size,), jnp.int32),
+      instance=jnp.arange(batch_size, dtype=jnp.int32),
+      family=jnp.zeros((batch_size,), jnp.int32))
+
+
+def model_variables(params) -> dict:
+  """The train state's params ({group: pytree}) as `model.apply` takes them: the model's groups
+  (stages.MODEL_GROUPS), without the category prototypes the losses hold."""
+  return {'params': {k: params[k] for k in stages.MODEL_GROUPS}}

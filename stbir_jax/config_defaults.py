@@ -1,0 +1,159 @@
+"""Every default of a run: `get_config()` is the full run's config, whose keys every variant
+(configs/base.py) shares. Config checks read it (config_checks.check_known_keys: a key it lacks
+is a typo), so it lives in the package; configs/base.py builds its variants on it.
+
+The full run: ViT-B/16 towers started from CLIP at 224 px, all three STBIR-Synth
+configurations, global batch 1024, the paper's three alignment stages.
+"""
+
+import ml_collections
+
+from stbir_jax import stages
+
+
+def tower(kind, **kw):
+  """Image tower (sketch or photo side). ResNet reads depth, width, norm, stem_pool and pool
+  ('gap' | 'flatten'); ViT reads patch_size, hidden, layers, heads, mlp_dim and pool ('cls' |
+  'gap')."""
+  spec = dict(kind=kind, depth=18, width=64, norm='group', stem_pool=True, patch_size=16,
+              hidden=768, layers=12, heads=12, mlp_dim=3072,
+              pool='gap' if kind == 'resnet' else 'cls', init='')
+  spec.update(kw)
+  return ml_collections.ConfigDict(spec)
+
+
+def _buckets():
+  """Query-quality buckets, clean to severe, then missing modalities."""
+
+  def bucket(name, drop=0.0, keep=1.0, jitter=0.0, thick=0, noise=0, words=0.0, vague=False,
+             no_sketch=False, no_text=False, level=0):
+    return ml_collections.ConfigDict(dict(
+        name=name, level=level,
+        stroke_dropout=drop,      # probability of removing each stroke
+        keep_fraction=keep,       # partial drawing: keep the first x of the strokes
+        jitter=jitter,            # max affine jitter, fraction of the image size
+        thickness=thick,          # extra dilation radius in pixels (0 = none)
+        noise_strokes=noise,      # spurious random strokes added
+        word_dropout=words,       # probability of removing each word
+        vague_text=vague,         # remove attribute words (colours, patterns, materials)
+        missing_sketch=no_sketch,
+        missing_text=no_text))
+
+  return [
+      bucket('clean', level=0),
+      bucket('mild', drop=0.1, keep=0.9, jitter=0.03, noise=1, words=0.1, level=1),
+      bucket('moderate', drop=0.25, keep=0.75, jitter=0.06, thick=1, noise=2, words=0.25,
+             level=2),
+      bucket('severe', drop=0.4, keep=0.5, jitter=0.1, thick=1, noise=4, words=0.4, vague=True,
+             level=3),
+      bucket('no_sketch', no_sketch=True, level=2),
+      bucket('no_text', no_text=True, level=2),
+  ]
+
+
+def get_config():
+  """The full run's config: every key a config may hold, at its default."""
+  c = ml_collections.ConfigDict()
+  c.variant = 'full'                      # configs/base.py:get_config sets its variant's name
+
+  # ---------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'stbir_synth'             # 'stbir_synth' or a prepared dataset (docs/datasets.md)
+  c.data.configs = ['shoes', 'chairs', 'daily']
+  c.data.data_dir = ''                    # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.resolution = 224                 # stored and model input size, pixels
+  c.data.max_text_len = 32
+  c.data.tokenizer = 'openai/clip-vit-base-patch16'  # must match model.text.init; 'bert_uncased'
+                                          # is the bundled (offline) BERT vocab
+  c.data.num_workers = 0                  # Grain worker processes (0 = in-process)
+  c.data.family_group = 16                # instances of one family kept together in a batch
+  c.data.on_bad_record = 'error'          # a corrupt train record: 'error' (names it) | 'skip'
+  c.data.synth = ml_collections.ConfigDict(dict(
+      train_families=256, validation_families=16, test_families=64,
+      structural_variants=4, appearance_variants=4,
+      sketches_per_instance=3, texts_per_instance=3, seed=0))
+
+  # ---------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict()
+  c.model.embed_dim = 512                 # = CLIP ViT-B/16 projection_dim, so its projections load
+  c.model.dtype = 'float32'               # compute dtype: 'float32' or 'bfloat16'
+  # The full run starts every tower from CLIP ViT-B/16 (photo, sketch and text; the sketch tower
+  # sees strokes drawn dark on white, so an image tower transfers). Fetched from the hub when
+  # online, or give a local directory / a converted directory (docs/pretrained.md).
+  clip = 'openai/clip-vit-base-patch16'
+  c.model.sketch = tower('clip_vit', patch_size=16, hidden=768, layers=12, heads=12,
+                          mlp_dim=3072, init=clip)
+  c.model.photo = tower('clip_vit', patch_size=16, hidden=768, layers=12, heads=12,
+                         mlp_dim=3072, init=clip)
+  c.model.text = ml_collections.ConfigDict(dict(
+      kind='clip', vocab_size=49408, hidden=512, layers=12, heads=8, mlp_dim=2048,
+      pool='eos', init=clip))
+  # normalize: sum/gated fuse unit-norm sides times learned per-modality scales (fusion.py).
+  c.model.fusion = ml_collections.ConfigDict(dict(
+      kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048, normalize=True))
+  c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
+                                          # 'dots_saveable' | 'full' (models/layers.py)
+
+  # ---------------------------------------------------------------- losses
+  c.loss = ml_collections.ConfigDict(dict(
+      contrastive=1.0, triplet=0.5, triplet_margin=0.2, init_temperature=0.07,
+      learn_temperature=True, prototype=0.5,
+      single_modality=1.0))               # sketch-only and text-only InfoNCE, in stages naming it
+  c.loss.kind = 'info_nce'                # contrastive and single_modality terms: 'info_nce' |
+                                          # 'sigmoid' (SigLIP's, with a learnable logit bias)
+  c.loss.init_logit_bias = -10.0          # the sigmoid loss's bias at step 0 (SigLIP's value)
+
+  # ---------------------------------------------------------------- STBIR module 1: curriculum
+  c.curriculum = ml_collections.ConfigDict()
+  c.curriculum.kind = 'self_paced'        # 'none' | 'uniform' | 'competence' | 'self_paced'
+  c.curriculum.buckets = _buckets()
+  c.curriculum.competence_start = 0.25    # fraction of difficulty admitted at step 0
+  c.curriculum.competence_steps = 0       # steps until every bucket is admitted (0 = half the run)
+  c.curriculum.ema = 0.9                  # per-bucket running loss decay
+  c.curriculum.temperature = 1.0          # softness of loss-following weights
+  c.curriculum.min_weight = 0.05          # floor for every admitted bucket
+  c.curriculum.clean_share = 0.5          # queries kept clean (all kinds but 'none'); the rest
+                                          # follow the kind's weights
+  c.curriculum.eval_seed = 1234           # fixed seed for degraded test queries
+
+  # ------------------------------------------------------- STBIR module 2: category knowledge
+  c.category = ml_collections.ConfigDict(dict(
+      enabled=True, prompt='a photo of a {}', learn_prototypes=True, margin=0.2,
+      temperature=0.1, hard_negative_weight=2.0))
+
+  # ---------------------------------------------------------------- training
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 1024               # global
+  c.train.num_steps = 20_000              # split across stages by their fractions
+  c.train.seed = 0
+  c.train.modality_dropout = 0.2          # per query: drop sketch or text with this probability
+  c.train.nan_policy = 'stop'             # 'stop' | 'skip'
+  c.train.grad_accum_steps = 1            # micro-batches a step; losses still span the batch
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98,
+      eps=1e-8))                          # Adam epsilon: update = lr * m / (sqrt(v) + eps)
+  # Learning-rate multiplier per parameter group, e.g. a pretrained tower fine-tuned gently
+  # (--config.optim.group_lr_scale.text=0.025) next to towers trained from scratch.
+  c.optim.group_lr_scale = ml_collections.ConfigDict(
+      {group: 1.0 for group in stages.PARAM_GROUPS})
+
+  c.stages = stages.alignment_stages()
+
+  # ---------------------------------------------------------------- evaluation
+  c.eval = ml_collections.ConfigDict()
+  c.eval.evaluators = ['retrieval']       # by name; see stbir_jax/evaluate.py
+  c.eval.every_steps = 2000
+  c.eval.batch_size = 256
+  c.eval.split = 'test'
+  c.eval.gallery_scope = 'all'            # 'all' photos of the split | those of the same
+                                          # 'category'
+  c.eval.modes = ['sketch', 'text', 'sketch+text']
+  c.eval.robustness_buckets = ['clean', 'moderate', 'severe', 'no_sketch', 'no_text']
+
+  # ---------------------------------------------------------------- device mesh
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  return c

@@ -1,0 +1,279 @@
+"""One train step and the state it advances: `make_step_fn(config, model, stage, constants,
+total_steps)` is the pure function (state, batch) -> (state, metrics) the loop jits per stage.
+
+  TrainState             step, params by group, optimiser and curriculum state, rng, NaN record
+  create_sharded_state   a fresh state laid out on the mesh (eval_shape -> shardings -> jit(init))
+  abstract_state         its shapes and shardings only: what a resume restores into and what
+                         stbir_jax.aot compiles against
+  jit_step               a stage's step, jitted with the run's shardings, the state donated
+
+Inside a step: curriculum bucket draws and degradations keyed by (seed, step), modality dropout,
+the stage's query mode, its losses (gradient accumulation in grad_accum.py), the optimiser with
+the stage's frozen groups and lr, and the skip of a non-finite update.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from stbir_jax import convert, curriculum, grad_accum, losses, sharding, stages
+from stbir_jax.data.tokenizer import get_tokenizer
+from stbir_jax.models import stbir
+
+LOGIT_KEYS = ('logit_scale', 'logit_bias')   # model outputs the losses read besides embeddings
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array                      # int32 scalar: next step to run
+  params: dict                         # stages.PARAM_GROUPS -> pytrees
+  opt_state: Any
+  curriculum: curriculum.CurriculumState
+  rng: jax.Array                       # uint32[2] base key; step keys are fold_in(rng, step)
+  first_bad_step: jax.Array            # int32, -1 until a non-finite loss/grad is seen
+  skipped_steps: jax.Array             # int32, updates skipped for non-finite values
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Clip -> Adam moments -> decoupled weight decay on kernels; the train step applies -lr."""
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  return optax.chain(
+      optax.clip_by_global_norm(config.optim.clip_norm),
+      optax.scale_by_adam(b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps),
+      optax.add_decayed_weights(config.optim.weight_decay, mask=decay_mask))
+
+
+def learning_rate(config, stage: stages.Stage, step):
+  """Per-stage linear warmup then cosine decay, times the stage's lr_scale."""
+  local = jnp.asarray(step - stage.start, jnp.float32)
+  n = float(stage.num_steps)
+  warm = float(max(1, min(config.optim.warmup_steps, stage.num_steps // 5)))
+  progress = jnp.clip((local - warm) / max(n - warm, 1.0), 0.0, 1.0)
+  cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+  return config.optim.lr * stage.lr_scale * jnp.where(local < warm, (local + 1) / warm, cosine)
+
+
+class Constants(flax.struct.PyTreeNode):
+  """Host-computed arrays the step closes over (tokenised prompts, attribute word ids)."""
+  prompt_ids: Any
+  prompt_mask: Any
+  attribute_ids: Any
+  buckets: Any
+
+
+def make_constants(config, category_names) -> Constants:
+  tok = get_tokenizer(config.data.tokenizer)
+  prompts = [config.category.prompt.format(name) for name in category_names]
+  ids, mask = tok.encode(prompts, config.data.max_text_len)
+  return Constants(jnp.asarray(ids), jnp.asarray(mask),
+                   jnp.asarray(curriculum.attribute_token_ids(config.data.tokenizer)),
+                   curriculum.buckets_from_config(config.curriculum.buckets))
+
+
+def init_state(config, model, constants: Constants, key, pretrained=None) -> TrainState:
+  """A fresh train state; `pretrained` ({group: params} from convert.load_pretrained) replaces
+  the random towers it names before the category prototypes are encoded."""
+  # Parameter initialisers compile several times faster on CPU with the rbg generator than with
+  # threefry; the step keys stay threefry (fold_in(rng, step)).
+  init_key = jax.random.wrap_key_data(jnp.concatenate([key, key]).astype(jnp.uint32), impl='rbg')
+  params = dict(model.init(init_key, stbir.dummy_batch(config, 2))['params'])
+  params = convert.merge_pretrained(params, pretrained or {})
+  if config.category.enabled and config.category.learn_prototypes:
+    # Category knowledge: prototypes start as the text tower's encodings of the category prompts.
+    params['prototypes'] = model.apply({'params': params}, constants.prompt_ids,
+                                       constants.prompt_mask, method=stbir.STBIR.encode_text)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      opt_state=make_optimizer(config).init(params),
+      curriculum=curriculum.init_state(len(config.curriculum.buckets)),
+      rng=jax.random.PRNGKey(config.train.seed), first_bad_step=jnp.full((), -1, jnp.int32),
+      skipped_steps=jnp.zeros((), jnp.int32))
+
+
+# ------------------------------------------------------------------------------------ train step
+
+
+def modality_dropout(key, batch, p: float):
+  """Drops the sketch or (exclusively) the text of a query with probability p each."""
+  u = jax.random.uniform(key, batch['has_sketch'].shape)
+  drop_sketch = (u < p) & batch['has_text']
+  drop_text = (u >= p) & (u < 2 * p) & batch['has_sketch']
+  return dict(batch, has_sketch=batch['has_sketch'] & ~drop_sketch,
+              has_text=batch['has_text'] & ~drop_text)
+
+
+def apply_query_mode(batch, mode: str):
+  if mode == 'sketch':
+    return dict(batch, has_text=jnp.zeros_like(batch['has_text']))
+  if mode == 'text':
+    return dict(batch, has_sketch=jnp.zeros_like(batch['has_sketch']))
+  return batch
+
+
+def _bucket_means(values, bucket_idx, num_buckets):
+  sums = jax.ops.segment_sum(values, bucket_idx, num_buckets)
+  counts = jax.ops.segment_sum(jnp.ones_like(values), bucket_idx, num_buckets)
+  return sums / jnp.maximum(counts, 1.0), counts
+
+
+def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants):
+  """(params, batch) -> ((loss, (terms, per-example InfoNCE, logit scale)), grads) of a stage;
+  with train.grad_accum_steps = k > 1, over k micro-batches the GradCache way (grad_accum.py).
+  """
+  frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
+  single = 'single_modality' in stage.losses
+  accum = int(config.train.grad_accum_steps)
+  wl = config.loss
+
+  def freeze(params):
+    return {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
+
+  def loss_terms(params, out, batch):
+    """The stage's losses from the whole batch's model outputs (embeddings, logit scale)."""
+    q, g, scale = out['query'], out['gallery'], out['logit_scale']
+    logits = {k: out[k] for k in LOGIT_KEYS if k in out}
+    weights = None
+    if config.category.enabled:
+      weights = losses.intra_category_weights(batch['category'], batch['instance'],
+                                              config.category.hard_negative_weight)
+    per_example = losses.per_example_contrastive(wl.kind, q, g, logits,
+                                                 instance=batch['instance'],
+                                                 negative_weights=weights)
+    terms = {}
+    if 'contrastive' in stage.losses:
+      terms['contrastive'] = losses.contrastive(wl.kind, q, g, logits, instance=batch['instance'],
+                                                negative_weights=weights)
+    if 'single_modality' in stage.losses:
+      # Each modality must retrieve on its own too: a direct signal for what the fused query
+      # would otherwise learn only through the other (e.g. colour words before shapes match).
+      terms['single_modality'] = 0.5 * sum(
+          losses.contrastive(wl.kind, out[key], g, logits, instance=batch['instance'],
+                             negative_weights=weights, valid=batch[has])
+          for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
+    if 'triplet' in stage.losses:
+      terms['triplet'] = losses.triplet_hard(q, g, wl.triplet_margin, instance=batch['instance'])
+    if 'prototype' in stage.losses:
+      if config.category.learn_prototypes:
+        protos = params['prototypes']
+      else:
+        protos = model.apply(stbir.model_variables(params), constants.prompt_ids,
+                             constants.prompt_mask, method=stbir.STBIR.encode_text)
+      kw = {'margin': config.category.margin, 'temperature': config.category.temperature}
+      terms['prototype'] = 0.5 * (losses.prototype_loss(q, batch['category'], protos, **kw)
+                                  + losses.prototype_loss(g, batch['category'], protos, **kw))
+    total = sum(getattr(wl, name) * value for name, value in terms.items())
+    return total, (terms, per_example, scale)
+
+  def loss_fn(params, batch):
+    params = freeze(params)
+    out = model.apply(stbir.model_variables(params), batch, single_modality=single)
+    return loss_terms(params, out, batch)
+
+  if accum == 1:
+    return jax.value_and_grad(loss_fn, has_aux=True)
+
+  def embed(params, batch):
+    """Per-row model outputs (query and gallery embeddings) of a micro-batch."""
+    out = model.apply(stbir.model_variables(freeze(params)), batch, single_modality=single)
+    return {k: v for k, v in out.items() if k not in LOGIT_KEYS}
+
+  def head(params, emb, batch):
+    params = freeze(params)
+    logits = model.apply(stbir.model_variables(params), method=stbir.STBIR.logits)
+    return loss_terms(params, dict(emb, **logits), batch)
+
+  return grad_accum.value_and_grad(embed, head, accum)
+
+
+def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total_steps: int):
+  """The pure train step of one stage: (state, batch) -> (state, metrics)."""
+  optimizer = make_optimizer(config)
+  frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
+  bucket_names = curriculum.bucket_names(config.curriculum.buckets)
+  value_and_grad = make_value_and_grad(config, model, stage, constants)
+
+  def step_fn(state: TrainState, batch):
+    key = jax.random.fold_in(state.rng, state.step)
+    k_bucket, k_degrade, k_drop = jax.random.split(key, 3)
+    batch_size = batch['instance'].shape[0]
+    probs = curriculum.bucket_probs(state.curriculum, state.step, total_steps,
+                                    constants.buckets, config.curriculum)
+    bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
+    batch = curriculum.degrade(k_degrade, batch, bucket_idx, constants.buckets,
+                               attribute_ids=constants.attribute_ids)
+    batch = modality_dropout(k_drop, batch, config.train.modality_dropout)
+    batch = apply_query_mode(batch, stage.query)
+
+    (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    lr = learning_rate(config, stage, state.step)
+    group_scale = config.optim.group_lr_scale
+    updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else
+               jax.tree.map(lambda x, s=float(group_scale[k]): -lr * s * x, u)
+               for k, u in updates.items()}
+    params = optax.apply_updates(state.params, updates)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_curriculum = curriculum.update(state.curriculum, bucket_idx, per_example, probs,
+                                       config.curriculum)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        curriculum=keep(new_curriculum, state.curriculum),
+        first_bad_step=jnp.where(~finite & (state.first_bad_step < 0), state.step,
+                                 state.first_bad_step),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+
+    bucket_loss, bucket_count = _bucket_means(per_example, bucket_idx, len(bucket_names))
+    metrics = dict(loss=loss, grad_norm=grad_norm, param_norm=optax.global_norm(params),
+                   logit_scale=scale, lr=lr, finite=finite.astype(jnp.float32),
+                   skipped_steps=new_state.skipped_steps.astype(jnp.float32),
+                   **{f'loss/{k}': v for k, v in terms.items()})
+    for i, name in enumerate(bucket_names):
+      metrics[f'curriculum/weight/{name}'] = probs[i]
+      metrics[f'curriculum/loss/{name}'] = bucket_loss[i]
+      metrics[f'curriculum/count/{name}'] = bucket_count[i]
+    return new_state, metrics
+
+  return step_fn
+
+
+def abstract_state(config, model, constants: Constants, mesh):
+  """(abstract train state whose leaves carry their shardings, the shardings): shapes only,
+  nothing computed or loaded. A fresh start initialises into it, a resume restores into it and
+  stbir_jax.aot compiles against it (a mesh of TPU devices described by a topology)."""
+  abstract = jax.eval_shape(lambda key: init_state(config, model, constants, key),
+                            jax.random.PRNGKey(config.train.seed))
+  state_shardings = sharding.state_shardings(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, state_shardings)
+  return abstract, state_shardings
+
+
+def create_sharded_state(config, mesh, model, constants: Constants, *, abstract=None,
+                         pretrained=None) -> TrainState:
+  """A fresh train state laid out on `mesh`: eval_shape -> shardings -> jit(init) with those
+  out_shardings, so no parameter is materialised whole on one device before it is sharded.
+
+  `abstract`: abstract_state's tree, when the caller has it already (a run that tried to
+  restore first); `pretrained`: as init_state takes it.
+  """
+  if abstract is None:
+    abstract, _ = abstract_state(config, model, constants, mesh)
+  state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
+  init = lambda key, pretrained: init_state(config, model, constants, key, pretrained)
+  return jax.jit(init, out_shardings=state_shardings)(jax.random.PRNGKey(config.train.seed),
+                                                      pretrained)
+
+
+def jit_step(config, model, stage: stages.Stage, constants: Constants, total_steps: int, mesh,
+             state_shardings):
+  """A stage's train step, jitted with the run's shardings; the state is donated."""
+  return jax.jit(make_step_fn(config, model, stage, constants, total_steps),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))

@@ -120,15 +120,22 @@ def one_line_errors(prog: str, extra=(), disk_full_hint: str = ''):
     raise
 
 
+_HELP_FLAGS = ('help', '?', 'helpshort', 'helpfull', 'helpxml')
+
+
 def parse_flags_or_fail(prog: str, flag_values=None):
   """An absl `flags_parser` for app.run: a bad flag value or an unknown --config.KEY ends the
-  program with one line (absl prints a usage hint, ml_collections a KeyError traceback).
-  `flag_values`: the FlagValues to parse into (default: absl's global FLAGS)."""
+  program with one line (absl prints a usage hint, ml_collections a KeyError traceback); --help
+  exits with status 0, as asking for it is no error. `flag_values`: the FlagValues to parse into
+  (default: absl's global FLAGS)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   def parse(argv):
     try:
       return (flags.FLAGS if flag_values is None else flag_values)(argv)
+    except SystemExit as e:  # absl's --help (and --helpfull, ...) prints the usage, exits 1
+      asked = any(a.lstrip('-').split('=')[0] in _HELP_FLAGS for a in argv[1:])
+      raise SystemExit(0 if asked and e.code == 1 else e.code) from None
     except flags.Error as e:
       text = str(e)
       if 'Traceback (most recent call last)' in text:  # a config file that raised: its error

@@ -22,8 +22,15 @@ fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and 
                with keys fixed by config.curriculum.eval_seed so runs are comparable:
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
 
-An evaluator is `Evaluator(config, model, data_fns=None, mesh=None)`; `run(variables)` takes
-what `model.apply` takes ({'params': ...}) and returns a flat dict of floats.
+An evaluator takes its own config section, the model and the data it reads, as big_vision's
+do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluator_section(config,
+name)` holds every field the evaluator reads (SECTION_FIELDS: split, modes, gallery_scope,
+batch_size, every_steps, datasets; robustness adds its buckets and eval_seed), `data =
+EvalData(config)` gives the batches of a dataset split and the degradation of a bucket, and
+`run(variables)` takes what `model.apply` takes ({'params': ...}) and returns a flat dict of
+floats. `make_evaluators(config, model)` builds the run's evaluators (config.eval.evaluators);
+each one's `every_steps` says when the training loop runs it. A new evaluator subclasses
+RetrievalEvaluator (or writes `run`) and is registered in EVALUATORS.
 """
 
 import json
@@ -31,6 +38,7 @@ import time
 from typing import Callable, Iterator, Optional
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -53,6 +61,78 @@ def default_data_fns() -> dict:
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return dict(eval_gallery=pipeline.eval_gallery, eval_queries=pipeline.eval_queries,
               degrade_queries=curriculum.degrade_queries)
+
+
+# The fields of each evaluator's section (evaluator_section), taken from config.eval unless named
+# in _SECTION_SOURCES. `datasets`: the dataset configurations evaluated (config.data.configs).
+SECTION_FIELDS = {
+    'retrieval': ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps'),
+    'robustness': ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps',
+                   'buckets', 'eval_seed'),
+}
+_SECTION_SOURCES = {'datasets': 'data.configs', 'buckets': 'eval.robustness_buckets',
+                    'eval_seed': 'curriculum.eval_seed'}
+_SECTION_DEFAULTS = {'gallery_scope': 'all'}  # runs recorded before the field existed
+
+
+def evaluator_section(config, name: str) -> ml_collections.ConfigDict:
+  """Evaluator `name`'s own config section, built from the run config (today's shared
+  config.eval plus the fields it names elsewhere): a copy, so an evaluator never sees or
+  changes the rest of the config. Robustness's `buckets` are the curriculum's bucket sections
+  (config.curriculum.buckets) named by config.eval.robustness_buckets, in that order."""
+  get_evaluator(name)  # an unknown name lists the valid ones
+  section = ml_collections.ConfigDict()
+  for field in SECTION_FIELDS[name]:
+    group, key = _SECTION_SOURCES.get(field, f'eval.{field}').split('.')
+    value = config[group][key] if key in config[group] else _SECTION_DEFAULTS[field]
+    section[field] = list(value) if isinstance(value, (list, tuple)) else value
+  if 'buckets' in section:
+    section.buckets = [ml_collections.ConfigDict(b.to_dict())
+                       for b in _named_buckets(config, section.buckets, name)]
+  return section
+
+
+def _named_buckets(config, names, evaluator: str) -> list:
+  defined = [str(b.name) for b in config.curriculum.buckets]
+  for bucket in names:
+    if bucket not in defined:
+      raise EvaluatorError(f'[{evaluator}] config.eval.robustness_buckets names {bucket!r}; '
+                           f'buckets in config.curriculum.buckets: {", ".join(defined)}.')
+  return [config.curriculum.buckets[defined.index(bucket)] for bucket in names]
+
+
+class EvalData:
+  """What evaluators read, bound to the run config: the batches of a dataset's split (gallery:
+  every photo once; queries: every query once; padded batches with a `valid` column) and the
+  degradation of the queries by a curriculum bucket. `data_fns` replaces the real pipeline and
+  degradations (default_data_fns) in tests."""
+
+  def __init__(self, config, data_fns: dict | None = None):
+    self._config = config
+    self._data_fns = data_fns
+    self._attribute_ids = None
+
+  @property
+  def fns(self) -> dict:
+    if self._data_fns is None:
+      self._data_fns = default_data_fns()
+    return self._data_fns
+
+  def gallery(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
+    return self.fns['eval_gallery'](self._config, dataset, split, **process_rows)
+
+  def queries(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
+    return self.fns['eval_queries'](self._config, dataset, split, **process_rows)
+
+  def degrade(self, key, batch: dict, bucket: str) -> dict:
+    """`batch`'s queries degraded by the curriculum bucket named `bucket` (jit-traceable)."""
+    buckets = self._config.curriculum.buckets
+    index = [str(b.name) for b in buckets].index(bucket)
+    if self._attribute_ids is None:
+      from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
+      self._attribute_ids = curriculum.attribute_token_ids(self._config.data.tokenizer)
+    return self.fns['degrade_queries'](key, batch, index, buckets,
+                                       attribute_ids=self._attribute_ids)
 
 
 def apply_mode(batch: dict, mode: str) -> dict:
@@ -103,13 +183,14 @@ class RetrievalEvaluator:
   # and text-only with another.
   encode_as: dict = {}
 
-  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
-    self.config = config
+  def __init__(self, section, model, data: EvalData, mesh=None):
+    self.section = section
     self.model = model
+    self.data = data
     self.mesh = mesh
-    self._data_fns = data_fns
-    self.modes = tuple(config.eval.modes)
-    self.scope = config.eval.get('gallery_scope', 'all')
+    self.every_steps = int(section.every_steps)
+    self.modes = tuple(section.modes)
+    self.scope = section.gallery_scope
     if self.scope not in SCOPES:
       raise EvaluatorError(f'[{self.name}] config.eval.gallery_scope={self.scope!r}; valid '
                            f'scopes: {", ".join(SCOPES)}.')
@@ -123,12 +204,6 @@ class RetrievalEvaluator:
     self._encode_query = jax.jit(lambda v, b: model.apply(
         v, b['sketch'], b['text_ids'], b['text_mask'], b['has_sketch'], b['has_text'],
         method='encode_query'))
-
-  @property
-  def data_fns(self) -> dict:
-    if self._data_fns is None:
-      self._data_fns = default_data_fns()
-    return self._data_fns
 
   # ------------------------------------------------------------------ hooks for subclasses
 
@@ -182,7 +257,7 @@ class RetrievalEvaluator:
   def gallery(self, variables, dataset: str, split: str):
     """Gallery embeddings (N, D), instance ids (N,) and categories (N,), padded rows dropped."""
     embs, instances, categories = [], [], []
-    batches = self.data_fns['eval_gallery'](self.config, dataset, split, **self._process_rows())
+    batches = self.data.gallery(dataset, split, **self._process_rows())
     for batch in _fixed_size(batches):
       image = self._to_device({'image': batch['image']})['image']
       emb = self._fetch(self._encode_gallery(variables, image))
@@ -205,7 +280,7 @@ class RetrievalEvaluator:
     """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
     variants = self.query_variants()
     out = {(p, m): ([], []) for p, _ in variants for m in self.variant_modes(p)}
-    batches = self.data_fns['eval_queries'](self.config, dataset, split, **self._process_rows())
+    batches = self.data.queries(dataset, split, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
       meta = self._host_meta(batch, ('valid', 'instance', 'has_sketch', 'has_text'))
       valid = meta['valid'].astype(bool)
@@ -231,8 +306,8 @@ class RetrievalEvaluator:
 
   def run(self, variables) -> dict:
     results = {}
-    split = self.config.eval.split
-    for dataset in self.config.data.configs:
+    split = self.section.split
+    for dataset in self.section.datasets:
       start = time.time()
       gallery, gallery_instance, gallery_category = self.gallery(variables, dataset, split)
       row_of = {int(inst): row for row, inst in enumerate(gallery_instance)}
@@ -274,50 +349,37 @@ def ranks_in_scope(queries, gallery, target, gallery_category, scope: str) -> np
 
 
 class RobustnessEvaluator(RetrievalEvaluator):
-  """Acc@1 and mAP of queries degraded by each bucket of config.eval.robustness_buckets."""
+  """Acc@1 and mAP of queries degraded by each bucket of its section's `buckets`."""
 
   name = 'robustness'
 
-  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
-    super().__init__(config, model, data_fns, mesh)
-    names = [str(b.name) for b in config.curriculum.buckets]
-    self.buckets = []
-    for name in config.eval.robustness_buckets:
-      if name not in names:
-        raise EvaluatorError(f'[{self.name}] config.eval.robustness_buckets names {name!r}; '
-                             f'buckets in config.curriculum.buckets: {", ".join(names)}.')
-      self.buckets.append((name, names.index(name)))
+  def __init__(self, section, model, data: EvalData, mesh=None):
+    super().__init__(section, model, data, mesh)
+    self.buckets = {str(b.name): b for b in section.buckets}
     self._degrade = {}
 
-  def _degrade_fn(self, index: int):
-    if index not in self._degrade:
-      degrade, buckets = self.data_fns['degrade_queries'], self.config.curriculum.buckets
-      attribute_ids = self._attribute_ids()
-      self._degrade[index] = jax.jit(lambda key, batch: degrade(
-          key, batch, index, buckets, attribute_ids=attribute_ids))
-    return self._degrade[index]
-
-  def _attribute_ids(self):
-    from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-    return curriculum.attribute_token_ids(self.config.data.tokenizer)
+  def _degrade_fn(self, bucket: str):
+    if bucket not in self._degrade:
+      self._degrade[bucket] = jax.jit(lambda key, batch: self.data.degrade(key, batch, bucket))
+    return self._degrade[bucket]
 
   def variant_modes(self, prefix: str) -> tuple:
     """A bucket that removes the sketch has no sketch-only queries (they would be empty), nor
     one that removes the text text-only ones; its sketch+text queries are what is left."""
-    bucket = self.config.curriculum.buckets[dict(self.buckets)[prefix]]
+    bucket = self.buckets[prefix]
     gone = {'sketch'} if bucket.missing_sketch else set()
     gone |= {'text'} if bucket.missing_text else set()
     return tuple(m for m in self.modes if m not in gone)
 
   def query_variants(self):
-    base = jax.random.PRNGKey(self.config.curriculum.eval_seed)
+    base = jax.random.PRNGKey(self.section.eval_seed)
 
-    def transform(index):
+    def transform(bucket):
       # The key depends only on (eval_seed, batch number): every bucket of every run sees the
       # same random draws for the same queries.
-      return lambda b, batch: self._degrade_fn(index)(jax.random.fold_in(base, b), batch)
+      return lambda b, batch: self._degrade_fn(bucket)(jax.random.fold_in(base, b), batch)
 
-    return [(name, transform(index)) for name, index in self.buckets]
+    return [(name, transform(name)) for name in self.buckets]
 
   def metric_keys(self, m: dict) -> dict:
     return {'acc@1': m['acc@1'], 'mAP': m['mAP']}
@@ -327,10 +389,24 @@ EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator
 
 
 def get_evaluator(name: str):
+  """The evaluator class registered as `name`."""
   if name not in EVALUATORS:
     raise EvaluatorError(f'Unknown evaluator {name!r}; valid evaluators: '
                          f'{", ".join(sorted(EVALUATORS))}.')
   return EVALUATORS[name]
+
+
+def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=None):
+  """Evaluator `name` on its section of `config`, reading EvalData(config, data_fns)."""
+  return get_evaluator(name)(evaluator_section(config, name), model,
+                             EvalData(config, data_fns), mesh)
+
+
+def make_evaluators(config, model, data_fns: dict | None = None, mesh=None) -> list:
+  """The run's evaluators (config.eval.evaluators, in order); an unknown name fails first."""
+  sections = [(name, evaluator_section(config, name)) for name in config.eval.evaluators]
+  data = EvalData(config, data_fns)
+  return [get_evaluator(name)(section, model, data, mesh) for name, section in sections]
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -408,12 +484,13 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   if evaluators:
     config.eval.evaluators = list(evaluators)
   # An unknown name fails before the checkpoint is read.
-  evaluator_classes = [get_evaluator(name) for name in config.eval.evaluators]
+  sections = {name: evaluator_section(config, name) for name in config.eval.evaluators}
   step, params = export.latest_params(run, step)
   model = train.make_model(config)
+  data = EvalData(config)
   results = {}
-  for evaluator_class in evaluator_classes:
-    results.update(evaluator_class(config, model).run({'params': params}))
+  for name, section in sections.items():
+    results.update(get_evaluator(name)(section, model, data).run({'params': params}))
   write_results(results, run, f'results_{config.eval.split}_step{step}')
   return step, results
 

@@ -23,14 +23,15 @@ fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and 
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
 
 An evaluator takes its own config section, the model and the data it reads, as big_vision's
-do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluator_section(config,
-name)` holds every field the evaluator reads (SECTION_FIELDS: split, modes, gallery_scope,
-batch_size, every_steps, datasets; robustness adds its buckets and eval_seed), `data =
-EvalData(config)` gives the batches of a dataset split and the degradation of a bucket, and
-`run(variables)` takes what `model.apply` takes ({'params': ...}) and returns a flat dict of
-floats. `make_evaluators(config, model)` builds the run's evaluators (config.eval.evaluators);
-each one's `every_steps` says when the training loop runs it. A new evaluator subclasses
-RetrievalEvaluator (or writes `run`) and is registered in EVALUATORS.
+do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluate.section(config,
+name)` holds every field the evaluator reads (its `section_fields`: datasets, split, modes,
+gallery_scope, batch_size, every_steps; robustness adds its buckets and eval_seed), `data =
+EvalData(config)` gives the batches of a dataset split and the degradation of a bucket
+(stbir_jax/eval_sections.py), and `run(variables)` takes what `model.apply` takes
+({'params': ...}) and returns a flat dict of floats. `make_evaluators(config, model)` builds the
+run's evaluators (config.eval.evaluators); each one's `every_steps` says when the training loop
+runs it. A new evaluator subclasses RetrievalEvaluator (or writes `run`), names its
+section_fields and is registered in EVALUATORS.
 """
 
 import json
@@ -38,101 +39,17 @@ import time
 from typing import Callable, Iterator, Optional
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
 from stbir_jax import metrics, paths
+from stbir_jax.eval_sections import EvalData, EvaluatorError, evaluator_section
 
 MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
 TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
                  ('mean_rank', 'mean rank'))
-
-
-class EvaluatorError(ValueError):
-  pass
-
-
-def default_data_fns() -> dict:
-  """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
-  from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return dict(eval_gallery=pipeline.eval_gallery, eval_queries=pipeline.eval_queries,
-              degrade_queries=curriculum.degrade_queries)
-
-
-# The fields of each evaluator's section (evaluator_section), taken from config.eval unless named
-# in _SECTION_SOURCES. `datasets`: the dataset configurations evaluated (config.data.configs).
-SECTION_FIELDS = {
-    'retrieval': ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps'),
-    'robustness': ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps',
-                   'buckets', 'eval_seed'),
-}
-_SECTION_SOURCES = {'datasets': 'data.configs', 'buckets': 'eval.robustness_buckets',
-                    'eval_seed': 'curriculum.eval_seed'}
-_SECTION_DEFAULTS = {'gallery_scope': 'all'}  # runs recorded before the field existed
-
-
-def evaluator_section(config, name: str) -> ml_collections.ConfigDict:
-  """Evaluator `name`'s own config section, built from the run config (today's shared
-  config.eval plus the fields it names elsewhere): a copy, so an evaluator never sees or
-  changes the rest of the config. Robustness's `buckets` are the curriculum's bucket sections
-  (config.curriculum.buckets) named by config.eval.robustness_buckets, in that order."""
-  get_evaluator(name)  # an unknown name lists the valid ones
-  section = ml_collections.ConfigDict()
-  for field in SECTION_FIELDS[name]:
-    group, key = _SECTION_SOURCES.get(field, f'eval.{field}').split('.')
-    value = config[group][key] if key in config[group] else _SECTION_DEFAULTS[field]
-    section[field] = list(value) if isinstance(value, (list, tuple)) else value
-  if 'buckets' in section:
-    section.buckets = [ml_collections.ConfigDict(b.to_dict())
-                       for b in _named_buckets(config, section.buckets, name)]
-  return section
-
-
-def _named_buckets(config, names, evaluator: str) -> list:
-  defined = [str(b.name) for b in config.curriculum.buckets]
-  for bucket in names:
-    if bucket not in defined:
-      raise EvaluatorError(f'[{evaluator}] config.eval.robustness_buckets names {bucket!r}; '
-                           f'buckets in config.curriculum.buckets: {", ".join(defined)}.')
-  return [config.curriculum.buckets[defined.index(bucket)] for bucket in names]
-
-
-class EvalData:
-  """What evaluators read, bound to the run config: the batches of a dataset's split (gallery:
-  every photo once; queries: every query once; padded batches with a `valid` column) and the
-  degradation of the queries by a curriculum bucket. `data_fns` replaces the real pipeline and
-  degradations (default_data_fns) in tests."""
-
-  def __init__(self, config, data_fns: dict | None = None):
-    self._config = config
-    self._data_fns = data_fns
-    self._attribute_ids = None
-
-  @property
-  def fns(self) -> dict:
-    if self._data_fns is None:
-      self._data_fns = default_data_fns()
-    return self._data_fns
-
-  def gallery(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
-    return self.fns['eval_gallery'](self._config, dataset, split, **process_rows)
-
-  def queries(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
-    return self.fns['eval_queries'](self._config, dataset, split, **process_rows)
-
-  def degrade(self, key, batch: dict, bucket: str) -> dict:
-    """`batch`'s queries degraded by the curriculum bucket named `bucket` (jit-traceable)."""
-    buckets = self._config.curriculum.buckets
-    index = [str(b.name) for b in buckets].index(bucket)
-    if self._attribute_ids is None:
-      from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-      self._attribute_ids = curriculum.attribute_token_ids(self._config.data.tokenizer)
-    return self.fns['degrade_queries'](key, batch, index, buckets,
-                                       attribute_ids=self._attribute_ids)
 
 
 def apply_mode(batch: dict, mode: str) -> dict:
@@ -178,6 +95,8 @@ class RetrievalEvaluator:
   """Acc@1/5/10, mAP, mean/median rank per dataset configuration and query mode."""
 
   name = 'retrieval'
+  # What it reads from its section (eval_sections.evaluator_section).
+  section_fields = ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps')
   # mode -> the mode its queries are encoded in; they are still the queries that have the inputs
   # of `mode`. Late fusion (compare.py) encodes the sketch+text queries sketch-only with one model
   # and text-only with another.
@@ -352,6 +271,7 @@ class RobustnessEvaluator(RetrievalEvaluator):
   """Acc@1 and mAP of queries degraded by each bucket of its section's `buckets`."""
 
   name = 'robustness'
+  section_fields = RetrievalEvaluator.section_fields + ('buckets', 'eval_seed')
 
   def __init__(self, section, model, data: EvalData, mesh=None):
     super().__init__(section, model, data, mesh)
@@ -396,17 +316,21 @@ def get_evaluator(name: str):
   return EVALUATORS[name]
 
 
+def section(config, name: str):
+  """Evaluator `name`'s own section of the run config (its class's section_fields)."""
+  return evaluator_section(config, get_evaluator(name).section_fields, name)
+
+
 def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=None):
   """Evaluator `name` on its section of `config`, reading EvalData(config, data_fns)."""
-  return get_evaluator(name)(evaluator_section(config, name), model,
-                             EvalData(config, data_fns), mesh)
+  return get_evaluator(name)(section(config, name), model, EvalData(config, data_fns), mesh)
 
 
 def make_evaluators(config, model, data_fns: dict | None = None, mesh=None) -> list:
   """The run's evaluators (config.eval.evaluators, in order); an unknown name fails first."""
-  sections = [(name, evaluator_section(config, name)) for name in config.eval.evaluators]
+  sections = [(name, section(config, name)) for name in config.eval.evaluators]
   data = EvalData(config, data_fns)
-  return [get_evaluator(name)(section, model, data, mesh) for name, section in sections]
+  return [get_evaluator(name)(s, model, data, mesh) for name, s in sections]
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -484,13 +408,13 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   if evaluators:
     config.eval.evaluators = list(evaluators)
   # An unknown name fails before the checkpoint is read.
-  sections = {name: evaluator_section(config, name) for name in config.eval.evaluators}
+  sections = {name: section(config, name) for name in config.eval.evaluators}
   step, params = export.latest_params(run, step)
   model = train.make_model(config)
   data = EvalData(config)
   results = {}
-  for name, section in sections.items():
-    results.update(get_evaluator(name)(section, model, data).run({'params': params}))
+  for name, own in sections.items():
+    results.update(get_evaluator(name)(own, model, data).run({'params': params}))
   write_results(results, run, f'results_{config.eval.split}_step{step}')
   return step, results
 

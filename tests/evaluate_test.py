@@ -229,15 +229,15 @@ def test_registry_and_config_errors_list_valid_names():
 
 def test_an_evaluator_needs_only_its_section_the_model_and_the_data():
   config = _config(robustness_buckets=['severe', 'no_sketch'], every_steps=7)
-  section = evaluate.evaluator_section(config, 'robustness')
+  section = evaluate.section(config, 'robustness')
   assert dict(section.to_dict(), buckets=[b.to_dict() for b in section.buckets]) == {
       'datasets': ['shoes', 'chairs'], 'split': 'test', 'modes': list(config.eval.modes),
       'gallery_scope': 'all', 'batch_size': config.eval.batch_size, 'every_steps': 7,
       'buckets': [b.to_dict() for b in config.curriculum.buckets
                   if b.name in ('severe', 'no_sketch')],
       'eval_seed': config.curriculum.eval_seed}
-  assert set(evaluate.evaluator_section(config, 'retrieval')) == set(
-      evaluate.SECTION_FIELDS['retrieval'])
+  assert set(evaluate.section(config, 'retrieval')) == set(
+      evaluate.RetrievalEvaluator.section_fields)
   # A section written by hand (no run config in sight) gives the same numbers.
   section = ml_collections.ConfigDict({'datasets': ['shoes'], 'split': 'test', 'modes': ['sketch'],
                                        'gallery_scope': 'all', 'batch_size': 3, 'every_steps': 5})

@@ -164,7 +164,7 @@ def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
   other programs (tests, notebooks) defines none. A list of flags (no program name): parsed into
   a FlagValues of their own, and the exit status is returned (how tests call a program).
   """
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
 
   def checked(values, args):
     if len(args) > 1:
@@ -172,9 +172,16 @@ def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
     with one_line_errors(prog, extra):
       return program(values) or 0
 
+  def as_program(args):
+    # absl logs INFO once app.run parsed the flags; keep libraries' INFO chatter (TFDS, orbax)
+    # off the output, as before, unless --verbosity asks for it.
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    return checked(flags.FLAGS, args)
+
   if argv is None:
     define_flags(flags.FLAGS)
-    app.run(lambda args: checked(flags.FLAGS, args), flags_parser=parse_flags_or_fail(prog))
+    app.run(as_program, flags_parser=parse_flags_or_fail(prog))
   values = flags.FlagValues()
   define_flags(values)
   try:

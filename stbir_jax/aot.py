@@ -179,7 +179,7 @@ def lowered_programs(config, devices, programs=()):
     step = train_step.jit_step(config, model, stage, constants, total_steps, mesh, state_shardings)
     yield f'train/{stage.name}', step.lower(state, batch)
 
-  evaluator = evaluate.RetrievalEvaluator(config, model, data_fns={}, mesh=mesh)
+  evaluator = evaluate.make_evaluator('retrieval', config, model, data_fns={}, mesh=mesh)
   variables = stbir.model_variables(state.params)
   eval_batch = jax.eval_shape(lambda: stbir.dummy_batch(config, config.eval.batch_size))
   eval_batch = _abstract(eval_batch, jax.tree.map(lambda _: batch_sharding, eval_batch))

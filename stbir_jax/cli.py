@@ -120,14 +120,22 @@ def one_line_errors(prog: str, extra=(), disk_full_hint: str = ''):
     raise
 
 
-def parse_flags_or_fail(prog: str):
+_HELP_FLAGS = ('help', '?', 'helpshort', 'helpfull', 'helpxml')
+
+
+def parse_flags_or_fail(prog: str, flag_values=None):
   """An absl `flags_parser` for app.run: a bad flag value or an unknown --config.KEY ends the
-  program with one line (absl prints a usage hint, ml_collections a KeyError traceback)."""
+  program with one line (absl prints a usage hint, ml_collections a KeyError traceback); --help
+  exits with status 0, as asking for it is no error. `flag_values`: the FlagValues to parse into
+  (default: absl's global FLAGS)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   def parse(argv):
     try:
-      return flags.FLAGS(argv)
+      return (flags.FLAGS if flag_values is None else flag_values)(argv)
+    except SystemExit as e:  # absl's --help (and --helpfull, ...) prints the usage, exits 1
+      asked = any(a.lstrip('-').split('=')[0] in _HELP_FLAGS for a in argv[1:])
+      raise SystemExit(0 if asked and e.code == 1 else e.code) from None
     except flags.Error as e:
       text = str(e)
       if 'Traceback (most recent call last)' in text:  # a config file that raised: its error
@@ -144,6 +152,42 @@ def parse_flags_or_fail(prog: str):
                  f'key. {" ".join(str(text).splitlines()[1:])}')
 
   return parse
+
+
+def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
+  """A `python -m` program whose flags `define_flags(flag_values)` defines and which
+  `program(flag_values)` runs (returning its exit status), ending like the others: a bad flag or
+  a named error (or one of the `extra` classes) is one line and exit status 2.
+
+  argv None: run as the program, on sys.argv through absl's app.run (--help, --flagfile, logging
+  flags); the flags are defined on absl's global FLAGS only then, so importing the module next to
+  other programs (tests, notebooks) defines none. A list of flags (no program name): parsed into
+  a FlagValues of their own, and the exit status is returned (how tests call a program).
+  """
+  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+
+  def checked(values, args):
+    if len(args) > 1:
+      fail(prog, f'unexpected arguments: {" ".join(args[1:])}')
+    with one_line_errors(prog, extra):
+      return program(values) or 0
+
+  def as_program(args):
+    # absl logs INFO once app.run parsed the flags; keep libraries' INFO chatter (TFDS, orbax)
+    # off the output, as before, unless --verbosity asks for it.
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    return checked(flags.FLAGS, args)
+
+  if argv is None:
+    define_flags(flags.FLAGS)
+    app.run(as_program, flags_parser=parse_flags_or_fail(prog))
+  values = flags.FlagValues()
+  define_flags(values)
+  try:
+    return checked(values, parse_flags_or_fail(prog, values)([prog] + list(argv)))
+  except SystemExit as e:
+    return e.code
 
 
 def run(prog: str, fn, *args, **kwargs):

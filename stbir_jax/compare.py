@@ -104,7 +104,7 @@ def _embeddings(config, params, split, as_mode, evaluator_name, buckets):
   c.eval.split = split
   c.eval.modes = [as_mode, 'sketch+text']
   c.eval.robustness_buckets = list(buckets)
-  evaluator = evaluate.get_evaluator(evaluator_name)(c, STBIR.from_config(c))
+  evaluator = evaluate.make_evaluator(evaluator_name, c, STBIR.from_config(c))
   evaluator.encode_as = {'sketch+text': as_mode}
   variables = {'params': params}
   out = {}

@@ -17,7 +17,6 @@ models such as configs/base.py:demo's).
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import hashlib
 import html
@@ -28,10 +27,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from absl import flags
 from PIL import Image
 
-from stbir_jax import image_safety, search
+from stbir_jax import cli, image_safety, search
 
+PROG = 'demo'  # errors read `demo: error: ...`
 MODE_CHOICES = (('Auto (whatever is given)', 'auto'), ('Sketch + text', 'sketch+text'),
                 ('Sketch only', 'sketch'), ('Text only', 'text'))
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
@@ -201,48 +202,52 @@ def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: in
   return app
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='python -m stbir_jax.demo', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--index', required=True, help='index folder (python -m stbir_jax.search index)')
-  p.add_argument('--model', default=None, help='export directory (default: the index\'s)')
-  p.add_argument('--port', type=int, default=7860)
-  p.add_argument('--host', default='127.0.0.1', help='0.0.0.0 to serve other machines')
-  p.add_argument('--k', type=int, default=10, help='default number of results')
-  p.add_argument('--backend', default='jax', choices=search.BACKENDS,
-                  help='jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: an ANN index built by '
-                  '`python -m stbir_jax.search index --backend=...`')
-  p.add_argument('--exact', action='store_true', help='ANN: re-rank the candidates exactly')
-  p.add_argument('--share', action='store_true', help='a public gradio.live link (Colab)')
-  p.add_argument('--fit', default='ink', choices=search.sketch_io.FITS, help=search.FIT_HELP)
-  p.add_argument('--concurrency', type=int, default=CONCURRENCY,
-                 help='searches computing at once; more visitors wait in the queue')
-  p.add_argument('--timeout', type=float, default=TIMEOUT_S,
-                 help='seconds before a visitor is told a search did not answer')
-  a = p.parse_args(argv)
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string('index', None, 'index folder (python -m stbir_jax.search index)',
+                      flag_values=fv)
+  flags.DEFINE_string('model', None, "export directory (default: the index's)", flag_values=fv)
+  flags.DEFINE_integer('port', 7860, "the server's port", flag_values=fv)
+  flags.DEFINE_string('host', '127.0.0.1', '0.0.0.0 to serve other machines', flag_values=fv)
+  flags.DEFINE_integer('k', 10, 'default number of results', flag_values=fv)
+  flags.DEFINE_enum('backend', 'jax', search.BACKENDS,
+                    'jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: an ANN index built by '
+                    '`python -m stbir_jax.search index --backend=...`', flag_values=fv)
+  flags.DEFINE_bool('exact', False, 'ANN: re-rank the candidates exactly', flag_values=fv)
+  flags.DEFINE_bool('share', False, 'a public gradio.live link (Colab)', flag_values=fv)
+  flags.DEFINE_enum('fit', 'ink', search.sketch_io.FITS, search.FIT_HELP, flag_values=fv)
+  flags.DEFINE_integer('concurrency', CONCURRENCY,
+                       'searches computing at once; more visitors wait in the queue',
+                       flag_values=fv)
+  flags.DEFINE_float('timeout', TIMEOUT_S,
+                     'seconds before a visitor is told a search did not answer', flag_values=fv)
+  flags.mark_flag_as_required('index', flag_values=fv)
+
+
+def serve(f: flags.FlagValues) -> int:
+  """Checks the flags, loads the index and serves the page until interrupted."""
   os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
   # Uploads above PIL's warning size are refused by image_safety with a message anyway.
   warnings.simplefilter('ignore', Image.DecompressionBombWarning)
   try:
-    import gradio  # pylint: disable=g-import-not-at-top,unused-import
+    import gradio  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
-    print('demo: error: the web demo needs gradio: pip install gradio', file=sys.stderr)
-    return 2
-  try:
-    search.check_k(a.k, '--k')
-    search.check_k(a.concurrency, '--concurrency')
-    if not a.timeout > 0:
-      raise search.SearchError(f'--timeout={a.timeout}: expected a positive number of seconds')
-    searcher = search.Searcher(a.index, a.model, backend=a.backend, fit=a.fit, exact=a.exact)
-  except search.SearchError as e:
-    print(f'demo: error: {e}', file=sys.stderr)
-    return 2
+    cli.fail(PROG, 'the web demo needs gradio: pip install gradio')
+  search.check_k(f.k, '--k')
+  search.check_k(f.concurrency, '--concurrency')
+  if not f.timeout > 0:
+    raise search.SearchError(f'--timeout={f.timeout}: expected a positive number of seconds')
+  searcher = search.Searcher(f.index, f.model, backend=f.backend, fit=f.fit, exact=f.exact)
   searcher.search(text='warm up', k=1)  # compile before the first visitor
   print(f'demo: ranking with {searcher.describe_backend()}')
-  app = build_app(searcher, a.k, concurrency=a.concurrency, timeout_s=a.timeout)
-  app.queue().launch(server_name=a.host, server_port=a.port, share=a.share, ssr_mode=False,
+  app = build_app(searcher, f.k, concurrency=f.concurrency, timeout_s=f.timeout)
+  app.queue().launch(server_name=f.host, server_port=f.port, share=f.share, ssr_mode=False,
                      max_file_size='200mb', show_error=True)
   return 0
+
+
+def main(argv=None) -> int:
+  """The program; `argv`: its flags as a list (cli.run_program), None: sys.argv."""
+  return cli.run_program(PROG, define_flags, serve, argv, extra=(search.SearchError,))
 
 
 if __name__ == '__main__':

@@ -22,8 +22,16 @@ fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and 
                with keys fixed by config.curriculum.eval_seed so runs are comparable:
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
 
-An evaluator is `Evaluator(config, model, data_fns=None, mesh=None)`; `run(variables)` takes
-what `model.apply` takes ({'params': ...}) and returns a flat dict of floats.
+An evaluator takes its own config section, the model and the data it reads, as big_vision's
+do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluate.section(config,
+name)` holds every field the evaluator reads (its `section_fields`: datasets, split, modes,
+gallery_scope, batch_size, every_steps; robustness adds its buckets and eval_seed), `data =
+EvalData(config)` gives the batches of a dataset split and the degradation of a bucket
+(stbir_jax/eval_sections.py), and `run(variables)` takes what `model.apply` takes
+({'params': ...}) and returns a flat dict of floats. `make_evaluators(config, model)` builds the
+run's evaluators (config.eval.evaluators); each one's `every_steps` says when the training loop
+runs it. A new evaluator subclasses RetrievalEvaluator (or writes `run`), names its
+section_fields and is registered in EVALUATORS.
 """
 
 import json
@@ -36,24 +44,13 @@ from absl import logging
 
 from stbir_jax import metrics, paths
 from stbir_jax.models.stbir import STBIR
+from stbir_jax.eval_sections import EvalData, EvaluatorError, evaluator_section
 
 MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
 TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
                  ('mean_rank', 'mean rank'))
-
-
-class EvaluatorError(ValueError):
-  pass
-
-
-def default_data_fns() -> dict:
-  """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
-  from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return dict(eval_gallery=pipeline.eval_gallery, eval_queries=pipeline.eval_queries,
-              degrade_queries=curriculum.degrade_queries)
 
 
 def apply_mode(batch: dict, mode: str) -> dict:
@@ -99,18 +96,21 @@ class RetrievalEvaluator:
   """Acc@1/5/10, mAP, mean/median rank per dataset configuration and query mode."""
 
   name = 'retrieval'
+  # What it reads from its section (eval_sections.evaluator_section).
+  section_fields = ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps')
   # mode -> the mode its queries are encoded in; they are still the queries that have the inputs
   # of `mode`. Late fusion (compare.py) encodes the sketch+text queries sketch-only with one model
   # and text-only with another.
   encode_as: dict = {}
 
-  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
-    self.config = config
+  def __init__(self, section, model, data: EvalData, mesh=None):
+    self.section = section
     self.model = model
+    self.data = data
     self.mesh = mesh
-    self._data_fns = data_fns
-    self.modes = tuple(config.eval.modes)
-    self.scope = config.eval.get('gallery_scope', 'all')
+    self.every_steps = int(section.every_steps)
+    self.modes = tuple(section.modes)
+    self.scope = section.gallery_scope
     if self.scope not in SCOPES:
       raise EvaluatorError(f'[{self.name}] config.eval.gallery_scope={self.scope!r}; valid '
                            f'scopes: {", ".join(SCOPES)}.')
@@ -124,12 +124,6 @@ class RetrievalEvaluator:
     self._encode_query = jax.jit(lambda v, b: model.apply(
         v, b['sketch'], b['text_ids'], b['text_mask'], b['has_sketch'], b['has_text'],
         method='encode_query'))
-
-  @property
-  def data_fns(self) -> dict:
-    if self._data_fns is None:
-      self._data_fns = default_data_fns()
-    return self._data_fns
 
   # ------------------------------------------------------------------ hooks for subclasses
 
@@ -183,7 +177,7 @@ class RetrievalEvaluator:
   def gallery(self, variables, dataset: str, split: str):
     """Gallery embeddings (N, D), instance ids (N,) and categories (N,), padded rows dropped."""
     embs, instances, categories = [], [], []
-    batches = self.data_fns['eval_gallery'](self.config, dataset, split, **self._process_rows())
+    batches = self.data.gallery(dataset, split, **self._process_rows())
     for batch in _fixed_size(batches):
       image = self._to_device({'image': batch['image']})['image']
       emb = self._fetch(self._encode_gallery(variables, image))
@@ -206,7 +200,7 @@ class RetrievalEvaluator:
     """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
     variants = self.query_variants()
     out = {(p, m): ([], []) for p, _ in variants for m in self.variant_modes(p)}
-    batches = self.data_fns['eval_queries'](self.config, dataset, split, **self._process_rows())
+    batches = self.data.queries(dataset, split, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
       meta = self._host_meta(batch, ('valid', 'instance', 'has_sketch', 'has_text'))
       valid = meta['valid'].astype(bool)
@@ -232,8 +226,8 @@ class RetrievalEvaluator:
 
   def run(self, variables) -> dict:
     results = {}
-    split = self.config.eval.split
-    for dataset in self.config.data.configs:
+    split = self.section.split
+    for dataset in self.section.datasets:
       start = time.time()
       gallery, gallery_instance, gallery_category = self.gallery(variables, dataset, split)
       row_of = {int(inst): row for row, inst in enumerate(gallery_instance)}
@@ -275,50 +269,38 @@ def ranks_in_scope(queries, gallery, target, gallery_category, scope: str) -> np
 
 
 class RobustnessEvaluator(RetrievalEvaluator):
-  """Acc@1 and mAP of queries degraded by each bucket of config.eval.robustness_buckets."""
+  """Acc@1 and mAP of queries degraded by each bucket of its section's `buckets`."""
 
   name = 'robustness'
+  section_fields = RetrievalEvaluator.section_fields + ('buckets', 'eval_seed')
 
-  def __init__(self, config, model, data_fns: Optional[dict] = None, mesh=None):
-    super().__init__(config, model, data_fns, mesh)
-    names = [str(b.name) for b in config.curriculum.buckets]
-    self.buckets = []
-    for name in config.eval.robustness_buckets:
-      if name not in names:
-        raise EvaluatorError(f'[{self.name}] config.eval.robustness_buckets names {name!r}; '
-                             f'buckets in config.curriculum.buckets: {", ".join(names)}.')
-      self.buckets.append((name, names.index(name)))
+  def __init__(self, section, model, data: EvalData, mesh=None):
+    super().__init__(section, model, data, mesh)
+    self.buckets = {str(b.name): b for b in section.buckets}
     self._degrade = {}
 
-  def _degrade_fn(self, index: int):
-    if index not in self._degrade:
-      degrade, buckets = self.data_fns['degrade_queries'], self.config.curriculum.buckets
-      attribute_ids = self._attribute_ids()
-      self._degrade[index] = jax.jit(lambda key, batch: degrade(
-          key, batch, index, buckets, attribute_ids=attribute_ids))
-    return self._degrade[index]
-
-  def _attribute_ids(self):
-    from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-    return curriculum.attribute_token_ids(self.config.data.tokenizer)
+  def _degrade_fn(self, bucket: str):
+    if bucket not in self._degrade:
+      self._degrade[bucket] = jax.jit(lambda key, batch: self.data.degrade(key, batch, bucket))
+    return self._degrade[bucket]
 
   def variant_modes(self, prefix: str) -> tuple:
     """A bucket that removes the sketch has no sketch-only queries (they would be empty), nor
     one that removes the text text-only ones; its sketch+text queries are what is left."""
-    bucket = self.config.curriculum.buckets[dict(self.buckets)[prefix]]
+    bucket = self.buckets[prefix]
     gone = {'sketch'} if bucket.missing_sketch else set()
     gone |= {'text'} if bucket.missing_text else set()
     return tuple(m for m in self.modes if m not in gone)
 
   def query_variants(self):
-    base = jax.random.PRNGKey(self.config.curriculum.eval_seed)
+    base = jax.random.PRNGKey(self.section.eval_seed)
 
-    def transform(index):
+    def transform(bucket):
       # The key depends only on (eval_seed, batch number): every bucket of every run sees the
       # same random draws for the same queries.
-      return lambda b, batch: self._degrade_fn(index)(jax.random.fold_in(base, b), batch)
+      return lambda b, batch: self._degrade_fn(bucket)(jax.random.fold_in(base, b), batch)
 
-    return [(name, transform(index)) for name, index in self.buckets]
+    return [(name, transform(name)) for name in self.buckets]
 
   def metric_keys(self, m: dict) -> dict:
     return {'acc@1': m['acc@1'], 'mAP': m['mAP']}
@@ -328,10 +310,28 @@ EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator
 
 
 def get_evaluator(name: str):
+  """The evaluator class registered as `name`."""
   if name not in EVALUATORS:
     raise EvaluatorError(f'Unknown evaluator {name!r}; valid evaluators: '
                          f'{", ".join(sorted(EVALUATORS))}.')
   return EVALUATORS[name]
+
+
+def section(config, name: str):
+  """Evaluator `name`'s own section of the run config (its class's section_fields)."""
+  return evaluator_section(config, get_evaluator(name).section_fields, name)
+
+
+def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=None):
+  """Evaluator `name` on its section of `config`, reading EvalData(config, data_fns)."""
+  return get_evaluator(name)(section(config, name), model, EvalData(config, data_fns), mesh)
+
+
+def make_evaluators(config, model, data_fns: dict | None = None, mesh=None) -> list:
+  """The run's evaluators (config.eval.evaluators, in order); an unknown name fails first."""
+  sections = [(name, section(config, name)) for name in config.eval.evaluators]
+  data = EvalData(config, data_fns)
+  return [get_evaluator(name)(s, model, data, mesh) for name, s in sections]
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -409,12 +409,13 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   if evaluators:
     config.eval.evaluators = list(evaluators)
   # An unknown name fails before the checkpoint is read.
-  evaluator_classes = [get_evaluator(name) for name in config.eval.evaluators]
+  sections = {name: section(config, name) for name in config.eval.evaluators}
   step, params = export.latest_params(run, step)
   model = STBIR.from_config(config)
+  data = EvalData(config)
   results = {}
-  for evaluator_class in evaluator_classes:
-    results.update(evaluator_class(config, model).run({'params': params}))
+  for name, own in sections.items():
+    results.update(get_evaluator(name)(own, model, data).run({'params': params}))
   write_results(results, run, f'results_{config.eval.split}_step{step}')
   return step, results
 

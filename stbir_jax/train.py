@@ -148,8 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   writer.write_hparams({k: str(v) for k, v in recorded_config.flatten(json.loads(
       config.to_json_best_effort())).items()})
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
-  evaluators = [evaluate.get_evaluator(name)(config, model, mesh=mesh)
-                for name in config.eval.evaluators]
+  evaluators = evaluate.make_evaluators(config, model, mesh=mesh)
   step_fns = {}
   skipped = _SkippedRecords() if pipeline.bad_record_policy(config) == 'skip' else None
 
@@ -159,9 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                                   mesh, state_shardings)
     return step_fns[stage.index]
 
-  def run_evaluators(step):
+  def run_evaluators(step, due=evaluators):
     results, began = {}, time.monotonic()
-    for ev in evaluators:
+    for ev in due:
       with report.timed(f'eval/{type(ev).__name__}'):
         results.update(ev.run(stbir.model_variables(state.params)))
     writer.write_scalars(step, {f'eval/{k}': v for k, v in results.items()
@@ -203,8 +202,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
         writer.flush()
         logging.warning('Saved step %d after SIGTERM; rerun the same command to resume.', done)
         return {}
-      if done % config.eval.every_steps == 0 and done != total_steps:
-        run_evaluators(done)
+      due = [ev for ev in evaluators if done % ev.every_steps == 0]
+      if due and done != total_steps:
+        run_evaluators(done, due)
 
     results = run_evaluators(total_steps)
   ckpt.close()

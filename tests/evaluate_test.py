@@ -7,6 +7,7 @@ import sys
 
 import flax.linen as nn
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -121,7 +122,7 @@ def _config(**eval_kw):
 def test_retrieval_exact_metrics_modes_and_padding():
   CALLS.clear()
   TRACES.update(encode_gallery=0, encode_query=0)
-  ev = evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(), data_fns=DATA_FNS)
+  ev = evaluate.make_evaluator('retrieval', _config(), FakeSTBIR(), data_fns=DATA_FNS)
   results = ev.run({'params': {}})
   expected = {}
   for c in ('shoes', 'chairs'):
@@ -151,8 +152,8 @@ EXPECTED_CATEGORY = {'sketch': [1, 1, 2, 1], 'text': [1, 2, 1, 1], 'sketch+text'
 
 
 def test_category_scope_ranks_within_the_target_category():
-  ev = evaluate.get_evaluator('retrieval')(_config(gallery_scope='category'), FakeSTBIR(),
-                                           data_fns=DATA_FNS)
+  ev = evaluate.make_evaluator('retrieval', _config(gallery_scope='category'), FakeSTBIR(),
+                               data_fns=DATA_FNS)
   results = ev.run({'params': {}})
   for mode, ranks in EXPECTED_CATEGORY.items():
     for k, v in _metrics(ranks).items():
@@ -161,8 +162,8 @@ def test_category_scope_ranks_within_the_target_category():
 
 def test_unknown_gallery_scope_lists_the_valid_ones():
   with pytest.raises(evaluate.EvaluatorError, match=r"gallery_scope='family'.*all, category"):
-    evaluate.get_evaluator('retrieval')(_config(gallery_scope='family'), FakeSTBIR(),
-                                        data_fns=DATA_FNS)
+    evaluate.make_evaluator('retrieval', _config(gallery_scope='family'), FakeSTBIR(),
+                            data_fns=DATA_FNS)
 
 
 def test_modes_force_missing_modality():
@@ -180,7 +181,7 @@ def test_robustness_buckets_and_fixed_keys():
   KEYS.clear()
   config = _config(robustness_buckets=['clean', 'severe', 'no_sketch'])
   config.data.configs = ['shoes']
-  ev = evaluate.get_evaluator('robustness')(config, FakeSTBIR(), data_fns=DATA_FNS)
+  ev = evaluate.make_evaluator('robustness', config, FakeSTBIR(), data_fns=DATA_FNS)
   results = ev.run({'params': {}})
   jax.effects_barrier()
   # severe shifts the sketch pointer: a' = 1, 2, 0, 0.
@@ -219,11 +220,32 @@ def test_registry_and_config_errors_list_valid_names():
   with pytest.raises(evaluate.EvaluatorError, match='valid evaluators: retrieval, robustness'):
     evaluate.get_evaluator('recall')
   with pytest.raises(evaluate.EvaluatorError, match='clean, mild, moderate, severe'):
-    evaluate.RobustnessEvaluator(_config(robustness_buckets=['extreme']), FakeSTBIR(),
-                                 data_fns=DATA_FNS)
+    evaluate.make_evaluator('robustness', _config(robustness_buckets=['extreme']), FakeSTBIR(),
+                            data_fns=DATA_FNS)
   with pytest.raises(evaluate.EvaluatorError, match='valid modes'):
-    evaluate.RetrievalEvaluator(_config(modes=['sketch', 'audio']), FakeSTBIR(),
-                                data_fns=DATA_FNS)
+    evaluate.make_evaluator('retrieval', _config(modes=['sketch', 'audio']), FakeSTBIR(),
+                            data_fns=DATA_FNS)
+
+
+def test_an_evaluator_needs_only_its_section_the_model_and_the_data():
+  config = _config(robustness_buckets=['severe', 'no_sketch'], every_steps=7)
+  section = evaluate.section(config, 'robustness')
+  assert dict(section.to_dict(), buckets=[b.to_dict() for b in section.buckets]) == {
+      'datasets': ['shoes', 'chairs'], 'split': 'test', 'modes': list(config.eval.modes),
+      'gallery_scope': 'all', 'batch_size': config.eval.batch_size, 'every_steps': 7,
+      'buckets': [b.to_dict() for b in config.curriculum.buckets
+                  if b.name in ('severe', 'no_sketch')],
+      'eval_seed': config.curriculum.eval_seed}
+  assert set(evaluate.section(config, 'retrieval')) == set(
+      evaluate.RetrievalEvaluator.section_fields)
+  # A section written by hand (no run config in sight) gives the same numbers.
+  section = ml_collections.ConfigDict({'datasets': ['shoes'], 'split': 'test', 'modes': ['sketch'],
+                                       'gallery_scope': 'all', 'batch_size': 3, 'every_steps': 5})
+  ev = evaluate.RetrievalEvaluator(section, FakeSTBIR(), evaluate.EvalData(None, DATA_FNS))
+  assert ev.every_steps == 5
+  want = evaluate.make_evaluator('retrieval', _config(modes=['sketch']), FakeSTBIR(),
+                                 data_fns=DATA_FNS).run({'params': {}})
+  assert ev.run({'params': {}}) == {k: v for k, v in want.items() if k.startswith('shoes/')}
 
 
 def test_query_targeting_missing_photo_is_named():
@@ -232,8 +254,8 @@ def test_query_targeting_missing_photo_is_named():
       yield dict(b, valid=np.ones_like(b['valid']))  # the instance-99 row now counts
   config = _config()
   config.data.configs = ['shoes']
-  ev = evaluate.RetrievalEvaluator(config, FakeSTBIR(),
-                                   data_fns=dict(DATA_FNS, eval_queries=queries))
+  ev = evaluate.make_evaluator('retrieval', config, FakeSTBIR(),
+                               data_fns=dict(DATA_FNS, eval_queries=queries))
   with pytest.raises(evaluate.EvaluatorError, match=r'shoes/test.*not in the gallery.*99'):
     ev.run({'params': {}})
 
@@ -265,9 +287,10 @@ assert jax.device_count() == 3
 mesh = sharding.make_mesh(dict(data=-1, fsdp=1, model=1))
 config = t._config()
 config.data.configs = ['shoes']
-ev = evaluate.RetrievalEvaluator(config, t.FakeSTBIR(), data_fns=t.DATA_FNS, mesh=mesh)
+ev = evaluate.make_evaluator('retrieval', config, t.FakeSTBIR(), data_fns=t.DATA_FNS, mesh=mesh)
 results = ev.run({'params': {}})
-plain = evaluate.RetrievalEvaluator(config, t.FakeSTBIR(), data_fns=t.DATA_FNS).run({'params': {}})
+plain = evaluate.make_evaluator('retrieval', config, t.FakeSTBIR(), data_fns=t.DATA_FNS)
+plain = plain.run({'params': {}})
 assert results == plain, (results, plain)
 assert results['shoes/sketch+text/mAP'] == 0.875
 print('OK')
@@ -295,7 +318,7 @@ def test_a_mode_ranks_only_the_queries_that_have_its_inputs():
       yield batch
 
   data_fns = dict(DATA_FNS, eval_queries=queries)
-  results = evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(), data_fns=data_fns).run(
+  results = evaluate.make_evaluator('retrieval', _config(), FakeSTBIR(), data_fns=data_fns).run(
       {'params': {}})
   # q1's sketch-only query would be empty (all scores 0, rank 4); it is not a sketch query.
   for mode, ranks in {'sketch': [1, 4, 1], 'text': [1, 4, 1], 'sketch+text': [1, 1]}.items():
@@ -311,6 +334,5 @@ def test_a_mode_without_any_query_says_which_mode_to_remove():
       yield batch
 
   with pytest.raises(evaluate.EvaluatorError, match=r"mode 'text'.*config.eval.modes"):
-    evaluate.get_evaluator('retrieval')(_config(), FakeSTBIR(),
-                                        data_fns=dict(DATA_FNS, eval_queries=queries)).run(
-                                            {'params': {}})
+    evaluate.make_evaluator('retrieval', _config(), FakeSTBIR(),
+                            data_fns=dict(DATA_FNS, eval_queries=queries)).run({'params': {}})

@@ -20,15 +20,16 @@ until then).
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from stbir_jax import cli
 from stbir_jax.data import formats, prepared, sketch_io
 from stbir_jax.data.formats import common
 
@@ -164,43 +165,51 @@ def prepare(format: str, src, out, *,  # pylint: disable=redefined-builtin
   return result
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(prog='python -m stbir_jax.data.prepare', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--format', required=True, choices=formats.FORMATS)
-  p.add_argument('--src', required=True, help='dataset root (manifest: the .jsonl file; '
-                 'stbir_demo: a .jsonl file or a folder of them)')
-  p.add_argument('--root', default=None, help='stbir_demo: the folder its paths are relative '
-                 'to (default: the current directory)')
-  p.add_argument('--out', default='',
-                 help='data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)')
-  p.add_argument('--resolution', type=int, default=224)
-  p.add_argument('--captions', default=None, help='JSON or CSV: photo id -> sentence(s)')
-  p.add_argument('--split_file', default=None, help='test-split list (sketchy, fscoco)')
-  p.add_argument('--name', default=None, help='dataset name (default: the format)')
-  p.add_argument('--overwrite', action='store_true', help='replace an existing prepared dataset')
-  p.add_argument('--allow_missing', action='store_true',
-                 help='manifest: skip missing files (recorded in the report) instead of failing')
-  p.add_argument('--trust_pickle', action='store_true',
-                 help='qmul: unpickle the stroke-coordinate pickles fully (they can run code); by '
-                 'default only numpy arrays and plain lists/dicts/numbers/strings are read')
-  p.add_argument('--allow_outside_root', action='store_true',
-                 help='manifest: read paths outside the manifest\'s folder (absolute or ../)')
-  p.add_argument('--raster_mode', default='components', choices=sketch_io.RASTER_MODES,
-                 help='strokes of raster-only sketches: connected components numbered '
-                 'top-to-bottom, or the whole drawing as one stroke')
-  p.add_argument('--quiet', action='store_true', help='no progress bar or printed report')
-  a = p.parse_args(argv)
-  try:
-    prepare(a.format, a.src, a.out, resolution=a.resolution, captions=a.captions,
-            split_file=a.split_file, name=a.name, overwrite=a.overwrite,
-            allow_missing=a.allow_missing, raster_mode=a.raster_mode, root=a.root,
-            trust_pickle=a.trust_pickle, allow_outside_root=a.allow_outside_root,
-            progress=not a.quiet)
-  except (common.PrepareError, OSError) as e:  # OSError: an existing dataset, a full disk
-    print(f'prepare: error: {e}', file=sys.stderr)
-    return 2
+PROG = 'prepare'  # errors read `prepare: error: ...`
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum('format', None, formats.FORMATS, "the source's layout (docs/datasets.md)",
+                    flag_values=fv)
+  flags.DEFINE_string('src', None, 'dataset root (manifest: the .jsonl file; stbir_demo: a '
+                      '.jsonl file or a folder of them)', flag_values=fv)
+  flags.DEFINE_string('root', None, 'stbir_demo: the folder its paths are relative to '
+                      '(default: the current directory)', flag_values=fv)
+  flags.DEFINE_string('out', '', 'data dir ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets)',
+                      flag_values=fv)
+  flags.DEFINE_integer('resolution', 224, 'side of the square photos and sketches, in pixels',
+                       flag_values=fv)
+  flags.DEFINE_string('captions', None, 'JSON or CSV: photo id -> sentence(s)', flag_values=fv)
+  flags.DEFINE_string('split_file', None, 'test-split list (sketchy, fscoco)', flag_values=fv)
+  flags.DEFINE_string('name', None, 'dataset name (default: the format)', flag_values=fv)
+  flags.DEFINE_bool('overwrite', False, 'replace an existing prepared dataset', flag_values=fv)
+  flags.DEFINE_bool('allow_missing', False, 'manifest: skip missing files (recorded in the '
+                    'report) instead of failing', flag_values=fv)
+  flags.DEFINE_bool('trust_pickle', False, 'qmul: unpickle the stroke-coordinate pickles fully '
+                    '(they can run code); by default only numpy arrays and plain '
+                    'lists/dicts/numbers/strings are read', flag_values=fv)
+  flags.DEFINE_bool('allow_outside_root', False, "manifest: read paths outside the manifest's "
+                    'folder (absolute or ../)', flag_values=fv)
+  flags.DEFINE_enum('raster_mode', 'components', sketch_io.RASTER_MODES,
+                    'strokes of raster-only sketches: connected components numbered '
+                    'top-to-bottom, or the whole drawing as one stroke', flag_values=fv)
+  flags.DEFINE_bool('quiet', False, 'no progress bar or printed report', flag_values=fv)
+  flags.mark_flags_as_required(['format', 'src'], flag_values=fv)
+
+
+def run(f: flags.FlagValues) -> int:
+  prepare(f.format, f.src, f.out, resolution=f.resolution, captions=f.captions,
+          split_file=f.split_file, name=f.name, overwrite=f.overwrite,
+          allow_missing=f.allow_missing, raster_mode=f.raster_mode, root=f.root,
+          trust_pickle=f.trust_pickle, allow_outside_root=f.allow_outside_root,
+          progress=not f.quiet)
   return 0
+
+
+def main(argv=None) -> int:
+  """The program; `argv`: its flags as a list (cli.run_program), None: sys.argv."""
+  # OSError: an existing dataset, a full disk.
+  return cli.run_program(PROG, define_flags, run, argv, extra=(common.PrepareError, OSError))
 
 
 if __name__ == '__main__':

@@ -170,32 +170,43 @@ def builder_for(config_name: str, spec, data_dir) -> StbirSynth:
 __all__ = ['StbirSynth', 'StbirSynthConfig', 'builder_for', 'spec_name', 'NAME', 'VERSION']
 
 
-def main(argv=None) -> None:
-  """`python -m stbir_jax.data.stbir_synth --config=shoes [--data_dir=DIR] [--resolution=224]`.
+def _define_flags(flag_values) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum('config', None, config_names(), 'the dataset configuration',
+                    flag_values=flag_values)
+  flags.DEFINE_string('data_dir', '', "'' = $TFDS_DATA_DIR or ~/tensorflow_datasets",
+                      flag_values=flag_values)
+  for field in _synthetic().SynthSpec.__dataclass_fields__:
+    flags.DEFINE_integer(field, getattr(_synthetic().SynthSpec(), field), f'SynthSpec.{field}',
+                         flag_values=flag_values)
+  flags.mark_flag_as_required('config', flag_values=flag_values)
 
-  The same build as `tfds build stbir_jax/data/stbir_synth.py --config=shoes` (whose CLI needs
-  apache-beam installed in TFDS 4.9.10, although building does not), with any generator size.
-  """
-  import argparse  # pylint: disable=g-import-not-at-top
+
+def _build(f) -> int:
   import time  # pylint: disable=g-import-not-at-top
-  defaults = _synthetic().SynthSpec()
-  parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-  parser.add_argument('--config', required=True, choices=config_names())
-  parser.add_argument('--data_dir', default='',
-                      help="'' = $TFDS_DATA_DIR or ~/tensorflow_datasets")
-  for field in type(defaults).__dataclass_fields__:
-    parser.add_argument(f'--{field}', type=int, default=getattr(defaults, field))
-  args = parser.parse_args(argv)
-  spec = type(defaults)(**{f: getattr(args, f) for f in type(defaults).__dataclass_fields__})
-  data_dir = os.path.expanduser(args.data_dir or os.environ.get('TFDS_DATA_DIR', '')
+  spec_type = _synthetic().SynthSpec
+  spec = spec_type(**{field: getattr(f, field) for field in spec_type.__dataclass_fields__})
+  data_dir = os.path.expanduser(f.data_dir or os.environ.get('TFDS_DATA_DIR', '')
                                 or '~/tensorflow_datasets')
   module = importlib.import_module('stbir_jax.data.stbir_synth')
-  builder = module.builder_for(args.config, spec, data_dir)
+  builder = module.builder_for(f.config, spec, data_dir)
   start = time.time()
   builder.download_and_prepare()
   print(f'{NAME}/{builder.builder_config.name}: {builder.data_dir} '
         f'({time.time() - start:.1f}s)')
+  return 0
+
+
+def main(argv=None) -> int:
+  """`python -m stbir_jax.data.stbir_synth --config=shoes [--data_dir=DIR] [--resolution=224]`.
+
+  The same build as `tfds build stbir_jax/data/stbir_synth.py --config=shoes` (whose CLI needs
+  apache-beam installed in TFDS 4.9.10, although building does not), with any generator size.
+  `argv`: the flags as a list (stbir_jax.cli.run_program); None: sys.argv.
+  """
+  from stbir_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.run_program('stbir_synth', _define_flags, _build, argv)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

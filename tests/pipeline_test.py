@@ -1,6 +1,6 @@
 """TFDS builder + Grain pipeline: build a tiny STBIR-Synth, read it back.
 
-The generator is a stub with the API of stbir_jax.data.synthetic (records whose pixels spell
+The generator is a stub with the API of stbir_jax.data.synth (records whose pixels spell
 their ids), so every assertion below checks exact values; one test runs the real generator when
 it is importable.
 """
@@ -86,7 +86,7 @@ def stub_generate(config_name, split, spec):
 
 
 def _stub_module():
-  m = types.ModuleType('stbir_jax.data.synthetic')
+  m = types.ModuleType('stbir_jax.data.synth')
   m.CONFIGS, m.SPLITS, m.SynthSpec = STUB_CONFIGS, SPLIT_NAMES, SynthSpec
   m.num_instances, m.generate = stub_num_instances, stub_generate
   return m
@@ -95,13 +95,13 @@ def _stub_module():
 @pytest.fixture(scope='module')
 def stub():
   """Installs the stub generator for the module."""
-  saved = sys.modules.get('stbir_jax.data.synthetic')
-  sys.modules['stbir_jax.data.synthetic'] = _stub_module()
+  saved = sys.modules.get('stbir_jax.data.synth')
+  sys.modules['stbir_jax.data.synth'] = _stub_module()
   yield
   if saved is None:
-    sys.modules.pop('stbir_jax.data.synthetic', None)
+    sys.modules.pop('stbir_jax.data.synth', None)
   else:
-    sys.modules['stbir_jax.data.synthetic'] = saved
+    sys.modules['stbir_jax.data.synth'] = saved
 
 
 def smoke_config(data_dir, configs=('shoes',)):
@@ -480,13 +480,13 @@ def test_prepared_dataset_directory_is_read(built, tmp_path):
 
 
 def test_real_generator_smoke(stub, tmp_path, monkeypatch):
-  """The real stbir_jax.data.synthetic (when present) builds and reads back at smoke size."""
+  """The real stbir_jax.data.synth (when present) builds and reads back at smoke size."""
   del stub  # swapped out for the real module here
-  monkeypatch.delitem(sys.modules, 'stbir_jax.data.synthetic')
+  monkeypatch.delitem(sys.modules, 'stbir_jax.data.synth')
   try:
-    synthetic = importlib.import_module('stbir_jax.data.synthetic')
+    synthetic = importlib.import_module('stbir_jax.data.synth')
   except ImportError:
-    pytest.skip('stbir_jax.data.synthetic is not written yet')
+    pytest.skip('stbir_jax.data.synth is not written yet')
   pipeline = _pipeline()
   c = smoke_config(tmp_path)
   pipeline.ensure_built(c)

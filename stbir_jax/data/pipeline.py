@@ -85,7 +85,7 @@ def data_dir(config) -> str:
 
 def _synthetic():
   import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module('stbir_jax.data.synthetic')
+  return importlib.import_module('stbir_jax.data.synth')
 
 
 def _is_synth(config) -> bool:

@@ -1,4 +1,4 @@
-"""TFDS builder for STBIR-Synth, the procedural benchmark of stbir_jax.data.synthetic.
+"""TFDS builder for STBIR-Synth, the procedural benchmark of stbir_jax.data.synth.
 
 Configs are named by configuration and generator spec, so datasets of different sizes never
 share a directory: `shoes`, `chairs`, `daily` are the default spec (64 px, 256/16/64 families of
@@ -41,7 +41,7 @@ VERSION = '1.0.0'
 
 def _synthetic():
   # Looked up on use (in sys.modules) so tests can substitute a small generator module.
-  return importlib.import_module('stbir_jax.data.synthetic')
+  return importlib.import_module('stbir_jax.data.synth')
 
 
 def config_names() -> tuple:

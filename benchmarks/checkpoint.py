@@ -38,8 +38,8 @@ def setup(config, workdir):
   from stbir_jax import checkpoint, sharding, stages, train  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh(config.mesh)
-  pipeline.ensure_built(config)
-  constants = train.make_constants(config, pipeline.category_names(config))
+  pipeline.ensure_built(config.data)
+  constants = train.make_constants(config, pipeline.category_names(config.data))
   model = train.make_model(config)
   init = lambda k: train.init_state(config, model, constants, k)
   shardings = sharding.state_shardings(mesh, jax.eval_shape(init, jax.random.PRNGKey(0)))
@@ -48,7 +48,8 @@ def setup(config, workdir):
   step_fn = jax.jit(train.make_step_fn(config, model, stage, constants, config.train.num_steps),
                     in_shardings=(shardings, sharding.batch_sharding(mesh)),
                     out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
-  train_iter = pipeline.train_iterator(config)
+  train_iter = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                       seed=config.train.seed)
   shutil.rmtree(workdir, ignore_errors=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=3)
 

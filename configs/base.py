@@ -45,15 +45,16 @@ import copy
 import ml_collections
 
 from stbir_jax import stages
+from stbir_jax.data import names
 
 # Real datasets: prepared name -> (gallery scope, query modes, train steps, eval every).
 REAL_DATASETS = {
-    'shoev2': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
-    'chairv2': ('all', ('sketch', 'text', 'sketch+text'), 3000, 500),
+    names.SHOEV2: ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
+    names.CHAIRV2: ('all', ('sketch', 'text', 'sketch+text'), 3000, 500),
     # Sketchy has no descriptions: add the text modes when prepared with --captions.
-    'sketchy': ('category', ('sketch',), 20_000, 2000),
-    'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
-    'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
+    names.SKETCHY: ('category', ('sketch',), 20_000, 2000),
+    names.FSCOCO: ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
+    names.MANIFEST: ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
@@ -153,7 +154,7 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- data
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'stbir_synth'             # 'stbir_synth' or a prepared dataset (docs/datasets.md)
+  c.data.name = names.SYNTH               # 'stbir_synth' or a prepared dataset (docs/datasets.md)
   c.data.configs = ['shoes', 'chairs', 'daily']
   c.data.data_dir = ''                    # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.resolution = 224                 # stored and model input size, pixels

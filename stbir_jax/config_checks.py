@@ -15,7 +15,7 @@ import math
 import numbers
 
 from stbir_jax import evaluate, losses
-from stbir_jax.data import pipeline
+from stbir_jax.data.names import SPLITS
 from stbir_jax.models import fusion, layers, stbir, text
 
 
@@ -182,7 +182,7 @@ FIELDS = {
     'optim.eps': NON_NEGATIVE,
     'eval.every_steps': POSITIVE,
     'eval.batch_size': POSITIVE,
-    'eval.split': choice(*pipeline.SPLITS),
+    'eval.split': choice(*SPLITS),
     'eval.gallery_scope': choice('all', 'category'),
     'eval.modes': names(*evaluate.MODES),
     'mesh.data': mesh_axis,

@@ -97,7 +97,7 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   for name in config.eval.evaluators:
     evaluate.get_evaluator(name)  # raises listing the valid names
   try:
-    pipeline.bad_record_policy(config)
+    pipeline.bad_record_policy(config.data)
   except pipeline.DataError as e:
     raise ConfigError(str(e)) from e
   stages.build_stages(config)
@@ -558,8 +558,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   get_tokenizer(config.data.tokenizer)
   if not resuming:  # pretrained towers are read only on a fresh start
     resolve_pretrained(config)
-  pipeline.ensure_built(config)
-  category_names = pipeline.category_names(config)
+  pipeline.ensure_built(config.data)
+  category_names = pipeline.category_names(config.data)
 
   workdir.mkdir(parents=True, exist_ok=True)
   if is_main and not (resuming and (workdir / recorded_config.CONFIG_FILE).exists()):
@@ -567,7 +567,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   constants = make_constants(config, category_names)
   model = make_model(config)
-  train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
+  train_iter = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                       seed=config.train.seed, process_index=jax.process_index(),
                                        process_count=jax.process_count())
 
   init_fn = lambda key, pretrained=None: init_state(config, model, constants, key, pretrained)
@@ -596,7 +597,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   evaluators = [evaluate.get_evaluator(name)(config, model, mesh=mesh)
                 for name in config.eval.evaluators]
   step_fns = {}
-  skipped = _SkippedRecords() if pipeline.bad_record_policy(config) == 'skip' else None
+  skipped = _SkippedRecords() if pipeline.bad_record_policy(config.data) == 'skip' else None
 
   def compiled_step(stage):
     if stage.index not in step_fns:

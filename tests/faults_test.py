@@ -94,7 +94,7 @@ def _assert_same(a, b):
 def _restore(config, workdir):
   """What a restart restores: Checkpointer.restore with the run's abstract state."""
   model = train.make_model(config)
-  constants = train.make_constants(config, pipeline.category_names(config))
+  constants = train.make_constants(config, pipeline.category_names(config.data))
   abstract = jax.eval_shape(lambda k: train.init_state(config, model, constants, k),
                             jax.random.PRNGKey(0))
   shardings = sharding.state_shardings(sharding.make_mesh(config.mesh), abstract)
@@ -102,7 +102,9 @@ def _restore(config, workdir):
                           abstract, shardings)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   try:
-    return ckpt.restore(abstract, pipeline.train_iterator(config))
+    stream = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                     seed=config.train.seed)
+    return ckpt.restore(abstract, stream)
   finally:
     ckpt.close()
 
@@ -205,7 +207,8 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
                                                                         monkeypatch):
   bad = 5  # shoes train record 5 (its instance id is 5)
   config = _config(base_run, **{'train.num_steps': MORE})
-  stream = pipeline.train_iterator(config)
+  stream = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                   seed=config.train.seed)
   seen = [int(np.sum(next(stream)['instance'] == bad)) for _ in range(MORE)]  # per step
   workdir = _copy(base_run, tmp_path)
   saved = _checkpoint_files(workdir)

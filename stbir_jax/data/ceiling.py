@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from stbir_jax.data import synth
+from stbir_jax.data import names, synth
 
 MODES = ('sketch', 'text', 'sketch+text')
 # The drawer's perturbation ranges (synth.render.render_sketch).
@@ -186,7 +186,7 @@ def spec_from_config(config) -> synth.SynthSpec:
 def for_config(config, cache=None):
   """{dataset configuration: {mode: ceiling}} of a run's evaluation split, or None for data that
   is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when present."""
-  if config.data.name != 'stbir_synth':
+  if config.data.name != names.SYNTH:
     return None
   if cache is not None and cache.exists():
     return json.loads(cache.read_text())

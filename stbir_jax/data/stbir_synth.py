@@ -30,12 +30,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 try:
-  from stbir_jax.data import schema
+  from stbir_jax.data import names, schema
 except ImportError:  # `tfds build stbir_jax/data/stbir_synth.py` from a checkout, not installed
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-  from stbir_jax.data import schema
+  from stbir_jax.data import names, schema
 
-NAME = 'stbir_synth'
+NAME = names.SYNTH
 VERSION = '1.0.0'
 
 

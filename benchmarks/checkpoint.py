@@ -39,15 +39,16 @@ def setup(config, workdir):
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh(config.mesh)
-  pipeline.ensure_built(config)
-  constants = train_step.make_constants(config, pipeline.category_names(config))
+  pipeline.ensure_built(config.data)
+  constants = train_step.make_constants(config, pipeline.category_names(config.data))
   model = stbir.STBIR.from_config(config)
   abstract, shardings = train_step.abstract_state(config, model, constants, mesh)
   state = train_step.create_sharded_state(config, mesh, model, constants, abstract=abstract)
   stage = stages.build_stages(config)[0]
   step_fn = train_step.jit_step(config, model, stage, constants, config.train.num_steps, mesh,
                                 shardings)
-  train_iter = pipeline.train_iterator(config)
+  train_iter = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                       seed=config.train.seed)
   shutil.rmtree(workdir, ignore_errors=True)
   ckpt = checkpoint.Checkpointer(workdir, keep=3)
 

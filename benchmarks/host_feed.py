@@ -32,8 +32,9 @@ def main():
   config.train.batch_size = args.batch_size
   config.data.family_group = 16
   config.data.tokenizer = 'bert_uncased'
-  pipeline.ensure_built(config)
-  it = pipeline.train_iterator(config)
+  pipeline.ensure_built(config.data)
+  it = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                               seed=config.train.seed)
   for _ in range(3):  # warm-up: threads started, first records read
     batch = next(it)
   assert batch['image'].shape[1:] == (224, 224, 3), batch['image'].shape

@@ -30,11 +30,12 @@ def main():
   n = 10 if args.quick else 25
   config = base.get_config('demo')
   config.data.data_dir = args.data_dir
-  pipeline.ensure_built(config)
+  pipeline.ensure_built(config.data)
   batch_size = config.train.batch_size
   load = common.wait_for_load()
 
-  it = pipeline.train_iterator(config)
+  it = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                               seed=config.train.seed)
   for _ in range(3):
     next(it)
   t = time.perf_counter()
@@ -43,7 +44,7 @@ def main():
   pipe_s = (time.perf_counter() - t) / n
 
   model = stbir.STBIR.from_config(config)
-  constants = train_step.make_constants(config, pipeline.category_names(config))
+  constants = train_step.make_constants(config, pipeline.category_names(config.data))
   stage = stages.build_stages(config)[-1]
   state = jax.jit(lambda k: train_step.init_state(config, model, constants, k))(
       jax.random.PRNGKey(0))

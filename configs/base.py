@@ -43,15 +43,16 @@ Any field can be overridden on the command line, e.g.
 import ml_collections
 
 from stbir_jax import config_defaults, stages
+from stbir_jax.data import names
 
 # Real datasets: prepared name -> (gallery scope, query modes, train steps, eval every).
 REAL_DATASETS = {
-    'shoev2': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
-    'chairv2': ('all', ('sketch', 'text', 'sketch+text'), 3000, 500),
+    names.SHOEV2: ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
+    names.CHAIRV2: ('all', ('sketch', 'text', 'sketch+text'), 3000, 500),
     # Sketchy has no descriptions: add the text modes when prepared with --captions.
-    'sketchy': ('category', ('sketch',), 20_000, 2000),
-    'fscoco': ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
-    'manifest': ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
+    names.SKETCHY: ('category', ('sketch',), 20_000, 2000),
+    names.FSCOCO: ('all', ('sketch', 'text', 'sketch+text'), 10_000, 1000),
+    names.MANIFEST: ('all', ('sketch', 'text', 'sketch+text'), 5000, 500),
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,

@@ -144,7 +144,7 @@ def num_categories(config) -> int:
   memory is negligible)."""
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   try:
-    return len(pipeline.category_names(config))
+    return len(pipeline.category_names(config.data))
   except pipeline.DataError:
     return 1
 

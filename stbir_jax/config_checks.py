@@ -23,6 +23,7 @@ import ml_collections
 
 from stbir_jax import config_defaults, evaluate, losses, stages
 from stbir_jax.data import pipeline
+from stbir_jax.data.names import SPLITS
 from stbir_jax.models import fusion, layers, stbir, text
 
 
@@ -195,7 +196,7 @@ FIELDS = {
     'optim.eps': NON_NEGATIVE,
     'eval.every_steps': POSITIVE,
     'eval.batch_size': POSITIVE,
-    'eval.split': choice(*pipeline.SPLITS),
+    'eval.split': choice(*SPLITS),
     'eval.gallery_scope': choice('all', 'category'),
     'eval.modes': names(*evaluate.MODES),
     'mesh.data': mesh_axis,
@@ -298,7 +299,7 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   for name in config.eval.evaluators:
     evaluate.get_evaluator(name)  # raises listing the valid names
   try:
-    pipeline.bad_record_policy(config)
+    pipeline.bad_record_policy(config.data)
   except pipeline.DataError as e:
     raise ConfigError(str(e)) from e
   stages.build_stages(config)

@@ -9,6 +9,7 @@ configurations, global batch 1024, the paper's three alignment stages.
 import ml_collections
 
 from stbir_jax import stages
+from stbir_jax.data import names
 
 
 def tower(kind, **kw):
@@ -58,7 +59,7 @@ def get_config():
 
   # ---------------------------------------------------------------- data
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'stbir_synth'             # 'stbir_synth' or a prepared dataset (docs/datasets.md)
+  c.data.name = names.SYNTH               # 'stbir_synth' or a prepared dataset (docs/datasets.md)
   c.data.configs = ['shoes', 'chairs', 'daily']
   c.data.data_dir = ''                    # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.resolution = 224                 # stored and model input size, pixels

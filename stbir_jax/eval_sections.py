@@ -50,7 +50,14 @@ def default_data_fns() -> dict:
   """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
   from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return {'eval_gallery': pipeline.eval_gallery, 'eval_queries': pipeline.eval_queries,
+
+  def from_config(read):
+    """The pipeline takes its part of the config: the data section and the eval batch size."""
+    def data_fn(config, dataset, split, **process_rows):
+      return read(config.data, dataset, split, batch_size=config.eval.batch_size, **process_rows)
+    return data_fn
+  return {'eval_gallery': from_config(pipeline.eval_gallery),
+          'eval_queries': from_config(pipeline.eval_queries),
           'degrade_queries': curriculum.degrade_queries}
 
 

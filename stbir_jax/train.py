@@ -114,8 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   get_tokenizer(config.data.tokenizer)
   if not resuming:  # pretrained towers are read only on a fresh start
     resolve_pretrained(config)
-  pipeline.ensure_built(config)
-  category_names = pipeline.category_names(config)
+  pipeline.ensure_built(config.data)
+  category_names = pipeline.category_names(config.data)
 
   workdir.mkdir(parents=True, exist_ok=True)
   if is_main and not (resuming and (workdir / recorded_config.CONFIG_FILE).exists()):
@@ -123,7 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   constants = train_step.make_constants(config, category_names)
   model = stbir.STBIR.from_config(config)
-  train_iter = pipeline.train_iterator(config, process_index=jax.process_index(),
+  train_iter = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                       seed=config.train.seed, process_index=jax.process_index(),
                                        process_count=jax.process_count())
 
   abstract, state_shardings = train_step.abstract_state(config, model, constants, mesh)
@@ -150,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   evaluators = evaluate.make_evaluators(config, model, mesh=mesh)
   step_fns = {}
-  skipped = _SkippedRecords() if pipeline.bad_record_policy(config) == 'skip' else None
+  skipped = _SkippedRecords() if pipeline.bad_record_policy(config.data) == 'skip' else None
 
   def compiled_step(stage):
     if stage.index not in step_fns:

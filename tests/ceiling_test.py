@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from stbir_jax.data import ceiling, synthetic
+from stbir_jax.data import ceiling, synth
 
-SHOE = synthetic._CATEGORIES['shoes'][0]  # pylint: disable=protected-access
+SHOE = synth.categories.CATEGORIES['shoes'][0]
 APPEARANCE = dict(main_colour='red', secondary_colour='grey', accent_colour='blue',
                   pattern='plain', pattern_colour='white', material='leather',
                   secondary_material='rubber')
@@ -55,7 +55,7 @@ def test_a_description_ties_photos_that_differ_only_in_what_it_leaves_out():
   gallery = [true, other_secondary, striped]
   choices = dict(noun=SHOE.nouns[0], adjective='', with_secondary=False, with_material=True,
                  with_pattern=False, form=0)
-  words = synthetic.text_from_choices(choices, SHOE, true.appearance)
+  words = synth.text_from_choices(choices, SHOE, true.appearance)
   p_noun = SHOE.nouns.count(SHOE.nouns[0]) / len(SHOE.nouns)
   # The secondary colour is not named: a tie. A striped shoe's description names its pattern
   # 3 times in 4, so an unnamed pattern is 1/4 as likely from it.
@@ -64,18 +64,18 @@ def test_a_description_ties_photos_that_differ_only_in_what_it_leaves_out():
   assert ceiling.bayes_acc_at_1(ceiling.text_likelihoods(words, choices, gallery)[None],
                                 np.array([0])) == 0.5
   named = dict(choices, with_secondary=True)
-  words = synthetic.text_from_choices(named, SHOE, true.appearance)
+  words = synth.text_from_choices(named, SHOE, true.appearance)
   np.testing.assert_allclose(ceiling.text_likelihoods(words, named, gallery),
                              [p_noun, 0.0, 0.25 * p_noun])
 
 
 def test_generated_ground_truth_explains_its_own_queries_and_bounds_the_modes():
-  spec = synthetic.SynthSpec(resolution=32, test_families=2, structural_variants=2,
+  spec = synth.SynthSpec(resolution=32, test_families=2, structural_variants=2,
                              appearance_variants=2, sketches_per_instance=2, texts_per_instance=2)
   gallery = ceiling.photos('shoes', 'test', spec)
   for photo in gallery:
     # The recorded choices re-create every description word for word.
-    assert [synthetic.text_from_choices(c, photo.category, photo.appearance)
+    assert [synth.text_from_choices(c, photo.category, photo.appearance)
             for c in photo.text_choices] == photo.texts
   got = ceiling.ceiling('shoes', 'test', spec)
   # Sketch (structure) + text (main colour, distinct within a family): always the one photo.

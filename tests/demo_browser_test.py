@@ -77,14 +77,14 @@ needs_browser = pytest.mark.skipif(
 
 def _write_family(base):
   """One STBIR-Synth shoes twin family as PNG files -> [(photo path, sketch path, text)]."""
-  from stbir_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  spec = synthetic.SynthSpec(resolution=64, test_families=1, structural_variants=2,
+  from stbir_jax.data import synth  # pylint: disable=g-import-not-at-top
+  spec = synth.SynthSpec(resolution=64, test_families=1, structural_variants=2,
                              appearance_variants=2, sketches_per_instance=1,
                              texts_per_instance=1)
   (base / 'photos').mkdir()
   (base / 'sketches').mkdir()
   items = []
-  for rec in synthetic.generate('shoes', 'test', spec):
+  for rec in synth.generate('shoes', 'test', spec):
     photo = base / 'photos' / f'{rec["photo_id"]}.png'
     Image.fromarray(rec['image']).save(photo)
     # Dark ink on white at 4x, like a user's drawing; the page thins and redraws it.

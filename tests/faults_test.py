@@ -92,12 +92,14 @@ def _assert_same(a, b):
 def _restore(config, workdir):
   """What a restart restores: Checkpointer.restore with the run's abstract state."""
   model = stbir.STBIR.from_config(config)
-  constants = train_step.make_constants(config, pipeline.category_names(config))
+  constants = train_step.make_constants(config, pipeline.category_names(config.data))
   abstract, _ = train_step.abstract_state(config, model, constants,
                                          sharding.make_mesh(config.mesh))
   ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   try:
-    return ckpt.restore(abstract, pipeline.train_iterator(config))
+    stream = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                     seed=config.train.seed)
+    return ckpt.restore(abstract, stream)
   finally:
     ckpt.close()
 
@@ -200,7 +202,8 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
                                                                         monkeypatch):
   bad = 5  # shoes train record 5 (its instance id is 5)
   config = _config(base_run, **{'train.num_steps': MORE})
-  stream = pipeline.train_iterator(config)
+  stream = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                   seed=config.train.seed)
   seen = [int(np.sum(next(stream)['instance'] == bad)) for _ in range(MORE)]  # per step
   workdir = _copy(base_run, tmp_path)
   saved = _checkpoint_files(workdir)

@@ -1,6 +1,6 @@
 """TFDS builder + Grain pipeline: build a tiny STBIR-Synth, read it back.
 
-The generator is a stub with the API of stbir_jax.data.synthetic (records whose pixels spell
+The generator is a stub with the API of stbir_jax.data.synth (records whose pixels spell
 their ids), so every assertion below checks exact values; one test runs the real generator when
 it is importable.
 """
@@ -86,7 +86,7 @@ def stub_generate(config_name, split, spec):
 
 
 def _stub_module():
-  m = types.ModuleType('stbir_jax.data.synthetic')
+  m = types.ModuleType('stbir_jax.data.synth')
   m.CONFIGS, m.SPLITS, m.SynthSpec = STUB_CONFIGS, SPLIT_NAMES, SynthSpec
   m.num_instances, m.generate = stub_num_instances, stub_generate
   return m
@@ -95,13 +95,13 @@ def _stub_module():
 @pytest.fixture(scope='module')
 def stub():
   """Installs the stub generator for the module."""
-  saved = sys.modules.get('stbir_jax.data.synthetic')
-  sys.modules['stbir_jax.data.synthetic'] = _stub_module()
+  saved = sys.modules.get('stbir_jax.data.synth')
+  sys.modules['stbir_jax.data.synth'] = _stub_module()
   yield
   if saved is None:
-    sys.modules.pop('stbir_jax.data.synthetic', None)
+    sys.modules.pop('stbir_jax.data.synth', None)
   else:
-    sys.modules['stbir_jax.data.synthetic'] = saved
+    sys.modules['stbir_jax.data.synth'] = saved
 
 
 def smoke_config(data_dir, configs=('shoes',)):
@@ -118,13 +118,27 @@ def built(stub, tmp_path_factory):
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_dir = tmp_path_factory.mktemp('tfds')
   config = smoke_config(data_dir, ('shoes', 'chairs'))
-  pipeline.ensure_built(config)
+  pipeline.ensure_built(config.data)
   return config
 
 
 def _pipeline():
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline
+
+
+def _train_iterator(config, **kwargs):
+  """The pipeline's train stream of a run config, as train.py asks for it."""
+  kwargs.setdefault('seed', config.train.seed)
+  return _pipeline().train_iterator(config.data, batch_size=config.train.batch_size, **kwargs)
+
+
+def _eval_gallery(config, *args, **kwargs):
+  return _pipeline().eval_gallery(config.data, *args, batch_size=config.eval.batch_size, **kwargs)
+
+
+def _eval_queries(config, *args, **kwargs):
+  return _pipeline().eval_queries(config.data, *args, batch_size=config.eval.batch_size, **kwargs)
 
 
 def _take(it, n):
@@ -166,7 +180,7 @@ def test_builder_names_and_files(built):
 
 def test_train_batch_shapes_and_values(built):
   pipeline = _pipeline()
-  batch = next(pipeline.train_iterator(built))
+  batch = next(_train_iterator(built))
   shapes = {k: (v.shape, v.dtype.name) for k, v in batch.items()}
   assert shapes == {
       'image': ((8, 32, 32, 3), 'uint8'), 'sketch': ((8, 32, 32), 'uint8'),
@@ -188,11 +202,11 @@ def test_train_batch_shapes_and_values(built):
     offset = 0 if k == 0 else len(STUB_CONFIGS['shoes'])
     assert batch['category'][row] == offset + (local // 4) % len(STUB_CONFIGS[['shoes',
                                                                                  'chairs'][k]])
-  assert pipeline.category_names(built) == ['boot', 'sneaker', 'heel', 'armchair', 'stool']
+  assert pipeline.category_names(built.data) == ['boot', 'sneaker', 'heel', 'armchair', 'stool']
 
 
 def test_train_family_grouped_epochs(built):
-  it = _pipeline().train_iterator(built)
+  it = _train_iterator(built)
   epoch = 32 // 8  # 2 configurations x 16 train photos
   seen = []
   for _ in range(3 * epoch):
@@ -208,19 +222,18 @@ def test_train_family_grouped_epochs(built):
 
 
 def test_train_determinism_and_exact_resume(built):
-  pipeline = _pipeline()
-  a = _take(pipeline.train_iterator(built), 6)
-  b = _take(pipeline.train_iterator(built), 6)
+  a = _take(_train_iterator(built), 6)
+  b = _take(_train_iterator(built), 6)
   for x, y in zip(a, b):
     _same(x, y)
-  c = next(pipeline.train_iterator(built, seed=1))
+  c = next(_train_iterator(built, seed=1))
   assert not np.array_equal(a[0]['instance'], c['instance'])
 
-  it = pipeline.train_iterator(built)
+  it = _train_iterator(built)
   _take(it, 5)  # past the first epoch
   state = it.get_state()
   rest = _take(it, 3)
-  resumed = pipeline.train_iterator(built)
+  resumed = _train_iterator(built)
   resumed.set_state(state)
   for x, y in zip(rest, _take(resumed, 3)):
     _same(x, y)
@@ -229,15 +242,14 @@ def test_train_determinism_and_exact_resume(built):
 
 
 def test_process_shards_concatenate_to_global_batch(built):
-  pipeline = _pipeline()
-  full = _take(pipeline.train_iterator(built), 5)
-  p0 = _take(pipeline.train_iterator(built, process_index=0, process_count=2), 5)
-  p1 = _take(pipeline.train_iterator(built, process_index=1, process_count=2), 5)
+  full = _take(_train_iterator(built), 5)
+  p0 = _take(_train_iterator(built, process_index=0, process_count=2), 5)
+  p1 = _take(_train_iterator(built, process_index=1, process_count=2), 5)
   for f, a, b in zip(full, p0, p1):
     assert a['image'].shape[0] == 4
     _same(f, {k: np.concatenate([a[k], b[k]]) for k in f})
   with pytest.raises(ValueError, match='not divisible by 3'):
-    pipeline.train_iterator(built, process_index=0, process_count=3)
+    _train_iterator(built, process_index=0, process_count=3)
 
 
 def test_epoch_order_groups():
@@ -258,7 +270,7 @@ def test_eval_gallery_covers_every_photo_once(built):
   pipeline = _pipeline()
   built = built.copy_and_resolve_references()
   built.eval.batch_size = 3
-  batches = list(pipeline.eval_gallery(built, 'chairs', 'test'))
+  batches = list(_eval_gallery(built, 'chairs', 'test'))
   assert [b['valid'].tolist() for b in batches] == [[True] * 3, [True] * 3, [True, True, False]]
   assert {k: (v.shape, v.dtype.name) for k, v in batches[0].items()} == {
       'image': ((3, 32, 32, 3), 'uint8'), 'instance': ((3,), 'int32'),
@@ -266,20 +278,21 @@ def test_eval_gallery_covers_every_photo_once(built):
   inst = np.concatenate([b['instance'][b['valid']] for b in batches])
   assert inst.tolist() == [pipeline.ID_STRIDE + i for i in range(20, 28)]
   assert batches[-1]['instance'][2] == 0 and not batches[-1]['image'][2].any()
-  assert pipeline.dataset_sizes(built, 'chairs', 'test')['photos'] == 8
+  assert pipeline.dataset_sizes(built.data, 'chairs', 'test')['photos'] == 8
 
 
 def test_eval_queries_each_once(built):
   pipeline = _pipeline()
   spec = SynthSpec.from_config(built.data)
   tok = tokenizer_lib.get_tokenizer('bert_uncased')
-  batches = list(pipeline.eval_queries(built, 'shoes', 'test'))
+  batches = list(_eval_queries(built, 'shoes', 'test'))
   expected = {}
   for instance in range(20, 28):
     s, t = stub_counts(instance, spec)
     for j in range(max(s, t)):
       expected[(instance, j)] = (j < s, t > 0, stub_text(instance, j % t) if t else None)
-  assert pipeline.dataset_sizes(built, 'shoes', 'test') == dict(photos=8, queries=len(expected))
+  assert pipeline.dataset_sizes(built.data, 'shoes', 'test') == dict(photos=8,
+                                                                     queries=len(expected))
   assert len(batches) == -(-len(expected) // 8)
   got = {}
   for b in batches:
@@ -302,10 +315,9 @@ def test_eval_queries_each_once(built):
 
 
 def test_eval_process_shards(built):
-  pipeline = _pipeline()
-  full = list(pipeline.eval_queries(built, 'shoes', 'test'))
-  parts = [list(pipeline.eval_queries(built, 'shoes', 'test', process_index=p,
-                                      process_count=2)) for p in range(2)]
+  full = list(_eval_queries(built, 'shoes', 'test'))
+  parts = [list(_eval_queries(built, 'shoes', 'test', process_index=p, process_count=2))
+           for p in range(2)]
   assert len(parts[0]) == len(parts[1]) == len(full)
   for f, a, b in zip(full, *parts):
     _same(f, {k: np.concatenate([a[k], b[k]]) for k in f})
@@ -317,25 +329,26 @@ def test_eval_process_shards(built):
 def test_unknown_names(built, tmp_path):
   pipeline = _pipeline()
   with pytest.raises(ValueError, match="'boots'.*valid configurations: shoes, chairs, daily"):
-    pipeline.train_iterator(smoke_config(tmp_path, ('boots',)))
+    _train_iterator(smoke_config(tmp_path, ('boots',)))
   with pytest.raises(ValueError, match="Unknown split 'dev'; valid splits: train, validation"):
-    pipeline.eval_gallery(built, 'shoes', 'dev')
+    _eval_gallery(built, 'shoes', 'dev')
   with pytest.raises(ValueError, match="'daily' is not in config.data.configs"):
-    pipeline.eval_gallery(built, 'daily', 'test')
+    _eval_gallery(built, 'daily', 'test')
   with pytest.raises(ValueError, match='not built in .*ensure_built'):
-    pipeline.eval_gallery(smoke_config(tmp_path), 'shoes', 'test')
+    _eval_gallery(smoke_config(tmp_path), 'shoes', 'test')
   c = smoke_config(tmp_path, ('shoev2',))
   c.data.name = 'shoev2'
   with pytest.raises(ValueError, match=f'No prepared dataset .shoev2. in {tmp_path}/shoev2/1.0.0'):
-    pipeline.ensure_built(c)
+    pipeline.ensure_built(c.data)
   c.data.name = 'shoesv9'
   with pytest.raises(ValueError, match='valid names: stbir_synth, shoev2'):
-    pipeline.category_names(c)
+    pipeline.category_names(c.data)
 
 
 def test_decode_error_names_the_record(built, monkeypatch):
   pipeline = _pipeline()
-  source = pipeline._data_source(built, 'shoes', 'validation')  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  source = pipeline._data_source(built.data, 'shoes', 'validation')
   real = source.parse
 
   def corrupt(index, raw=None):
@@ -347,7 +360,7 @@ def test_decode_error_names_the_record(built, monkeypatch):
   monkeypatch.setattr(source, 'parse', corrupt)
   with pytest.raises(ValueError, match=r"stbir_synth/shoes at .* split 'validation' record 2 "
                                        'failed to decode'):
-    list(pipeline.eval_gallery(built, 'shoes', 'validation'))
+    list(_eval_gallery(built, 'shoes', 'validation'))
 
 
 def _png(array) -> bytes:
@@ -371,7 +384,8 @@ CORRUPTIONS = {
 def corrupt_record(built, monkeypatch):
   """corrupt_record(kind, index): record `index` of shoes/train becomes bad (fresh scans)."""
   pipeline = _pipeline()
-  source = pipeline._data_source(built, 'shoes', 'train')  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  source = pipeline._data_source(built.data, 'shoes', 'train')
   real = source.parse
 
   def install(kind, bad_index):
@@ -401,17 +415,17 @@ def _first_shoe_row(batch):
 @pytest.mark.parametrize('kind', sorted(CORRUPTIONS))
 def test_bad_record_error_names_the_record(built, corrupt_record, kind):
   pipeline = _pipeline()
-  reference = next(pipeline.train_iterator(built))
+  reference = next(_train_iterator(built))
   bad = int(reference['instance'][_first_shoe_row(reference)])
   corrupt_record(kind, bad)
   what = 'failed to parse' if kind == 'parse' else 'failed to decode'
   # The default policy: the first batch holding the record fails, naming it and the option.
   with pytest.raises(pipeline.DataError, match=rf"shoes at .* split 'train' record {bad} "
                                                rf"{what}.*on_bad_record='skip'"):
-    next(pipeline.train_iterator(built))
+    next(_train_iterator(built))
   # Evaluation raises under either policy (dropping photos would change the protocol); the
   # gallery reads no texts, the queries no photos.
-  reader = pipeline.eval_queries if kind == 'text' else pipeline.eval_gallery
+  reader = _eval_queries if kind == 'text' else _eval_gallery
   with pytest.raises(pipeline.DataError, match=f"split 'train' record {bad} {what}"):
     list(reader(_skip_config(built), 'shoes', 'train'))
 
@@ -421,13 +435,13 @@ def test_bad_record_skip_substitutes_next_good_record(built, corrupt_record, kin
                                                        caplog):
   pipeline = _pipeline()
   config = _skip_config(built)
-  reference = _take(pipeline.train_iterator(built), 8)  # two epochs, no bad record
+  reference = _take(_train_iterator(built), 8)  # two epochs, no bad record
   row = _first_shoe_row(reference[0])
   bad = int(reference[0]['instance'][row])
   corrupt_record(kind, bad)
   monkeypatch.setattr(pipeline, '_skip_warnings', 0)
   caplog.set_level('WARNING')
-  it = pipeline.train_iterator(config)
+  it = _train_iterator(config)
   got = _take(it, 4)
   state = it.get_state()
   got += _take(it, 4)
@@ -448,53 +462,52 @@ def test_bad_record_skip_substitutes_next_good_record(built, corrupt_record, kin
     for k in reference[0]:
       np.testing.assert_array_equal(first[k][others], reference[0][k][others], err_msg=k)
   # Deterministic: a resumed iterator repeats the stream, skips included.
-  resumed = pipeline.train_iterator(config)
+  resumed = _train_iterator(config)
   resumed.set_state(state)
   for x, y in zip(got[4:], _take(resumed, 4)):
     _same(x, y)
 
 
 def test_bad_record_policy_is_validated(built):
-  pipeline = _pipeline()
   c = built.copy_and_resolve_references()
   c.data.on_bad_record = 'ignore'
   with pytest.raises(ValueError, match="on_bad_record='ignore'; valid policies: error, skip"):
-    pipeline.train_iterator(c)
+    _train_iterator(c)
 
 
 def test_prepared_dataset_directory_is_read(built, tmp_path):
   """A non-synthetic name reads DATA_DIR/<entry>/1.0.0 with tfds.builder_from_directory."""
   pipeline = _pipeline()
-  src = pipeline.dataset_path(built, 'shoes')
+  src = pipeline.dataset_path(built.data, 'shoes')
   shutil.copytree(src, tmp_path / 'myshoes' / '1.0.0')
   c = smoke_config(tmp_path, ('myshoes',))
   c.data.name = 'manifest'
-  pipeline.ensure_built(c)  # exists: nothing to do
-  assert pipeline.category_names(c) == list(STUB_CONFIGS['shoes'])
-  gallery = list(pipeline.eval_gallery(c, 'myshoes', 'test'))
+  pipeline.ensure_built(c.data)  # exists: nothing to do
+  assert pipeline.category_names(c.data) == list(STUB_CONFIGS['shoes'])
+  gallery = list(_eval_gallery(c, 'myshoes', 'test'))
   assert np.concatenate([b['instance'] for b in gallery]).tolist() == list(range(20, 28))
-  assert next(pipeline.train_iterator(c))['image'].shape == (8, 32, 32, 3)
+  assert next(_train_iterator(c))['image'].shape == (8, 32, 32, 3)
   c.data.resolution = 64
   with pytest.raises(ValueError, match='stores 32 px images but config.data.resolution=64'):
-    pipeline.eval_gallery(c, 'myshoes', 'test')
+    _eval_gallery(c, 'myshoes', 'test')
 
 
 def test_real_generator_smoke(stub, tmp_path, monkeypatch):
-  """The real stbir_jax.data.synthetic (when present) builds and reads back at smoke size."""
+  """The real stbir_jax.data.synth (when present) builds and reads back at smoke size."""
   del stub  # swapped out for the real module here
-  monkeypatch.delitem(sys.modules, 'stbir_jax.data.synthetic')
+  monkeypatch.delitem(sys.modules, 'stbir_jax.data.synth')
   try:
-    synthetic = importlib.import_module('stbir_jax.data.synthetic')
+    synthetic = importlib.import_module('stbir_jax.data.synth')
   except ImportError:
-    pytest.skip('stbir_jax.data.synthetic is not written yet')
+    pytest.skip('stbir_jax.data.synth is not written yet')
   pipeline = _pipeline()
   c = smoke_config(tmp_path)
-  pipeline.ensure_built(c)
-  b = next(pipeline.train_iterator(c))
+  pipeline.ensure_built(c.data)
+  b = next(_train_iterator(c))
   assert b['image'].shape == (8, 32, 32, 3) and b['has_sketch'].all() and b['has_text'].all()
   assert b['sketch'].max() > 0 and b['text_mask'].sum(1).min() > 2
   assert (b['family'][:4] == b['family'][0]).all()
-  g = list(pipeline.eval_gallery(c, 'shoes', 'test'))
+  g = list(_eval_gallery(c, 'shoes', 'test'))
   assert sum(int(x['valid'].sum()) for x in g) == synthetic.num_instances(
       'shoes', 'test', synthetic.SynthSpec.from_config(c.data))
 
@@ -502,18 +515,17 @@ def test_real_generator_smoke(stub, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_worker_processes_match_in_process(built):
   """num_workers > 0 (Grain worker processes) yields the same stream and resumes exactly."""
-  pipeline = _pipeline()
-  want = _take(pipeline.train_iterator(built), 6)
+  want = _take(_train_iterator(built), 6)
   c = built.copy_and_resolve_references()
   c.data.num_workers = 2
-  it = pipeline.train_iterator(c)
+  it = _train_iterator(c)
   got = _take(it, 3)
   state = it.get_state()
   got += _take(it, 3)
   it.close()
   for x, y in zip(want, got):
     _same(x, y)
-  it = pipeline.train_iterator(c)
+  it = _train_iterator(c)
   it.set_state(state)
   for x, y in zip(want[3:], _take(it, 3)):
     _same(x, y)

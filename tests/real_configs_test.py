@@ -77,7 +77,7 @@ def test_real_variant_reads_its_prepared_data(name, tmp_path):
   config = _prepared_config(name, tmp_path)
   config.train.batch_size = 4
   config.eval.batch_size = 2
-  names = pipeline.category_names(config)
+  names = pipeline.category_names(config.data)
   expected = EXPECTED[name]
   records = {split: _by_instance(config, name, split) for split in expected}
   for split, photos in expected.items():
@@ -87,7 +87,9 @@ def test_real_variant_reads_its_prepared_data(name, tmp_path):
 
   tok = tokenizer_lib.get_tokenizer(config.data.tokenizer)
   train_records = records['train']
-  stream = pipeline.train_iterator(config)  # what training reads: Grain, threads and all
+  # What training reads: Grain, threads and all.
+  stream = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                   seed=config.train.seed)
   batches = [next(stream) for _ in range(-(-len(train_records) // 4))]
   assert batches[0]['image'].shape == (4, R, R, 3) and batches[0]['sketch'].shape == (4, R, R)
   assert batches[0]['text_ids'].shape == (4, config.data.max_text_len)
@@ -110,11 +112,13 @@ def test_real_variant_reads_its_prepared_data(name, tmp_path):
 
   # Evaluation: every test photo once in the gallery; query j of a photo is its sketch j.
   test_records = records['test']
-  gallery = list(_rows(pipeline.eval_gallery(config, name, 'test')))
+  gallery = list(_rows(pipeline.eval_gallery(config.data, name, 'test',
+                                             batch_size=config.eval.batch_size)))
   assert sorted(int(r['instance']) for r in gallery) == sorted(test_records)
   for row in gallery:
     np.testing.assert_array_equal(row['image'], test_records[int(row['instance'])]['image'])
-  queries = list(_rows(pipeline.eval_queries(config, name, 'test')))
+  queries = list(_rows(pipeline.eval_queries(config.data, name, 'test',
+                                             batch_size=config.eval.batch_size)))
   assert len(queries) == sum(max(s, t) for s, t in expected['test'].values())
   for q in queries:
     rec = test_records[int(q['instance'])]

@@ -30,10 +30,10 @@ import math
 
 import numpy as np
 
-from stbir_jax.data import synthetic
+from stbir_jax.data import names, synth
 
 MODES = ('sketch', 'text', 'sketch+text')
-# The drawer's perturbation ranges (synthetic._render_sketch).
+# The drawer's perturbation ranges (synth.render.render_sketch).
 DRAWER_ROTATION = math.radians(4.0)
 DRAWER_SCALE = (0.95, 1.04)
 DRAWER_SHIFT = 0.03          # fraction of the resolution
@@ -46,11 +46,11 @@ class Photo:
   """The ground truth of one gallery photo and its queries."""
   instance: int
   structure_key: tuple        # (family, structural variant): what a sketch shows
-  category: object            # synthetic._Category
+  category: object            # synth.categories.Category
   appearance: dict
   pose: tuple                 # (A (2, 2), b (2,)) object -> pixels
   drawer_poses: list          # per sketch: rotation, scale, shift
-  text_choices: list          # per description: synthetic._text_choices
+  text_choices: list          # per description: synth.descriptions.text_choices
   texts: list
 
 
@@ -100,7 +100,7 @@ def _category_probability(choices, category) -> float:
 
 def text_likelihood(words: str, choices: dict, photo: Photo) -> float:
   """p(description | photo) up to a constant shared by all photos."""
-  if synthetic.text_from_choices(choices, photo.category, photo.appearance) != words:
+  if synth.text_from_choices(choices, photo.category, photo.appearance) != words:
     return 0.0
   patterned = photo.appearance['pattern'] != 'plain'
   if choices['with_pattern']:
@@ -140,9 +140,9 @@ def bayes_acc_at_1(likelihoods: np.ndarray, target: np.ndarray) -> float:
   return float(np.mean(hit / ties.sum(axis=1)))
 
 
-def photos(config_name: str, split: str, spec: synthetic.SynthSpec) -> list:
+def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
   gallery = []
-  for record, params in synthetic.generate_with_params(config_name, split, spec):
+  for record, params in synth.generate_with_params(config_name, split, spec):
     gallery.append(Photo(
         instance=int(record['instance']),
         structure_key=(int(record['family']), params['structural_variant']),
@@ -152,7 +152,7 @@ def photos(config_name: str, split: str, spec: synthetic.SynthSpec) -> list:
   return gallery
 
 
-def ceiling(config_name: str, split: str, spec: synthetic.SynthSpec, modes=MODES) -> dict:
+def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES) -> dict:
   """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
   T, as data/pipeline.eval_queries), every query against the whole split's gallery."""
   gallery = photos(config_name, split, spec)
@@ -179,14 +179,14 @@ def ceiling(config_name: str, split: str, spec: synthetic.SynthSpec, modes=MODES
   return out
 
 
-def spec_from_config(config) -> synthetic.SynthSpec:
-  return synthetic.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
+def spec_from_config(config) -> synth.SynthSpec:
+  return synth.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
 
 
 def for_config(config, cache=None):
   """{dataset configuration: {mode: ceiling}} of a run's evaluation split, or None for data that
   is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when present."""
-  if config.data.name != 'stbir_synth':
+  if config.data.name != names.SYNTH:
     return None
   if cache is not None and cache.exists():
     return json.loads(cache.read_text())

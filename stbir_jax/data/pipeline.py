@@ -1,5 +1,9 @@
 """The input pipeline (Grain): host batches of numpy arrays for training and evaluation.
 
+It takes its part of the config, as big_vision's input pipeline does: `data` (config.data) and,
+for training, the global batch size and seed (config.train.batch_size, config.train.seed); for
+evaluation, the eval batch size (config.eval.batch_size); and the process index/count.
+
 Data comes from TFDS dataset directories in `config.data.data_dir` ('' = $TFDS_DATA_DIR or
 ~/tensorflow_datasets), one per entry of `config.data.configs`:
 
@@ -19,7 +23,7 @@ Batch fields (B = config.train.batch_size // process_count, R = resolution, L = 
 
   image uint8 (B,R,R,3)   sketch uint8 (B,R,R) stroke-order map   text_ids/text_mask int32 (B,L)
   has_sketch/has_text bool (B,)  (False, with zeros, when the record has no sketch/text)
-  category int32 (B,)  index into `category_names(config)` (all configurations, in order)
+  category int32 (B,)  index into `category_names(config.data)` (all configurations, in order)
   instance/family int32 (B,)  globally unique: configuration k adds k * ID_STRIDE
                               (a family of -1, "no family", stays -1)
 
@@ -56,11 +60,9 @@ from absl import logging
 
 from stbir_jax.data import schema
 from stbir_jax.data import tokenizer as tokenizer_lib
+from stbir_jax.data.names import REAL_DATASETS, SPLITS, SYNTH
 
-SYNTH = 'stbir_synth'
-PREPARED_NAMES = ('shoev2', 'chairv2', 'sketchy', 'fscoco', 'manifest')
 PREPARED_VERSION = '1.0.0'
-SPLITS = ('train', 'validation', 'test')
 # instance and family ids of configuration k are offset by k * ID_STRIDE (int32 fits 127 of them).
 ID_STRIDE = 1 << 24
 _MASK64 = (1 << 64) - 1
@@ -78,27 +80,27 @@ class DataError(ValueError):
 # ------------------------------------------------------------------------------------ locations
 
 
-def data_dir(config) -> str:
-  d = config.data.data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
+def data_dir(data) -> str:
+  d = data.data_dir or os.environ.get('TFDS_DATA_DIR') or '~/tensorflow_datasets'
   return os.path.abspath(os.path.expanduser(d))
 
 
 def _synthetic():
   import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module('stbir_jax.data.synthetic')
+  return importlib.import_module('stbir_jax.data.synth')
 
 
-def _is_synth(config) -> bool:
-  return config.data.name == SYNTH
+def _is_synth(data) -> bool:
+  return data.name == SYNTH
 
 
-def _synth_builder(config, dataset_config: str):
+def _synth_builder(data, dataset_config: str):
   synthetic = _synthetic()
   if dataset_config not in synthetic.CONFIGS:
     raise DataError(f'Unknown {SYNTH} configuration {dataset_config!r} (config.data.configs); '
                     f'valid configurations: {", ".join(synthetic.CONFIGS)}')
-  spec = synthetic.SynthSpec.from_config(config.data)
-  return _cached_builder(synthetic, dataset_config, spec, data_dir(config))
+  spec = synthetic.SynthSpec.from_config(data)
+  return _cached_builder(synthetic, dataset_config, spec, data_dir(data))
 
 
 @functools.lru_cache(maxsize=64)
@@ -109,29 +111,29 @@ def _cached_builder(synthetic, dataset_config, spec, directory):
   return stbir_synth.builder_for(dataset_config, spec, directory)
 
 
-def dataset_path(config, dataset_config: str) -> str:
+def dataset_path(data, dataset_config: str) -> str:
   """The TFDS dataset directory (holding dataset_info.json) of one configuration."""
-  if _is_synth(config):
-    return os.fspath(_synth_builder(config, dataset_config).data_dir)
-  return os.path.join(data_dir(config), dataset_config, PREPARED_VERSION)
+  if _is_synth(data):
+    return os.fspath(_synth_builder(data, dataset_config).data_dir)
+  return os.path.join(data_dir(data), dataset_config, PREPARED_VERSION)
 
 
-def _check_exists(config, dataset_config: str, path: str) -> None:
+def _check_exists(data, dataset_config: str, path: str) -> None:
   if os.path.isfile(os.path.join(path, 'dataset_info.json')):
     return
-  if _is_synth(config):
+  if _is_synth(data):
     hint = ''
     if os.path.basename(os.path.dirname(path)) == dataset_config:  # default generator sizes
       hint = (f' or `tfds build stbir_jax/data/stbir_synth.py --config={dataset_config} '
-              f'--data_dir={data_dir(config)}`')
+              f'--data_dir={data_dir(data)}`')
     raise DataError(f'{SYNTH}/{dataset_config} is not built in {path}; call '
-                    f'stbir_jax.data.pipeline.ensure_built(config){hint}.')
+                    f'stbir_jax.data.pipeline.ensure_built(config.data){hint}.')
   raise DataError(
       f'No prepared dataset {dataset_config!r} in {path} (dataset_info.json missing); '
-      f'config.data.name={config.data.name!r} reads DATA_DIR/<entry of config.data.configs>/'
+      f'config.data.name={data.name!r} reads DATA_DIR/<entry of config.data.configs>/'
       f'{PREPARED_VERSION}. Create it with: python -m stbir_jax.data.prepare '
-      f'--format={config.data.name} --src=SOURCE_DIR --name={dataset_config} '
-      f'--out={data_dir(config)}')
+      f'--format={data.name} --src=SOURCE_DIR --name={dataset_config} '
+      f'--out={data_dir(data)}')
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -227,17 +229,17 @@ def _scan(path, split, source):
   return out
 
 
-def _data_source(config, dataset_config: str, split: str) -> _Split:
+def _data_source(data, dataset_config: str, split: str) -> _Split:
   """The records of one configuration and split; the only place that knows where data lives."""
   if split not in SPLITS:
     raise DataError(f'Unknown split {split!r}; valid splits: {", ".join(SPLITS)}')
-  path = dataset_path(config, dataset_config)
-  _check_exists(config, dataset_config, path)
+  path = dataset_path(data, dataset_config)
+  _check_exists(data, dataset_config, path)
   # Synthetic and prepared datasets alike: tfds.builder_from_directory(path).as_data_source.
-  source = _cached_split(f'{config.data.name}/{dataset_config} at {path}', path, split)
-  if source.resolution != config.data.resolution:
+  source = _cached_split(f'{data.name}/{dataset_config} at {path}', path, split)
+  if source.resolution != data.resolution:
     raise DataError(f'{source.label} stores {source.resolution} px images but '
-                    f'config.data.resolution={config.data.resolution}; set it to '
+                    f'config.data.resolution={data.resolution}; set it to '
                     f'{source.resolution} or rebuild/re-prepare the data at that resolution.')
   return source
 
@@ -250,38 +252,38 @@ def _cached_split(label, path, split) -> _Split:
 # ------------------------------------------------------------------------------------ metadata
 
 
-def _configs(config) -> list:
-  names = list(config.data.configs)
+def _configs(data) -> list:
+  names = list(data.configs)
   if not names:
     raise DataError('config.data.configs is empty; name at least one configuration.')
   if len(names) >= (1 << 31) // ID_STRIDE:
     raise DataError(f'At most {(1 << 31) // ID_STRIDE - 1} entries in config.data.configs.')
-  if _is_synth(config):
+  if _is_synth(data):
     valid = tuple(_synthetic().CONFIGS)
     for name in names:
       if name not in valid:
         raise DataError(f'Unknown {SYNTH} configuration {name!r} in config.data.configs; valid '
                         f'configurations: {", ".join(valid)}')
-  elif config.data.name not in PREPARED_NAMES:
-    raise DataError(f'Unknown dataset config.data.name={config.data.name!r}; valid names: '
-                    f'{", ".join((SYNTH,) + PREPARED_NAMES)}')
+  elif data.name not in REAL_DATASETS:
+    raise DataError(f'Unknown dataset config.data.name={data.name!r}; valid names: '
+                    f'{", ".join((SYNTH,) + REAL_DATASETS)}')
   return names
 
 
-def _config_categories(config, dataset_config: str) -> list:
-  if _is_synth(config):
+def _config_categories(data, dataset_config: str) -> list:
+  if _is_synth(data):
     return list(_synthetic().CONFIGS[dataset_config])
-  path = dataset_path(config, dataset_config)
-  _check_exists(config, dataset_config, path)
+  path = dataset_path(data, dataset_config)
+  _check_exists(data, dataset_config, path)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return list(tfds.builder_from_directory(path).info.features['category'].names)
 
 
-def category_names(config) -> list:
+def category_names(data) -> list:
   """Global category list: the categories of every configuration of config.data.configs."""
   names = []
-  for dataset_config in _configs(config):
-    names += _config_categories(config, dataset_config)
+  for dataset_config in _configs(data):
+    names += _config_categories(data, dataset_config)
   return names
 
 
@@ -291,17 +293,17 @@ class _Offsets:
   ids: int  # added to instance and family ids
 
 
-def _offsets(config, dataset_config: str) -> _Offsets:
-  names = _configs(config)
+def _offsets(data, dataset_config: str) -> _Offsets:
+  names = _configs(data)
   if dataset_config not in names:
     raise DataError(f'Dataset configuration {dataset_config!r} is not in config.data.configs '
                     f'({", ".join(names)}).')
   k = names.index(dataset_config)
-  category = sum(len(_config_categories(config, n)) for n in names[:k])
+  category = sum(len(_config_categories(data, n)) for n in names[:k])
   return _Offsets(category=category, ids=k * ID_STRIDE)
 
 
-def ensure_built(config) -> None:
+def ensure_built(data) -> None:
   """Builds every missing stbir_synth configuration of config.data.configs (prints progress);
   for prepared datasets, checks that they exist and raises naming the directory otherwise.
 
@@ -309,15 +311,15 @@ def ensure_built(config) -> None:
   `python -m stbir_jax.data.stbir_synth`); every process calling this on missing data would
   build its own copy.
   """
-  for dataset_config in _configs(config):
-    path = dataset_path(config, dataset_config)
+  for dataset_config in _configs(data):
+    path = dataset_path(data, dataset_config)
     if os.path.isfile(os.path.join(path, 'dataset_info.json')):
       continue
-    if not _is_synth(config):
-      _check_exists(config, dataset_config, path)
-    builder = _synth_builder(config, dataset_config)
+    if not _is_synth(data):
+      _check_exists(data, dataset_config, path)
+    builder = _synth_builder(data, dataset_config)
     synthetic = _synthetic()
-    spec = synthetic.SynthSpec.from_config(config.data)
+    spec = synthetic.SynthSpec.from_config(data)
     n = sum(synthetic.num_instances(dataset_config, s, spec) for s in synthetic.SPLITS)
     print(f'Building {SYNTH}/{builder.builder_config.name} ({n:,} photos) into {path} ...',
           file=sys.stderr, flush=True)
@@ -327,8 +329,8 @@ def ensure_built(config) -> None:
           file=sys.stderr, flush=True)
 
 
-def bad_record_policy(config) -> str:
-  policy = config.data.get('on_bad_record', 'error')
+def bad_record_policy(data) -> str:
+  policy = data.get('on_bad_record', 'error')
   if policy not in BAD_RECORD_POLICIES:
     raise DataError(f'config.data.on_bad_record={policy!r}; valid policies: '
                     f'{", ".join(BAD_RECORD_POLICIES)}.')
@@ -345,9 +347,9 @@ def _require_parsable(source: _Split, meta: dict, hint: str = '') -> None:
       raise DataError(f'{e}{hint}') from e
 
 
-def dataset_sizes(config, dataset_config: str, split: str) -> dict:
+def dataset_sizes(data, dataset_config: str, split: str) -> dict:
   """{'photos': gallery size, 'queries': number of eval queries} of one configuration/split."""
-  source = _data_source(config, dataset_config, split)
+  source = _data_source(data, dataset_config, split)
   meta = source.scan()
   _require_parsable(source, meta)
   return {'photos': int(len(meta['instance'])),
@@ -571,23 +573,25 @@ class _TrainElements(grain.MapDataset):
                     'records; rebuild or re-prepare it.')
 
 
-def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
-                  seed=None) -> grain.MapDataset:
-  """The infinite MapDataset of process-local training batches (see the module docstring)."""
-  global_batch = int(config.train.batch_size)
+def train_dataset(data, *, batch_size: int, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.MapDataset:
+  """The infinite MapDataset of process-local training batches (see the module docstring):
+  `data` is config.data, `batch_size` the global batch (config.train.batch_size), `seed` the
+  stream's seed (config.train.seed)."""
+  global_batch = int(batch_size)
   if process_count < 1 or not 0 <= process_index < process_count:
     raise DataError(f'process_index={process_index} must be in [0, process_count={process_count})')
   if global_batch % process_count:
     raise DataError(f'config.train.batch_size={global_batch} is not divisible by '
                     f'{process_count} processes.')
-  group = int(config.data.family_group)
+  group = int(data.family_group)
   if group < 1:
     raise DataError(f'config.data.family_group={group} must be >= 1.')
-  policy = bad_record_policy(config)
-  seed = int(config.train.seed if seed is None else seed)
+  policy = bad_record_policy(data)
+  seed = int(seed)
   sources, offsets, families, config_ids = [], [], [], []
-  for k, name in enumerate(_configs(config)):
-    source = _data_source(config, name, 'train')
+  for k, name in enumerate(_configs(data)):
+    source = _data_source(data, name, 'train')
     if not len(source):
       raise DataError(f'{source.label} split "train" is empty.')
     meta = source.scan()
@@ -595,22 +599,24 @@ def train_dataset(config, *, process_index: int = 0, process_count: int = 1,
       _require_parsable(source, meta, _SKIP_HINT)
     # else unparsable records stay in the order, each its own family, and are skipped there.
     sources.append(source)
-    offsets.append(_offsets(config, name))
+    offsets.append(_offsets(data, name))
     families.append(meta['family'])
     config_ids.append(np.full(len(source), k))
   family = _family_groups(np.concatenate(families), np.concatenate(config_ids))
-  elements = _TrainElements(sources, offsets, family, group, seed, int(config.data.resolution),
+  elements = _TrainElements(sources, offsets, family, group, seed, int(data.resolution),
                             global_batch, global_batch // process_count, process_index,
                             on_bad_record=policy)
   return (elements.batch(global_batch // process_count, drop_remainder=True)
-          .map(_Tokenize(config.data.tokenizer, config.data.max_text_len)))
+          .map(_Tokenize(data.tokenizer, data.max_text_len)))
 
 
-def train_iterator(config, *, process_index: int = 0, process_count: int = 1,
-                   seed=None) -> grain.DatasetIterator:
-  """Infinite iterator of process-local training batches; get_state/set_state resume exactly."""
-  ds = train_dataset(config, process_index=process_index, process_count=process_count, seed=seed)
-  workers = int(config.data.num_workers)
+def train_iterator(data, *, batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1) -> grain.DatasetIterator:
+  """Infinite iterator of process-local training batches; get_state/set_state resume exactly.
+  Arguments as train_dataset's."""
+  ds = train_dataset(data, batch_size=batch_size, seed=seed, process_index=process_index,
+                     process_count=process_count)
+  workers = int(data.num_workers)
   if workers > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
     if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside absl.app use defaults
@@ -628,8 +634,8 @@ def train_iterator(config, *, process_index: int = 0, process_count: int = 1,
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def _eval_batch_rows(config, process_index: int, process_count: int):
-  size = int(config.eval.batch_size)
+def _eval_batch_rows(batch_size: int, process_index: int, process_count: int):
+  size = int(batch_size)
   if process_count < 1 or not 0 <= process_index < process_count or size % process_count:
     raise DataError(f'config.eval.batch_size={size} must be divisible by process_count='
                     f'{process_count} and 0 <= process_index={process_index} < it.')
@@ -653,11 +659,11 @@ def _stack(rows: list, template: dict, size: int) -> dict:
   return out
 
 
-def _padded_batches(items, make_row, config, process_index, process_count,
+def _padded_batches(items, make_row, data, batch_size, process_index, process_count,
                     tokenize: bool) -> Iterator[dict]:
   """Groups `items` into global eval batches, yields this process's rows (padded, `valid`)."""
-  size, lo, hi = _eval_batch_rows(config, process_index, process_count)
-  tok = _Tokenize(config.data.tokenizer, config.data.max_text_len) if tokenize else None
+  size, lo, hi = _eval_batch_rows(batch_size, process_index, process_count)
+  tok = _Tokenize(data.tokenizer, data.max_text_len) if tokenize else None
   for start in range(0, len(items), size):
     mine = items[start + lo:start + hi]
     rows = [make_row(item) for item in mine]
@@ -666,39 +672,40 @@ def _padded_batches(items, make_row, config, process_index, process_count,
     yield tok(batch) if tok else batch
 
 
-def eval_gallery(config, dataset_config: str, split: str, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict]:
-  """Every photo of the split once: image, instance, category, family, valid (padded batches).
+def eval_gallery(data, dataset_config: str, split: str, *, batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+  """Every photo of the split once: image, instance, category, family, valid (padded batches
+  of the global `batch_size`, config.eval.batch_size; `data` is config.data).
 
   With process_count > 1, each process yields its rows [p*b, (p+1)*b) of every global batch
-  (b = eval.batch_size // process_count), as for training.
+  (b = batch_size // process_count), as for training.
   """
-  offsets = _offsets(config, dataset_config)
-  source = _data_source(config, dataset_config, split)
-  r = int(config.data.resolution)
+  offsets = _offsets(data, dataset_config)
+  source = _data_source(data, dataset_config, split)
+  r = int(data.resolution)
   keys = ('image', 'instance', 'category', 'family')
 
   def row(index):
     ex = _decode_example(source, index, offsets, r, -1, -1)
     return {k: ex[k] for k in keys}
 
-  return _padded_batches(list(range(len(source))), row, config, process_index, process_count,
-                         tokenize=False)
+  return _padded_batches(list(range(len(source))), row, data, batch_size, process_index,
+                         process_count, tokenize=False)
 
 
-def eval_queries(config, dataset_config: str, split: str, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict]:
+def eval_queries(data, dataset_config: str, split: str, *, batch_size: int,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Every query once: query j of a photo is (sketch j, text j mod T) for j < max(S, T), with
   has_sketch False when j >= S and has_text False when T == 0.
 
   Fields sketch, text_ids, text_mask, has_sketch, has_text, instance (the target photo),
-  category, family, query_index, valid; padded batches of config.eval.batch_size.
+  category, family, query_index, valid; padded batches as eval_gallery's.
   """
-  offsets = _offsets(config, dataset_config)
-  source = _data_source(config, dataset_config, split)
+  offsets = _offsets(data, dataset_config)
+  source = _data_source(data, dataset_config, split)
   meta = source.scan()
   _require_parsable(source, meta)  # an unparsable record would silently lose its queries
-  r = int(config.data.resolution)
+  r = int(data.resolution)
   num = np.maximum(meta['num_sketches'], meta['num_texts'])
   items = [(int(i), j) for i in range(len(num)) for j in range(int(num[i]))]
 
@@ -711,4 +718,5 @@ def eval_queries(config, dataset_config: str, split: str, *, process_index: int 
     ex['query_index'] = np.int32(j)
     return ex
 
-  return _padded_batches(items, row, config, process_index, process_count, tokenize=True)
+  return _padded_batches(items, row, data, batch_size, process_index, process_count,
+                         tokenize=True)

@@ -14,7 +14,8 @@ from absl import flags
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from stbir_jax.data import synthetic
+from stbir_jax.data import synth
+from stbir_jax.data.synth import spec as synth_spec
 
 FLAGS = flags.FLAGS
 
@@ -22,8 +23,8 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Defined only when run as a program: the library part (family_grid) is imported next to
   other programs' flags (e.g. stbir_jax.main's --config) by tests and notebooks."""
-  flags.DEFINE_string('config', 'shoes', f'one of {", ".join(synthetic.CONFIGS)}')
-  flags.DEFINE_string('split', 'test', f'one of {", ".join(synthetic.SPLITS)}')
+  flags.DEFINE_string('config', 'shoes', f'one of {", ".join(synth.CONFIGS)}')
+  flags.DEFINE_string('split', 'test', f'one of {", ".join(synth.SPLITS)}')
   flags.DEFINE_integer('family', 0, 'family index within the split (0-based)')
   flags.DEFINE_string('out', 'grid.png', 'output PNG path')
   flags.DEFINE_integer('resolution', 128, 'image resolution in pixels')
@@ -50,7 +51,7 @@ def family_grid(config_name, split, family, spec, sketch_index=0):
   n = spec.families(split)
   if not 0 <= family < n:
     raise ValueError(f'--family={family} out of range: split {split!r} has {n} families')
-  items = list(synthetic.family_with_params(config_name, split, spec, family))
+  items = list(synth.family_with_params(config_name, split, spec, family))
   K, M, R = spec.structural_variants, spec.appearance_variants, spec.resolution
   font = ImageFont.load_default()
   line_h, chars = 11, max(20, (2 * R) // 6)
@@ -59,7 +60,7 @@ def family_grid(config_name, split, family, spec, sketch_index=0):
   head = 20
   canvas = Image.new('RGB', (M * cell_w + 8, K * cell_h + head + 8), (255, 255, 255))
   draw = ImageDraw.Draw(canvas)
-  cat = synthetic.CONFIGS[config_name][items[0][0]['category']]
+  cat = synth.CONFIGS[config_name][items[0][0]['category']]
   draw.text((6, 4), f'{config_name}/{split} family {items[0][0]["family"]} ({cat}): rows = '
             f'structural variants, columns = appearance variants', fill=(0, 0, 0), font=font)
   for record, params in items:
@@ -78,9 +79,9 @@ def family_grid(config_name, split, family, spec, sketch_index=0):
 
 def main(argv):
   del argv
-  synthetic._config_index(FLAGS.config)
-  synthetic._split_index(FLAGS.split)
-  spec = synthetic.SynthSpec(resolution=FLAGS.resolution, seed=FLAGS.seed)
+  synth_spec.config_index(FLAGS.config)
+  synth_spec.split_index(FLAGS.split)
+  spec = synth.SynthSpec(resolution=FLAGS.resolution, seed=FLAGS.seed)
   family_grid(FLAGS.config, FLAGS.split, FLAGS.family, spec, FLAGS.sketch).save(FLAGS.out)
   print(f'wrote {FLAGS.out}')
 

@@ -1,4 +1,4 @@
-"""TFDS builder for STBIR-Synth, the procedural benchmark of stbir_jax.data.synthetic.
+"""TFDS builder for STBIR-Synth, the procedural benchmark of stbir_jax.data.synth.
 
 Configs are named by configuration and generator spec, so datasets of different sizes never
 share a directory: `shoes`, `chairs`, `daily` are the default spec (64 px, 256/16/64 families of
@@ -30,18 +30,18 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 try:
-  from stbir_jax.data import schema
+  from stbir_jax.data import names, schema
 except ImportError:  # `tfds build stbir_jax/data/stbir_synth.py` from a checkout, not installed
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-  from stbir_jax.data import schema
+  from stbir_jax.data import names, schema
 
-NAME = 'stbir_synth'
+NAME = names.SYNTH
 VERSION = '1.0.0'
 
 
 def _synthetic():
   # Looked up on use (in sys.modules) so tests can substitute a small generator module.
-  return importlib.import_module('stbir_jax.data.synthetic')
+  return importlib.import_module('stbir_jax.data.synth')
 
 
 def config_names() -> tuple:

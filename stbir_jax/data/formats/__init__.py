@@ -5,15 +5,17 @@ only lists files and pairs them (photo, its sketches, texts, category, split). D
 writing happen in stbir_jax/data/prepare.py. docs/datasets.md describes every layout.
 """
 
+from stbir_jax.data import names
 from stbir_jax.data.formats import fscoco, manifest, qmul, sketchy, stbir_demo
 from stbir_jax.data.formats.common import Item, Options, PrepareError, Report, SketchRef
 
+# One reader per real dataset of names.REAL_DATASETS, plus STBIR_demo's own JSONL files.
 READERS = {
-    'shoev2': qmul.read_shoev2,
-    'chairv2': qmul.read_chairv2,
-    'sketchy': sketchy.read,
-    'fscoco': fscoco.read,
-    'manifest': manifest.read,
+    names.SHOEV2: qmul.read_shoev2,
+    names.CHAIRV2: qmul.read_chairv2,
+    names.SKETCHY: sketchy.read,
+    names.FSCOCO: fscoco.read,
+    names.MANIFEST: manifest.read,
     'stbir_demo': stbir_demo.read,
 }
 FORMATS = tuple(READERS)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from stbir_jax.data import sketch_io
 
-SPLITS = ('train', 'validation', 'test')
 PHOTO_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 TEST_PERCENT = 10  # hash split: this share of photos goes to 'test'
 
@@ -108,6 +107,27 @@ def hash_split(key: str) -> str:
   """Deterministic 90/10 train/test split from the sha1 of the photo id."""
   h = int(hashlib.sha1(key.encode('utf-8')).hexdigest(), 16)
   return 'test' if h % 100 < TEST_PERCENT else 'train'
+
+
+def jsonl_objects(path: Path, skip_comments: bool = False):
+  """(line number, 'path:line' for error messages, object) of every non-blank line of a JSONL
+  manifest; `skip_comments` also skips lines starting with '#'. Raises PrepareError naming the
+  file, or the file and line: unreadable, bad JSON, not a JSON object."""
+  try:
+    lines = path.read_text(encoding='utf-8').splitlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise PrepareError(f'{path}: cannot read manifest: {e}') from None
+  for n, line in enumerate(lines, start=1):
+    where = f'{path}:{n}'
+    if not line.strip() or (skip_comments and line.lstrip().startswith('#')):
+      continue
+    try:
+      obj = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise PrepareError(f'{where}: bad JSON ({e.msg} at column {e.colno})') from None
+    if not isinstance(obj, dict):
+      raise PrepareError(f'{where}: expected a JSON object, got {type(obj).__name__}')
+    yield n, where, obj
 
 
 def require_dir(path: Path, what: str) -> Path:

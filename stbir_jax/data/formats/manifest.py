@@ -19,11 +19,11 @@ missing sketch is skipped and a missing photo drops the line, both recorded in t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from stbir_jax.data.formats import common
+from stbir_jax.data.names import SPLITS
 
 KEYS = ('image', 'sketches', 'texts', 'category', 'split', 'id')
 DEFAULT_CATEGORY = 'object'
@@ -51,21 +51,7 @@ def read(src: Path, report: common.Report, options: common.Options):
           'relative and stay inside it (pass --allow_outside_root to read it anyway)')
     return path
   items, seen = [], {}
-  try:
-    lines = src.read_text(encoding='utf-8').splitlines()
-  except (OSError, UnicodeDecodeError) as e:
-    raise common.PrepareError(f'{src}: cannot read manifest: {e}') from None
-
-  for n, line in enumerate(lines, start=1):
-    where = f'{src}:{n}'
-    if not line.strip() or line.lstrip().startswith('#'):
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise common.PrepareError(f'{where}: bad JSON ({e.msg} at column {e.colno})') from None
-    if not isinstance(obj, dict):
-      raise common.PrepareError(f'{where}: expected a JSON object, got {type(obj).__name__}')
+  for n, where, obj in common.jsonl_objects(src, skip_comments=True):
     unknown = sorted(set(obj) - set(KEYS))
     if unknown:
       hint = ('; this is an STBIR_demo line: use --format=stbir_demo'
@@ -97,8 +83,8 @@ def read(src: Path, report: common.Report, options: common.Options):
           f'{where}: duplicate id {photo_id!r} (first on line {seen[photo_id]})')
     seen[photo_id] = n
     split = obj.get('split', common.hash_split(photo_id))
-    if split not in common.SPLITS:
-      raise common.PrepareError(f'{where}: split {split!r}; valid: {", ".join(common.SPLITS)}')
+    if split not in SPLITS:
+      raise common.PrepareError(f'{where}: split {split!r}; valid: {", ".join(SPLITS)}')
     category = obj.get('category', DEFAULT_CATEGORY)
     if not isinstance(category, str) or not category:
       raise common.PrepareError(f'{where}: "category" must be a non-empty string')

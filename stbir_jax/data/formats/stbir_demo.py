@@ -26,17 +26,17 @@ photo drops the line, both recorded in the report).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from stbir_jax.data.formats import common
+from stbir_jax.data.names import SPLITS
 
 KEYS = ('id', 'category', 'split', 'source', 'image', 'text', 'positive_sketches',
         'negative_sketches', 'negative_images', 'negative_texts', 'virtual_class')
 REQUIRED = ('id', 'category', 'split', 'image')
 NEGATIVES = ('negative_sketches', 'negative_images', 'negative_texts')
-SPLITS = {'train': 'train', 'val': 'validation', 'validation': 'validation', 'test': 'test'}
+SOURCE_SPLITS = {**{split: split for split in SPLITS}, 'val': 'validation'}  # STBIR_demo's 'val'
 
 
 def _manifest_files(src: Path) -> list:
@@ -69,25 +69,6 @@ def _inside(root: Path, rel: str, where: str, what: str) -> Path:
   return path
 
 
-def _line_objects(path: Path):
-  """(where, object) of every non-blank line of one manifest file."""
-  try:
-    lines = path.read_text(encoding='utf-8').splitlines()
-  except (OSError, UnicodeDecodeError) as e:
-    raise common.PrepareError(f'{path}: cannot read manifest: {e}') from None
-  for n, line in enumerate(lines, start=1):
-    where = f'{path}:{n}'
-    if not line.strip():
-      continue
-    try:
-      obj = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise common.PrepareError(f'{where}: bad JSON ({e.msg} at column {e.colno})') from None
-    if not isinstance(obj, dict):
-      raise common.PrepareError(f'{where}: expected a JSON object, got {type(obj).__name__}')
-    yield where, obj
-
-
 def _check_types(obj: dict, where: str) -> None:
   unknown = sorted(set(obj) - set(KEYS))
   if unknown:
@@ -96,7 +77,7 @@ def _check_types(obj: dict, where: str) -> None:
   for key in REQUIRED:
     if not isinstance(obj.get(key), str) or not obj[key]:
       raise common.PrepareError(f'{where}: "{key}" (a non-empty string) is required')
-  if obj['split'] not in SPLITS:
+  if obj['split'] not in SOURCE_SPLITS:
     raise common.PrepareError(f'{where}: split {obj["split"]!r}; valid: train, val, test')
   for key in ('text', 'source'):
     if not isinstance(obj.get(key, ''), str):
@@ -115,7 +96,7 @@ def read(src: Path, report: common.Report, options: common.Options):
   root = _root(options)
   items, seen, clusters = [], {}, {}
   with_negatives = 0
-  for where, obj in (x for f in _manifest_files(src) for x in _line_objects(f)):
+  for _, where, obj in (x for f in _manifest_files(src) for x in common.jsonl_objects(f)):
     _check_types(obj, where)
     photo_id = obj['id']
     if photo_id in seen:
@@ -140,7 +121,7 @@ def read(src: Path, report: common.Report, options: common.Options):
         continue
       sketches.append(common.SketchRef(f'{photo_id}#{k}', path=path))
     text = obj.get('text', '').strip()
-    item = common.Item(photo_id=photo_id, image=image, split=SPLITS[obj['split']],
+    item = common.Item(photo_id=photo_id, image=image, split=SOURCE_SPLITS[obj['split']],
                        category=obj['category'], sketches=sketches, texts=[text] if text else [])
     if obj.get('virtual_class') is not None:
       clusters.setdefault((obj['category'], str(obj['virtual_class'])), []).append(item)

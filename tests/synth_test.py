@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from stbir_jax.data import show
-from stbir_jax.data import synthetic
+from stbir_jax.data import synth
 
-SPEC = synthetic.SynthSpec(resolution=32, train_families=4, validation_families=2, test_families=4,
+SPEC = synth.SynthSpec(resolution=32, train_families=4, validation_families=2, test_families=4,
                            structural_variants=3, appearance_variants=3, sketches_per_instance=2,
                            texts_per_instance=2, seed=7)
 
 
 def _records(config='shoes', split='test', spec=SPEC):
-  return list(synthetic.generate_with_params(config, split, spec))
+  return list(synth.generate_with_params(config, split, spec))
 
 
-@pytest.fixture(scope='module', params=list(synthetic.CONFIGS))
+@pytest.fixture(scope='module', params=list(synth.CONFIGS))
 def items(request):
   return request.param, _records(request.param)
 
@@ -25,7 +25,7 @@ def items(request):
 def test_determinism_and_seed():
   a = [r for r, _ in _records(spec=SPEC)]
   b = [r for r, _ in _records(spec=SPEC)]
-  c = [r for r, _ in _records(spec=synthetic.SynthSpec(**{**SPEC.__dict__, 'seed': 8}))]
+  c = [r for r, _ in _records(spec=synth.SynthSpec(**{**SPEC.__dict__, 'seed': 8}))]
   for x, y in zip(a, b):
     assert x['image'].tobytes() == y['image'].tobytes()
     assert x['sketches'].tobytes() == y['sketches'].tobytes()
@@ -34,7 +34,7 @@ def test_determinism_and_seed():
 
 
 def test_one_split_does_not_depend_on_another():
-  bigger_train = synthetic.SynthSpec(**{**SPEC.__dict__, 'train_families': 9})
+  bigger_train = synth.SynthSpec(**{**SPEC.__dict__, 'train_families': 9})
   a = [r for r, _ in _records(split='test')]
   b = [r for r, _ in _records(split='test', spec=bigger_train)]
   assert [x['image'].tobytes() for x in a] == [y['image'].tobytes() for y in b]
@@ -42,9 +42,9 @@ def test_one_split_does_not_depend_on_another():
 
 def test_splits_disjoint_and_ids_unique():
   families, instances = {}, []
-  for split in synthetic.SPLITS:
-    recs = list(synthetic.generate('chairs', split, SPEC))
-    assert len(recs) == synthetic.num_instances('chairs', split, SPEC)
+  for split in synth.SPLITS:
+    recs = list(synth.generate('chairs', split, SPEC))
+    assert len(recs) == synth.num_instances('chairs', split, SPEC)
     families[split] = {r['family'] for r in recs}
     instances += [r['instance'] for r in recs]
   assert len(families['train']) == 4 and len(families['test']) == 4
@@ -81,7 +81,7 @@ def test_record_schema_and_strokes(items):
     assert r['image'].shape == (r_, r_, 3) and r['image'].dtype == np.uint8
     assert r['sketches'].shape == (SPEC.sketches_per_instance, r_, r_, 1)
     assert r['sketches'].dtype == np.uint8
-    assert 0 <= r['category'] < len(synthetic.CONFIGS[config])
+    assert 0 <= r['category'] < len(synth.CONFIGS[config])
     assert r['instance'] == (r['family'] * 9 + p['structural_variant'] * 3
                              + p['appearance_variant'])
     for sk in r['sketches']:
@@ -96,9 +96,9 @@ def test_record_schema_and_strokes(items):
 
 def test_sketch_aligned_with_photo():
   # Sketch strokes fall on the photo's edges (up to the drawer's small offset) far above chance.
-  spec = synthetic.SynthSpec(**{**SPEC.__dict__, 'resolution': 64})
+  spec = synth.SynthSpec(**{**SPEC.__dict__, 'resolution': 64})
   ratios = []
-  for r, _ in list(synthetic.generate_with_params('daily', 'test', spec))[:8]:
+  for r, _ in list(synth.generate_with_params('daily', 'test', spec))[:8]:
     grey = r['image'].astype(float).mean(-1)
     edge = np.zeros_like(grey)
     edge[1:] += np.abs(np.diff(grey, axis=0))
@@ -113,7 +113,7 @@ def test_sketch_aligned_with_photo():
 
 
 def test_category_balance_and_texts_vague():
-  recs = list(synthetic.generate('daily', 'train', synthetic.SynthSpec(
+  recs = list(synth.generate('daily', 'train', synth.SynthSpec(
       resolution=32, train_families=6, structural_variants=2, appearance_variants=2,
       sketches_per_instance=1, texts_per_instance=3)))
   assert sorted({r['category'] for r in recs}) == list(range(6))
@@ -125,33 +125,33 @@ def test_category_balance_and_texts_vague():
 
 def test_errors_list_valid_names():
   with pytest.raises(ValueError, match=r"'boats'.*shoes, chairs, daily"):
-    list(synthetic.generate('boats', 'train', SPEC))
+    list(synth.generate('boats', 'train', SPEC))
   with pytest.raises(ValueError, match=r"'dev'.*train, validation, test"):
-    list(synthetic.generate('shoes', 'dev', SPEC))
+    list(synth.generate('shoes', 'dev', SPEC))
   with pytest.raises(ValueError, match='boats'):
-    synthetic.num_instances('boats', 'train', SPEC)
+    synth.num_instances('boats', 'train', SPEC)
   with pytest.raises(ValueError, match='appearance_variants'):
-    list(synthetic.generate('shoes', 'test', synthetic.SynthSpec(appearance_variants=13)))
+    list(synth.generate('shoes', 'test', synth.SynthSpec(appearance_variants=13)))
 
 
 def test_num_instances_and_from_config():
   from configs import base
   config = base.get_config('smoke')
-  spec = synthetic.SynthSpec.from_config(config.data)
+  spec = synth.SynthSpec.from_config(config.data)
   assert spec.resolution == 32 and spec.structural_variants == 2
-  for split in synthetic.SPLITS:
-    n = sum(1 for _ in synthetic.generate('shoes', split, spec))
-    assert n == synthetic.num_instances('shoes', split, spec) == spec.families(split) * 4
+  for split in synth.SPLITS:
+    n = sum(1 for _ in synth.generate('shoes', split, spec))
+    assert n == synth.num_instances('shoes', split, spec) == spec.families(split) * 4
   config.data.synth.bogus = 1
   with pytest.raises(ValueError, match='bogus'):
-    synthetic.SynthSpec.from_config(config.data)
+    synth.SynthSpec.from_config(config.data)
 
 
 def test_resolutions_and_viewer(tmp_path):
   for res in (128, 224):
-    spec = synthetic.SynthSpec(resolution=res, test_families=1, structural_variants=2,
+    spec = synth.SynthSpec(resolution=res, test_families=1, structural_variants=2,
                                appearance_variants=2, sketches_per_instance=1)
-    r = next(synthetic.generate('chairs', 'test', spec))
+    r = next(synth.generate('chairs', 'test', spec))
     assert r['image'].shape == (res, res, 3) and r['sketches'].shape == (1, res, res, 1)
   grid = show.family_grid('shoes', 'test', 1, SPEC)
   assert grid.size[0] > 3 * 2 * SPEC.resolution

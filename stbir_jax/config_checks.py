@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from stbir_jax import evaluate, losses
+from stbir_jax import curriculum, losses, query_modes
 from stbir_jax.data import pipeline
 from stbir_jax.models import fusion, layers, stbir, text
 
@@ -184,7 +184,7 @@ FIELDS = {
     'eval.batch_size': POSITIVE,
     'eval.split': choice(*pipeline.SPLITS),
     'eval.gallery_scope': choice('all', 'category'),
-    'eval.modes': names(*evaluate.MODES),
+    'eval.modes': names(*query_modes.MODES),
     'mesh.data': mesh_axis,
     'mesh.fsdp': mesh_axis,
     'mesh.model': mesh_axis,
@@ -199,7 +199,8 @@ BUCKET_FIELDS = {
 }
 
 # Leaves checked by their own code: train.validate_config (names, grad accumulation, lr scales),
-# stages.build_stages (the schedule), pipeline.bad_record_policy.
+# curriculum.check_config (kind, buckets), stages.build_stages (the schedule),
+# pipeline.bad_record_policy.
 CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curriculum.buckets',
                      'train.nan_policy', 'train.grad_accum_steps', 'optim.group_lr_scale',
                      'stages', 'eval.evaluators', 'eval.robustness_buckets')
@@ -236,6 +237,11 @@ def check_fields(config) -> None:
       if key in bucket and rule(bucket[key]):
         raise ConfigError(f'config.curriculum.buckets[{i}].{key}={bucket[key]!r}; expected '
                          f'{rule(bucket[key])}.')
+  if _get(config, 'curriculum') is not _MISSING:
+    try:  # the kind and the bucket table: curriculum.py's checks, not run while tracing
+      curriculum.check_config(config.curriculum)
+    except curriculum.CurriculumError as e:
+      raise ConfigError(str(e)) from None
   for where, kinds in _HEADS_DIVIDE:
     tower = _get(config, where)
     if tower is _MISSING or (kinds is not None and tower.get('kind') not in kinds):

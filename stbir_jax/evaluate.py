@@ -35,8 +35,8 @@ import numpy as np
 from absl import logging
 
 from stbir_jax import metrics, paths
+from stbir_jax.query_modes import MODES, apply_mode
 
-MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
 TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
@@ -49,21 +49,10 @@ class EvaluatorError(ValueError):
 
 def default_data_fns() -> dict:
   """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
-  from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
+  from stbir_jax import degradations  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return dict(eval_gallery=pipeline.eval_gallery, eval_queries=pipeline.eval_queries,
-              degrade_queries=curriculum.degrade_queries)
-
-
-def apply_mode(batch: dict, mode: str) -> dict:
-  """Forces the missing modality of `mode` (numpy or jax batch)."""
-  if mode == 'sketch':
-    return dict(batch, has_text=batch['has_text'] & False)
-  if mode == 'text':
-    return dict(batch, has_sketch=batch['has_sketch'] & False)
-  if mode == 'sketch+text':
-    return batch
-  raise EvaluatorError(f'Unknown query mode {mode!r}; valid modes: {", ".join(MODES)}.')
+              degrade_queries=degradations.degrade_queries)
 
 
 def _has_inputs_of(meta: dict, mode: str) -> np.ndarray:
@@ -298,8 +287,8 @@ class RobustnessEvaluator(RetrievalEvaluator):
     return self._degrade[index]
 
   def _attribute_ids(self):
-    from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-    return curriculum.attribute_token_ids(self.config.data.tokenizer)
+    from stbir_jax import degradations  # pylint: disable=g-import-not-at-top
+    return degradations.attribute_token_ids(self.config.data.tokenizer)
 
   def variant_modes(self, prefix: str) -> tuple:
     """A bucket that removes the sketch has no sketch-only queries (they would be empty), nor

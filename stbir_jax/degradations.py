@@ -107,21 +107,23 @@ def check_buckets(bucket_configs) -> None:
            for i, b in enumerate(bucket_configs)]
   for i, (name, b) in enumerate(zip(names, bucket_configs)):
     where = f'config.curriculum.buckets[{i}] ({name!r})'
-    values = {f: _get(b, f, where) for f in BUCKET_FIELDS}
+    _check_bucket(where, {f: _get(b, f, where) for f in BUCKET_FIELDS})
 
-    def check(field, ok, expected):
-      if not ok:
-        raise CurriculumError(f'{where}.{field}={values[field]!r}; expected {expected}.')
 
-    check('stroke_dropout', 0.0 <= values['stroke_dropout'] <= 1.0, 'a probability in [0, 1]')
-    check('word_dropout', 0.0 <= values['word_dropout'] <= 1.0, 'a probability in [0, 1]')
-    check('keep_fraction', 0.0 < values['keep_fraction'] <= 1.0, 'a fraction in (0, 1]')
-    check('jitter', 0.0 <= values['jitter'] <= 0.5, 'a fraction of the size in [0, 0.5]')
-    for field, cap in (('thickness', MAX_THICKNESS), ('noise_strokes', MAX_NOISE_STROKES),
-                       ('level', None)):
-      v = values[field]
-      check(field, int(v) == v and v >= 0 and (cap is None or v <= cap),
-            f'an integer in [0, {cap}]' if cap is not None else 'an integer >= 0')
+def _check_bucket(where: str, values: dict) -> None:
+  def check(field, ok, expected):
+    if not ok:
+      raise CurriculumError(f'{where}.{field}={values[field]!r}; expected {expected}.')
+
+  check('stroke_dropout', 0.0 <= values['stroke_dropout'] <= 1.0, 'a probability in [0, 1]')
+  check('word_dropout', 0.0 <= values['word_dropout'] <= 1.0, 'a probability in [0, 1]')
+  check('keep_fraction', 0.0 < values['keep_fraction'] <= 1.0, 'a fraction in (0, 1]')
+  check('jitter', 0.0 <= values['jitter'] <= 0.5, 'a fraction of the size in [0, 0.5]')
+  for field, cap in (('thickness', MAX_THICKNESS), ('noise_strokes', MAX_NOISE_STROKES),
+                     ('level', None)):
+    v = values[field]
+    check(field, int(v) == v and v >= 0 and (cap is None or v <= cap),
+          f'an integer in [0, {cap}]' if cap is not None else 'an integer >= 0')
 
 
 def buckets_from_config(bucket_configs) -> Buckets:
@@ -179,7 +181,7 @@ def _keep_strokes(key, sketch, p, keep_fraction):
 def _noise_strokes(key, sketch, k, max_k: int):
   """Adds k (<= max_k, static) random short segments with ids n+1 .. n+k (clipped at 255)."""
   r = sketch.shape[0]
-  points = int(math.ceil(NOISE_LENGTH[1] * r * math.sqrt(2))) + 2  # <= 1 px apart: connected
+  points = math.ceil(NOISE_LENGTH[1] * r * math.sqrt(2)) + 2  # <= 1 px apart: connected
   k_start, k_angle, k_len = jax.random.split(key, 3)
   start = jax.random.uniform(k_start, (max_k, 2)) * (r - 1)
   angle = jax.random.uniform(k_angle, (max_k,)) * 2 * jnp.pi

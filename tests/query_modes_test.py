@@ -8,7 +8,7 @@ from stbir_jax import query_modes
 
 
 def test_modes_force_missing_modality():
-  batch = dict(has_sketch=np.array([True, False]), has_text=np.array([True, True]))
+  batch = {'has_sketch': np.array([True, False]), 'has_text': np.array([True, True])}
   np.testing.assert_array_equal(query_modes.apply_mode(batch, 'sketch')['has_text'], [0, 0])
   np.testing.assert_array_equal(query_modes.apply_mode(batch, 'sketch')['has_sketch'], [1, 0])
   np.testing.assert_array_equal(query_modes.apply_mode(batch, 'text')['has_sketch'], [0, 0])
@@ -19,7 +19,7 @@ def test_modes_force_missing_modality():
 
 
 def test_a_jax_batch_stays_jax_with_its_dtype():
-  batch = dict(has_sketch=jnp.array([True, False]), has_text=jnp.array([True, True]))
+  batch = {'has_sketch': jnp.array([True, False]), 'has_text': jnp.array([True, True])}
   out = query_modes.apply_mode(batch, 'sketch')
   assert isinstance(out['has_text'], type(batch['has_text'])) and out['has_text'].dtype == bool
   np.testing.assert_array_equal(out['has_text'], [False, False])

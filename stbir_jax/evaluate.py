@@ -390,15 +390,15 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   """Evaluates checkpoint `step` (default: the latest) of the run in `workdir` on `split`
   (default: the run's config.eval.split) with `evaluators` (default: the run's); writes
   WORKDIR/results_<split>_step<step>.{json,md} and returns (step, results)."""
-  from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
-  run, config = export.run_config(workdir)
+  from stbir_jax import run_config, train  # pylint: disable=g-import-not-at-top
+  run, config = run_config.load_run(workdir)
   if split:
     config.eval.split = split
   if evaluators:
     config.eval.evaluators = list(evaluators)
   # An unknown name fails before the checkpoint is read.
   evaluator_classes = [get_evaluator(name) for name in config.eval.evaluators]
-  step, params = export.latest_params(run, step)
+  step, params = run_config.latest_params(run, step)
   model = train.make_model(config)
   results = {}
   for evaluator_class in evaluator_classes:

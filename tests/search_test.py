@@ -7,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export_test import make_tiny_export  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from absl import flags  # pylint: disable=wrong-import-position
 
 from stbir_jax import retrieval  # pylint: disable=wrong-import-position
 from stbir_jax.search import index as index_lib  # pylint: disable=wrong-import-position
@@ -357,9 +356,9 @@ def test_cli_refuses_a_missing_command_another_commands_flag_and_missing_flags(c
 def test_python_m_search_is_the_program_with_one_line_errors(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS='cpu')
-  for args, error in [(['query', '--k=many'], "search: error: flag --k=many: invalid literal"),
-                      (['query', f'--index={tmp_path}'], f'search: error: --index {tmp_path}: '
-                                                         'no index.json')]:
+  no_index = f'search: error: --index {tmp_path}: no index.json'
+  for args, error in [(['query', '--k=many'], 'search: error: flag --k=many: invalid literal'),
+                      (['query', f'--index={tmp_path}'], no_index)]:
     proc = subprocess.run([sys.executable, '-m', 'stbir_jax.search', *args], env=env,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr

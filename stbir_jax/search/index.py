@@ -95,8 +95,8 @@ def build_index(model_dir, images, out, *, batch_size: int = 32, chunk_size: int
   out.mkdir(parents=True, exist_ok=True)
   (out / 'chunks').mkdir(exist_ok=True)
 
-  meta = dict(format=INDEX_FORMAT, model=model_dir, model_fingerprint=_model_fingerprint(model_dir),
-              resolution=model.resolution, embed_dim=model.embed_dim, images=str(root))
+  meta = {'format': INDEX_FORMAT, 'model': model_dir, 'model_fingerprint': _model_fingerprint(model_dir),
+              'resolution': model.resolution, 'embed_dim': model.embed_dim, 'images': str(root)}
   meta_path = out / 'index.json'
   if meta_path.exists():
     old = json.loads(meta_path.read_text())
@@ -122,13 +122,13 @@ def build_index(model_dir, images, out, *, batch_size: int = 32, chunk_size: int
       for f in part:
         rel = str(f.relative_to(root))
         if f.suffix.lower() not in IMAGE_EXTENSIONS:
-          skipped.append(dict(file=rel, error=f'not an image (extension {f.suffix or "none"!r})'))
+          skipped.append({'file': rel, 'error': f'not an image (extension {f.suffix or "none"!r})'})
         else:
           try:
             images.append(load_gallery_image(f, model.resolution))
             paths.append(rel)
           except SearchError as e:
-            skipped.append(dict(file=rel, error=str(e).replace(str(f) + ': ', '')))
+            skipped.append({'file': rel, 'error': str(e).replace(str(f) + ': ', '')})
         bar.update(1)
       stack = (np.stack(images) if images else
                np.zeros((0, model.resolution, model.resolution, 3), np.uint8))
@@ -138,7 +138,7 @@ def build_index(model_dir, images, out, *, batch_size: int = 32, chunk_size: int
       _atomic_write(out / 'chunks' / f'{number:06d}.npy', buf.getvalue())
       # The .json commits the chunk: written after its embeddings.
       _atomic_write(out / 'chunks' / f'{number:06d}.json',
-                    json.dumps(dict(paths=paths, skipped=skipped)).encode())
+                    json.dumps({'paths': paths, 'skipped': skipped}).encode())
       with open(out / 'done.txt', 'a') as fh:
         fh.writelines(p + '\n' for p in paths + [s['file'] for s in skipped])
       number += 1
@@ -151,8 +151,8 @@ def build_index(model_dir, images, out, *, batch_size: int = 32, chunk_size: int
 def _write_report(out: Path, root: Path) -> dict:
   chunks = read_chunks(out)
   skipped = [s for _, _, sk in chunks for s in sk]
-  report = dict(images=str(root), indexed=sum(len(p) for _, p, _ in chunks),
-                skipped_count=len(skipped), skipped=skipped, chunks=len(chunks))
+  report = {'images': str(root), 'indexed': sum(len(p) for _, p, _ in chunks),
+                'skipped_count': len(skipped), 'skipped': skipped, 'chunks': len(chunks)}
   _atomic_write(out / 'report.json', json.dumps(report, indent=2).encode())
   return report
 

@@ -173,12 +173,13 @@ def our_step(config, degradations: bool = False):
   """(jitted step with donated state, state) for `config`, via the real
   stbir_jax.train_step.make_step_fn.
 
-  degradations=False replaces curriculum.degrade by the identity while the step is traced: the
+  degradations=False replaces degradations.degrade by the identity while the step is traced: the
   peer has no equivalent, and with curriculum.kind='none' every query is in the 'clean' bucket
   anyway (the degradation ops still run in the real step; `degradations=True` measures them).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax import curriculum, stages, train_step  # pylint: disable=g-import-not-at-top
+  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
+  from stbir_jax import degradations as degradation_ops  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   model = stbir.STBIR.from_config(config)
   constants = train_step.make_constants(config, ['shoe'])
@@ -187,14 +188,14 @@ def our_step(config, degradations: bool = False):
       jax.random.PRNGKey(0))
   fn = train_step.make_step_fn(config, model, stage, constants, config.train.num_steps)
   if not degradations:
-    real = curriculum.degrade
+    real = degradation_ops.degrade
 
     def traced(state, batch):
-      curriculum.degrade = lambda key, batch, *a, **kw: batch
+      degradation_ops.degrade = lambda key, batch, *a, **kw: batch
       try:
         return fn(state, batch)
       finally:
-        curriculum.degrade = real
+        degradation_ops.degrade = real
     return jax.jit(traced, donate_argnums=(0,)), state, model
   return jax.jit(fn, donate_argnums=(0,)), state, model
 

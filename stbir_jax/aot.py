@@ -45,7 +45,7 @@ from ml_collections import config_flags
 from stbir_jax import (
   config_checks,
   config_overrides,  # noqa: F401  (list-valued --config.* flags)
-  curriculum,
+  degradations,
   evaluate,
   sharding,
   stages,
@@ -134,8 +134,8 @@ def shape_constants(config, num_categories: int) -> train_step.Constants:
   return train_step.Constants(
       prompt_ids=jnp.ones((num_categories, length), jnp.int32),
       prompt_mask=jnp.ones((num_categories, length), jnp.int32),
-      attribute_ids=jnp.arange(1, len(curriculum.ATTRIBUTE_WORDS) + 1, dtype=jnp.int32),
-      buckets=curriculum.buckets_from_config(config.curriculum.buckets))
+      attribute_ids=jnp.arange(1, len(degradations.ATTRIBUTE_WORDS) + 1, dtype=jnp.int32),
+      buckets=degradations.buckets_from_config(config.curriculum.buckets))
 
 
 def num_categories(config) -> int:

@@ -191,14 +191,14 @@ def answered_with_one_modality(method: str, results: dict) -> dict:
 
 def run_late_fusion(config, sketch_run, text_run, seed_dir) -> dict:
   """Chooses w on validation, evaluates on config.eval.split; caches the result in seed_dir."""
-  from stbir_jax import export  # pylint: disable=g-import-not-at-top
+  from stbir_jax import run_config as run_directory  # pylint: disable=g-import-not-at-top
   path = paths.resolve(seed_dir) / 'results.json'
   if path.exists():
     return json.loads(path.read_text())
   sides = {}
   for name, run, as_mode in (('sketch', sketch_run, 'sketch'), ('text', text_run, 'text')):
-    run_dir, run_config = export.run_config(run)
-    _, params = export.latest_params(run_dir, None)
+    run_dir, run_config = run_directory.load_run(run)
+    _, params = run_directory.latest_params(run_dir, None)
     sides[name] = run_config, params, as_mode
   buckets = config.eval.robustness_buckets
   embed = lambda side, split, evaluator: _embeddings(*sides[side][:2], split, sides[side][2],

@@ -21,7 +21,7 @@ import numbers
 
 import ml_collections
 
-from stbir_jax import config_defaults, evaluate, losses, stages
+from stbir_jax import config_defaults, curriculum, evaluate, losses, query_modes, stages
 from stbir_jax.data import pipeline
 from stbir_jax.data.names import SPLITS
 from stbir_jax.models import fusion, layers, stbir, text
@@ -31,7 +31,6 @@ class ConfigError(ValueError):
   """A config that cannot run; the message names the key."""
 
 
-CURRICULUM_KINDS = ('none', 'uniform', 'competence', 'self_paced')
 NAN_POLICIES = ('stop', 'skip')
 # Keys a config may lack, read with a default (models/layers.option): not unknown where present.
 OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
@@ -198,7 +197,7 @@ FIELDS = {
     'eval.batch_size': POSITIVE,
     'eval.split': choice(*SPLITS),
     'eval.gallery_scope': choice('all', 'category'),
-    'eval.modes': names(*evaluate.MODES),
+    'eval.modes': names(*query_modes.MODES),
     'mesh.data': mesh_axis,
     'mesh.fsdp': mesh_axis,
     'mesh.model': mesh_axis,
@@ -213,7 +212,8 @@ BUCKET_FIELDS = {
 }
 
 # Leaves checked by their own code: validate_config (names, grad accumulation, lr scales),
-# stages.build_stages (the schedule), pipeline.bad_record_policy.
+# curriculum.check_config (kind, buckets), stages.build_stages (the schedule),
+# pipeline.bad_record_policy.
 CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curriculum.buckets',
                      'train.nan_policy', 'train.grad_accum_steps', 'optim.group_lr_scale',
                      'stages', 'eval.evaluators', 'eval.robustness_buckets')
@@ -250,6 +250,11 @@ def check_fields(config) -> None:
       if key in bucket and rule(bucket[key]):
         raise ConfigError(f'config.curriculum.buckets[{i}].{key}={bucket[key]!r}; expected '
                          f'{rule(bucket[key])}.')
+  if _get(config, 'curriculum') is not _MISSING:
+    try:  # the kind and the bucket table: curriculum.py's checks, not run while tracing
+      curriculum.check_config(config.curriculum)
+    except curriculum.CurriculumError as e:
+      raise ConfigError(str(e)) from None
   for where, kinds in _HEADS_DIVIDE:
     tower = _get(config, where)
     if tower is _MISSING or (kinds is not None and tower.get('kind') not in kinds):
@@ -276,9 +281,6 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   if config.data.family_group < 1 or batch % config.data.family_group:
     raise ConfigError(f'train.batch_size={batch} must be a multiple of data.family_group='
                       f'{config.data.family_group}.')
-  if config.curriculum.kind not in CURRICULUM_KINDS:
-    raise ConfigError(f'curriculum.kind={config.curriculum.kind!r}; valid: '
-                      f'{", ".join(CURRICULUM_KINDS)}.')
   if config.loss.kind not in losses.CONTRASTIVE_KINDS:
     raise ConfigError(f'loss.kind={config.loss.kind!r}; valid: '
                       f'{", ".join(losses.CONTRASTIVE_KINDS)}.')

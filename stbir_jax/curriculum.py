@@ -1,333 +1,30 @@
-"""STBIR module 1, Robustness Enhancement: query-quality buckets and a curriculum over them.
+"""STBIR module 1, Robustness Enhancement, second half: the curriculum over query-quality
+buckets (the buckets and their degradations are stbir_jax/degradations.py).
 
-Two halves, both pure JAX so they run inside the jitted train step and a resumed run repeats
-the same draws (everything is keyed by the step key):
-
-* Degradations (`degrade`, `degrade_queries`). Each example of a batch is degraded by its own
-  quality bucket (`Buckets`, a struct of arrays built once on host from
-  config.curriculum.buckets). The sketch is a stroke-order map (uint8 (B, R, R), 0 = background,
-  k = k-th stroke), so stroke-level edits are look-up tables on stroke ids:
-
-    sketch: stroke dropout and partial drawing (one keep mask over stroke ids), spurious strokes
-            (short random segments with new ids n+1.., rasterised on device), affine jitter
-            (nearest neighbour, so ids stay integers), thickness (grey dilation = max-pool, ids
-            kept). Applied in that order, so spurious strokes are jittered and thickened like
-            the real ones.
-    text:   word dropout and vague text (attribute words removed). A removed token is taken out
-            and the rest is compacted to the left: the text tower always sees
-            [CLS] w1 .. wk [SEP] followed by padding (id 0, mask 0), never a gap.
-            [CLS] (position 0) and [SEP] (the last real token) are never removed.
-    missing modality: has_sketch / has_text False and the content zeroed (sketch 0; text ids 0,
-            mask 0). A bucket never takes away an example's only remaining modality unless it
-            says both are missing.
-
-* The sampler (`CurriculumState`, `competence`, `admitted`, `bucket_probs`, `sample_buckets`,
-  `update`): a competence schedule (Platanios et al. 2019, sqrt) admits harder buckets over
-  time; 'self_paced' then weights admitted buckets by their running loss.
+`CurriculumState`, `competence`, `admitted`, `bucket_probs`, `sample_buckets`, `update`: a
+competence schedule (Platanios et al. 2019, sqrt) admits harder buckets over time; 'self_paced'
+then weights admitted buckets by their running loss. All pure JAX, called inside the jitted
+train step, so nothing here raises: `check_config` checks config.curriculum when the config is
+validated (stbir_jax/config_checks.py), and the numeric fields have their rules there.
 """
 
-import functools
-import math
-import os
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from stbir_jax import degradations
+from stbir_jax.degradations import CurriculumError
 
 KINDS = ('none', 'uniform', 'competence', 'self_paced')
-BUCKET_FIELDS = ('stroke_dropout', 'keep_fraction', 'jitter', 'thickness', 'noise_strokes',
-                 'word_dropout', 'vague_text', 'missing_sketch', 'missing_text', 'level')
-
-# Static caps: the rasteriser and the dilation unroll to these when the bucket table is traced
-# (otherwise to the table's own maximum). buckets_from_config refuses larger values.
-MAX_NOISE_STROKES = 16
-MAX_THICKNESS = 8
-# Spurious strokes are segments of length uniform in this range, as a fraction of the size.
-NOISE_LENGTH = (0.1, 0.3)
-# ceil(keep_fraction * n) is taken after subtracting this, so float32 round-off in e.g.
-# 0.7 * 10 = 7.0000005 does not keep an extra stroke.
-_CEIL_EPS = 1e-4
-
-# Words a vague description leaves out: everything the synthetic generator uses for colour,
-# pattern and material, plus common ones. Each is one token of the bundled BERT vocab or starts
-# with a harmless WordPiece (woolen -> wool, checkered -> check, suede -> sued, breathable ->
-# breath); words splitting into unrelated pieces (khaki -> k, teal -> tea) are left out.
-ATTRIBUTE_WORDS = (
-    # colours
-    'red', 'blue', 'green', 'yellow', 'black', 'white', 'brown', 'grey', 'gray', 'pink',
-    'orange', 'purple', 'navy', 'beige', 'tan', 'gold', 'golden', 'silver', 'cream', 'ivory',
-    'maroon', 'burgundy', 'olive', 'turquoise', 'violet', 'crimson', 'dark', 'pale', 'bright',
-    'colored', 'coloured', 'colorful',  # not 'light': a noun for lamps
-    # patterns
-    'striped', 'stripes', 'stripe', 'dotted', 'dots', 'polka', 'checked', 'checkered', 'plaid',
-    'plain', 'floral', 'patterned', 'pattern', 'spotted', 'camouflage',
-    # materials
-    'leather', 'canvas', 'suede', 'metal', 'metallic', 'wood', 'wooden', 'plastic', 'fabric',
-    'velvet', 'rubber', 'glass', 'ceramic', 'wool', 'woolen', 'denim', 'cotton', 'silk', 'steel',
-    'iron', 'mesh', 'knit', 'knitted', 'linen', 'marble', 'porcelain', 'patent', 'glossy',
-    'shiny', 'cork', 'paper', 'felt', 'straw', 'woven', 'breathable',
-)
 
 
-class CurriculumError(ValueError):
-  pass
-
-
-# ------------------------------------------------------------------------------------ buckets
-
-
-class Buckets(NamedTuple):
-  """Bucket parameters as a struct of arrays, each of shape (NB,)."""
-  stroke_dropout: Any   # float32: probability of removing each stroke
-  keep_fraction: Any    # float32: keep strokes with id <= ceil(keep_fraction * n)
-  jitter: Any           # float32: max affine jitter, fraction of the image size
-  thickness: Any        # int32: dilation radius in pixels
-  noise_strokes: Any    # int32: spurious strokes added
-  word_dropout: Any     # float32: probability of removing each word
-  vague_text: Any       # bool: remove attribute words
-  missing_sketch: Any   # bool
-  missing_text: Any     # bool
-  level: Any            # int32: difficulty level for the competence schedule
-
-
-def _get(bucket, field, where):
-  try:
-    return bucket[field]
-  except (KeyError, AttributeError, TypeError):
-    raise CurriculumError(f'{where} has no field {field!r}; a bucket needs: name, '
-                          f'{", ".join(BUCKET_FIELDS)}.') from None
-
-
-def bucket_names(bucket_configs) -> list:
-  return [str(_get(b, 'name', f'config.curriculum.buckets[{i}]'))
-          for i, b in enumerate(bucket_configs)]
-
-
-def buckets_from_config(bucket_configs) -> Buckets:
-  """config.curriculum.buckets (list of ConfigDicts or dicts) -> Buckets of numpy arrays."""
-  if isinstance(bucket_configs, Buckets):
-    return bucket_configs
-  if not len(bucket_configs):  # pylint: disable=g-explicit-length-test
-    raise CurriculumError('config.curriculum.buckets is empty; it needs at least "clean".')
-  names = bucket_names(bucket_configs)
-  cols = {f: [] for f in BUCKET_FIELDS}
-  for i, (name, b) in enumerate(zip(names, bucket_configs)):
-    where = f'config.curriculum.buckets[{i}] ({name!r})'
-    for f in BUCKET_FIELDS:
-      cols[f].append(_get(b, f, where))
-
-    def check(field, ok, expected):
-      if not ok:
-        raise CurriculumError(f'{where}.{field}={cols[field][-1]!r}; expected {expected}.')
-
-    check('stroke_dropout', 0.0 <= cols['stroke_dropout'][-1] <= 1.0, 'a probability in [0, 1]')
-    check('word_dropout', 0.0 <= cols['word_dropout'][-1] <= 1.0, 'a probability in [0, 1]')
-    check('keep_fraction', 0.0 < cols['keep_fraction'][-1] <= 1.0, 'a fraction in (0, 1]')
-    check('jitter', 0.0 <= cols['jitter'][-1] <= 0.5, 'a fraction of the size in [0, 0.5]')
-    for field, cap in (('thickness', MAX_THICKNESS), ('noise_strokes', MAX_NOISE_STROKES),
-                       ('level', None)):
-      v = cols[field][-1]
-      check(field, int(v) == v and v >= 0 and (cap is None or v <= cap),
-            f'an integer in [0, {cap}]' if cap is not None else 'an integer >= 0')
-  return Buckets(
-      stroke_dropout=np.asarray(cols['stroke_dropout'], np.float32),
-      keep_fraction=np.asarray(cols['keep_fraction'], np.float32),
-      jitter=np.asarray(cols['jitter'], np.float32),
-      thickness=np.asarray(cols['thickness'], np.int32),
-      noise_strokes=np.asarray(cols['noise_strokes'], np.int32),
-      word_dropout=np.asarray(cols['word_dropout'], np.float32),
-      vague_text=np.asarray(cols['vague_text'], bool),
-      missing_sketch=np.asarray(cols['missing_sketch'], bool),
-      missing_text=np.asarray(cols['missing_text'], bool),
-      level=np.asarray(cols['level'], np.int32))
-
-
-def attribute_token_ids(tokenizer_name: str = 'bert_uncased') -> np.ndarray:
-  """Token ids of ATTRIBUTE_WORDS under a tokenizer: what `vague_text` removes."""
-  from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
-  return np.asarray(sorted(get_tokenizer(tokenizer_name).token_ids(ATTRIBUTE_WORDS)), np.int32)
-
-
-def _static_max(values, cap: int) -> int:
-  """max(values) when the table is concrete (host numpy), else the cap (traced table)."""
-  try:
-    return int(np.max(np.asarray(values)))
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return cap
-
-
-# ------------------------------------------------------------------------------- sketch ops
-
-
-def _keep_strokes(key, sketch, p, keep_fraction):
-  """Stroke dropout + partial drawing for one map: a keep table over stroke ids 0..255.
-
-  If dropout would remove every stroke the partial drawing kept, the first (outline) stroke
-  survives, so a query that still claims a sketch is never blank.
-  """
-  ids = jnp.arange(256)
-  n = jnp.max(sketch).astype(jnp.int32)
-  limit = jnp.ceil(keep_fraction * n.astype(jnp.float32) - _CEIL_EPS).astype(jnp.int32)
-  partial = (ids >= 1) & (ids <= limit)
-  survive = jax.random.uniform(key, (256,)) >= p
-  keep = partial & survive
-  keep = keep | ((ids == 1) & ~jnp.any(keep) & (n > 0))
-  return jnp.where(keep[sketch.astype(jnp.int32)], sketch, jnp.zeros_like(sketch))
-
-
-def _noise_strokes(key, sketch, k, max_k: int):
-  """Adds k (<= max_k, static) random short segments with ids n+1 .. n+k (clipped at 255)."""
-  r = sketch.shape[0]
-  points = int(math.ceil(NOISE_LENGTH[1] * r * math.sqrt(2))) + 2  # <= 1 px apart: connected
-  k_start, k_angle, k_len = jax.random.split(key, 3)
-  start = jax.random.uniform(k_start, (max_k, 2)) * (r - 1)
-  angle = jax.random.uniform(k_angle, (max_k,)) * 2 * jnp.pi
-  length = jax.random.uniform(k_len, (max_k,), minval=NOISE_LENGTH[0],
-                              maxval=NOISE_LENGTH[1]) * r
-  end = jnp.clip(start + length[:, None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], -1),
-                 0, r - 1)
-  t = jnp.linspace(0.0, 1.0, points)
-  pts = start[:, None, :] + t[None, :, None] * (end - start)[:, None, :]
-  pix = jnp.clip(jnp.round(pts).astype(jnp.int32), 0, r - 1)
-  flat = (pix[..., 0] * r + pix[..., 1]).reshape(-1)
-  n = jnp.max(sketch).astype(jnp.int32)
-  new_ids = jnp.minimum(n + 1 + jnp.arange(max_k), 255)
-  values = jnp.where(jnp.arange(max_k) < k, new_ids, 0)
-  values = jnp.broadcast_to(values[:, None], (max_k, points)).reshape(-1)
-  # New ids exceed every existing id, so max-scatter draws them on top (later segments win).
-  out = sketch.reshape(-1).astype(jnp.int32).at[flat].max(values)
-  return out.reshape(r, r).astype(sketch.dtype)
-
-
-def _jitter(key, sketch, j):
-  """Random translation (+-j R), scale (1 +- j) and rotation (+-j pi) about the centre."""
-  r = sketch.shape[0]
-  k_t, k_s, k_a = jax.random.split(key, 3)
-  shift = jax.random.uniform(k_t, (2,), minval=-1.0, maxval=1.0) * j * r
-  scale = 1.0 + jax.random.uniform(k_s, (), minval=-1.0, maxval=1.0) * j
-  angle = jax.random.uniform(k_a, (), minval=-1.0, maxval=1.0) * j * jnp.pi
-  c = (r - 1) / 2.0
-  ys, xs = jnp.meshgrid(jnp.arange(r, dtype=jnp.float32), jnp.arange(r, dtype=jnp.float32),
-                        indexing='ij')
-  # Inverse map: output pixel -> source pixel, nearest neighbour so stroke ids stay exact.
-  dy, dx = ys - c - shift[0], xs - c - shift[1]
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
-  sy = jnp.round(c + (cos * dy + sin * dx) / scale).astype(jnp.int32)
-  sx = jnp.round(c + (-sin * dy + cos * dx) / scale).astype(jnp.int32)
-  inside = (sy >= 0) & (sy < r) & (sx >= 0) & (sx < r)
-  out = jnp.where(inside, sketch[jnp.clip(sy, 0, r - 1), jnp.clip(sx, 0, r - 1)], 0)
-  return jnp.where(j > 0, out.astype(sketch.dtype), sketch)
-
-
-def _dilate3(x):
-  """3x3 grey dilation (max-pool, stride 1, same size) of (B, R, R)."""
-  r = x.shape[1]
-  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1)))
-  out = x
-  for dy in range(3):
-    for dx in range(3):
-      out = jnp.maximum(out, p[:, dy:dy + r, dx:dx + r])
-  return out
-
-
-# --------------------------------------------------------------------------------- text ops
-
-
-def _edit_text(key, ids, mask, p, vague, attribute_ids):
-  """Word dropout + vague text for one sequence; removed tokens are compacted away."""
-  length = ids.shape[0]
-  pos = jnp.arange(length)
-  real = mask > 0
-  num = jnp.sum(real.astype(jnp.int32))
-  droppable = real & (pos > 0) & (pos != num - 1)  # never [CLS] nor [SEP]
-  drop = jax.random.uniform(key, (length,)) < p
-  if attribute_ids.shape[0]:
-    is_attr = jnp.any(ids[:, None] == attribute_ids[None, :], axis=-1)
-    drop = drop | (vague & is_attr)
-  keep = real & ~(droppable & drop)
-  target = jnp.where(keep, jnp.cumsum(keep.astype(jnp.int32)) - 1, length)  # length = dropped
-  new_ids = jnp.zeros((length,), ids.dtype).at[target].set(ids, mode='drop')
-  new_mask = (pos < jnp.sum(keep.astype(jnp.int32))).astype(mask.dtype)
-  return new_ids, new_mask
-
-
-# ------------------------------------------------------------------------------------ degrade
-
-
-def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None) -> dict:
-  """Degrades each query of `batch` by its bucket; returns a new batch (other keys kept).
-
-  Args:
-    key: PRNG key; the same key gives the same degradations.
-    batch: dict with sketch uint8 (B, R, R) (or (B, R, R, 1)), text_ids / text_mask int32
-      (B, L), has_sketch / has_text bool (B,).
-    bucket_idx: int32 (B,), the bucket of each example.
-    buckets: `Buckets` (or the config list, converted on host).
-    attribute_ids: int32 (A,) token ids of ATTRIBUTE_WORDS under the run's tokenizer. None uses
-      the bundled BERT uncased vocabulary (right for data.tokenizer='bert_uncased' only).
-  """
-  buckets = buckets_from_config(buckets)
-  if attribute_ids is None:
-    attribute_ids = attribute_token_ids()
-  attribute_ids = jnp.asarray(attribute_ids, jnp.int32).reshape(-1)
-  sketch = jnp.asarray(batch['sketch'])
-  channel = sketch.ndim == 4
-  if channel:
-    sketch = sketch[..., 0]
-  text_ids = jnp.asarray(batch['text_ids'])
-  text_mask = jnp.asarray(batch['text_mask'])
-  has_sketch = jnp.asarray(batch['has_sketch'], bool)
-  has_text = jnp.asarray(batch['has_text'], bool)
-  b = sketch.shape[0]
-  bucket_idx = jnp.asarray(bucket_idx, jnp.int32)
-  param = lambda name: jnp.take(jnp.asarray(getattr(buckets, name)), bucket_idx, axis=0)
-
-  k_keep, k_noise, k_jitter, k_text = (jax.random.split(k, b)
-                                       for k in jax.random.split(key, 4))
-
-  # Sketch: remove strokes, add spurious ones, jitter, thicken.
-  sketch = jax.vmap(_keep_strokes)(k_keep, sketch, param('stroke_dropout'),
-                                   param('keep_fraction'))
-  max_noise = _static_max(buckets.noise_strokes, MAX_NOISE_STROKES)
-  if max_noise:
-    k = jnp.where(has_sketch, param('noise_strokes'), 0)
-    sketch = jax.vmap(functools.partial(_noise_strokes, max_k=max_noise))(k_noise, sketch, k)
-  sketch = jax.vmap(_jitter)(k_jitter, sketch, param('jitter'))
-  thickness = param('thickness')
-  for i in range(_static_max(buckets.thickness, MAX_THICKNESS)):
-    sketch = jnp.where((thickness > i)[:, None, None], _dilate3(sketch), sketch)
-
-  # Text: word dropout and vague text.
-  text_ids, text_mask = jax.vmap(_edit_text, in_axes=(0, 0, 0, 0, 0, None))(
-      k_text, text_ids, text_mask, param('word_dropout'), param('vague_text'), attribute_ids)
-
-  # Missing modalities: never the only one left, unless the bucket removes both.
-  miss_s, miss_t = param('missing_sketch'), param('missing_text')
-  both = miss_s & miss_t
-  drop_s = miss_s & (both | has_text)
-  drop_t = miss_t & (both | has_sketch)
-  sketch = jnp.where(drop_s[:, None, None], jnp.zeros_like(sketch), sketch)
-  text_ids = jnp.where(drop_t[:, None], jnp.zeros_like(text_ids), text_ids)
-  text_mask = jnp.where(drop_t[:, None], jnp.zeros_like(text_mask), text_mask)
-
-  if channel:
-    sketch = sketch[..., None]
-  return dict(batch, sketch=sketch, text_ids=text_ids, text_mask=text_mask,
-              has_sketch=has_sketch & ~drop_s, has_text=has_text & ~drop_t)
-
-
-def degrade_queries(key, batch: dict, bucket_index: int, buckets, *, attribute_ids=None) -> dict:
-  """Degrades every query of `batch` by bucket `bucket_index` (the robustness table)."""
-  n = len(buckets_from_config(buckets).level)
-  if not 0 <= int(bucket_index) < n:
-    raise CurriculumError(f'bucket_index={bucket_index}; expected 0..{n - 1}.')
-  b = np.shape(batch['sketch'])[0]
-  return degrade(key, batch, jnp.full((b,), int(bucket_index), jnp.int32), buckets,
-                 attribute_ids=attribute_ids)
-
-
-# ------------------------------------------------------------------------------------ sampler
+def check_config(config) -> None:
+  """Raises CurriculumError when config.curriculum (`config`) names an unknown kind or holds a
+  bucket table the degradations cannot apply."""
+  if config.kind not in KINDS:
+    raise CurriculumError(f'config.curriculum.kind={config.kind!r}; valid: {", ".join(KINDS)}.')
+  degradations.check_buckets(config.buckets)
 
 
 class CurriculumState(NamedTuple):
@@ -348,11 +45,6 @@ def competence(step, total_steps, config):
   c(t) = min(1, sqrt(t (1 - c0^2) / T + c0^2)), T = competence_steps or total_steps // 2.
   """
   c0 = float(config.competence_start)
-  if not 0.0 <= c0 <= 1.0:
-    raise CurriculumError(f'config.curriculum.competence_start={c0}; expected a value in [0, 1].')
-  if config.competence_steps < 0:
-    raise CurriculumError(f'config.curriculum.competence_steps={config.competence_steps}; '
-                          'expected >= 0 (0 = half the run).')
   span = config.competence_steps or jnp.asarray(total_steps) // 2
   span = jnp.asarray(span, jnp.float32)
   t = jnp.asarray(step, jnp.float32)
@@ -362,7 +54,7 @@ def competence(step, total_steps, config):
 
 def admitted(step, total_steps, buckets, config):
   """(NB,) bool: level / max_level <= competence; bucket 0 ('clean') always."""
-  level = jnp.asarray(buckets_from_config(buckets).level, jnp.float32)
+  level = jnp.asarray(degradations.buckets_from_config(buckets).level, jnp.float32)
   max_level = jnp.maximum(jnp.max(level), 1.0)
   ok = level / max_level <= competence(step, total_steps, config) + 1e-6
   return ok.at[0].set(True)
@@ -387,16 +79,11 @@ def bucket_probs(state: CurriculumState, step, total_steps, buckets, config):
   (docs/results.md).
   """
   kind = config.kind
-  nb = len(buckets_from_config(buckets).level)
+  nb = len(degradations.buckets_from_config(buckets).level)
   clean = jnp.zeros((nb,), jnp.float32).at[0].set(1.0)
   if kind == 'none':
     return clean
-  if kind not in KINDS:
-    raise CurriculumError(f'config.curriculum.kind={kind!r}; valid: {", ".join(KINDS)}.')
   share = float(config.clean_share)
-  if not 0.0 <= share <= 1.0:
-    raise CurriculumError(f'config.curriculum.clean_share={share}; expected a fraction in '
-                          '[0, 1].')
   w = _rule_probs(kind, state, step, total_steps, buckets, config, nb)
   return (share * clean + (1.0 - share) * w).astype(jnp.float32)
 
@@ -409,8 +96,6 @@ def _rule_probs(kind, state, step, total_steps, buckets, config, nb):
   if kind == 'competence':
     w = adm.astype(jnp.float32)
     return w / jnp.sum(w)
-  if config.temperature <= 0:
-    raise CurriculumError(f'config.curriculum.temperature={config.temperature}; expected > 0.')
   ema = jnp.asarray(state.ema_loss, jnp.float32)
   seen = jnp.asarray(state.seen) > 0
   known = adm & seen

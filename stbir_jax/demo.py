@@ -30,7 +30,10 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
-from stbir_jax import cli, image_safety, search
+from stbir_jax import cli, image_safety
+from stbir_jax.data import sketch_io
+from stbir_jax.search import inputs, rendering
+from stbir_jax.search.searcher import BACKENDS, Searcher
 
 PROG = 'demo'  # errors read `demo: error: ...`
 MODE_CHOICES = (('Auto (whatever is given)', 'auto'), ('Sketch + text', 'sketch+text'),
@@ -44,11 +47,11 @@ TIMEOUT_S = 30.0   # a search's answer, queue wait in the pool included
 class Demo:
   """The page's logic, independent of Gradio (tested directly and through a browser)."""
 
-  def __init__(self, searcher: search.Searcher, default_k: int = 10, *,
+  def __init__(self, searcher: Searcher, default_k: int = 10, *,
                concurrency: int = CONCURRENCY, timeout_s: float = TIMEOUT_S):
     self.searcher = searcher
-    self.default_k = search.check_k(default_k, '--k')
-    self.concurrency = search.check_k(concurrency, '--concurrency')
+    self.default_k = inputs.check_k(default_k, '--k')
+    self.concurrency = inputs.check_k(concurrency, '--concurrency')
     self.timeout_s = timeout_s
     # Searches run here, not in the server's threads: at most `concurrency` at once, and the
     # visitor gets an answer after `timeout_s` even if a search overruns (it finishes in the
@@ -59,10 +62,10 @@ class Demo:
     p = Path(path)
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-      raise search.SearchError(f'the uploaded file {p.name} is {size / 2**20:.1f} MB; the limit '
+      raise inputs.SearchError(f'the uploaded file {p.name} is {size / 2**20:.1f} MB; the limit '
                                f'is {MAX_UPLOAD_BYTES // 2**20} MB')
     ext = p.suffix.lower()
-    if ext not in search.sketch_io.SKETCH_EXTENSIONS:
+    if ext not in sketch_io.SKETCH_EXTENSIONS:
       # Gradio keeps the upload's name; try it as an image anyway (browsers rename files).
       name = f'the uploaded file {p.name}'
       try:
@@ -70,11 +73,11 @@ class Demo:
           im.load()
           return im.copy()
       except image_safety.ImageTooLargeError as e:
-        raise search.SearchError(str(e)) from None
+        raise inputs.SearchError(str(e)) from None
       except image_safety.decode_errors():  # unreadable (image_safety's errors included)
-        raise search.SearchError(
+        raise inputs.SearchError(
             f'{name} is not an image or sketch; expected one of '
-            f'{", ".join(search.sketch_io.SKETCH_EXTENSIONS)}') from None
+            f'{", ".join(sketch_io.SKETCH_EXTENSIONS)}') from None
     return p
 
   @staticmethod
@@ -94,7 +97,7 @@ class Demo:
       return self.default_k
     if isinstance(k, float) and k.is_integer():  # the slider sends floats
       k = int(k)
-    return search.check_k(k, 'k')
+    return inputs.check_k(k, 'k')
 
   def _search(self, upload, drawing, text, mode, k):
     if mode == 'text':  # a leftover upload must not break a text-only search
@@ -117,14 +120,14 @@ class Demo:
         return [], '', (f'**Cannot search:** no answer within {self.timeout_s:g} s (the server '
                         'is busy, or the sketch is very large); try again, or a smaller '
                         'sketch.'), None
-    except search.SearchError as e:
+    except inputs.SearchError as e:
       # The upload by its name, not by the server's temporary path.
       why = str(e).replace(str(upload), Path(upload).name) if upload else str(e)
       return [], '', f'**Cannot search:** {html.escape(why)}', None
     except Exception as e:  # pylint: disable=broad-except
       # Anything unexpected is shown, not raised: the server must keep serving.
       return [], '', f'**Error:** {type(e).__name__}: {html.escape(str(e))}', None
-    gallery = [(search._thumb(r.path, THUMB),  # pylint: disable=protected-access
+    gallery = [(rendering.thumbnail(r.path, THUMB),
                 f'#{r.rank}  {r.score:.3f}  {Path(r.path).name}') for r in results]
     rows = ''.join(f'<li data-path="{html.escape(r.path)}"><b>{html.escape(Path(r.path).name)}'
                    f'</b> <span class="score">{r.score:.4f}</span></li>' for r in results)
@@ -134,7 +137,7 @@ class Demo:
     message = f'Top {len(results)} of {len(self.searcher.index)} photos ({used} query).'
     if self.searcher.ann is not None:   # say what an approximate index may miss
       message += f' Approximate: {html.escape(self.searcher.describe_backend())}.'
-    preview = search.sketch_preview(smap, THUMB) if smap is not None else None
+    preview = rendering.sketch_preview(smap, THUMB) if smap is not None else None
     return gallery, ranking, message, preview
 
   def run_to_files(self, upload, drawing, text, mode, k):
@@ -164,7 +167,7 @@ def _png_file(img: Image.Image) -> str:
   return str(path)
 
 
-def build_app(searcher: search.Searcher, default_k: int = 10, *, concurrency: int = CONCURRENCY,
+def build_app(searcher: Searcher, default_k: int = 10, *, concurrency: int = CONCURRENCY,
               timeout_s: float = TIMEOUT_S):
   import gradio as gr  # pylint: disable=g-import-not-at-top
   demo = Demo(searcher, default_k, concurrency=concurrency, timeout_s=timeout_s)
@@ -209,12 +212,12 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer('port', 7860, "the server's port", flag_values=fv)
   flags.DEFINE_string('host', '127.0.0.1', '0.0.0.0 to serve other machines', flag_values=fv)
   flags.DEFINE_integer('k', 10, 'default number of results', flag_values=fv)
-  flags.DEFINE_enum('backend', 'jax', search.BACKENDS,
+  flags.DEFINE_enum('backend', 'jax', BACKENDS,
                     'jax/faiss: exact; ivf_flat/ivf_pq/hnsw/scann: an ANN index built by '
                     '`python -m stbir_jax.search index --backend=...`', flag_values=fv)
   flags.DEFINE_bool('exact', False, 'ANN: re-rank the candidates exactly', flag_values=fv)
   flags.DEFINE_bool('share', False, 'a public gradio.live link (Colab)', flag_values=fv)
-  flags.DEFINE_enum('fit', 'ink', search.sketch_io.FITS, search.FIT_HELP, flag_values=fv)
+  flags.DEFINE_enum('fit', 'ink', sketch_io.FITS, inputs.FIT_HELP, flag_values=fv)
   flags.DEFINE_integer('concurrency', CONCURRENCY,
                        'searches computing at once; more visitors wait in the queue',
                        flag_values=fv)
@@ -232,11 +235,11 @@ def serve(f: flags.FlagValues) -> int:
     import gradio  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     cli.fail(PROG, 'the web demo needs gradio: pip install gradio')
-  search.check_k(f.k, '--k')
-  search.check_k(f.concurrency, '--concurrency')
+  inputs.check_k(f.k, '--k')
+  inputs.check_k(f.concurrency, '--concurrency')
   if not f.timeout > 0:
-    raise search.SearchError(f'--timeout={f.timeout}: expected a positive number of seconds')
-  searcher = search.Searcher(f.index, f.model, backend=f.backend, fit=f.fit, exact=f.exact)
+    raise inputs.SearchError(f'--timeout={f.timeout}: expected a positive number of seconds')
+  searcher = Searcher(f.index, f.model, backend=f.backend, fit=f.fit, exact=f.exact)
   searcher.search(text='warm up', k=1)  # compile before the first visitor
   print(f'demo: ranking with {searcher.describe_backend()}')
   app = build_app(searcher, f.k, concurrency=f.concurrency, timeout_s=f.timeout)
@@ -247,7 +250,7 @@ def serve(f: flags.FlagValues) -> int:
 
 def main(argv=None) -> int:
   """The program; `argv`: its flags as a list (cli.run_program), None: sys.argv."""
-  return cli.run_program(PROG, define_flags, serve, argv, extra=(search.SearchError,))
+  return cli.run_program(PROG, define_flags, serve, argv, extra=(inputs.SearchError,))
 
 
 if __name__ == '__main__':

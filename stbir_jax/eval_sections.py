@@ -48,7 +48,7 @@ def _named_buckets(config, names, evaluator: str) -> list:
 
 def default_data_fns() -> dict:
   """The real data pipeline and degradations (imported lazily: tests inject fakes)."""
-  from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
+  from stbir_jax import degradations  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   def from_config(read):
@@ -58,7 +58,7 @@ def default_data_fns() -> dict:
     return data_fn
   return {'eval_gallery': from_config(pipeline.eval_gallery),
           'eval_queries': from_config(pipeline.eval_queries),
-          'degrade_queries': curriculum.degrade_queries}
+          'degrade_queries': degradations.degrade_queries}
 
 
 class EvalData:
@@ -89,7 +89,7 @@ class EvalData:
     buckets = self._config.curriculum.buckets
     index = [str(b.name) for b in buckets].index(bucket)
     if self._attribute_ids is None:
-      from stbir_jax import curriculum  # pylint: disable=g-import-not-at-top
-      self._attribute_ids = curriculum.attribute_token_ids(self._config.data.tokenizer)
+      from stbir_jax import degradations  # pylint: disable=g-import-not-at-top
+      self._attribute_ids = degradations.attribute_token_ids(self._config.data.tokenizer)
     return self.fns['degrade_queries'](key, batch, index, buckets,
                                        attribute_ids=self._attribute_ids)

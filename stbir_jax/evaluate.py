@@ -43,25 +43,14 @@ import numpy as np
 from absl import logging
 
 from stbir_jax import metrics, paths
-from stbir_jax.models.stbir import STBIR
 from stbir_jax.eval_sections import EvalData, EvaluatorError, evaluator_section
+from stbir_jax.models.stbir import STBIR
+from stbir_jax.query_modes import MODES, apply_mode
 
-MODES = ('sketch', 'text', 'sketch+text')
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
 TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
                  ('mean_rank', 'mean rank'))
-
-
-def apply_mode(batch: dict, mode: str) -> dict:
-  """Forces the missing modality of `mode` (numpy or jax batch)."""
-  if mode == 'sketch':
-    return dict(batch, has_text=batch['has_text'] & False)
-  if mode == 'text':
-    return dict(batch, has_sketch=batch['has_sketch'] & False)
-  if mode == 'sketch+text':
-    return batch
-  raise EvaluatorError(f'Unknown query mode {mode!r}; valid modes: {", ".join(MODES)}.')
 
 
 def _has_inputs_of(meta: dict, mode: str) -> np.ndarray:
@@ -402,15 +391,15 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   """Evaluates checkpoint `step` (default: the latest) of the run in `workdir` on `split`
   (default: the run's config.eval.split) with `evaluators` (default: the run's); writes
   WORKDIR/results_<split>_step<step>.{json,md} and returns (step, results)."""
-  from stbir_jax import export  # pylint: disable=g-import-not-at-top
-  run, config = export.run_config(workdir)
+  from stbir_jax import run_config  # pylint: disable=g-import-not-at-top
+  run, config = run_config.load_run(workdir)
   if split:
     config.eval.split = split
   if evaluators:
     config.eval.evaluators = list(evaluators)
   # An unknown name fails before the checkpoint is read.
   sections = {name: section(config, name) for name in config.eval.evaluators}
-  step, params = export.latest_params(run, step)
+  step, params = run_config.latest_params(run, step)
   model = STBIR.from_config(config)
   data = EvalData(config)
   results = {}

@@ -1,4 +1,4 @@
-"""A run's recorded config, and what may change when it resumes.
+"""A run directory: its recorded config, what may change when it resumes, and its latest params.
 
   WORKDIR/config.json                      the config the run was started with (never rewritten
                                            while the run has checkpoints)
@@ -14,14 +14,20 @@ the fix an error message suggests); they are recorded too. Model and data change
 always (check_workdir_config): the checkpoints would not fit.
 
 Everything here reads the workdir; the writes happen once the run is known to start.
+`load_run` and `latest_params` read a finished (or running) run for evaluation, export and
+comparison: its config as a ConfigDict and the model params of a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 
-from stbir_jax import paths
+import ml_collections
+import orbax.checkpoint as ocp
+
+from stbir_jax import paths, stages
 from stbir_jax.config_checks import ConfigError
+from stbir_jax.exported import ExportError
 
 CONFIG_FILE = 'config.json'
 HISTORY = 'config_history'
@@ -148,3 +154,43 @@ def record_change(config, workdir, step: int, changes: dict) -> None:
   path.write_text(json.dumps({
       'step': step, 'changed': {k: list(v) for k, v in changes.items()},
       'config': json.loads(config.to_json_best_effort())}, indent=2))
+
+
+# ------------------------------------------------------------------------------------ reading a run
+
+
+def load_run(workdir):
+  """(resolved run directory, its config as a ConfigDict): config.json with the changes accepted
+  on resume (config_history/)."""
+  run = paths.resolve(workdir)
+  config_path = run / CONFIG_FILE
+  if not config_path.exists():
+    raise ExportError(f'{config_path} is missing; --workdir must be a training run directory.')
+  return run, config_from_dict(recorded(run))
+
+
+def config_from_dict(value):
+  """A ConfigDict from a config's JSON, with the dicts inside lists (curriculum buckets, stages)
+  made ConfigDicts too, as configs/base.py builds them; ConfigDict leaves them plain dicts."""
+  if isinstance(value, dict):
+    return ml_collections.ConfigDict({k: config_from_dict(v) for k, v in value.items()})
+  if isinstance(value, list):
+    return [config_from_dict(v) for v in value]
+  return value
+
+
+def latest_params(workdir, step=None):
+  """Model params of a run's checkpoint (the latest unless `step`), as numpy arrays; `workdir`
+  may be a gs:// URL."""
+  root = paths.resolve(workdir) / 'checkpoints'
+  # On gs:// a step being written is a plain <step> directory without commit_success.txt yet.
+  steps = sorted(int(d.name) for d in root.iterdir()
+                 if d.name.isdigit() and ocp.utils.is_checkpoint_finalized(d)
+                 ) if root.is_dir() else []
+  if not steps:
+    raise ExportError(f'{root} holds no checkpoint; train first (python -m stbir_jax.main).')
+  step = steps[-1] if step is None else int(step)
+  if step not in steps:
+    raise ExportError(f'No checkpoint for step {step} in {root}; available: {steps}.')
+  state = ocp.StandardCheckpointer().restore(root / str(step) / 'state')
+  return step, {k: state['params'][k] for k in stages.MODEL_GROUPS}

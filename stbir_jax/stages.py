@@ -18,6 +18,8 @@ import math
 
 import ml_collections
 
+from stbir_jax import query_modes
+
 MODEL_GROUPS = ('sketch', 'photo', 'text', 'fusion', 'temperature')
 PARAM_GROUPS = MODEL_GROUPS + ('prototypes',)
 LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
@@ -34,7 +36,6 @@ PAPER_SCHEDULE = (
          losses=['contrastive', 'triplet', 'prototype', 'single_modality'],
          query='sketch+text', lr_scale=1.0),
 )
-QUERY_MODES = ('sketch', 'text', 'sketch+text')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +105,8 @@ def build_stages(config) -> list[Stage]:
     if 'prototype' in spec.losses and not config.category.enabled:
       raise StageError(f'{where} uses the prototype loss but config.category.enabled is False; '
                        'remove it from the stage or enable category knowledge.')
-    if spec.query not in QUERY_MODES:
-      raise StageError(f'{where}.query is {spec.query!r}; valid: {", ".join(QUERY_MODES)}.')
+    if spec.query not in query_modes.MODES:
+      raise StageError(f'{where}.query is {spec.query!r}; valid: {", ".join(query_modes.MODES)}.')
     if not spec.train:
       raise StageError(f'{where}.train is empty: a stage must train something.')
     end = total if i == len(specs) - 1 else start + int(round(total * fractions[i]))

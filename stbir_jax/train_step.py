@@ -19,7 +19,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from stbir_jax import convert, curriculum, grad_accum, losses, sharding, stages
+from stbir_jax import (
+  convert,
+  curriculum,
+  degradations,
+  grad_accum,
+  losses,
+  query_modes,
+  sharding,
+  stages,
+)
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models import stbir
 
@@ -68,8 +77,8 @@ def make_constants(config, category_names) -> Constants:
   prompts = [config.category.prompt.format(name) for name in category_names]
   ids, mask = tok.encode(prompts, config.data.max_text_len)
   return Constants(jnp.asarray(ids), jnp.asarray(mask),
-                   jnp.asarray(curriculum.attribute_token_ids(config.data.tokenizer)),
-                   curriculum.buckets_from_config(config.curriculum.buckets))
+                   jnp.asarray(degradations.attribute_token_ids(config.data.tokenizer)),
+                   degradations.buckets_from_config(config.curriculum.buckets))
 
 
 def init_state(config, model, constants: Constants, key, pretrained=None) -> TrainState:
@@ -102,14 +111,6 @@ def modality_dropout(key, batch, p: float):
   drop_text = (u >= p) & (u < 2 * p) & batch['has_sketch']
   return dict(batch, has_sketch=batch['has_sketch'] & ~drop_sketch,
               has_text=batch['has_text'] & ~drop_text)
-
-
-def apply_query_mode(batch, mode: str):
-  if mode == 'sketch':
-    return dict(batch, has_text=jnp.zeros_like(batch['has_text']))
-  if mode == 'text':
-    return dict(batch, has_sketch=jnp.zeros_like(batch['has_sketch']))
-  return batch
 
 
 def _bucket_means(values, bucket_idx, num_buckets):
@@ -191,7 +192,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
   """The pure train step of one stage: (state, batch) -> (state, metrics)."""
   optimizer = make_optimizer(config)
   frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
-  bucket_names = curriculum.bucket_names(config.curriculum.buckets)
+  bucket_names = degradations.bucket_names(config.curriculum.buckets)
   value_and_grad = make_value_and_grad(config, model, stage, constants)
 
   def step_fn(state: TrainState, batch):
@@ -201,10 +202,10 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     probs = curriculum.bucket_probs(state.curriculum, state.step, total_steps,
                                     constants.buckets, config.curriculum)
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
-    batch = curriculum.degrade(k_degrade, batch, bucket_idx, constants.buckets,
-                               attribute_ids=constants.attribute_ids)
+    batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
+                                 attribute_ids=constants.attribute_ids)
     batch = modality_dropout(k_drop, batch, config.train.modality_dropout)
-    batch = apply_query_mode(batch, stage.query)
+    batch = query_modes.apply_mode(batch, stage.query)
 
     (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)
     grad_norm = optax.global_norm(grads)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from search_test import COLOURS, _messy_folder  # pylint: disable=g-import-not-at-top,wrong-import-position
+from search_test import COLOURS, _messy_folder, run_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from stbir_jax import ann, demo, retrieval, search  # pylint: disable=wrong-import-position
+from stbir_jax import ann, demo, exported, retrieval  # pylint: disable=wrong-import-position
+from stbir_jax.search.searcher import Searcher  # pylint: disable=wrong-import-position
 
 pytest.importorskip('faiss')
 ROWS, DIM, QUERIES = 6000, 32, 200
@@ -147,27 +148,26 @@ class ColourModel:
 
 
 def test_cli_builds_an_ann_index_and_queries_through_it(tmp_path, capsys, monkeypatch):
-  import stbir_jax  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(stbir_jax, 'load_exported', lambda directory: ColourModel())
+  monkeypatch.setattr(exported, 'load_exported', lambda directory: ColourModel())
   (tmp_path / 'model').mkdir()
   (tmp_path / 'model' / 'manifest.json').write_text('{}')
   (tmp_path / 'model' / 'params.safetensors').write_bytes(b'')
   _messy_folder(tmp_path / 'photos')
   index = tmp_path / 'index'
-  assert search.main(['index', f'--model={tmp_path / "model"}', f'--images={tmp_path / "photos"}',
+  assert run_cli(['index', f'--model={tmp_path / "model"}', f'--images={tmp_path / "photos"}',
                       f'--out={index}', '--quiet', '--chunk_size=3', '--backend=hnsw']) == 0
   out = capsys.readouterr().out
   assert 'hnsw index of 5 rows' in out and 'recall@4' in out   # 5 rows: k = 4 others
   meta = json.loads((index / 'ann' / 'hnsw' / 'meta.json').read_text())
   # 8 files in chunks of 3: the photos are spread over the chunks, the junk skipped.
   assert meta['rows'] == 5 and [n for n, _ in meta['chunks']] == [0, 1, 2]
-  assert search.main(['query', f'--index={index}', '--text=a blue thing', '-k', '3',
+  assert run_cli(['query', f'--index={index}', '--text=a blue thing', '-k', '3',
                       '--backend=hnsw', '--exact']) == 0
   lines = capsys.readouterr().out.splitlines()
   assert lines[0] == 'top 3 of 5 (text query)' and lines[4].startswith('approximate: hnsw (')
   assert lines[1].split()[2].endswith('blue.png')
-  exact = search.Searcher(index, backend='jax')
-  approx = search.Searcher(index, backend='hnsw')
+  exact = Searcher(index, backend='jax')
+  approx = Searcher(index, backend='hnsw')
   want, _, _ = exact.search(text='yellow', k=5)
   got, _, _ = approx.search(text='yellow', k=5)
   assert [r.path for r in got] == [r.path for r in want]   # 5 rows: the graph sees them all
@@ -179,5 +179,5 @@ def test_cli_builds_an_ann_index_and_queries_through_it(tmp_path, capsys, monkey
   assert message.startswith('Top 3 of 5 photos (text query). Approximate: hnsw (')
   assert 'recall@4 1.000' in message
   assert 'Approximate' not in demo.Demo(exact).run(None, None, 'yellow', 'text', 3)[2]
-  assert search.main(['query', f'--index={index}', '--text=x', '--backend=ivf_pq']) == 2
+  assert run_cli(['query', f'--index={index}', '--text=x', '--backend=ivf_pq']) == 2
   assert 'no ivf_pq index; build it with' in capsys.readouterr().err

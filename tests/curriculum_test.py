@@ -1,4 +1,4 @@
-"""Tests of stbir_jax.curriculum: degradations remove exactly what they should, the sampler
+"""Tests of stbir_jax.degradations and stbir_jax.curriculum: degradations remove exactly what they should, the sampler
 follows the hand-computed schedule and weights."""
 
 import math
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from configs import base
+from stbir_jax import config_checks
 from stbir_jax import curriculum as cu
+from stbir_jax import degradations as dg
 
 R, L = 16, 10
 CLS, SEP = 101, 102
@@ -32,7 +34,7 @@ def table(*buckets):
   """Bucket 0 is clean, then the given ones, padded with clean buckets to NB."""
   buckets = [bucket('clean', level=0)] + list(buckets)
   buckets += [bucket('pad', level=0)] * (NB - len(buckets))
-  return cu.buckets_from_config(buckets)
+  return dg.buckets_from_config(buckets)
 
 
 def stroke_map(num_strokes):
@@ -65,7 +67,7 @@ ATTR = np.asarray([RED, LEATHER], np.int32)
 
 def run(buckets, batch, idx, key=0):
   idx = list(idx) + [0] * (B - len(idx))
-  out = cu.degrade(jax.random.PRNGKey(key), batch, jnp.asarray(idx, jnp.int32), buckets,
+  out = dg.degrade(jax.random.PRNGKey(key), batch, jnp.asarray(idx, jnp.int32), buckets,
                    attribute_ids=ATTR)
   return jax.tree.map(np.asarray, out)
 
@@ -79,8 +81,8 @@ def ids_of(m):
 
 def test_buckets_from_base_config():
   cfg = base.get_config('smoke').curriculum
-  b = cu.buckets_from_config(cfg.buckets)
-  assert cu.bucket_names(cfg.buckets) == ['clean', 'mild', 'moderate', 'severe', 'no_sketch',
+  b = dg.buckets_from_config(cfg.buckets)
+  assert dg.bucket_names(cfg.buckets) == ['clean', 'mild', 'moderate', 'severe', 'no_sketch',
                                           'no_text']
   np.testing.assert_allclose(b.stroke_dropout, [0, 0.1, 0.25, 0.4, 0, 0])
   np.testing.assert_array_equal(b.noise_strokes, [0, 1, 2, 4, 0, 0])
@@ -98,20 +100,20 @@ def test_buckets_from_base_config():
 def test_bad_bucket_names_field(field, value, message):
   bad = bucket()
   bad[field] = value
-  with pytest.raises(cu.CurriculumError, match=re.escape(message)):
-    cu.buckets_from_config([bucket('clean', level=0), bad])
+  with pytest.raises(dg.CurriculumError, match=re.escape(message)):
+    dg.check_buckets([bucket('clean', level=0), bad])
   missing = bucket()
   del missing['jitter']
-  with pytest.raises(cu.CurriculumError, match="has no field 'jitter'"):
-    cu.buckets_from_config([missing])
+  with pytest.raises(dg.CurriculumError, match="has no field 'jitter'"):
+    dg.check_buckets([missing])
 
 
 def test_attribute_words_cover_colour_pattern_material():
   for w in ('red', 'navy', 'beige', 'striped', 'polka', 'plaid', 'leather', 'suede', 'denim'):
-    assert w in cu.ATTRIBUTE_WORDS
-  assert len(set(cu.ATTRIBUTE_WORDS)) == len(cu.ATTRIBUTE_WORDS)
+    assert w in dg.ATTRIBUTE_WORDS
+  assert len(set(dg.ATTRIBUTE_WORDS)) == len(dg.ATTRIBUTE_WORDS)
   # Bundled BERT vocab: 'red' is 2417, 'leather' 5898.
-  assert {RED, LEATHER} <= set(cu.attribute_token_ids().tolist())
+  assert {RED, LEATHER} <= set(dg.attribute_token_ids().tolist())
 
 
 # ------------------------------------------------------------------------------- degradations
@@ -265,10 +267,10 @@ def _jit_check(buckets, traced_table):
   batch = make_batch([stroke_map(6)] * 6, [TEXT] * 6)
   idx = jnp.arange(6, dtype=jnp.int32) % len(buckets.level)
   if traced_table:
-    fn = jax.jit(lambda k, b, i, t: cu.degrade(k, b, i, t, attribute_ids=ATTR))
+    fn = jax.jit(lambda k, b, i, t: dg.degrade(k, b, i, t, attribute_ids=ATTR))
     call = lambda key: fn(jax.random.PRNGKey(key), batch, idx, jax.tree.map(jnp.asarray, buckets))
   else:
-    fn = jax.jit(lambda k, b, i: cu.degrade(k, b, i, buckets, attribute_ids=ATTR))
+    fn = jax.jit(lambda k, b, i: dg.degrade(k, b, i, buckets, attribute_ids=ATTR))
     call = lambda key: fn(jax.random.PRNGKey(key), batch, idx)
   a = call(2)
   for k in ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text'):
@@ -282,7 +284,7 @@ def _jit_check(buckets, traced_table):
 
 
 def test_degrade_under_jit_with_static_shapes():
-  buckets = cu.buckets_from_config(base.get_config('smoke').curriculum.buckets)
+  buckets = dg.buckets_from_config(base.get_config('smoke').curriculum.buckets)
   a = _jit_check(buckets, traced_table=False)
   assert a['has_sketch'].tolist() == [True, True, True, True, False, True]
   assert a['has_text'].tolist() == [True, True, True, True, True, False]
@@ -296,7 +298,7 @@ def test_degrade_under_jit_with_static_shapes():
 @pytest.mark.slow
 def test_degrade_under_jit_with_traced_bucket_table():
   # A traced table falls back to the static caps (16 noise slots, 8 dilations).
-  buckets = cu.buckets_from_config(base.get_config('smoke').curriculum.buckets)
+  buckets = dg.buckets_from_config(base.get_config('smoke').curriculum.buckets)
   a = _jit_check(buckets, traced_table=False)
   b = _jit_check(buckets, traced_table=True)
   for k in ('text_ids', 'text_mask', 'has_sketch', 'has_text'):
@@ -313,15 +315,21 @@ def test_degrade_queries_one_bucket_from_config_list_and_channel_axis():
   m = stroke_map(6)
   batch = make_batch([m] * B, [TEXT] * B)
   batch['sketch'] = batch['sketch'][..., None]
-  out = cu.degrade_queries(jax.random.PRNGKey(0), batch, 1, cfg.buckets)
+  out = dg.degrade_queries(jax.random.PRNGKey(0), batch, 1, cfg.buckets)
   assert out['sketch'].shape == (B, R, R, 1)
   for i in range(B):
     np.testing.assert_array_equal(out['sketch'][i, ..., 0], np.where(m <= 3, m, 0))
-  with pytest.raises(cu.CurriculumError, match='bucket_index=2; expected 0..1'):
-    cu.degrade_queries(jax.random.PRNGKey(0), batch, 2, cfg.buckets)
+  with pytest.raises(dg.CurriculumError, match='bucket_index=2; expected 0..1'):
+    dg.degrade_queries(jax.random.PRNGKey(0), batch, 2, cfg.buckets)
 
 
 # ------------------------------------------------------------------------------------ sampler
+
+
+def _smoke_with(**curriculum):
+  config = base.get_config('smoke')
+  config.curriculum.update(curriculum)
+  return config
 
 
 def ccfg(**kw):
@@ -367,8 +375,11 @@ def test_probs_none_uniform_competence():
                              [1, 0, 0, 0, 0])
   np.testing.assert_allclose(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind='competence')),
                              [0.25, 0.25, 0.25, 0, 0.25])
+  # Checked when the config is validated, not while the step is traced.
   with pytest.raises(cu.CurriculumError, match="kind='random'; valid: none, uniform"):
-    cu.bucket_probs(state, 0, 1000, LEVELS, ccfg(kind='random'))
+    cu.check_config(ccfg(kind='random', buckets=[bucket('clean', level=0)]))
+  with pytest.raises(config_checks.ConfigError, match="curriculum.kind='random'; valid: none"):
+    config_checks.check_fields(_smoke_with(kind='random'))
 
 
 def test_self_paced_softmax_with_floor():
@@ -405,8 +416,9 @@ def test_clean_share_keeps_that_fraction_clean_and_spreads_the_rest_by_the_kind(
   assert p[0] > 0.5 and p[1] < 0.5
   assert np.asarray(cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(kind='none', clean_share=0.3))
                     ).tolist() == [1, 0, 0, 0, 0]
-  with pytest.raises(cu.CurriculumError, match='clean_share=1.5; expected a fraction'):
-    cu.bucket_probs(state, 41, 1000, LEVELS, ccfg(clean_share=1.5))
+  with pytest.raises(config_checks.ConfigError,
+                     match=re.escape('clean_share=1.5; expected a number >= 0 and <= 1')):
+    config_checks.check_fields(_smoke_with(clean_share=1.5))
 
 
 def test_self_paced_unseen_bucket_counts_as_hardest_seen():
@@ -453,7 +465,7 @@ def test_sample_buckets_deterministic_and_follows_probs():
 
 def test_sampler_jits_with_traced_step():
   cfg = base.get_config('smoke').curriculum
-  buckets = cu.buckets_from_config(cfg.buckets)
+  buckets = dg.buckets_from_config(cfg.buckets)
 
   @jax.jit
   def step(state, step, key):

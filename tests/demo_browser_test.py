@@ -39,8 +39,10 @@ import pytest
 from PIL import Image
 
 import _tiny
-from stbir_jax import demo, export, search
+from stbir_jax import demo, export
 from stbir_jax.models import stbir
+from stbir_jax.search import index, inputs
+from stbir_jax.search.searcher import Searcher
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = next((shutil.which(n) for n in ('chromium', 'chromium-browser', 'google-chrome')
@@ -102,8 +104,8 @@ def _train_batch(config, items):
   ids, mask = get_tokenizer(config.data.tokenizer).encode([t for _, _, t in items],
                                                           config.data.max_text_len)
   return dict(
-      image=np.stack([search.load_gallery_image(p, r) for p, _, _ in items]),
-      sketch=np.stack([search.sketch_map(s, r) for _, s, _ in items]),
+      image=np.stack([inputs.load_gallery_image(p, r) for p, _, _ in items]),
+      sketch=np.stack([inputs.sketch_map(s, r) for _, s, _ in items]),
       text_ids=ids, text_mask=mask, has_sketch=np.ones(n, bool), has_text=np.ones(n, bool),
       category=np.zeros(n, np.int32), instance=np.arange(n, dtype=np.int32),
       family=np.zeros(n, np.int32))
@@ -119,8 +121,8 @@ def gallery(tmp_path_factory):
   assert losses[-1] < 0.1 * losses[0], losses[::10]
   export.export_model(config, stbir.model_variables(state.params)['params'], str(base / 'model'),
                       step=config.train.num_steps)
-  search.build_index(base / 'model', base / 'photos', base / 'index', progress=False)
-  return base, search.Searcher(base / 'index'), items
+  index.build_index(base / 'model', base / 'photos', base / 'index', progress=False)
+  return base, Searcher(base / 'index'), items
 
 
 def _query(mode, sketch, text):
@@ -342,8 +344,8 @@ def _screenshot_query(request):
   assert sketch is None or os.path.isfile(sketch), f'STBIR_SCREENSHOT_SKETCH={sketch}: no file'
   # Absolute paths: the server runs in the repository root and the browser needs a full path.
   sketch = sketch and str(Path(sketch).resolve())
-  searcher = search.Searcher(Path(os.environ['STBIR_SCREENSHOT_INDEX']).resolve(),
-                             fit=os.environ.get('STBIR_SCREENSHOT_FIT', 'ink'))
+  searcher = Searcher(Path(os.environ['STBIR_SCREENSHOT_INDEX']).resolve(),
+                      fit=os.environ.get('STBIR_SCREENSHOT_FIT', 'ink'))
   k = min(int(os.environ.get('STBIR_SCREENSHOT_K', '10')), len(searcher.index))
   return searcher.index.directory, sketch, text, k, searcher, None
 

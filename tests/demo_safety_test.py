@@ -15,7 +15,9 @@ import _images
 import pytest
 from PIL import Image, ImageFile
 
-from stbir_jax import demo, search
+from stbir_jax import demo
+from stbir_jax.search import index, inputs
+from stbir_jax.search.searcher import Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
 import demo_load  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -32,8 +34,8 @@ def gallery(tmp_path_factory):
   (base / 'photos').mkdir()
   for i, colour in enumerate(['red', 'green', 'blue', 'yellow', 'black', 'white']):
     Image.new('RGB', (40, 30), colour).save(base / 'photos' / f'{i}.png')
-  search.build_index(base / 'model', base / 'photos', base / 'index', progress=False)
-  return base, search.Searcher(base / 'index')
+  index.build_index(base / 'model', base / 'photos', base / 'index', progress=False)
+  return base, Searcher(base / 'index')
 
 
 def _message(output):
@@ -78,7 +80,7 @@ def test_k_from_the_slider_and_the_default(gallery):
   d = demo.Demo(searcher, default_k=4)
   assert _message(d.run(None, None, 'red', 'text', 3.0)).startswith('Top 3 of 6 photos')
   assert _message(d.run(None, None, 'red', 'text', None)).startswith('Top 4 of 6 photos')
-  with pytest.raises(search.SearchError, match='--k=0'):
+  with pytest.raises(inputs.SearchError, match='--k=0'):
     demo.Demo(searcher, default_k=0)
 
 

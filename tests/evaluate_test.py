@@ -166,17 +166,6 @@ def test_unknown_gallery_scope_lists_the_valid_ones():
                             data_fns=DATA_FNS)
 
 
-def test_modes_force_missing_modality():
-  batch = dict(has_sketch=np.array([True, False]), has_text=np.array([True, True]))
-  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'sketch')['has_text'], [0, 0])
-  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'sketch')['has_sketch'], [1, 0])
-  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'text')['has_sketch'], [0, 0])
-  np.testing.assert_array_equal(evaluate.apply_mode(batch, 'text')['has_text'], [1, 1])
-  assert evaluate.apply_mode(batch, 'sketch+text') is batch
-  with pytest.raises(evaluate.EvaluatorError, match='valid modes: sketch, text, sketch\\+text'):
-    evaluate.apply_mode(batch, 'photo')
-
-
 def test_robustness_buckets_and_fixed_keys():
   KEYS.clear()
   config = _config(robustness_buckets=['clean', 'severe', 'no_sketch'])

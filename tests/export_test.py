@@ -113,7 +113,7 @@ def test_export_matches_live_model_with_symbolic_batch(tiny):
 ])
 def test_broken_export_names_the_file(tiny, tmp_path, name, damage):
   import stbir_jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax.export import ExportError  # pylint: disable=g-import-not-at-top
+  from stbir_jax.exported import ExportError  # pylint: disable=g-import-not-at-top
   src = tiny[0]
   broken = tmp_path / 'broken'
   shutil.copytree(src, broken)
@@ -136,7 +136,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
   import stbir_jax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
-  from stbir_jax import export, train  # pylint: disable=g-import-not-at-top
+  from stbir_jax import run_config, train  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   config = base.get_config('smoke')
   config.data.data_dir = str(tmp_path / 'data')
@@ -154,7 +154,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   exported = stbir_jax.load_exported(str(out))
   saved = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
   model = stbir.STBIR.from_config(saved)
-  step, params = export.latest_params(str(workdir))
+  step, params = run_config.latest_params(str(workdir))
   assert step == 5
   params = jax.tree.map(np.asarray, params)
   for batch in (3, 5):

@@ -2,17 +2,30 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
+from absl import flags
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export_test import make_tiny_export  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from stbir_jax import retrieval, search  # pylint: disable=wrong-import-position
+from stbir_jax import retrieval  # pylint: disable=wrong-import-position
+from stbir_jax.search import index as index_lib  # pylint: disable=wrong-import-position
+from stbir_jax.search import inputs, main  # pylint: disable=wrong-import-position
+from stbir_jax.search.searcher import Searcher  # pylint: disable=wrong-import-position
+
+
+def run_cli(argv) -> int:
+  """`python -m stbir_jax.search ARGV` in this process (its flags on a FlagValues of their own);
+  returns the exit status."""
+  flag_values = flags.FlagValues()
+  main.define_flags(flag_values)
+  return main.main(flag_values(['search'] + list(argv)), flag_values)
 
 # ------------------------------------------------------------------------------------ top-k
 
@@ -77,7 +90,7 @@ def setup(tmp_path_factory):
   base = tmp_path_factory.mktemp('search')
   make_tiny_export(base / 'model')
   _messy_folder(base / 'photos')
-  report = search.build_index(base / 'model', base / 'photos', base / 'index', chunk_size=3,
+  report = index_lib.build_index(base / 'model', base / 'photos', base / 'index', chunk_size=3,
                               batch_size=4, progress=False)
   return base, report
 
@@ -108,7 +121,7 @@ def test_index_skips_junk_and_reports_it(setup):
   done = (base / 'index' / 'done.txt').read_text().split()
   assert sorted(done) == sorted(['red.jpg', 'blue.png', 'sub/green.webp', 'yellow.bmp',
                                  'sub/black.png', 'notes.txt', 'broken.jpg', 'empty.png'])
-  index = search.load_index(base / 'index')
+  index = index_lib.load_index(base / 'index')
   assert len(index) == 5 and index.embeddings.shape == (5, 16)
 
 
@@ -116,7 +129,7 @@ def test_index_embeddings_match_the_model_on_prepared_photos(setup):
   import stbir_jax  # pylint: disable=g-import-not-at-top
   from stbir_jax.data import prepare  # pylint: disable=g-import-not-at-top
   base, _ = setup
-  index = search.load_index(base / 'index')
+  index = index_lib.load_index(base / 'index')
   model = stbir_jax.load_exported(str(base / 'model'))
   photos = np.stack([prepare.load_photo(p, 32) for p in index.paths])
   np.testing.assert_allclose(index.embeddings, np.asarray(model.encode_gallery(photos)),
@@ -125,7 +138,7 @@ def test_index_embeddings_match_the_model_on_prepared_photos(setup):
 
 def test_index_resumes_after_interruption(setup, tmp_path, monkeypatch):
   base, _ = setup
-  real = search.load_gallery_image
+  real = index_lib.load_gallery_image
   calls = []
 
   def flaky(path, resolution):
@@ -134,39 +147,39 @@ def test_index_resumes_after_interruption(setup, tmp_path, monkeypatch):
       raise KeyboardInterrupt
     return real(path, resolution)
 
-  monkeypatch.setattr(search, 'load_gallery_image', flaky)
+  monkeypatch.setattr(index_lib, 'load_gallery_image', flaky)
   with pytest.raises(KeyboardInterrupt):
-    search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
+    index_lib.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
                        batch_size=4, progress=False)
-  partial = search.load_index(tmp_path / 'idx')
+  partial = index_lib.load_index(tmp_path / 'idx')
   assert 0 < len(partial) < 5  # the first chunk was committed
-  monkeypatch.setattr(search, 'load_gallery_image', real)
+  monkeypatch.setattr(index_lib, 'load_gallery_image', real)
   calls.clear()
-  report = search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
+  report = index_lib.build_index(base / 'model', base / 'photos', tmp_path / 'idx', chunk_size=3,
                               batch_size=4, progress=False)
   assert report['indexed'] == 5 and report['skipped_count'] == 3
-  resumed, full = search.load_index(tmp_path / 'idx'), search.load_index(base / 'index')
+  resumed, full = index_lib.load_index(tmp_path / 'idx'), index_lib.load_index(base / 'index')
   assert sorted(resumed.paths) == sorted(full.paths)
   order = [resumed.paths.index(p) for p in full.paths]
   np.testing.assert_allclose(resumed.embeddings[order], full.embeddings, atol=1e-6)
   # A third run has nothing left to do.
-  again = search.build_index(base / 'model', base / 'photos', tmp_path / 'idx', progress=False)
+  again = index_lib.build_index(base / 'model', base / 'photos', tmp_path / 'idx', progress=False)
   assert again['indexed'] == 5 and again['chunks'] == report['chunks']
 
 
 def test_index_refuses_another_folder(setup, tmp_path):
   base, _ = setup
   (tmp_path / 'other').mkdir()
-  with pytest.raises(search.SearchError, match='images='):
-    search.build_index(base / 'model', tmp_path / 'other', base / 'index', progress=False)
+  with pytest.raises(inputs.SearchError, match='images='):
+    index_lib.build_index(base / 'model', tmp_path / 'other', base / 'index', progress=False)
 
 
 # ------------------------------------------------------------------------------------ query
 
 
 def test_raster_sketch_polarity_and_svg(tmp_path):
-  dark = search.sketch_map(_sketch_png(tmp_path / 'dark.png'), 32)
-  light = search.sketch_map(_sketch_png(tmp_path / 'light.jpg', invert=True), 32)
+  dark = inputs.sketch_map(_sketch_png(tmp_path / 'dark.png'), 32)
+  light = inputs.sketch_map(_sketch_png(tmp_path / 'light.jpg', invert=True), 32)
   assert dark.shape == (32, 32) and dark.dtype == np.uint8 and dark.max() >= 1
   # Same drawing in either polarity: nearly the same ink.
   inter = np.sum((dark > 0) & (light > 0))
@@ -175,10 +188,10 @@ def test_raster_sketch_polarity_and_svg(tmp_path):
   svg = tmp_path / 's.svg'
   svg.write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">'
                  '<path d="M10 90 L50 10 L90 90"/><path d="M30 60 L70 60"/></svg>')
-  m = search.sketch_map(svg, 32)
+  m = inputs.sketch_map(svg, 32)
   assert set(np.unique(m)) == {0, 1, 2}  # two strokes in document order
-  with pytest.raises(search.SearchError, match='no such file'):
-    search.sketch_map(tmp_path / 'nope.png', 32)
+  with pytest.raises(inputs.SearchError, match='no such file'):
+    inputs.sketch_map(tmp_path / 'nope.png', 32)
 
 
 def test_fit_ink_fills_the_frame_and_fit_canvas_keeps_the_place(setup, tmp_path):
@@ -187,23 +200,23 @@ def test_fit_ink_fills_the_frame_and_fit_canvas_keeps_the_place(setup, tmp_path)
   ImageDraw.Draw(page).line([(20, 20), (60, 20)], fill=0, width=4)
   page.save(tmp_path / 'corner.png')
   cols = lambda m: np.nonzero(m.any(axis=0))[0]
-  canvas = search.sketch_map(tmp_path / 'corner.png', 32, fit='canvas')
+  canvas = inputs.sketch_map(tmp_path / 'corner.png', 32, fit='canvas')
   # Where it was on the page: about (20..60) / 8 = 2.5..7.5 across, 2.5 down.
   assert np.nonzero(canvas.any(axis=1))[0].tolist() == [3]
   assert cols(canvas).tolist() == [3, 4, 5, 6, 7]
-  ink = search.sketch_map(tmp_path / 'corner.png', 32)           # fit='ink' (default)
+  ink = inputs.sketch_map(tmp_path / 'corner.png', 32)           # fit='ink' (default)
   assert np.nonzero(ink.any(axis=1))[0].tolist() == [14]         # centred ...
   assert cols(ink).tolist() == list(range(2, 30))                 # ... across the frame
   base, _ = setup
-  searcher = search.Searcher(base / 'index', fit='canvas')
+  searcher = Searcher(base / 'index', fit='canvas')
   np.testing.assert_array_equal(searcher.encode(tmp_path / 'corner.png')[1], canvas)
-  with pytest.raises(search.SearchError, match="--fit 'middle'; valid: ink, canvas"):
-    search.Searcher(base / 'index', fit='middle')
+  with pytest.raises(inputs.SearchError, match="--fit 'middle'; valid: ink, canvas"):
+    Searcher(base / 'index', fit='middle')
 
 
 def test_queries_rank_by_cosine_in_every_mode(setup, tmp_path):
   base, _ = setup
-  s = search.Searcher(base / 'index')
+  s = Searcher(base / 'index')
   sketch = _sketch_png(tmp_path / 'q.png')
   for kwargs, mode in [(dict(sketch=sketch), 'sketch'), (dict(text='a red round thing'), 'text'),
                        (dict(sketch=sketch, text='a red round thing'), 'sketch+text')]:
@@ -222,17 +235,17 @@ def test_queries_rank_by_cosine_in_every_mode(setup, tmp_path):
 
 def test_bad_queries_explain(setup, tmp_path):
   base, _ = setup
-  s = search.Searcher(base / 'index')
-  with pytest.raises(search.SearchError, match='empty query'):
+  s = Searcher(base / 'index')
+  with pytest.raises(inputs.SearchError, match='empty query'):
     s.search(text='   ')
   blank = tmp_path / 'blank.png'
   Image.new('RGB', (64, 64), 'white').save(blank)
-  with pytest.raises(search.SearchError, match='empty query'):
+  with pytest.raises(inputs.SearchError, match='empty query'):
     s.search(sketch=blank)
-  with pytest.raises(search.SearchError, match='needs a text'):
+  with pytest.raises(inputs.SearchError, match='needs a text'):
     s.search(sketch=_sketch_png(tmp_path / 'q.png'), mode='sketch+text')
   (tmp_path / 'bad.png').write_bytes(b'nope')
-  with pytest.raises(search.SearchError, match='bad.png'):
+  with pytest.raises(inputs.SearchError, match='bad.png'):
     s.search(sketch=tmp_path / 'bad.png')
 
 
@@ -240,7 +253,7 @@ def test_cli_query_prints_ranking_and_writes_grid_and_html(setup, tmp_path, caps
   base, _ = setup
   sketch = _sketch_png(tmp_path / 'q.png')
   png, page = tmp_path / 'results.png', tmp_path / 'results.html'
-  assert search.main(['query', f'--index={base / "index"}', f'--sketch={sketch}',
+  assert run_cli(['query', f'--index={base / "index"}', f'--sketch={sketch}',
                       '--text=a blue thing', '-k', '4', f'--out={png}']) == 0
   out = capsys.readouterr().out.splitlines()
   assert out[0] == 'top 4 of 5 (sketch+text query)'
@@ -251,17 +264,17 @@ def test_cli_query_prints_ranking_and_writes_grid_and_html(setup, tmp_path, caps
   assert all(os.path.isfile(r[2]) for r in rows)
   grid = Image.open(png)
   assert grid.width > 4 * 160 and grid.height >= 160
-  assert search.main(['query', f'--index={base / "index"}', '--text=a blue thing', '-k', '2',
+  assert run_cli(['query', f'--index={base / "index"}', '--text=a blue thing', '-k', '2',
                       f'--out={page}']) == 0
   text = page.read_text()
   assert text.count('<figure class="result">') == 2 and 'a blue thing' in text
-  assert search.main(['query', f'--index={tmp_path / "nothing"}', '--text=x']) == 2
+  assert run_cli(['query', f'--index={tmp_path / "nothing"}', '--text=x']) == 2
   assert 'no index.json' in capsys.readouterr().err
 
 
 def test_cli_index_prints_summary(setup, tmp_path, capsys):
   base, _ = setup
-  assert search.main(['index', f'--model={base / "model"}', f'--images={base / "photos"}',
+  assert run_cli(['index', f'--model={base / "model"}', f'--images={base / "photos"}',
                       f'--out={tmp_path / "ix"}', '--quiet']) == 0
   out = capsys.readouterr().out
   assert 'indexed 5 images' in out and 'skipped 3' in out and 'notes.txt' in out
@@ -290,40 +303,63 @@ def test_cli_refuses_huge_and_bomb_sketches_in_one_line(setup, tmp_path, capsys)
   for name, (w, h), size in [('bomb.png', (30000, 30000), '900,000,000 pixels'),
                              ('huge.png', (7000, 7000), '7000x7000 pixels')]:
     sketch = _images.png_header(tmp_path / name, w, h)
-    assert search.main(['query', f'--index={base / "index"}', f'--sketch={sketch}']) == 2
+    assert run_cli(['query', f'--index={base / "index"}', f'--sketch={sketch}']) == 2
     assert _error_lines(capsys) == [f'search: error: {sketch}: {size} is too large: the limit is '
                                     '40,000,000 pixels (a decompression bomb, or a mistake: '
                                     'downscale it)']
   # A bomb among the photos is skipped by `index`, with the same reason.
-  with pytest.raises(search.SearchError, match='900,000,000 pixels is too large: the limit is '
+  with pytest.raises(inputs.SearchError, match='900,000,000 pixels is too large: the limit is '
                                                '80,000,000 pixels'):
-    search.load_gallery_image(tmp_path / 'bomb.png', 32)
+    inputs.load_gallery_image(tmp_path / 'bomb.png', 32)
 
 
 def test_cli_non_utf8_text_is_one_line_naming_the_argument(setup, capsys):
   base, _ = setup
   # What Python makes of the argv bytes b'red \xff suede' in a UTF-8 locale.
   text = b'red \xff suede'.decode('utf-8', 'surrogateescape')
-  assert search.main(['query', f'--index={base / "index"}', f'--text={text}']) == 2
+  assert run_cli(['query', f'--index={base / "index"}', f'--text={text}']) == 2
   assert _error_lines(capsys) == ['search: error: --text: not valid UTF-8 (byte 0xff at position '
                                   '4); give the description in UTF-8 (e.g. set a UTF-8 locale, '
                                   'LANG=C.UTF-8)']
-  with pytest.raises(search.SearchError, match=r'^text: not valid UTF-8 \(byte 0xff'):
-    search.Searcher(base / 'index').search(text=text)
+  with pytest.raises(inputs.SearchError, match=r'^text: not valid UTF-8 \(byte 0xff'):
+    Searcher(base / 'index').search(text=text)
 
 
 @pytest.mark.parametrize('k', ['0', '-5'])
 def test_cli_refuses_k_below_1(setup, k, capsys):
   base, _ = setup
-  assert search.main(['query', f'--index={base / "index"}', '--text=red', '-k', k]) == 2
+  assert run_cli(['query', f'--index={base / "index"}', '--text=red', '-k', k]) == 2
   assert _error_lines(capsys) == [f'search: error: --k={k}: the number of results must be a '
                                   'whole number >= 1']
 
 
 def test_searcher_refuses_k_below_1_or_not_whole(setup):
   base, _ = setup
-  s = search.Searcher(base / 'index')
+  s = Searcher(base / 'index')
   for k in (0, -5, 2.5, True, '3'):
-    with pytest.raises(search.SearchError, match=r'the number of results must be a whole number'):
+    with pytest.raises(inputs.SearchError, match=r'the number of results must be a whole number'):
       s.search(text='red', k=k)
   assert len(s.search(text='red', k=np.int64(2))[0]) == 2
+
+
+def test_cli_refuses_a_missing_command_another_commands_flag_and_missing_flags(capsys):
+  assert run_cli(['--text=red']) == 2
+  assert _error_lines(capsys) == ["search: error: expected one command, index or query; got []"]
+  assert run_cli(['query', '--index=/nowhere', '--images=photos']) == 2
+  assert _error_lines(capsys)[0].startswith('search: error: --images is not a flag of `query`')
+  assert run_cli(['index', '--model=m', '--out=o']) == 2
+  assert _error_lines(capsys) == ['search: error: `index` needs --images']
+  assert run_cli(['index', '--model=m', '--images=i', '--out=o', '--backend=jax']) == 2
+  assert "`index` builds an approximate index" in _error_lines(capsys)[0]
+
+
+def test_python_m_search_is_the_program_with_one_line_errors(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=repo, JAX_PLATFORMS='cpu')
+  no_index = f'search: error: --index {tmp_path}: no index.json'
+  for args, error in [(['query', '--k=many'], 'search: error: flag --k=many: invalid literal'),
+                      (['query', f'--index={tmp_path}'], no_index)]:
+    proc = subprocess.run([sys.executable, '-m', 'stbir_jax.search', *args], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(error), proc.stderr

@@ -26,7 +26,7 @@ from etils.epath import gpath
 from orbax.checkpoint._src.path import gcs_utils
 
 from faults_test import UNRAISABLE, _config, _damage
-from stbir_jax import checkpoint, export, paths, train
+from stbir_jax import checkpoint, export, exported, paths, run_config, train
 from train_test import _Recorder
 
 URL = 'gs://bucket/stbir/run'
@@ -201,7 +201,7 @@ def test_a_damaged_checkpoint_in_gs_is_moved_aside_and_the_run_resumes_exactly(b
   damaged = sorted(p.relative_to(step_3) for p in step_3.rglob('*'))
   with fake_gcs(copy):
     train.train_and_evaluate(config, URL)
-    step, params = export.latest_params(URL)
+    step, params = run_config.latest_params(URL)
   run = copy / 'bucket' / 'stbir' / 'run'
   moved = run / checkpoint.QUARANTINE / '3'
   assert sorted(p.relative_to(moved) for p in moved.rglob('*')) == damaged
@@ -218,13 +218,13 @@ def test_export_reads_a_gs_workdir(bucket_run, tmp_path):
   with fake_gcs(root):
     step = export.export_run(URL, str(out))
   assert step == 3
-  exported = export.load_exported(str(out))
-  assert exported.embed_dim == config.model.embed_dim
+  model = exported.load_exported(str(out))
+  assert model.embed_dim == config.model.embed_dim
   assert '(no results.md in the run directory)' not in (out / 'model_card.md').read_text()
 
 
 def test_export_refuses_a_gs_out_directory(tmp_path):
-  with pytest.raises(export.ExportError, match=r'--out=gs://bucket/export: expected a local '
+  with pytest.raises(exported.ExportError, match=r'--out=gs://bucket/export: expected a local '
                                                'directory'):
     export.export_run(str(tmp_path), 'gs://bucket/export')
 

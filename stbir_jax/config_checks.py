@@ -162,6 +162,7 @@ FIELDS = {
     'loss.contrastive': NON_NEGATIVE,
     'loss.triplet': NON_NEGATIVE,
     'loss.triplet_margin': NON_NEGATIVE,
+    'loss.triplet_mining': choice(*losses.TRIPLET_MINING),
     'loss.init_temperature': POSITIVE_NUMBER,
     'loss.learn_temperature': boolean,
     'loss.prototype': NON_NEGATIVE,

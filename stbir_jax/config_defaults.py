@@ -103,6 +103,8 @@ def get_config():
   c.loss.kind = 'info_nce'                # contrastive and single_modality terms: 'info_nce' |
                                           # 'sigmoid' (SigLIP's, with a learnable logit bias)
   c.loss.init_logit_bias = -10.0          # the sigmoid loss's bias at step 0 (SigLIP's value)
+  c.loss.triplet_mining = 'hard'          # negatives of the triplet term: 'hard' (the hardest in
+                                          # the batch) | 'all' (their mean; losses.py)
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

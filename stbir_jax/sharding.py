@@ -51,6 +51,18 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def constrain_to_batch(x):
+  """x split along its first (batch) dimension over the batch axes, when traced under a mesh
+  that has them (the jitted train step, jit_step); unchanged elsewhere. Placed where the
+  partitioner would otherwise follow a sharded parameter instead of the batch: a token embedding
+  looked up in a table sharded over fsdp came out with every chip holding the whole global
+  batch, and the text tower then ran on all of it on every chip (docs/scaling.md)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -154,7 +154,8 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
                              negative_weights=weights, valid=batch[has])
           for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
     if 'triplet' in stage.losses:
-      terms['triplet'] = losses.triplet_hard(q, g, wl.triplet_margin, instance=batch['instance'])
+      terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
+          q, g, wl.triplet_margin, instance=batch['instance'])
     if 'prototype' in stage.losses:
       if config.category.learn_prototypes:
         protos = params['prototypes']
@@ -274,7 +275,14 @@ def create_sharded_state(config, mesh, model, constants: Constants, *, abstract=
 
 def jit_step(config, model, stage: stages.Stage, constants: Constants, total_steps: int, mesh,
              state_shardings):
-  """A stage's train step, jitted with the run's shardings; the state is donated."""
-  return jax.jit(make_step_fn(config, model, stage, constants, total_steps),
+  """A stage's train step, jitted with the run's shardings; the state is donated. Traced under
+  the mesh, so that the model's sharding constraints (sharding.constrain_to_batch) apply."""
+  step_fn = make_step_fn(config, model, stage, constants, total_steps)
+
+  def step_under_mesh(state, batch):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return step_fn(state, batch)
+
+  return jax.jit(step_under_mesh,
                  in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))

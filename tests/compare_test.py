@@ -35,6 +35,7 @@ def test_every_baseline_keeps_the_data_budget_and_evaluation_of_the_base_config(
               'joint_plain': (['sketch', 'photo', 'text', 'fusion', 'temperature'],
                               ['contrastive'], 'sketch+text', list(config.eval.modes))}[method]
   assert (list(stage.train), list(stage.losses), stage.query, list(c.eval.modes)) == expected
+  assert c.loss.triplet_mining == ('all' if method == 'triplet_sn' else 'hard')
 
 
 def test_unknown_method_lists_the_trained_ones():

@@ -51,6 +51,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from stbir_jax import sharding
 from stbir_jax.models import layers
 
 KINDS = ('bert', 'clip', 'siglip')
@@ -103,6 +104,7 @@ class TextTransformer(nn.Module):
       x = (embed(self.vocab_size, 'word_embeddings')(ids)
            + embed(2, 'token_type_embeddings')(jnp.zeros_like(ids))
            + embed(max_pos, 'position_embeddings')(positions))
+      x = sharding.constrain_to_batch(x)
       x = layers.layer_norm(1e-12, self.dtype, 'embeddings_layer_norm')(x)
       x = layers.Encoder(self.layers, self.hidden, self.heads, self.mlp_dim, act='gelu',
                          eps=1e-12, pre_ln=False, remat=self.remat, dtype=self.dtype,
@@ -112,6 +114,7 @@ class TextTransformer(nn.Module):
 
     x = (embed(self.vocab_size, 'token_embedding')(ids)
          + embed(max_pos, 'position_embedding')(positions))
+    x = sharding.constrain_to_batch(x)
     act, eps, causal = PRE_LN[self.kind]
     attend = key_mask
     if causal:

@@ -1,0 +1,59 @@
+"""The text tower runs on each chip's share of the batch under fsdp, not on the whole global
+batch: the compiled 8-device train step (fake CPU devices) holds no text-tower activation with
+the global batch as its leading dimension, and does without sharding.constrain_to_batch."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent('''
+  import re
+  import jax
+  from configs import base
+  from stbir_jax import sharding, stages, train_step
+  from stbir_jax.models import stbir
+
+  assert jax.device_count() == 8, jax.devices()
+  config = base.get_config('smoke')
+  config.mesh.update(data=1, fsdp=8, model=1)   # the word embeddings (30522 x 16) are sharded
+  config.train.batch_size = 16
+  config.model.text.mlp_dim = 48                # a width nothing else in the model has
+  length = config.data.max_text_len
+  model = stbir.STBIR.from_config(config)
+  from stbir_jax import aot
+  constants = aot.shape_constants(config, 1)
+  mesh = sharding.make_mesh(config.mesh)
+  state, shardings = train_step.abstract_state(config, model, constants, mesh)
+  batch = jax.eval_shape(lambda: stbir.dummy_batch(config, 16))
+  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                                      sharding=sharding.batch_sharding(mesh)), batch)
+  stage = stages.build_stages(config)[-1]
+
+  def text_mlp_batches():
+    step = train_step.jit_step(config, model, stage, constants, 6, mesh, shardings)
+    hlo = step.lower(state, batch).compile().as_text()
+    return sorted({int(b) for b in re.findall(rf'f32\\[(\\d+),{length},48\\]', hlo)})
+
+  print('constrained', text_mlp_batches())
+  sharding.constrain_to_batch = lambda x: x
+  print('unconstrained', text_mlp_batches())
+''')
+
+
+@pytest.mark.slow   # two compiles of the 8-device step: ~2 minutes on 2 cores
+def test_the_text_tower_runs_on_each_devices_share_of_the_batch_under_fsdp():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, '-c', SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  lines = dict(line.split(' ', 1) for line in proc.stdout.splitlines() if ' [' in line)
+  # 16 examples over 8 devices: 2 a device. Without the constraint every device computes the
+  # text tower's MLP for all 16.
+  assert lines['constrained'] == '[2]', proc.stdout
+  assert '16' in lines['unconstrained'], proc.stdout

@@ -13,6 +13,7 @@ import _tiny
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from stbir_jax import stages, train_step
 from stbir_jax.models import stbir
@@ -20,6 +21,9 @@ from stbir_jax.models.stbir import STBIR
 
 LOSS_RTOL = 0.02
 MIN_COSINE = 0.99
+
+# Three bf16 steps and evaluations: ~2.5 minutes on 2 cores.
+pytestmark = pytest.mark.slow
 
 
 @functools.cache

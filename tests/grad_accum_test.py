@@ -94,6 +94,7 @@ def test_accumulated_gradients_and_step_equal_the_plain_ones(accum, learn_protot
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow   # ~2 minutes on 2 cores
 def test_remat_gives_the_same_gradients():
   plain = _config()
   # A ResNet sketch tower as well, so ResNet blocks and transformer layers are both rematted.

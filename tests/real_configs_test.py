@@ -126,6 +126,7 @@ def test_real_variant_reads_its_prepared_data(name, tmp_path):
       np.testing.assert_array_equal(q['sketch'], rec['sketches'][int(q['query_index'])][..., 0])
 
 
+@pytest.mark.slow   # trains a model: ~4 minutes on 2 cores
 def test_sketchy_variant_trains_and_ranks_within_the_category(tmp_path):
   config = _prepared_config('sketchy', tmp_path)
   smoke = base.get_config('smoke')

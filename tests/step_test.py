@@ -84,6 +84,7 @@ def test_frozen_groups_stay_bit_identical():
     assert same == (group != 'photo'), group
 
 
+@pytest.mark.slow   # ~1.5 minutes on 2 cores
 def test_group_lr_scale_multiplies_that_groups_update_only():
   config, model, state, _ = _tiny.setup()
   constants = train_step.make_constants(config, ['thing'])

@@ -30,6 +30,7 @@ def _smoke(tmp_path, **overrides):
   return config
 
 
+@pytest.mark.slow   # ~1 minute on 2 cores
 def test_every_variant_initialises_abstractly():
   for variant in base.VARIANTS:
     config = base.get_config(None if variant == 'full' else variant)

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent('''
   import re
   import jax
   from configs import base
-  from stbir_jax import sharding, stages, train_step
+  from stbir_jax import aot, sharding, stages, train_step
   from stbir_jax.models import stbir
 
   assert jax.device_count() == 8, jax.devices()
@@ -25,7 +25,6 @@ SCRIPT = textwrap.dedent('''
   config.model.text.mlp_dim = 48                # a width nothing else in the model has
   length = config.data.max_text_len
   model = stbir.STBIR.from_config(config)
-  from stbir_jax import aot
   constants = aot.shape_constants(config, 1)
   mesh = sharding.make_mesh(config.mesh)
   state, shardings = train_step.abstract_state(config, model, constants, mesh)

@@ -2,7 +2,7 @@
 
   python benchmarks/sharded_search.py [--dim 512] [--queries 256] [--rows 262144]
 
-Compiles stbir_jax.sharded_search's search (one device, `--rows` gallery rows, a batch of
+Compiles stbir_jax.search.sharded's search (one device, `--rows` gallery rows, a batch of
 `--queries`, k = 10), reads XLA's cost analysis (FLOPs, bytes accessed), and divides by the rows.
 Then, on paper, for chips with their published HBM size, bandwidth and dense matmul peak: the
 rows one chip holds (80% of HBM for the gallery, float32 and bfloat16 rows), and the time one
@@ -20,7 +20,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from stbir_jax import sharded_search, sharding
+from stbir_jax import sharding
+from stbir_jax.search import sharded as sharded_search
 
 # name: (HBM GiB, HBM TB/s, float32 TFLOP/s, bfloat16 TFLOP/s) -- vendors' data sheets.
 CHIPS = {

@@ -6,8 +6,8 @@ trained with. `top_k(queries, gallery, k)` streams the gallery through the devic
 running best k, with at most two chunks in flight, so the extra memory stays
 O(Q * (chunk + k) + 2 chunks) however large the gallery is (tests/search_test.py measures it),
 and every chunk has the same shape (the last one is padded with -inf scores), so it compiles
-once. Approximate indexes are in stbir_jax/ann.py, a gallery sharded over a device mesh in
-stbir_jax/sharded_search.py.
+once. Approximate indexes are in stbir_jax/search/ann.py, a gallery sharded over a device mesh
+in stbir_jax/search/sharded.py.
 """
 
 from __future__ import annotations

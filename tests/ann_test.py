@@ -12,7 +12,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from search_test import COLOURS, _messy_folder, run_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from stbir_jax import ann, demo, exported, retrieval  # pylint: disable=wrong-import-position
+from stbir_jax import demo, exported, retrieval  # pylint: disable=wrong-import-position
+from stbir_jax.search import ann, ann_store  # pylint: disable=wrong-import-position
 from stbir_jax.search.searcher import Searcher  # pylint: disable=wrong-import-position
 
 pytest.importorskip('faiss')
@@ -22,7 +23,7 @@ ROWS, DIM, QUERIES = 6000, 32, 200
 def _available(backend):
   if backend == 'scann':
     try:
-      ann._scann_ops()  # pylint: disable=protected-access
+      ann.scann_ops()
     except ann.AnnError as e:
       pytest.skip(f'scann does not load here: {e}')
 
@@ -39,8 +40,8 @@ def test_default_parameters_find_at_least_90_percent_of_the_exact_top_10(backend
   _available(backend)
   gallery, queries = clustered
   chunks = [[0, 2500], [1, 2500], [2, ROWS - 5000]]
-  meta = ann.build(tmp_path, backend, gallery, chunks, progress=None)
-  index = ann.AnnIndex(tmp_path, backend, rows=ROWS)
+  meta = ann_store.build(tmp_path, backend, gallery, chunks, progress=None)
+  index = ann_store.AnnIndex(tmp_path, backend, rows=ROWS)
   _, truth = retrieval.top_k_jax(queries, gallery, 10)
   scores, found = index.search(queries, 10, gallery)
   assert found.shape == (QUERIES, 10)
@@ -66,8 +67,9 @@ def test_default_parameters_find_at_least_90_percent_of_the_exact_top_10(backend
 
 def test_exact_rerank_gives_the_exact_order_of_the_candidates(clustered, tmp_path):
   gallery, queries = clustered
-  ann.build(tmp_path, 'ivf_flat', gallery, [[0, ROWS]], overrides={'nprobe': 1}, progress=None)
-  index = ann.AnnIndex(tmp_path, 'ivf_flat', rows=ROWS, overrides={'nprobe': 64})
+  ann_store.build(tmp_path, 'ivf_flat', gallery, [[0, ROWS]], overrides={'nprobe': 1},
+                  progress=None)
+  index = ann_store.AnnIndex(tmp_path, 'ivf_flat', rows=ROWS, overrides={'nprobe': 64})
   assert index.recall is None   # measured with nprobe 1, not 64
   assert 'recall not measured' in index.describe()
   scores, ids = index.search(queries, 10, gallery, exact=True)
@@ -79,10 +81,10 @@ def test_exact_rerank_gives_the_exact_order_of_the_candidates(clustered, tmp_pat
 def test_build_grows_with_new_chunks_and_resumes_after_interruption(clustered, tmp_path):
   gallery, _ = clustered
   chunks = [[0, 1000], [1, 1000], [2, 1000], [3, 1000]]
-  first = ann.build(tmp_path, 'ivf_flat', gallery[:2000], chunks[:2], progress=None)
+  first = ann_store.build(tmp_path, 'ivf_flat', gallery[:2000], chunks[:2], progress=None)
   assert first['rows'] == 2000 and first['params']['nlist'] == 45   # round(sqrt(2000))
   mtime = (tmp_path / 'ann' / 'ivf_flat' / 'index.faiss').stat().st_mtime_ns
-  assert ann.build(tmp_path, 'ivf_flat', gallery[:2000], chunks[:2], progress=None) == first
+  assert ann_store.build(tmp_path, 'ivf_flat', gallery[:2000], chunks[:2], progress=None) == first
   assert (tmp_path / 'ann' / 'ivf_flat' / 'index.faiss').stat().st_mtime_ns == mtime
 
   # Two new chunks, committed one at a time; interrupted after the first.
@@ -93,19 +95,19 @@ def test_build_grows_with_new_chunks_and_resumes_after_interruption(clustered, t
     raise KeyboardInterrupt
 
   with pytest.raises(KeyboardInterrupt):
-    ann.build(tmp_path, 'ivf_flat', gallery[:4000], chunks, add_rows=1000,
-              progress=stop_after_one)
-  meta = ann.read_meta(tmp_path, 'ivf_flat')
+    ann_store.build(tmp_path, 'ivf_flat', gallery[:4000], chunks, add_rows=1000,
+                    progress=stop_after_one)
+  meta = ann_store.read_meta(tmp_path, 'ivf_flat')
   assert committed == ['ivf_flat: 3000/4000 rows'] and meta['rows'] == 3000
   assert meta['chunks'] == chunks[:3]
-  done = ann.build(tmp_path, 'ivf_flat', gallery[:4000], chunks, progress=None)
+  done = ann_store.build(tmp_path, 'ivf_flat', gallery[:4000], chunks, progress=None)
   # Resumed: the lists trained on the first 2000 rows are kept (nlist 45, not sqrt(4000)).
   assert done['rows'] == 4000 and done['params']['nlist'] == 45
-  index = ann.AnnIndex(tmp_path, 'ivf_flat', rows=4000)
+  index = ann_store.AnnIndex(tmp_path, 'ivf_flat', rows=4000)
   assert index.index.ntotal == 4000
   # A redone chunk (another row count) is not a prefix any more: rebuilt from scratch.
-  redone = ann.build(tmp_path, 'ivf_flat', gallery[:3900], [[0, 900], [1, 1000], [2, 1000],
-                                                            [3, 1000]], progress=None)
+  redone = ann_store.build(tmp_path, 'ivf_flat', gallery[:3900], [[0, 900], [1, 1000], [2, 1000],
+                                                                  [3, 1000]], progress=None)
   assert redone['rows'] == 3900 and redone['params']['nlist'] == 62   # round(sqrt(3900))
 
 
@@ -117,12 +119,12 @@ def test_bad_parameters_and_stale_indexes_explain(clustered, tmp_path):
     ann.parse_params('nprobe=many')
   assert ann.parse_params('nprobe=32, ef_search=8') == {'nprobe': 32, 'ef_search': 8}
   with pytest.raises(ann.AnnError, match='no hnsw index; build it with'):
-    ann.AnnIndex(tmp_path, 'hnsw')
-  ann.build(tmp_path, 'hnsw', gallery[:500], [[0, 500]], progress=None)
+    ann_store.AnnIndex(tmp_path, 'hnsw')
+  ann_store.build(tmp_path, 'hnsw', gallery[:500], [[0, 500]], progress=None)
   with pytest.raises(ann.AnnError, match='holds 500 rows but the index has 600; rerun'):
-    ann.AnnIndex(tmp_path, 'hnsw', rows=600)
+    ann_store.AnnIndex(tmp_path, 'hnsw', rows=600)
   with pytest.raises(ann.AnnError, match='only search parameters can change at query time'):
-    ann.AnnIndex(tmp_path, 'hnsw', overrides={'M': 8})
+    ann_store.AnnIndex(tmp_path, 'hnsw', overrides={'M': 8})
 
 
 RGB = {name: np.array(rgb, np.float32) for name, rgb in COLOURS.items()}

@@ -39,7 +39,8 @@ COMMON = textwrap.dedent('''
 
 EIGHT_DEVICES = COMMON + textwrap.dedent('''
   import jax
-  from stbir_jax import sharded_search, sharding
+  from stbir_jax import sharding
+  from stbir_jax.search import sharded as sharded_search
   assert jax.device_count() == 8, jax.devices()
   gallery, queries = _gallery_and_queries()
   out = {}
@@ -84,7 +85,7 @@ TWO_PROCESSES = COMMON + textwrap.dedent('''
   jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2,
                              process_id=pid, initialization_timeout=120)
   assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
-  from stbir_jax import sharded_search
+  from stbir_jax.search import sharded as sharded_search
   gallery, queries = _gallery_and_queries()
 
   class Recording:

@@ -18,8 +18,9 @@ INDEX layout:
                           chunk without its .json is ignored (and redone)
   done.txt                every file handled so far, one a line (indexed or skipped)
   report.json             counts and the skipped files with the reason
-  ann/<backend>/          an approximate index (stbir_jax/ann.py) from `index --backend=...`,
-                          used by `query --backend=...` (docs/usage.md: which backend when)
+  ann/<backend>/          an approximate index (stbir_jax/search/ann_store.py) from
+                          `index --backend=...`, used by `query --backend=...`
+                          (docs/usage.md: which backend when)
 
 `query` encodes the sketch (raster of any size and polarity, or SVG / stroke JSON: see
 stbir_jax/data/sketch_io.py) and/or the text, ranks the gallery by cosine similarity (exact
@@ -30,6 +31,9 @@ The package, one room per concern:
   inputs.py      SearchError; gallery photos, sketches, texts and k checked (`sketch_map`)
   index.py       `build_index`, `load_index` (`Index`), `build_ann`: the layout above
   searcher.py    `Searcher(INDEX).search(sketch, text, k)` -> [`Result`], exact or ANN backends
+  ann.py         the ANN backends (FAISS IVF/HNSW, ScaNN): parameters, search, recall tuning
+  ann_store.py   ANN indexes on disk: `build` (resumable), `AnnIndex` (loaded for searching)
+  sharded.py     exact top-k over a gallery sharded over the device mesh (`shard_gallery`)
   rendering.py   `render_grid`, `render_html`, `write_results`, `sketch_preview`, `thumbnail`
   main.py        the program's flags and commands (`python -m stbir_jax.search`: __main__.py)
 """

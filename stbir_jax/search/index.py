@@ -1,6 +1,6 @@
 """The exact index of a folder of photos: building it (resumable, in committed chunks), loading
-it, and the approximate index built from it (stbir_jax/ann.py). The layout on disk is in
-stbir_jax/search/__init__.py.
+it, and the approximate index built from it (stbir_jax/search/ann_store.py). The layout on disk
+is in stbir_jax/search/__init__.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from stbir_jax import ann, exported, retrieval
+from stbir_jax import exported, retrieval
+from stbir_jax.search import ann, ann_store
 from stbir_jax.search.inputs import IMAGE_EXTENSIONS, SearchError, load_gallery_image
 
 INDEX_FORMAT = 1
@@ -95,8 +96,9 @@ def build_index(model_dir, images, out, *, batch_size: int = 32, chunk_size: int
   out.mkdir(parents=True, exist_ok=True)
   (out / 'chunks').mkdir(exist_ok=True)
 
-  meta = {'format': INDEX_FORMAT, 'model': model_dir, 'model_fingerprint': _model_fingerprint(model_dir),
-              'resolution': model.resolution, 'embed_dim': model.embed_dim, 'images': str(root)}
+  meta = {'format': INDEX_FORMAT, 'model': model_dir,
+          'model_fingerprint': _model_fingerprint(model_dir),
+          'resolution': model.resolution, 'embed_dim': model.embed_dim, 'images': str(root)}
   meta_path = out / 'index.json'
   if meta_path.exists():
     old = json.loads(meta_path.read_text())
@@ -202,7 +204,7 @@ def build_ann(directory, backend: str, overrides: dict | None = None, progress=p
   index = load_index(directory)
   chunks = [[number, len(paths)] for number, paths, _ in read_chunks(index.directory)]
   try:
-    return ann.build(index.directory, backend, index.embeddings, chunks, overrides=overrides,
-                     progress=progress)
+    return ann_store.build(index.directory, backend, index.embeddings, chunks,
+                           overrides=overrides, progress=progress)
   except (ann.AnnError, retrieval.RetrievalError) as e:
     raise SearchError(str(e)) from None

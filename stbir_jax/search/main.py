@@ -16,16 +16,15 @@ from pathlib import Path
 from absl import flags
 from PIL import Image
 
-from stbir_jax import ann
 from stbir_jax.data import sketch_io
-from stbir_jax.search import index, rendering
+from stbir_jax.search import ann, ann_store, index, rendering
 from stbir_jax.search.inputs import FIT_HELP, SearchError, check_k, check_text
 from stbir_jax.search.searcher import BACKENDS, MODES, Searcher
 
 PROG = 'search'
 COMMANDS = ('index', 'query')
 ANN_PARAMS_HELP = ('ANN parameters, e.g. "nprobe=32" or "ef_search=128" (defaults: '
-                   'stbir_jax/ann.py DEFAULTS)')
+                   'stbir_jax/search/ann.py DEFAULTS)')
 # The flags of each command; --backend, --ann_params, --model and --out serve both.
 INDEX_FLAGS = ('model', 'images', 'out', 'batch_size', 'chunk_size', 'quiet', 'backend',
                'ann_params')
@@ -113,7 +112,7 @@ def _index(f) -> None:
     meta = index.build_ann(f.out, f.backend, _ann_params(f.ann_params),
                            progress=None if f.quiet else print)
     print(f'{f.backend} index of {meta["rows"]} rows in {Path(f.out) / "ann" / f.backend}: '
-          f'{ann.describe_meta(meta)}')
+          f'{ann_store.describe_meta(meta)}')
 
 
 def _query(f) -> None:

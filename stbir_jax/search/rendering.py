@@ -91,12 +91,13 @@ def render_html(results, smap=None, text: str = '', *, tile: int = 160) -> str:
       f'alt="{html.escape(Path(r.path).name)}"><figcaption>#{r.rank} {r.score:.3f}<br>'
       f'<a href="file://{html.escape(r.path)}">{html.escape(Path(r.path).name)}</a>'
       '</figcaption></figure>' for r in results)
+  caption = html.escape(text) if text else '<i>(no text)</i>'
   return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>stbir_jax search results</title>
 <style>body{{font-family:sans-serif}} figure{{display:inline-block;margin:6px;text-align:center}}
 .query{{border-right:2px solid #ccc;padding-right:12px;margin-right:12px;float:left}}</style>
 </head><body>
-<div class="query"><h3>Query</h3>{sketch}<p>{html.escape(text) if text else '<i>(no text)</i>'}</p></div>
+<div class="query"><h3>Query</h3>{sketch}<p>{caption}</p></div>
 <div class="results"><h3>Top {len(results)}</h3>
 {items}
 </div></body></html>

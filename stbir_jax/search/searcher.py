@@ -1,6 +1,7 @@
 """The searcher: an index plus the exported model that built it. `Searcher.search(sketch, text,
 k)` encodes the query and ranks the gallery with the exact top-k (stbir_jax/retrieval.py: JAX or
-FAISS) or an approximate index (stbir_jax/ann.py), by its `backend`.
+FAISS) or an approximate index (stbir_jax/search/ann_store.py), by its
+`backend`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 
 import numpy as np
 
-from stbir_jax import ann, exported, query_modes, retrieval
+from stbir_jax import exported, query_modes, retrieval
+from stbir_jax.search import ann, ann_store
 from stbir_jax.search.index import Index, load_index
 from stbir_jax.search.inputs import SearchError, check_fit, check_k, check_text, sketch_map
 
@@ -40,8 +42,8 @@ class Searcher:
     self.ann = None
     if backend in ann.BACKENDS:
       try:
-        self.ann = ann.AnnIndex(self.index.directory, backend, rows=len(self.index),
-                                overrides=ann_params)
+        self.ann = ann_store.AnnIndex(self.index.directory, backend, rows=len(self.index),
+                                      overrides=ann_params)
       except (ann.AnnError, retrieval.RetrievalError) as e:
         raise SearchError(str(e)) from None
     self.fit = check_fit(fit)  # how a drawn or uploaded sketch is placed in the frame (sketch_map)
@@ -105,6 +107,7 @@ class Searcher:
         scores, idx = retrieval.top_k(q, self.index.embeddings, k, backend=self.backend)
     except (retrieval.RetrievalError, ann.AnnError) as e:
       raise SearchError(str(e)) from None
-    found = [(i, s) for i, s in zip(idx[0], scores[0]) if i >= 0]   # an ANN may find fewer
+    # An ANN may find fewer than k (id -1).
+    found = [(i, s) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
     results = [Result(r + 1, self.index.paths[i], float(s)) for r, (i, s) in enumerate(found)]
     return results, smap, text

@@ -14,29 +14,13 @@ index's own photos: the smallest power of two whose recall@10 against exact sear
 be 0.995 at 10^5 and 0.33 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
 is stored with the index, so the CLI and the demo can say what they serve.
 
-On disk, next to the embeddings (INDEX is a `python -m stbir_jax.search index` folder):
-
-  INDEX/ann/<backend>/meta.json     backend, params, the chunks it holds [[number, rows]...],
-                                    rows, recall estimate; written last (commits the index)
-  INDEX/ann/<backend>/index.faiss   FAISS backends
-  INDEX/ann/<backend>/scann/        ScaNN's serialised searcher
-
-Building is resumable like the chunks: the FAISS indexes are trained once (on a sample of the
-rows there are at that time) and then grow by `add_rows` rows at a time, each step committed;
-a rerun after new photos were indexed adds only the new rows. A stored index whose chunks are
-no longer a prefix of the index's (a chunk redone) is rebuilt. ScaNN has no committed partial
-state: it is rebuilt whenever the rows changed.
+Storing, resuming and loading indexes on disk: ann_store.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
@@ -64,11 +48,11 @@ class AnnError(ValueError):
   """A bad backend, parameter or stored ANN index; the message names it."""
 
 
-def _faiss():
+def faiss_module():
   return retrieval._faiss()  # pylint: disable=protected-access
 
 
-def _scann_ops():
+def scann_ops():
   """ScaNN's numpy API (scann_ops_pybind) without its TensorFlow ops: `import scann` also loads
   a TF op library built for one exact TF version, which fails under any other (and we do not
   use it), so TensorFlow is hidden from ScaNN's import, which it tolerates."""
@@ -126,7 +110,7 @@ def parse_params(text: str) -> dict:
 
 def new_index(backend: str, train_rows: np.ndarray, params: dict):
   """An empty FAISS index of `backend`, trained on train_rows (ivf_*); not for scann."""
-  faiss = _faiss()
+  faiss = faiss_module()
   d = train_rows.shape[1]
   ip = faiss.METRIC_INNER_PRODUCT
   if backend == 'hnsw':
@@ -158,11 +142,12 @@ def training_sample(rows: np.ndarray, params: dict, seed: int = 0) -> np.ndarray
 
 
 def build_scann(rows: np.ndarray, params: dict):
-  ops = _scann_ops()
+  ops = scann_ops()
   rows = np.ascontiguousarray(rows, np.float32)
   leaves = min(params['num_leaves'], len(rows))
+  searched = max(1, min(params['leaves_to_search'], leaves))
   return (ops.builder(rows, 10, 'dot_product')
-          .tree(num_leaves=leaves, num_leaves_to_search=max(1, min(params['leaves_to_search'], leaves)),
+          .tree(num_leaves=leaves, num_leaves_to_search=searched,
                 # A sample of 64 rows a leaf gave recall 0.66 where all rows gave 0.99 (20k x 512
                 # clustered rows, 141 leaves, 1 searched): ScaNN trains its tree on every row.
                 training_sample_size=min(len(rows), 1 << 20))
@@ -221,7 +206,7 @@ def search(backend: str, index, queries, k: int, params: dict, *, embeddings=Non
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
   """Mean fraction of each row of `truth` (Q, k) ids found in the same row of `found`."""
-  hits = [len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth)]
+  hits = [len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
   return float(np.sum(hits) / truth.size)
 
 
@@ -235,7 +220,8 @@ def _probe(embeddings: np.ndarray, k: int, queries: int, seed: int):
 
 
 def _without(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-  return np.stack([[i for i in row if i != o][:k] for row, o in zip(ids.tolist(), own)])
+  rows = zip(ids.tolist(), own, strict=True)
+  return np.stack([[i for i in row if i != o][:k] for row, o in rows])
 
 
 def _probe_recall(backend, index, embeddings, params, probe, k) -> float:
@@ -277,177 +263,7 @@ def tune(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 
     value *= 2
 
 
-# ----------------------------------------------------------------------------- on disk
-
-
-def ann_dir(index_dir, backend: str) -> Path:
-  return Path(index_dir) / 'ann' / backend
-
-
-def read_meta(index_dir, backend: str) -> dict | None:
-  path = ann_dir(index_dir, backend) / 'meta.json'
-  if not path.is_file():
-    return None
-  try:
-    return json.loads(path.read_text())
-  except ValueError as e:
-    raise AnnError(f'{path}: corrupt ({e}); delete {path.parent} to rebuild it') from None
-
-
-def _write_json(path: Path, data: dict) -> None:
-  tmp = path.with_name(path.name + '.tmp')
-  tmp.write_text(json.dumps(data, indent=2))
-  os.replace(tmp, path)
-
-
-def _write_faiss(index, path: Path) -> None:
-  faiss = _faiss()
-  tmp = path.with_name(path.name + '.tmp')
-  faiss.write_index(index, str(tmp))
-  os.replace(tmp, path)
-
-
-def _resumable(old, folder: Path, backend: str, chunks: list, overrides: dict | None) -> bool:
-  """A stored FAISS index can grow: its chunks are a prefix of the index's, and no build
-  parameter was asked to change."""
-  if old is None or backend == 'scann' or not (folder / 'index.faiss').is_file():
-    return False
-  if old['chunks'] != chunks[:len(old['chunks'])]:
-    return False
-  return all(old['params'].get(key) == int(value) for key, value in (overrides or {}).items()
-             if key not in SEARCH_PARAMS)
-
-
-def build(index_dir, backend: str, embeddings: np.ndarray, chunks: list, *,
-          overrides: dict | None = None, add_rows: int = 1 << 18, progress=print) -> dict:
-  """Builds or resumes INDEX/ann/<backend> over `embeddings`, the rows of `chunks`
-  ([[number, rows], ...] in row order); returns its meta (with the recall estimate)."""
-  n, d = embeddings.shape
-  if n == 0:
-    raise AnnError(f'{index_dir}: no embeddings to build a {backend} index over')
-  chunks = [[int(a), int(b)] for a, b in chunks]
-  if sum(rows for _, rows in chunks) != n:
-    raise AnnError(f'{index_dir}: the chunks hold {sum(r for _, r in chunks)} rows, the '
-                   f'embeddings {n}')
-  folder = ann_dir(index_dir, backend)
-  old = read_meta(index_dir, backend)
-  start = time.perf_counter()
-  if _resumable(old, folder, backend, chunks, overrides):
-    # Build parameters stay those the index was trained with (nlist from the rows back then).
-    params = params_for(backend, n, d, {**old['params'], **(overrides or {})})
-    if old['chunks'] == chunks and params == old['params']:
-      return old
-    key = old.get('tuned')
-    if key and key not in (overrides or {}):
-      params[key] = 0   # tuned for fewer rows: tune again
-    index = _faiss().read_index(str(folder / 'index.faiss'))
-    covered, meta = len(old['chunks']), old
-  else:
-    params = params_for(backend, n, d, overrides)
-    if (old is not None and old['chunks'] == chunks and old['params'] == params
-        and (folder / 'scann').is_dir()):
-      return old   # an up-to-date ScaNN index
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    if backend == 'scann':   # built whole: no partial state to commit
-      searcher = build_scann(embeddings, params)
-      return _commit(folder, backend, searcher, embeddings, params, chunks, None,
-                     build_s=time.perf_counter() - start)
-    index = new_index(backend, training_sample(embeddings, params), params)
-    covered, meta = 0, None
-  bounds = np.cumsum([0] + [rows for _, rows in chunks])
-  if covered == len(chunks):   # new search parameters only: re-measure the recall
-    return _commit(folder, backend, index, embeddings, params, chunks, meta)
-  while covered < len(chunks):
-    # Whole chunks, about add_rows rows at a time, each block committed: a rerun resumes there.
-    stop = covered + 1
-    while stop < len(chunks) and bounds[stop + 1] - bounds[covered] <= add_rows:
-      stop += 1
-    index.add(np.ascontiguousarray(embeddings[bounds[covered]:bounds[stop]], np.float32))
-    covered = stop
-    meta = _commit(folder, backend, index, embeddings[:bounds[covered]], params,
-                   chunks[:covered], meta, build_s=time.perf_counter() - start,
-                   measure=covered == len(chunks))
-    start = time.perf_counter()
-    if progress:
-      progress(f'{backend}: {bounds[covered]}/{n} rows')
-  return meta
-
-
-def _commit(folder, backend, index, embeddings, params, chunks, old, *, build_s=0.0,
-            measure=True) -> dict:
-  """Writes the index, then its meta (which commits it); measures recall when asked."""
-  set_search_params(backend, index, params)
-  if backend == 'scann':
-    tmp = folder / 'scann.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    index.serialize(str(tmp), relative_path=True)   # the folder is renamed after
-    shutil.rmtree(folder / 'scann', ignore_errors=True)
-    os.replace(tmp, folder / 'scann')
-  else:
-    _write_faiss(index, folder / 'index.faiss')
-  key = TUNED[backend]
-  tuned = key if params[key] == 0 else None
-  if not measure:
-    recall = (old or {}).get('recall')
-  elif params[key] == 0:
-    params, recall = tune(backend, index, embeddings, params)
-  else:
-    recall = estimate_recall(backend, index, embeddings, params)
-  set_search_params(backend, index, params)
-  meta = {'backend': backend, 'params': params, 'chunks': chunks, 'rows': len(embeddings),
-          'dim': int(embeddings.shape[1]), 'recall': recall, 'tuned': tuned,
-          'build_s': round(float(build_s) + (old or {}).get('build_s', 0.0), 3)}
-  _write_json(folder / 'meta.json', meta)
-  return meta
-
-
-class AnnIndex:
-  """A stored ANN index, loaded for searching: `search(queries, k, embeddings, exact)`."""
-
-  def __init__(self, index_dir, backend: str, *, rows: int | None = None,
-               overrides: dict | None = None):
-    if backend not in BACKENDS:
-      raise AnnError(f'ANN backend {backend!r}; valid: {", ".join(BACKENDS)}')
-    meta = read_meta(index_dir, backend)
-    folder = ann_dir(index_dir, backend)
-    if meta is None:
-      raise AnnError(f'{folder}: no {backend} index; build it with `python -m stbir_jax.search '
-                     f'index ... --out={index_dir} --backend={backend}`')
-    if rows is not None and meta['rows'] != rows:
-      raise AnnError(f'{folder} holds {meta["rows"]} rows but the index has {rows}; rerun '
-                     f'`python -m stbir_jax.search index ... --backend={backend}` to update it')
-    unknown = set(overrides or {}) - SEARCH_PARAMS
-    if unknown:
-      raise AnnError(f'--ann_params {sorted(unknown)}: only search parameters can change at '
-                     f'query time ({", ".join(sorted(SEARCH_PARAMS & set(meta["params"])))})')
-    self.backend, self.meta = backend, meta
-    self.params = dict(meta['params'], **(overrides or {}))
-    if backend == 'scann':
-      self.index = _scann_ops().load_searcher(str(folder / 'scann'))
-    else:
-      self.index = _faiss().read_index(str(folder / 'index.faiss'))
-    set_search_params(backend, self.index, self.params)
-    # Recall was measured with the stored parameters; other ones are not what it says.
-    self.recall = meta.get('recall') if self.params == meta['params'] else None
-
-  def search(self, queries, k: int, embeddings=None, exact: bool = False):
-    return search(self.backend, self.index, queries, k, self.params, embeddings=embeddings,
-                  exact=exact)
-
-  def describe(self) -> str:
-    return describe_meta(dict(self.meta, params=self.params, recall=self.recall))
-
-
-def describe_meta(meta: dict) -> str:
-  """'ivf_flat (nlist 316, nprobe 16): recall@10 0.981, measured on ...' for people."""
-  shown = ', '.join(f'{key} {value}' for key, value in meta['params'].items())
-  recall = meta.get('recall')
-  if recall:
-    return (f'{meta["backend"]} ({shown}): recall@{recall["k"]} {recall["recall"]:.3f}, '
-            f'measured on {recall["queries"]} indexed photos as queries')
-  return f'{meta["backend"]} ({shown}): recall not measured for these parameters'
+# ----------------------------------------------------------------------------- test data
 
 
 def synthetic_clustered(n: int, d: int, *, clusters: int = 0, spread: float = 1.0,

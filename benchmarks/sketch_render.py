@@ -21,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'tests'))
 import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from stbir_jax.data import sketch_io  # pylint: disable=wrong-import-position
+from stbir_jax.data import sketch_io, sketch_raster  # pylint: disable=wrong-import-position
 
 
 def _cases(folder: Path):
@@ -41,7 +41,7 @@ def _cases(folder: Path):
 
 
 def main():
-  sketch_io.label_components(np.ones((2, 2), bool))  # imports scipy.ndimage outside the timing
+  sketch_raster.label_components(np.ones((2, 2), bool))  # imports scipy.ndimage outside the timing
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name, path in _cases(Path(tmp)):

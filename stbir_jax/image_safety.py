@@ -18,7 +18,7 @@ from PIL import Image
 
 # Photos: the gallery and prepared datasets (PIL itself warns above 89 MP and fails above 179).
 MAX_IMAGE_PIXELS = 80_000_000
-# Sketches are rendered from every pixel (stbir_jax/data/sketch_io.py): this bound keeps one
+# Sketches are rendered from every pixel (stbir_jax/data/sketch_raster.py): this bound keeps one
 # render of any accepted file within about 2 s on 2 cores (docs/usage.md, "Hostile inputs").
 MAX_SKETCH_PIXELS = 40_000_000
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
-from stbir_jax.data import sketch_io
+from stbir_jax.data import sketch_io, sketch_raster, sketch_svg
+from stbir_jax.data import strokes as strokes_lib
 from stbir_jax.data.formats import fixtures
 
 
 def _one(d):
-  strokes = sketch_io.path_to_strokes(d)
+  strokes = sketch_svg.path_to_strokes(d)
   assert len(strokes) == 1
   return strokes[0]
 
@@ -54,7 +55,7 @@ def test_cubic_absolute_and_relative():
 
 
 def test_smooth_cubic_reflects_control_point():
-  s = sketch_io.path_to_strokes('M0 0 C0 10 10 10 10 0 S20 -10 20 0')[0]
+  s = sketch_svg.path_to_strokes('M0 0 C0 10 10 10 10 0 S20 -10 20 0')[0]
   # Second curve: (10,0) (10,-10) (20,-10) (20,0); at t = 0.5: (15, -7.5).
   np.testing.assert_allclose(s[16 + 8], [15, -7.5])
   np.testing.assert_allclose(s[-1], [20, 0])
@@ -69,7 +70,7 @@ def test_quadratic_and_smooth_quadratic():
 
 
 def test_subpaths_are_strokes_and_z_restarts_at_start():
-  strokes = sketch_io.path_to_strokes('M0 0 L1 1 M5 5 L6 6 Z l1 0')
+  strokes = sketch_svg.path_to_strokes('M0 0 L1 1 M5 5 L6 6 Z l1 0')
   assert len(strokes) == 3
   np.testing.assert_allclose(strokes[1], [[5, 5], [6, 6], [5, 5]])
   np.testing.assert_allclose(strokes[2], [[5, 5], [6, 5]])
@@ -83,7 +84,7 @@ def test_subpaths_are_strokes_and_z_restarts_at_start():
 ])
 def test_malformed_path_data(d, msg):
   with pytest.raises(sketch_io.SketchError, match=msg):
-    sketch_io.path_to_strokes(d)
+    sketch_svg.path_to_strokes(d)
 
 
 # ----------------------------------------------------------------------------- transforms, elements
@@ -91,7 +92,7 @@ def test_malformed_path_data(d, msg):
 
 def test_transforms():
   pt = np.array([[10.0, 5.0]])
-  apply = lambda t: sketch_io._apply(sketch_io.parse_transform(t), pt)[0]
+  apply = lambda t: sketch_svg._apply(sketch_svg.parse_transform(t), pt)[0]
   np.testing.assert_allclose(apply('translate(3)'), [13, 5])
   np.testing.assert_allclose(apply('scale(2, 3)'), [20, 15])
   np.testing.assert_allclose(apply('rotate(90)'), [-5, 10], atol=1e-9)
@@ -101,18 +102,18 @@ def test_transforms():
   # A list applies right to left: scale first, then translate.
   np.testing.assert_allclose(apply('translate(1,1) scale(2)'), [21, 11])
   with pytest.raises(sketch_io.SketchError, match='transform'):
-    sketch_io.parse_transform('spin(3)')
+    sketch_svg.parse_transform('spin(3)')
 
 
 def test_svg_group_and_element_transforms_compose():
-  strokes, canvas = sketch_io.parse_svg(_svg(
+  strokes, canvas = sketch_svg.parse_svg(_svg(
       '<g transform="translate(10,20)"><path transform="scale(2)" d="M1 1 L2 2"/></g>'))
   np.testing.assert_allclose(strokes[0], [[12, 22], [14, 24]])
   assert canvas == (0.0, 0.0, 100.0, 50.0)
 
 
 def test_svg_polyline_polygon_line_and_ignored_elements():
-  strokes, canvas = sketch_io.parse_svg(_svg(
+  strokes, canvas = sketch_svg.parse_svg(_svg(
       '<rect width="100" height="50" fill="white"/>'
       '<polyline points="0,0 10,0 10,10"/><polygon points="0 0 5 0 5 5"/>'
       '<line x1="1" y1="2" x2="3" y2="4"/><circle cx="5" cy="5" r="3"/>'
@@ -179,10 +180,10 @@ def test_stroke_json_forms():
 
 def test_rdp():
   line = np.stack([np.arange(11.0), np.zeros(11)], 1)
-  np.testing.assert_allclose(sketch_io.rdp(line, 0.1), [[0, 0], [10, 0]])
+  np.testing.assert_allclose(strokes_lib.rdp(line, 0.1), [[0, 0], [10, 0]])
   bent = np.array([[0, 0], [5, 0.05], [10, 0], [10, 10]])
-  np.testing.assert_allclose(sketch_io.rdp(bent, 0.5), [[0, 0], [10, 0], [10, 10]])
-  np.testing.assert_allclose(sketch_io.rdp(bent, 0.01), bent)
+  np.testing.assert_allclose(strokes_lib.rdp(bent, 0.5), [[0, 0], [10, 0], [10, 10]])
+  np.testing.assert_allclose(strokes_lib.rdp(bent, 0.01), bent)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -223,16 +224,16 @@ def _two_lines(invert=False, rgba=False):
 
 @pytest.mark.parametrize('kw', [{}, {'invert': True}, {'rgba': True}])
 def test_raster_components_any_polarity(kw):
-  m = sketch_io.render_raster(_two_lines(**kw), 32)[..., 0]
+  m = sketch_raster.render_raster(_two_lines(**kw), 32)[..., 0]
   assert set(np.unique(m)) == {0, 1, 2}
   rows1, rows2 = np.nonzero(m == 1)[0], np.nonzero(m == 2)[0]
   assert rows1.max() < rows2.min()   # top line is stroke 1
 
 
 def test_raster_single_stroke_and_blank():
-  m = sketch_io.render_raster(_two_lines(), 32, raster_mode='single')
+  m = sketch_raster.render_raster(_two_lines(), 32, raster_mode='single')
   assert set(np.unique(m)) == {0, 1}
-  assert not sketch_io.render_raster(Image.new('L', (50, 50), 255), 32).any()
+  assert not sketch_raster.render_raster(Image.new('L', (50, 50), 255), 32).any()
 
 
 def test_svg_and_its_png_give_matching_stroke_maps(tmp_path):
@@ -282,7 +283,7 @@ def test_dilation_is_pil_max_filter_bit_for_bit():
       for radius in (1, 2, 3, 4, 7, 8, 15, 40):
         want = Image.fromarray(mask.astype(np.uint8) * 255).filter(
             ImageFilter.MaxFilter(2 * radius + 1))
-        got = np.unpackbits(sketch_io.dilate_bits(np.packbits(mask, axis=1), radius), axis=1,
+        got = np.unpackbits(sketch_raster.dilate_bits(np.packbits(mask, axis=1), radius), axis=1,
                             count=shape[1])
         np.testing.assert_array_equal(got, np.asarray(want) > 0, err_msg=f'{shape} r={radius}')
 
@@ -300,9 +301,9 @@ def test_large_rasters_render_as_with_the_full_resolution_max_filter(size, resol
   draw.ellipse([w, h, 1.7 * w, 1.8 * h], outline=0, width=3)
   draw.line([(0.2 * w, 0.2 * h), (0.3 * w, 1.9 * h)], fill=60, width=2)
   page = page.resize(size, Image.Resampling.LANCZOS).convert(mode)
-  got = sketch_io.render_raster(page, resolution)
-  monkeypatch.setattr(sketch_io, '_source_mask', _full_resolution_source_mask)
-  want = sketch_io.render_raster(page, resolution)
+  got = sketch_raster.render_raster(page, resolution)
+  monkeypatch.setattr(sketch_raster, '_source_mask', _full_resolution_source_mask)
+  want = sketch_raster.render_raster(page, resolution)
   assert want.any()
   np.testing.assert_array_equal(got, want)
 
@@ -313,12 +314,13 @@ def test_a_4000_px_sketch_is_rendered_with_bounded_work(tmp_path, monkeypatch):
   fewer bytes than 3 passes over the pixels, and thinning on the 128 px resampled mask."""
   path = _images.big_sketch_png(tmp_path / 'big.png', 4000)
   filters, shifted, thinned = [], [], []
-  real_filter, real_shifted, real_thin = Image.Image.filter, sketch_io._shifted, sketch_io.thin
+  real_filter = Image.Image.filter
+  real_shifted, real_thin = sketch_raster._shifted, sketch_raster.thin
   monkeypatch.setattr(Image.Image, 'filter',
                       lambda im, f: filters.append((im.size, f)) or real_filter(im, f))
-  monkeypatch.setattr(sketch_io, '_shifted',
+  monkeypatch.setattr(sketch_raster, '_shifted',
                       lambda bits, s, ax: shifted.append(bits.size) or real_shifted(bits, s, ax))
-  monkeypatch.setattr(sketch_io, 'thin', lambda m: thinned.append(m.shape) or real_thin(m))
+  monkeypatch.setattr(sketch_raster, 'thin', lambda m: thinned.append(m.shape) or real_thin(m))
   start = time.process_time()
   m = sketch_io.load_sketch(path, 64)[..., 0]
   seconds = time.process_time() - start

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from stbir_jax import image_safety
-from stbir_jax.data import sketch_io
+from stbir_jax.data import sketch_io, sketch_raster
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 FIT_HELP = ('ink: scale the drawing to fill the frame; canvas: keep its place on the page (a '
@@ -79,7 +79,7 @@ def sketch_map(sketch, resolution: int, fit: str = 'ink') -> np.ndarray:
       image_safety.check_pixels(sketch, 'sketch', image_safety.MAX_SKETCH_PIXELS)
     except image_safety.ImageError as e:
       raise SearchError(str(e)) from None
-    return sketch_io.render_raster(sketch, resolution, fit=fit)[..., 0]
+    return sketch_raster.render_raster(sketch, resolution, fit=fit)[..., 0]
   if isinstance(sketch, np.ndarray):
     m = sketch[..., 0] if sketch.ndim == 3 and sketch.shape[-1] == 1 else sketch
     if m.shape != (resolution, resolution) or m.dtype != np.uint8:

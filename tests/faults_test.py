@@ -22,7 +22,7 @@ import pytest
 from configs import base
 from stbir_jax import checkpoint, cli, config_checks, losses, sharding, stages, train, train_step
 from stbir_jax.models import stbir
-from stbir_jax.data import pipeline
+from stbir_jax.data import datasets, pipeline
 from train_test import _Recorder
 
 STEPS = 3      # the shared run: checkpoints 1, 2, 3
@@ -207,13 +207,13 @@ def test_corrupt_record_stops_naming_it_then_skip_trains_on_counting_it(base_run
   seen = [int(np.sum(next(stream)['instance'] == bad)) for _ in range(MORE)]  # per step
   workdir = _copy(base_run, tmp_path)
   saved = _checkpoint_files(workdir)
-  real = pipeline._Split.parse  # pylint: disable=protected-access
+  real = datasets.Split.parse
 
   def parse(self, index, raw=None):
     rec = real(self, index, raw)
     return dict(rec, image=b'not a png') if self.split == 'train' and index == bad else rec
 
-  monkeypatch.setattr(pipeline._Split, 'parse', parse)  # pylint: disable=protected-access
+  monkeypatch.setattr(datasets.Split, 'parse', parse)
   with pytest.raises(pipeline.DataError, match=rf"split 'train' record {bad} failed to decode.*"
                                                r"on_bad_record='skip'"):
     train.train_and_evaluate(config, workdir, allow_config_change=True)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from stbir_jax.data import datasets
 from stbir_jax.data import tokenizer as tokenizer_lib
 
 # ------------------------------------------------------------------------------------ stub
@@ -190,7 +191,7 @@ def test_train_batch_shapes_and_values(built):
   assert batch['has_sketch'].all() and batch['has_text'].all()
   tok = tokenizer_lib.get_tokenizer('bert_uncased')
   for row in range(8):
-    k, local = divmod(int(batch['instance'][row]), pipeline.ID_STRIDE)
+    k, local = divmod(int(batch['instance'][row]), datasets.ID_STRIDE)
     # The image is the instance's photo; the sketch and text are one of its own.
     assert batch['image'][row, 0, 0, 0] == local % 256
     assert batch['image'][row, 0, 0, 2] == len(['shoes', 'chairs'][k])
@@ -198,7 +199,7 @@ def test_train_batch_shapes_and_values(built):
     text = tok.hf_tokenizer.decode(batch['text_ids'][row], skip_special_tokens=True)
     assert text in (stub_text(local, 0), stub_text(local, 1))
     assert batch['text_mask'][row].sum() == 6  # [CLS] photo N text j [SEP]
-    assert batch['family'][row] == k * pipeline.ID_STRIDE + local // 4
+    assert batch['family'][row] == k * datasets.ID_STRIDE + local // 4
     offset = 0 if k == 0 else len(STUB_CONFIGS['shoes'])
     assert batch['category'][row] == offset + (local // 4) % len(STUB_CONFIGS[['shoes',
                                                                                  'chairs'][k]])
@@ -276,9 +277,9 @@ def test_eval_gallery_covers_every_photo_once(built):
       'image': ((3, 32, 32, 3), 'uint8'), 'instance': ((3,), 'int32'),
       'category': ((3,), 'int32'), 'family': ((3,), 'int32'), 'valid': ((3,), 'bool')}
   inst = np.concatenate([b['instance'][b['valid']] for b in batches])
-  assert inst.tolist() == [pipeline.ID_STRIDE + i for i in range(20, 28)]
+  assert inst.tolist() == [datasets.ID_STRIDE + i for i in range(20, 28)]
   assert batches[-1]['instance'][2] == 0 and not batches[-1]['image'][2].any()
-  assert pipeline.dataset_sizes(built.data, 'chairs', 'test')['photos'] == 8
+  assert datasets.dataset_sizes(built.data, 'chairs', 'test')['photos'] == 8
 
 
 def test_eval_queries_each_once(built):
@@ -291,7 +292,7 @@ def test_eval_queries_each_once(built):
     s, t = stub_counts(instance, spec)
     for j in range(max(s, t)):
       expected[(instance, j)] = (j < s, t > 0, stub_text(instance, j % t) if t else None)
-  assert pipeline.dataset_sizes(built.data, 'shoes', 'test') == dict(photos=8,
+  assert datasets.dataset_sizes(built.data, 'shoes', 'test') == dict(photos=8,
                                                                      queries=len(expected))
   assert len(batches) == -(-len(expected) // 8)
   got = {}
@@ -348,7 +349,7 @@ def test_unknown_names(built, tmp_path):
 def test_decode_error_names_the_record(built, monkeypatch):
   pipeline = _pipeline()
   # pylint: disable-next=protected-access
-  source = pipeline._data_source(built.data, 'shoes', 'validation')
+  source = datasets.data_source(built.data, 'shoes', 'validation')
   real = source.parse
 
   def corrupt(index, raw=None):
@@ -385,7 +386,7 @@ def corrupt_record(built, monkeypatch):
   """corrupt_record(kind, index): record `index` of shoes/train becomes bad (fresh scans)."""
   pipeline = _pipeline()
   # pylint: disable-next=protected-access
-  source = pipeline._data_source(built.data, 'shoes', 'train')
+  source = datasets.data_source(built.data, 'shoes', 'train')
   real = source.parse
 
   def install(kind, bad_index):
@@ -395,10 +396,10 @@ def corrupt_record(built, monkeypatch):
       rec = real(index, raw)
       return CORRUPTIONS[kind](rec) if index == bad_index else rec
     monkeypatch.setattr(source, 'parse', parse)
-    pipeline._scan.cache_clear()  # pylint: disable=protected-access
+    datasets._scan.cache_clear()  # pylint: disable=protected-access
 
   yield install
-  pipeline._scan.cache_clear()  # pylint: disable=protected-access
+  datasets._scan.cache_clear()  # pylint: disable=protected-access
 
 
 def _skip_config(built):
@@ -409,7 +410,7 @@ def _skip_config(built):
 
 def _first_shoe_row(batch):
   """A row (not the last) holding a shoes train record; shoes train record k is instance k."""
-  return next(r for r in range(7) if batch['instance'][r] < _pipeline().ID_STRIDE)
+  return next(r for r in range(7) if batch['instance'][r] < datasets.ID_STRIDE)
 
 
 @pytest.mark.parametrize('kind', sorted(CORRUPTIONS))
@@ -478,7 +479,7 @@ def test_bad_record_policy_is_validated(built):
 def test_prepared_dataset_directory_is_read(built, tmp_path):
   """A non-synthetic name reads DATA_DIR/<entry>/1.0.0 with tfds.builder_from_directory."""
   pipeline = _pipeline()
-  src = pipeline.dataset_path(built.data, 'shoes')
+  src = datasets.dataset_path(built.data, 'shoes')
   shutil.copytree(src, tmp_path / 'myshoes' / '1.0.0')
   c = smoke_config(tmp_path, ('myshoes',))
   c.data.name = 'manifest'

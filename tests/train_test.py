@@ -223,16 +223,16 @@ class _Recorder:
 @pytest.mark.slow  # a training run of its own: minutes on a small CPU
 def test_skipped_bad_records_are_logged(tmp_path, monkeypatch):
   """on_bad_record='skip': a corrupt train record costs no step and shows in the metrics."""
-  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from stbir_jax.data import datasets  # pylint: disable=g-import-not-at-top
   config = _smoke(tmp_path, **{'data.on_bad_record': 'skip', 'train.num_steps': 4,
                                'train.log_every': 1, 'eval.every_steps': 4})
-  real = pipeline._Split.parse  # pylint: disable=protected-access
+  real = datasets.Split.parse
 
   def parse(self, index, raw=None):
     rec = real(self, index, raw)
     return dict(rec, image=b'not a png') if self.split == 'train' and index == 3 else rec
 
-  monkeypatch.setattr(pipeline._Split, 'parse', parse)  # pylint: disable=protected-access
+  monkeypatch.setattr(datasets.Split, 'parse', parse)
   recorder = _Recorder()
   monkeypatch.setattr(train, 'metric_writer', lambda *a, **k: recorder)
   train.train_and_evaluate(config, str(tmp_path / 'run'))

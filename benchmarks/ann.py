@@ -1,18 +1,18 @@
 """Approximate top-k: recall@10 against exact search, queries/s and build time of the ANN
-backends in stbir_jax/search/ann.py (FAISS IVF-Flat, IVF-PQ, HNSW; ScaNN), beside FAISS IndexFlatIP
-(exact), on synthetic clustered unit-norm embeddings (stbir_jax.search.ann.synthetic_clustered:
-N / 100 clusters, rows ~45 degrees from their centre; the queries are further rows of the same
-mixture, not gallery rows).
+backends in stbir_jax/search/ann.py (FAISS IVF-Flat, IVF-PQ, HNSW; ScaNN), beside FAISS
+IndexFlatIP (exact), on synthetic clustered unit-norm embeddings
+(stbir_jax.search.ann.synthetic_clustered: N / 100 clusters, rows ~45 degrees from their
+centre; the queries are further rows of the same mixture, not gallery rows).
 
   python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
   python benchmarks/ann.py --report results/ann_*.json     # the summary table of finished runs
 
-Each backend is built once with its build parameters (stbir_jax.search.ann.DEFAULTS), then its search
-parameter is swept; the row marked `default` is the value a build would store (stbir_jax.search.ann.tune:
-the smallest power of two with recall@10 >= 0.95 on 256 gallery rows as queries). Build = training + adding
-the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and ScaNN use
-both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average before
-each measurement is recorded (`load1`).
+Each backend is built once with its build parameters (stbir_jax.search.ann.DEFAULTS), then its
+search parameter is swept; the row marked `default` is the value a build would store
+(stbir_jax.search.ann.tune: the smallest power of two with recall@10 >= 0.95 on 256 gallery rows
+as queries). Build = training + adding the rows (not writing). q/s: the whole query batch in
+one call, best of 2 (FAISS and ScaNN use both cores). Exact ids come from IndexFlatIP. The
+machine is shared: the load average before each measurement is recorded (`load1`).
 """
 
 import argparse

@@ -268,7 +268,6 @@ def test_epoch_order_groups():
 
 
 def test_eval_gallery_covers_every_photo_once(built):
-  pipeline = _pipeline()
   built = built.copy_and_resolve_references()
   built.eval.batch_size = 3
   batches = list(_eval_gallery(built, 'chairs', 'test'))
@@ -283,7 +282,6 @@ def test_eval_gallery_covers_every_photo_once(built):
 
 
 def test_eval_queries_each_once(built):
-  pipeline = _pipeline()
   spec = SynthSpec.from_config(built.data)
   tok = tokenizer_lib.get_tokenizer('bert_uncased')
   batches = list(_eval_queries(built, 'shoes', 'test'))
@@ -347,8 +345,6 @@ def test_unknown_names(built, tmp_path):
 
 
 def test_decode_error_names_the_record(built, monkeypatch):
-  pipeline = _pipeline()
-  # pylint: disable-next=protected-access
   source = datasets.data_source(built.data, 'shoes', 'validation')
   real = source.parse
 
@@ -385,7 +381,6 @@ CORRUPTIONS = {
 def corrupt_record(built, monkeypatch):
   """corrupt_record(kind, index): record `index` of shoes/train becomes bad (fresh scans)."""
   pipeline = _pipeline()
-  # pylint: disable-next=protected-access
   source = datasets.data_source(built.data, 'shoes', 'train')
   real = source.parse
 

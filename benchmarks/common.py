@@ -141,8 +141,9 @@ def our_config(size: str, batch: int, fusion: str = 'sum'):
   """configs/base.py with ViT (CLIPVisionModel layout) sketch + photo towers, the CLIP text tower,
   `fusion`, one stage training everything with the contrastive loss only, no category
   knowledge, no curriculum, no modality dropout: the work of a plain CLIP-style dual step."""
-  from configs import base  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from configs import base  # pylint: disable=g-import-not-at-top
   from stbir_jax import config_defaults, stages  # pylint: disable=g-import-not-at-top
   s = SIZES[size]
   c = base.get_config('demo')
@@ -178,8 +179,9 @@ def our_step(config, degradations: bool = False):
   anyway (the degradation ops still run in the real step; `degradations=True` measures them).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
+
   from stbir_jax import degradations as degradation_ops  # pylint: disable=g-import-not-at-top
+  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   model = stbir.STBIR.from_config(config)
   constants = train_step.make_constants(config, ['shoe'])
@@ -202,6 +204,7 @@ def our_step(config, degradations: bool = False):
 
 def our_gallery_encoder(config):
   import jax  # pylint: disable=g-import-not-at-top
+
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   model = stbir.STBIR.from_config(config)
   variables = model.init(jax.random.PRNGKey(0), stbir.dummy_batch(config, 2))

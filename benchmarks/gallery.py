@@ -9,8 +9,9 @@ Both sides: uint8 pixels -> /255 -> CLIP mean/std -> vision tower -> projection 
 import argparse
 import time
 
-import common
 import jax
+
+import common
 
 
 def main():

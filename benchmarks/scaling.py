@@ -6,11 +6,11 @@ and exact top-k time vs gallery size (ours and FAISS flat, 256 queries).
 
 import argparse
 
-import common
 import faiss
 import jax
 import numpy as np
 
+import common
 from stbir_jax import retrieval
 
 

@@ -14,12 +14,12 @@ rows in the same time per batch, plus one all-gather of C x Q x k candidates (ne
 import argparse
 import os
 
-import common
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import common
 from stbir_jax import sharded_search, sharding
 
 # name: (HBM GiB, HBM TB/s, float32 TFLOP/s, bfloat16 TFLOP/s) -- vendors' data sheets.

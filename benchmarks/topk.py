@@ -12,10 +12,10 @@ index. Memory: VmHWM - VmRSS after resetting the peak (/proc/self/clear_refs), p
 import argparse
 import time
 
-import common
 import faiss
 import numpy as np
 
+import common
 from stbir_jax import retrieval
 
 

@@ -47,7 +47,7 @@ def setup(losses=('contrastive', 'triplet')):
   return _setup(tuple(losses))  # one cache key, however the losses are passed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup(losses):
   config = tiny_config(losses)
   model = stbir.STBIR.from_config(config)

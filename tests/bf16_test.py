@@ -9,12 +9,12 @@ with room that still fails on a real bug (a float32 loss differs by > 10 % from 
 
 import functools
 
-import _tiny
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import _tiny
 from stbir_jax import stages, train_step
 from stbir_jax.models import stbir
 from stbir_jax.models.stbir import STBIR

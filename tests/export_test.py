@@ -30,6 +30,7 @@ def tiny_config():
 def make_tiny_export(out, seed=0, config=None):
   """Exports randomly initialised params of `config` (default tiny_config()) to `out`."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from stbir_jax import export  # pylint: disable=g-import-not-at-top
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   config = config or tiny_config()
@@ -134,6 +135,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   """The real path: train configs/base.py:smoke, `python -m stbir_jax.export`, parity."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   import stbir_jax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
   from stbir_jax import run_config, train  # pylint: disable=g-import-not-at-top

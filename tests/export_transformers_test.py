@@ -15,7 +15,6 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
-
 from stbir_jax import export  # pylint: disable=g-import-not-at-top
 from stbir_jax.convert import ConvertError, to_transformers  # pylint: disable=g-import-not-at-top
 from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top

@@ -21,8 +21,8 @@ import pytest
 
 from configs import base
 from stbir_jax import checkpoint, cli, config_checks, losses, sharding, stages, train, train_step
-from stbir_jax.models import stbir
 from stbir_jax.data import pipeline
+from stbir_jax.models import stbir
 from train_test import _Recorder
 
 STEPS = 3      # the shared run: checkpoints 1, 2, 3

@@ -40,7 +40,7 @@ def _batch(config):
   return batch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_and_state(learn_prototypes):
   config = _config(learn_prototypes=learn_prototypes)
   model = stbir.STBIR.from_config(config)

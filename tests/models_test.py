@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax.models import layers
-from stbir_jax.models import resnet
-from stbir_jax.models import text
-from stbir_jax.models import vit
-from stbir_jax.models.stbir import STBIR
-from stbir_jax.models.stbir import sketch_to_image
+from stbir_jax.models import layers, resnet, text, vit
+from stbir_jax.models.stbir import STBIR, sketch_to_image
 
 GROUPS = {'sketch', 'photo', 'text', 'fusion', 'temperature'}
 # 'rbg' keys: XLA:CPU compiles threefry-based initialisers of a ResNet-18 ~7x slower (tens of

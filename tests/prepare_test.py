@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stbir_jax.data import prepare, prepared
-from stbir_jax.data.formats import common, fixtures
+from stbir_jax.data.formats import fixtures
 
 R = 32
 
@@ -161,7 +161,7 @@ def test_errors(tmp_path, capsys):
   _run('shoev2', src, tmp_path / 'out')
   with pytest.raises(ValueError, match='no split .validation.; valid splits: test, train'):
     prepared.data_source(tmp_path / 'out', 'shoev2', 'validation')
-  assert prepare.main([f'--format=shoev2', f'--src={src}', f'--out={tmp_path / "out"}',
+  assert prepare.main(['--format=shoev2', f'--src={src}', f'--out={tmp_path / "out"}',
                        '--quiet']) == 2
   assert 'already exists; pass --overwrite' in capsys.readouterr().err
   _run('shoev2', src, tmp_path / 'out', '--overwrite')

@@ -2,11 +2,11 @@
 
 import time
 
-import _images
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
+import _images
 from stbir_jax.data import sketch_io
 from stbir_jax.data.formats import fixtures
 

@@ -5,8 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from stbir_jax.data import show
-from stbir_jax.data import synth
+from stbir_jax.data import show, synth
 
 SPEC = synth.SynthSpec(resolution=32, train_families=4, validation_families=2, test_families=4,
                            structural_variants=3, appearance_variants=3, sketches_per_instance=2,

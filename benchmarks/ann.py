@@ -9,10 +9,10 @@ mixture, not gallery rows).
 
 Each backend is built once with its build parameters (stbir_jax.ann.DEFAULTS), then its search
 parameter is swept; the row marked `default` is the value a build would store (stbir_jax.ann.tune:
-the smallest power of two with recall@10 >= 0.95 on 256 gallery rows as queries). Build = training + adding
-the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and ScaNN use
-both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average before
-each measurement is recorded (`load1`).
+the smallest power of two with recall@10 >= 0.95 on 256 gallery rows as queries). Build = training
++ adding the rows (not writing). q/s: the whole query batch in one call, best of 2 (FAISS and
+ScaNN use both cores). Exact ids come from IndexFlatIP. The machine is shared: the load average
+before each measurement is recorded (`load1`).
 """
 
 import argparse

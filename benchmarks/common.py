@@ -107,7 +107,7 @@ def table(rows: list, cols: list) -> str:
   fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
   cells = [[fmt(r.get(c, '')) for c in cols] for r in rows]
   widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-  line = lambda xs: '| ' + ' | '.join(x.ljust(w) for x, w in zip(xs, widths)) + ' |'
+  line = lambda xs: '| ' + ' | '.join(x.ljust(w) for x, w in zip(xs, widths, strict=True)) + ' |'
   out = [line(cols), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
   return '\n'.join(out + [line(x) for x in cells])
 

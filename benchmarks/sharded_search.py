@@ -54,7 +54,8 @@ def cost(mesh, rows, dim, queries, dtype):
   compiled = fn.lower(q, g).compile()
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
-  return analysis['flops'], analysis['bytes accessed'], compiled.memory_analysis().temp_size_in_bytes
+  temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+  return analysis['flops'], analysis['bytes accessed'], temp_bytes
 
 
 def main():

@@ -119,8 +119,8 @@ def main():
              mismatches_beyond_ties=mismatches)
     r['ratio_ours_over_faiss'] = r['ours_queries_per_s'] / r['faiss_queries_per_s']
     results.append(r)
-    print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, faiss {r["faiss_queries_per_s"]:.1f} q/s',
-          flush=True)
+    print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, '
+          f'faiss {r["faiss_queries_per_s"]:.1f} q/s', flush=True)
     del index, gallery
   if args.ours_only:
     rows = [{'gallery': r['gallery'], 'ours_q_s': r['ours_queries_per_s'],

@@ -79,7 +79,7 @@ def test_bf16_evaluation_embeddings_match_float32():
                     batch['has_sketch'], batch['has_text'], method=STBIR.encode_query)
     g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
     out[dtype] = (np.asarray(q), np.asarray(g))
-  for a, b in zip(out['float32'], out['bfloat16']):
+  for a, b in zip(out['float32'], out['bfloat16'], strict=True):
     assert b.dtype == np.float32  # embeddings are normalised in float32
     cosine = np.sum(a * b, axis=-1)  # rows are unit vectors
     assert cosine.min() >= MIN_COSINE, cosine

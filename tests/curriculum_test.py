@@ -1,5 +1,5 @@
-"""Tests of stbir_jax.degradations and stbir_jax.curriculum: degradations remove exactly what they should, the sampler
-follows the hand-computed schedule and weights."""
+"""Tests of stbir_jax.degradations and stbir_jax.curriculum: degradations remove exactly what they
+should, the sampler follows the hand-computed schedule and weights."""
 
 import math
 import re

@@ -108,7 +108,7 @@ def test_qmul_release_svg_and_its_png_give_matching_maps(tmp_path):
     assert len(svg) == n and set(svg) == set(png)
     for pid in svg:
       assert len(svg[pid]['sketches']) == len(png[pid]['sketches'])
-      for a, b in zip(svg[pid]['sketches'], png[pid]['sketches']):
+      for a, b in zip(svg[pid]['sketches'], png[pid]['sketches'], strict=True):
         assert set(np.unique(a)) == {0, 1, 2, 3}  # SVG: three strokes in drawing order
         a, b = a[..., 0] > 0, b[..., 0] > 0
         # Lines are 1 px wide below 160 px, where a one-pixel shift alone can halve the plain

@@ -159,7 +159,7 @@ def test_absolute_and_stroke3_arrays_agree():
   deltas = np.concatenate([absolute[:1], np.diff(absolute, axis=0)])
   deltas[:, 2] = absolute[:, 2]
   rel = sketch_io.strokes_from_array(deltas, relative=True)
-  for a, b in zip(strokes, rel):
+  for a, b in zip(strokes, rel, strict=True):
     np.testing.assert_allclose(a, b)
   with pytest.raises(sketch_io.SketchError, match=r'\(N, 3\)'):
     sketch_io.strokes_from_array(np.zeros((4, 2)))

@@ -10,11 +10,12 @@
 Relative paths are resolved against the manifest file's folder, and must stay inside it: an
 absolute path or one that climbs out (`../x.png`) is refused, naming the line, unless
 --allow_outside_root (a manifest from the internet could otherwise read any file of the machine
-into the dataset; the check is on the path as written, symbolic links are followed). Blank lines and lines starting
-with '#' are skipped. Without "split" a photo goes to test when sha1(id) % 100 < 10, else to
-train (deterministic 90/10). Errors name the manifest line: bad JSON, a missing "image", an
-unknown key, wrong types, duplicate ids, and files that do not exist (with --allow_missing a
-missing sketch is skipped and a missing photo drops the line, both recorded in the report).
+into the dataset; the check is on the path as written, symbolic links are followed). Blank lines
+and lines starting with '#' are skipped. Without "split" a photo goes to test when
+sha1(id) % 100 < 10, else to train (deterministic 90/10). Errors name the manifest line: bad JSON,
+a missing "image", an unknown key, wrong types, duplicate ids, and files that do not exist (with
+--allow_missing a missing sketch is skipped and a missing photo drops the line, both recorded in
+the report).
 """
 
 from __future__ import annotations

@@ -119,13 +119,13 @@ def host_batch(size: str, batch: int, seed: int = 0) -> dict:
   """Random numpy inputs in our pipeline's format (sketch: stroke-order map, 0 = background;
   texts of random length ending in CLIP's EOS id, padded after it)."""
   s = SIZES[size]
-  r, l = s['image'], s['text_len']
+  r, text_len = s['image'], s['text_len']
   rng = np.random.default_rng(seed)
   sketch = rng.integers(0, 20, (batch, r, r)).astype(np.uint8)
   sketch[rng.random((batch, r, r)) < 0.85] = 0                   # mostly background
-  lengths = rng.integers(4, l + 1, batch)
-  ids = rng.integers(1, EOS - 1, (batch, l)).astype(np.int32)
-  mask = (np.arange(l)[None] < lengths[:, None]).astype(np.int32)
+  lengths = rng.integers(4, text_len + 1, batch)
+  ids = rng.integers(1, EOS - 1, (batch, text_len)).astype(np.int32)
+  mask = (np.arange(text_len)[None] < lengths[:, None]).astype(np.int32)
   ids[np.arange(batch), lengths - 1] = EOS
   ids = ids * mask
   return dict(image=rng.integers(0, 256, (batch, r, r, 3)).astype(np.uint8), sketch=sketch,

@@ -35,9 +35,10 @@ def make_tiny_export(out, seed=0, config=None):
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   config = config or tiny_config()
   model = STBIR(config.model, init_temperature=config.loss.init_temperature)
-  r, l = config.data.resolution, config.data.max_text_len
+  r, text_len = config.data.resolution, config.data.max_text_len
   batch = dict(image=np.zeros((1, r, r, 3), np.uint8), sketch=np.zeros((1, r, r), np.uint8),
-               text_ids=np.zeros((1, l), np.int32), text_mask=np.ones((1, l), np.int32),
+               text_ids=np.zeros((1, text_len), np.int32),
+               text_mask=np.ones((1, text_len), np.int32),
                has_sketch=np.ones(1, bool), has_text=np.ones(1, bool))
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), batch)['params']
   params = jax.tree.map(np.asarray, dict(params))
@@ -46,7 +47,7 @@ def make_tiny_export(out, seed=0, config=None):
 
 
 def random_inputs(model_like, batch, seed=0):
-  r, l = model_like.resolution, model_like.max_text_len
+  r = model_like.resolution
   rng = np.random.default_rng(seed)
   sketch = np.zeros((batch, r, r), np.uint8)
   for b in range(batch):  # a few strokes: lines of increasing order

@@ -30,6 +30,15 @@ KEYS = ('image', 'sketches', 'texts', 'category', 'split', 'id')
 DEFAULT_CATEGORY = 'object'
 
 
+def _strings(where: str, key: str, value) -> list:
+  """A manifest field that holds a string or a list of strings, as a list."""
+  if isinstance(value, str):
+    return [value]
+  if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    raise common.PrepareError(f'{where}: "{key}" must be a string or a list of strings')
+  return value
+
+
 def read(src: Path, report: common.Report, options: common.Options):
   if src.is_dir():
     candidates = sorted(src.glob('*.jsonl'))
@@ -62,13 +71,6 @@ def read(src: Path, report: common.Report, options: common.Options):
     if not isinstance(obj.get('image'), str) or not obj['image']:
       raise common.PrepareError(f'{where}: "image" (a path string) is required')
 
-    def strings(key, value):
-      if isinstance(value, str):
-        return [value]
-      if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise common.PrepareError(f'{where}: "{key}" must be a string or a list of strings')
-      return value
-
     image = inside(where, 'image', obj['image'])
     if not image.is_file():
       if not options.allow_missing:
@@ -91,7 +93,7 @@ def read(src: Path, report: common.Report, options: common.Options):
       raise common.PrepareError(f'{where}: "category" must be a non-empty string')
 
     sketches = []
-    for k, rel in enumerate(strings('sketches', obj.get('sketches', []))):
+    for k, rel in enumerate(_strings(where, 'sketches', obj.get('sketches', []))):
       path = inside(where, 'sketch', rel)
       if not path.is_file():
         if not options.allow_missing:
@@ -99,7 +101,7 @@ def read(src: Path, report: common.Report, options: common.Options):
         report.unreadable_file(path, f'{where}: sketch not found; skipped')
         continue
       sketches.append(common.SketchRef(f'{photo_id}#{k}', path=path))
-    texts = [t.strip() for t in strings('texts', obj.get('texts', [])) if t.strip()]
+    texts = [t.strip() for t in _strings(where, 'texts', obj.get('texts', [])) if t.strip()]
     items.append(common.Item(photo_id=photo_id, image=image, split=split, category=category,
                              sketches=sketches, texts=texts))
   if not items:

@@ -21,9 +21,9 @@ import os
 import tempfile
 import time
 
-import common
 import numpy as np
 
+import common
 from stbir_jax.search import ann
 
 SWEEPS = {

@@ -22,8 +22,9 @@ import statistics
 import subprocess
 import time
 
-import common
 import jax
+
+import common
 
 
 def _uptime() -> str:

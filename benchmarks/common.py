@@ -107,7 +107,7 @@ def table(rows: list, cols: list) -> str:
   fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
   cells = [[fmt(r.get(c, '')) for c in cols] for r in rows]
   widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-  line = lambda xs: '| ' + ' | '.join(x.ljust(w) for x, w in zip(xs, widths)) + ' |'
+  line = lambda xs: '| ' + ' | '.join(x.ljust(w) for x, w in zip(xs, widths, strict=True)) + ' |'
   out = [line(cols), '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
   return '\n'.join(out + [line(x) for x in cells])
 
@@ -119,13 +119,13 @@ def host_batch(size: str, batch: int, seed: int = 0) -> dict:
   """Random numpy inputs in our pipeline's format (sketch: stroke-order map, 0 = background;
   texts of random length ending in CLIP's EOS id, padded after it)."""
   s = SIZES[size]
-  r, l = s['image'], s['text_len']
+  r, text_len = s['image'], s['text_len']
   rng = np.random.default_rng(seed)
   sketch = rng.integers(0, 20, (batch, r, r)).astype(np.uint8)
   sketch[rng.random((batch, r, r)) < 0.85] = 0                   # mostly background
-  lengths = rng.integers(4, l + 1, batch)
-  ids = rng.integers(1, EOS - 1, (batch, l)).astype(np.int32)
-  mask = (np.arange(l)[None] < lengths[:, None]).astype(np.int32)
+  lengths = rng.integers(4, text_len + 1, batch)
+  ids = rng.integers(1, EOS - 1, (batch, text_len)).astype(np.int32)
+  mask = (np.arange(text_len)[None] < lengths[:, None]).astype(np.int32)
   ids[np.arange(batch), lengths - 1] = EOS
   ids = ids * mask
   return dict(image=rng.integers(0, 256, (batch, r, r, 3)).astype(np.uint8), sketch=sketch,
@@ -141,8 +141,9 @@ def our_config(size: str, batch: int, fusion: str = 'sum'):
   """configs/base.py with ViT (CLIPVisionModel layout) sketch + photo towers, the CLIP text tower,
   `fusion`, one stage training everything with the contrastive loss only, no category
   knowledge, no curriculum, no modality dropout: the work of a plain CLIP-style dual step."""
-  from configs import base  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from configs import base  # pylint: disable=g-import-not-at-top
   from stbir_jax import config_defaults, stages  # pylint: disable=g-import-not-at-top
   s = SIZES[size]
   c = base.get_config('demo')
@@ -178,8 +179,9 @@ def our_step(config, degradations: bool = False):
   anyway (the degradation ops still run in the real step; `degradations=True` measures them).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
+
   from stbir_jax import degradations as degradation_ops  # pylint: disable=g-import-not-at-top
+  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   model = stbir.STBIR.from_config(config)
   constants = train_step.make_constants(config, ['shoe'])
@@ -202,6 +204,7 @@ def our_step(config, degradations: bool = False):
 
 def our_gallery_encoder(config):
   import jax  # pylint: disable=g-import-not-at-top
+
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
   model = stbir.STBIR.from_config(config)
   variables = model.init(jax.random.PRNGKey(0), stbir.dummy_batch(config, 2))

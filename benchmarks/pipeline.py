@@ -13,9 +13,9 @@ its threads share the same 2 cores with the step.
 import argparse
 import time
 
-import common
 import jax
 
+import common
 from configs import base
 from stbir_jax import stages, train_step
 from stbir_jax.data import pipeline

@@ -5,12 +5,13 @@ and exact top-k time vs gallery size (ours and FAISS flat, 256 queries).
 """
 
 import argparse
+import functools
 
-import common
 import faiss
 import jax
 import numpy as np
 
+import common
 from stbir_jax import retrieval
 
 
@@ -31,13 +32,15 @@ def main():
     step, state, _ = common.our_step(config)
     h = {'s': state}
 
+    # ours reads this iteration's step, state and batch: interleaved() calls it before the next
+    # iteration rebinds them.
     def ours():
-      h['s'], m = step(h['s'], dev)
+      h['s'], m = step(h['s'], dev)  # noqa: B023  (called in this iteration)
       jax.block_until_ready(m['loss'])
     peer = common.peer_model('small')
     pstep = common.peer_step(peer)
     pb = common.peer_batch(host)
-    t = common.interleaved({'ours': ours, 'peer': lambda: pstep(pb)}, reps=reps)
+    t = common.interleaved({'ours': ours, 'peer': functools.partial(pstep, pb)}, reps=reps)
     batch_rows.append(dict(batch=b, ours_step_s=t['ours']['median_s'],
                            ours_ex_s=b / t['ours']['median_s'],
                            peer_step_s=t['peer']['median_s'],
@@ -53,8 +56,8 @@ def main():
     index = faiss.IndexFlatIP(512)
     index.add(gallery)
     retrieval.top_k_jax(queries, gallery, 10)
-    t = common.interleaved({'ours': lambda: retrieval.top_k_jax(queries, gallery, 10),
-                            'faiss': lambda: index.search(queries, 10)}, reps=reps)
+    t = common.interleaved({'ours': functools.partial(retrieval.top_k_jax, queries, gallery, 10),
+                            'faiss': functools.partial(index.search, queries, 10)}, reps=reps)
     gallery_rows.append(dict(gallery=n, ours_ms=1e3 * t['ours']['median_s'],
                              faiss_ms=1e3 * t['faiss']['median_s'],
                              ours_ns_per_q_item=1e9 * t['ours']['median_s'] / (256 * n),

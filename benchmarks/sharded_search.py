@@ -14,12 +14,12 @@ rows in the same time per batch, plus one all-gather of C x Q x k candidates (ne
 import argparse
 import os
 
-import common
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+import common
 from stbir_jax import sharding
 from stbir_jax.search import sharded as sharded_search
 
@@ -55,7 +55,8 @@ def cost(mesh, rows, dim, queries, dtype):
   compiled = fn.lower(q, g).compile()
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
-  return analysis['flops'], analysis['bytes accessed'], compiled.memory_analysis().temp_size_in_bytes
+  temp_bytes = compiled.memory_analysis().temp_size_in_bytes
+  return analysis['flops'], analysis['bytes accessed'], temp_bytes
 
 
 def main():

@@ -20,7 +20,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'tests'))
 import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 from stbir_jax.data import sketch_io, sketch_raster  # pylint: disable=wrong-import-position
 
 

@@ -12,10 +12,10 @@ index. Memory: VmHWM - VmRSS after resetting the peak (/proc/self/clear_refs), p
 import argparse
 import time
 
-import common
 import faiss
 import numpy as np
 
+import common
 from stbir_jax import retrieval
 
 
@@ -60,6 +60,57 @@ def same_topk(a_ids, b_ids, a_s, b_s, tol=1e-5):
   return bad
 
 
+def measure_ours(queries, gallery, k: int, reps: int) -> dict:
+  """--ours_only: ours alone (FAISS's copy of the gallery would double the memory)."""
+  (q, d), n = queries.shape, len(gallery)
+  search = lambda: retrieval.top_k_jax(queries, gallery, k)
+  t = time.perf_counter()
+  search()  # compile
+  first_s = time.perf_counter() - t
+  load = common.wait_for_load()
+  timings = common.interleaved({'ours': search}, reps=reps, warmup=0)
+  _, ours_mem = peak_extra_bytes(search)
+  r = {'gallery': n, 'queries': q, 'k': k, 'dim': d, 'timings': timings,
+       'load': load, 'ours_first_call_s': first_s,
+       'ours_queries_per_s': q / timings['ours']['median_s'],
+       'ours_peak_extra_mb': ours_mem / 2**20,
+       'gallery_mb': gallery.nbytes / 2**20}
+  print(f'N={n}: ours {q / timings["ours"]["median_s"]:.1f} q/s, peak extra '
+        f'{ours_mem / 2**20:.0f} MB', flush=True)
+  return r
+
+
+def measure_ours_and_faiss(queries, gallery, k: int, reps: int) -> dict:
+  """Ours and FAISS IndexFlatIP, interleaved; their top-k ids must agree (ties aside)."""
+  (q, d), n = queries.shape, len(gallery)
+  t = time.perf_counter()
+  index = faiss.IndexFlatIP(d)
+  index.add(gallery)
+  faiss_add_s = time.perf_counter() - t
+  t = time.perf_counter()
+  retrieval.top_k_jax(queries, gallery, k)  # compile
+  ours_first_s = time.perf_counter() - t
+  load = common.wait_for_load()
+  timings = common.interleaved({'ours': lambda: retrieval.top_k_jax(queries, gallery, k),
+                                'faiss': lambda: index.search(queries, k)}, reps=reps)
+  (js, ji), ours_mem = peak_extra_bytes(lambda: retrieval.top_k_jax(queries, gallery, k))
+  (fs, fi), faiss_mem = peak_extra_bytes(lambda: index.search(queries, k))
+  mismatches = same_topk(ji, fi, js, fs)
+  assert mismatches == 0, f'{mismatches} of {q} queries differ beyond ties at N={n}'
+  r = dict(gallery=n, queries=q, k=k, dim=d, timings=timings, load=load,
+           faiss_add_s=faiss_add_s, ours_first_call_s=ours_first_s,
+           ours_queries_per_s=q / timings['ours']['median_s'],
+           faiss_queries_per_s=q / timings['faiss']['median_s'],
+           ours_peak_extra_mb=ours_mem / 2**20, faiss_peak_extra_mb=faiss_mem / 2**20,
+           gallery_mb=gallery.nbytes / 2**20, faiss_index_mb=gallery.nbytes / 2**20,
+           identical_ids_queries=int(np.sum(np.all(ji == fi, axis=1))),
+           mismatches_beyond_ties=mismatches)
+  r['ratio_ours_over_faiss'] = r['ours_queries_per_s'] / r['faiss_queries_per_s']
+  print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, '
+        f'faiss {r["faiss_queries_per_s"]:.1f} q/s', flush=True)
+  return r
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--quick', action='store_true')
@@ -74,54 +125,13 @@ def main():
   rng = np.random.default_rng(0)
   d, q, k = args.dim, args.queries, args.k
   queries = unit(rng, q, d)
+  measure = measure_ours if args.ours_only else measure_ours_and_faiss
   results = []
   for n in map(int, args.sizes.split(',')):
     gallery = unit(rng, n, d)
     reps = 2 if (args.quick or n >= 1_000_000) else 5
-    if args.ours_only:
-      search = lambda g=gallery: retrieval.top_k_jax(queries, g, k)
-      t = time.perf_counter()
-      search()  # compile
-      first_s = time.perf_counter() - t
-      load = common.wait_for_load()
-      timings = common.interleaved({'ours': search}, reps=reps, warmup=0)
-      _, ours_mem = peak_extra_bytes(search)
-      results.append({'gallery': n, 'queries': q, 'k': k, 'dim': d, 'timings': timings,
-                      'load': load, 'ours_first_call_s': first_s,
-                      'ours_queries_per_s': q / timings['ours']['median_s'],
-                      'ours_peak_extra_mb': ours_mem / 2**20,
-                      'gallery_mb': gallery.nbytes / 2**20})
-      print(f'N={n}: ours {q / timings["ours"]["median_s"]:.1f} q/s, peak extra '
-            f'{ours_mem / 2**20:.0f} MB', flush=True)
-      del gallery
-      continue
-    t = time.perf_counter()
-    index = faiss.IndexFlatIP(d)
-    index.add(gallery)
-    faiss_add_s = time.perf_counter() - t
-    t = time.perf_counter()
-    retrieval.top_k_jax(queries, gallery, k)  # compile
-    ours_first_s = time.perf_counter() - t
-    load = common.wait_for_load()
-    timings = common.interleaved({'ours': lambda: retrieval.top_k_jax(queries, gallery, k),
-                                  'faiss': lambda: index.search(queries, k)}, reps=reps)
-    (js, ji), ours_mem = peak_extra_bytes(lambda: retrieval.top_k_jax(queries, gallery, k))
-    (fs, fi), faiss_mem = peak_extra_bytes(lambda: index.search(queries, k))
-    mismatches = same_topk(ji, fi, js, fs)
-    assert mismatches == 0, f'{mismatches} of {q} queries differ beyond ties at N={n}'
-    r = dict(gallery=n, queries=q, k=k, dim=d, timings=timings, load=load,
-             faiss_add_s=faiss_add_s, ours_first_call_s=ours_first_s,
-             ours_queries_per_s=q / timings['ours']['median_s'],
-             faiss_queries_per_s=q / timings['faiss']['median_s'],
-             ours_peak_extra_mb=ours_mem / 2**20, faiss_peak_extra_mb=faiss_mem / 2**20,
-             gallery_mb=gallery.nbytes / 2**20, faiss_index_mb=gallery.nbytes / 2**20,
-             identical_ids_queries=int(np.sum(np.all(ji == fi, axis=1))),
-             mismatches_beyond_ties=mismatches)
-    r['ratio_ours_over_faiss'] = r['ours_queries_per_s'] / r['faiss_queries_per_s']
-    results.append(r)
-    print(f'N={n}: ours {r["ours_queries_per_s"]:.1f} q/s, faiss {r["faiss_queries_per_s"]:.1f} q/s',
-          flush=True)
-    del index, gallery
+    results.append(measure(queries, gallery, k, reps))
+    del gallery  # 2 GB at 1M rows: freed before the next size is drawn
   if args.ours_only:
     rows = [{'gallery': r['gallery'], 'ours_q_s': r['ours_queries_per_s'],
              'ours_ms': 1e3 * r['timings']['ours']['median_s'],

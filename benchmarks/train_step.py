@@ -15,10 +15,11 @@ measured here with a large jnp.dot.
 import argparse
 import time
 
-import common
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import common
 
 
 def peak_matmul_flops(n: int = 2048, reps: int = 5) -> dict:

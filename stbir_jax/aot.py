@@ -313,7 +313,8 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
   chip = chip_of(devices)
   report = {'topology': topology, 'devices': len(devices), 'chip': dataclasses.asdict(chip),
             'processes': len({d.process_index for d in devices}),
-            'mesh': dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, len(devices)))),
+            'mesh': dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, len(devices)),
+                             strict=True)),
             'batch_size': int(config.train.batch_size), 'dtype': config.model.dtype,
             'remat': str(config.model.remat),
             'state_per_chip': state_bytes_per_chip(config, devices), 'programs': []}

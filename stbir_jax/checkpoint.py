@@ -4,8 +4,8 @@ and the Grain iterator position, so a restart continues exactly where the run st
 Saving is asynchronous (orbax writes in the background while training continues). Each
 checkpoint also stores a checksum of every state array (`fingerprint`) and of every process's
 data-loader position (data/process_I-of-N.json), because a garbled file can restore without
-any error: everything a resume reads is verified. A latest checkpoint that fails to restore or to verify
-(partial write, truncated or garbled file) is skipped with a warning that names it, and the
+any error: everything a resume reads is verified. A latest checkpoint that fails to restore or to
+verify (partial write, truncated or garbled file) is skipped with a warning that names it, and the
 previous one is used; the unreadable one is moved to `workdir/checkpoints_unreadable/` (a resumed
 run saves its step number again), never deleted. When no checkpoint is readable the restore
 raises and nothing is moved.

@@ -59,7 +59,7 @@ def export_model(config, params: dict, out: str, *, results_md: str = '',
   """Writes the export directory for `params` of the model described by `config`."""
   os.makedirs(out, exist_ok=True)
   model = STBIR.from_config(config)
-  r, l = config.data.resolution, config.data.max_text_len
+  res, text_len = config.data.resolution, config.data.max_text_len
   (b,) = jax_export.symbolic_shape('b')
   params_spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
                              params)
@@ -73,9 +73,10 @@ def export_model(config, params: dict, out: str, *, results_md: str = '',
 
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
   query = jax_export.export(jax.jit(encode_query))(
-      params_spec, spec((b, r, r), jnp.uint8), spec((b, l), jnp.int32), spec((b, l), jnp.int32),
-      spec((b,), jnp.bool_), spec((b,), jnp.bool_))
-  gallery = jax_export.export(jax.jit(encode_gallery))(params_spec, spec((b, r, r, 3), jnp.uint8))
+      params_spec, spec((b, res, res), jnp.uint8), spec((b, text_len), jnp.int32),
+      spec((b, text_len), jnp.int32), spec((b,), jnp.bool_), spec((b,), jnp.bool_))
+  gallery = jax_export.export(jax.jit(encode_gallery))(
+      params_spec, spec((b, res, res, 3), jnp.uint8))
   with open(os.path.join(out, 'encode_query.jax'), 'wb') as f:
     f.write(query.serialize())
   with open(os.path.join(out, 'encode_gallery.jax'), 'wb') as f:
@@ -84,13 +85,15 @@ def export_model(config, params: dict, out: str, *, results_md: str = '',
   with open(os.path.join(out, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   get_tokenizer(config.data.tokenizer).save(os.path.join(out, 'tokenizer'))
-  manifest = dict(resolution=r, max_text_len=l, embed_dim=config.model.embed_dim, step=step,
-                  jax_version=jax.__version__, files=list(exported.FILES) + ['tokenizer/'],
+  manifest = dict(resolution=res, max_text_len=text_len, embed_dim=config.model.embed_dim,
+                  step=step, jax_version=jax.__version__,
+                  files=list(exported.FILES) + ['tokenizer/'],
                   inputs=dict(
-                      encode_query=dict(sketch=f'uint8[b,{r},{r}] stroke-order map',
-                                        text_ids=f'int32[b,{l}]', text_mask=f'int32[b,{l}]',
+                      encode_query=dict(sketch=f'uint8[b,{res},{res}] stroke-order map',
+                                        text_ids=f'int32[b,{text_len}]',
+                                        text_mask=f'int32[b,{text_len}]',
                                         has_sketch='bool[b]', has_text='bool[b]'),
-                      encode_gallery=dict(image=f'uint8[b,{r},{r},3]')))
+                      encode_gallery=dict(image=f'uint8[b,{res},{res},3]')))
   with open(os.path.join(out, 'manifest.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   with open(os.path.join(out, 'model_card.md'), 'w') as f:
@@ -103,6 +106,10 @@ def _model_card(config, step, results_md: str) -> str:
       f'- {name}: {t.kind}' + (f'-{t.depth} (width {t.width})' if t.kind == 'resnet' else
                                f' (patch {t.patch_size}, hidden {t.hidden}, {t.layers} layers)')
       for name, t in (('sketch tower', m.sketch), ('photo tower', m.photo)))
+  text_tower = (f'- text tower: {m.text.kind} ({m.text.layers} layers, hidden {m.text.hidden}), '
+                f'tokenizer `{config.data.tokenizer}`')
+  fusion = (f'- fusion: {m.fusion.kind}; embedding size {m.embed_dim}; '
+            f'input resolution {config.data.resolution} px')
   return f"""# STBIR model card
 
 A dual encoder for fine-grained image retrieval from a sketch plus a short text
@@ -110,8 +117,8 @@ A dual encoder for fine-grained image retrieval from a sketch plus a short text
 
 ## Model
 {towers}
-- text tower: {m.text.kind} ({m.text.layers} layers, hidden {m.text.hidden}), tokenizer `{config.data.tokenizer}`
-- fusion: {m.fusion.kind}; embedding size {m.embed_dim}; input resolution {config.data.resolution} px
+{text_tower}
+{fusion}
 
 ## Use
 ```python

@@ -9,15 +9,13 @@ Conventions shared by every loss:
 Losses compute in float32 whatever the embedding dtype (bfloat16 logits lose the ranking).
 """
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 
 
-def _negatives_mask(batch_size: int, instance: Optional[Array], valid: Optional[Array]) -> Array:
+def _negatives_mask(batch_size: int, instance: Array | None, valid: Array | None) -> Array:
   """(B, B) bool: True where column j is a negative for row i."""
   mask = ~jnp.eye(batch_size, dtype=bool)
   if instance is not None:
@@ -27,16 +25,16 @@ def _negatives_mask(batch_size: int, instance: Optional[Array], valid: Optional[
   return mask
 
 
-def _masked_mean(values: Array, valid: Optional[Array]) -> Array:
+def _masked_mean(values: Array, valid: Array | None) -> Array:
   if valid is None:
     return jnp.mean(values)
   w = valid.astype(values.dtype)
   return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = None,
-                         negative_weights: Optional[Array] = None,
-                         valid: Optional[Array] = None) -> Array:
+def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Array | None = None,
+                         negative_weights: Array | None = None,
+                         valid: Array | None = None) -> Array:
   """Query->gallery InfoNCE per query, (B,); 0 for padded rows.
 
   loss_i = -s*<q_i, g_i> + log( exp(s*<q_i, g_i>) + sum_{j in neg(i)} w_ij * exp(s*<q_i, g_j>) )
@@ -61,8 +59,8 @@ def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[
   return loss
 
 
-def info_nce(q: Array, g: Array, logit_scale, *, instance: Optional[Array] = None,
-             negative_weights: Optional[Array] = None, valid: Optional[Array] = None) -> Array:
+def info_nce(q: Array, g: Array, logit_scale, *, instance: Array | None = None,
+             negative_weights: Array | None = None, valid: Array | None = None) -> Array:
   """Symmetric InfoNCE: mean of the query->gallery and gallery->query losses (scalar)."""
   q2g = per_example_info_nce(q, g, logit_scale, instance=instance,
                              negative_weights=negative_weights, valid=valid)
@@ -133,8 +131,8 @@ def per_example_contrastive(kind: str, q: Array, g: Array, logits: dict, **kw) -
   raise ValueError(f'config.loss.kind={kind!r}; valid: {", ".join(CONTRASTIVE_KINDS)}')
 
 
-def triplet_hard(q: Array, g: Array, margin, *, instance: Optional[Array] = None,
-                 valid: Optional[Array] = None) -> Array:
+def triplet_hard(q: Array, g: Array, margin, *, instance: Array | None = None,
+                 valid: Array | None = None) -> Array:
   """Batch-hard triplet loss, query as anchor (scalar).
 
   loss_i = max(0, margin - <q_i, g_i> + max_{j in neg(i)} <q_i, g_j>); a query without any
@@ -149,8 +147,8 @@ def triplet_hard(q: Array, g: Array, margin, *, instance: Optional[Array] = None
   return _masked_mean(hinge, valid)
 
 
-def triplet_all(q: Array, g: Array, margin, *, instance: Optional[Array] = None,
-                valid: Optional[Array] = None) -> Array:
+def triplet_all(q: Array, g: Array, margin, *, instance: Array | None = None,
+                valid: Array | None = None) -> Array:
   """Batch-all triplet loss, query as anchor (scalar): every in-batch negative is a triplet.
 
   loss_i = mean_{j in neg(i)} max(0, margin - <q_i, g_i> + <q_i, g_j>); a query without any
@@ -183,7 +181,7 @@ def intra_category_weights(category: Array, instance: Array, hard_negative_weigh
 
 
 def prototype_loss(emb: Array, category: Array, prototypes: Array, *, margin, temperature,
-                   valid: Optional[Array] = None) -> Array:
+                   valid: Array | None = None) -> Array:
   """CosFace-style category loss (scalar): pulls embeddings to their category prototype.
 
   logits_ic = (cos(emb_i, p_c) - margin * [c == category_i]) / temperature, cross-entropy with

@@ -71,6 +71,7 @@ def main(argv):
   elif not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # the console lines replace the INFO log
   import jax  # pylint: disable=g-import-not-at-top
+
   # TensorFlow is used only for writing summaries and datasets: keep it off accelerators.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')

@@ -6,7 +6,6 @@ never a lucky one, and results do not depend on the gallery order.
 """
 
 import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

@@ -24,7 +24,7 @@ class RetrievalError(ValueError):
   pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _merge_fn(k: int):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

@@ -10,7 +10,8 @@ import math
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
@@ -22,21 +23,26 @@ class MeshError(ValueError):
   pass
 
 
+def _named(sizes) -> dict:
+  """{'data': ..., 'fsdp': ..., 'model': ...}: axis sizes as the error messages show them."""
+  return dict(zip(AXES, sizes, strict=True))
+
+
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
   """Resolves the config's axis sizes (one may be -1 = fill) against the device count."""
   sizes = [int(mesh_config[a]) for a in AXES]
   if sizes.count(-1) > 1:
-    raise MeshError(f'config.mesh: at most one axis may be -1, got {dict(zip(AXES, sizes))}.')
+    raise MeshError(f'config.mesh: at most one axis may be -1, got {_named(sizes)}.')
   known = math.prod(s for s in sizes if s != -1)
   if any(s == 0 or s < -1 for s in sizes):
-    raise MeshError(f'config.mesh axis sizes must be positive or -1, got {dict(zip(AXES, sizes))}.')
+    raise MeshError(f'config.mesh axis sizes must be positive or -1, got {_named(sizes)}.')
   if -1 in sizes:
     if num_devices % known:
-      raise MeshError(f'config.mesh {dict(zip(AXES, sizes))}: {num_devices} devices are not '
+      raise MeshError(f'config.mesh {_named(sizes)}: {num_devices} devices are not '
                       f'divisible by the fixed axes (product {known}).')
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise MeshError(f'config.mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices but '
+    raise MeshError(f'config.mesh {_named(sizes)} needs {math.prod(sizes)} devices but '
                     f'{num_devices} are available; set one axis to -1 to fill.')
   return tuple(sizes)
 

@@ -32,12 +32,12 @@ def tiny_config(losses=('contrastive', 'triplet')):
 def random_batch(config):
   """8 random examples (noise photos, scattered stroke pixels, random token ids)."""
   rng = np.random.default_rng(0)
-  b, r, l = 8, config.data.resolution, config.data.max_text_len
+  b, r, text_len = 8, config.data.resolution, config.data.max_text_len
   return dict(
       image=rng.integers(0, 256, (b, r, r, 3), dtype=np.uint8),
       sketch=((rng.random((b, r, r)) < 0.2) * rng.integers(1, 9, (b, r, r))).astype(np.uint8),
-      text_ids=rng.integers(1000, 3000, (b, l)).astype(np.int32),
-      text_mask=np.ones((b, l), np.int32), has_sketch=np.ones(b, bool),
+      text_ids=rng.integers(1000, 3000, (b, text_len)).astype(np.int32),
+      text_mask=np.ones((b, text_len), np.int32), has_sketch=np.ones(b, bool),
       has_text=np.ones(b, bool), category=np.zeros(b, np.int32),
       instance=np.arange(b, dtype=np.int32), family=np.zeros(b, np.int32))
 
@@ -47,7 +47,7 @@ def setup(losses=('contrastive', 'triplet')):
   return _setup(tuple(losses))  # one cache key, however the losses are passed
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _setup(losses):
   config = tiny_config(losses)
   model = stbir.STBIR.from_config(config)

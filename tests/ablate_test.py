@@ -29,7 +29,7 @@ def test_each_variant_switches_off_one_module():
 
   joint = ablate.variant_config(config, 'joint', 0)
   (stage,) = stages.build_stages(joint)
-  every_loss = {l for s in config.stages for l in s.losses}
+  every_loss = {loss for s in config.stages for loss in s.losses}
   assert set(stage.losses) == every_loss and stage.query == 'sketch+text'
   assert (stage.start, stage.end) == (0, config.train.num_steps)
   assert {'sketch', 'photo', 'text', 'fusion', 'temperature'} <= set(stage.train)

@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from search_test import COLOURS, _messy_folder, run_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 from stbir_jax import demo, exported, retrieval  # pylint: disable=wrong-import-position
 from stbir_jax.search import ann, ann_store  # pylint: disable=wrong-import-position
 from stbir_jax.search.searcher import Searcher  # pylint: disable=wrong-import-position

@@ -9,12 +9,12 @@ with room that still fails on a real bug (a float32 loss differs by > 10 % from 
 
 import functools
 
-import _tiny
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import _tiny
 from stbir_jax import stages, train_step
 from stbir_jax.models import stbir
 from stbir_jax.models.stbir import STBIR
@@ -79,7 +79,7 @@ def test_bf16_evaluation_embeddings_match_float32():
                     batch['has_sketch'], batch['has_text'], method=STBIR.encode_query)
     g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
     out[dtype] = (np.asarray(q), np.asarray(g))
-  for a, b in zip(out['float32'], out['bfloat16']):
+  for a, b in zip(out['float32'], out['bfloat16'], strict=True):
     assert b.dtype == np.float32  # embeddings are normalised in float32
     cosine = np.sum(a * b, axis=-1)  # rows are unit vectors
     assert cosine.min() >= MIN_COSINE, cosine

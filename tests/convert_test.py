@@ -179,7 +179,8 @@ def test_clip_init_from_pretrained_full_model(clip_ckpt):
   params = _zero_init(net, batch)
   loaded = convert.init_from_pretrained(config, params)
   assert set(loaded) == set(params)
-  for a, b in zip(jax.tree.leaves(loaded['fusion']), jax.tree.leaves(params['fusion'])):
+  for a, b in zip(jax.tree.leaves(loaded['fusion']), jax.tree.leaves(params['fusion']),
+                  strict=True):
     np.testing.assert_array_equal(a, b)   # groups without `init` are untouched
   image = np.random.RandomState(5).randint(0, 256, (2, res, res, 3)).astype(np.uint8)
   g = jax.jit(functools.partial(net.apply, method=stbir.STBIR.encode_gallery))(
@@ -261,7 +262,7 @@ def test_pytorch_bin_loads_like_safetensors(tmp_path_factory, bert_ckpt):
   a = jax.tree.leaves_with_path(convert.load_tower_params(src, 'text'))
   b = jax.tree.leaves_with_path(convert.load_tower_params(path, 'text'))
   assert [k for k, _ in a] == [k for k, _ in b]
-  for (k, x), (_, y) in zip(a, b):
+  for (k, x), (_, y) in zip(a, b, strict=True):
     np.testing.assert_array_equal(x, y, err_msg=str(k))
   ids, mask = _bert_inputs()
   _close('bert_pytorch_bin_mean_pooled', _run_text_tower(path, ids, mask)[0],
@@ -380,7 +381,7 @@ def test_cli_roundtrip_and_init_from_converted_dir(tmp_path, bert_ckpt, capsys):
     assert json.load(f)['tower'] == 'text'
   direct = convert.load_tower_params(src, 'text')
   for (k, x), (_, y) in zip(jax.tree.leaves_with_path(params['backbone']),
-                            jax.tree.leaves_with_path(direct)):
+                            jax.tree.leaves_with_path(direct), strict=True):
     np.testing.assert_array_equal(x, y, err_msg=str(k))
   # A converted directory is itself a valid `init` source (no torch/transformers model needed).
   config = base.get_config('smoke')

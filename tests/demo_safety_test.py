@@ -11,10 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import _images
 import pytest
 from PIL import Image, ImageFile
 
+import _images
 from stbir_jax import demo
 from stbir_jax.search import index, inputs
 from stbir_jax.search.searcher import Searcher

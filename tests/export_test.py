@@ -30,13 +30,15 @@ def tiny_config():
 def make_tiny_export(out, seed=0, config=None):
   """Exports randomly initialised params of `config` (default tiny_config()) to `out`."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from stbir_jax import export  # pylint: disable=g-import-not-at-top
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   config = config or tiny_config()
   model = STBIR(config.model, init_temperature=config.loss.init_temperature)
-  r, l = config.data.resolution, config.data.max_text_len
+  r, text_len = config.data.resolution, config.data.max_text_len
   batch = dict(image=np.zeros((1, r, r, 3), np.uint8), sketch=np.zeros((1, r, r), np.uint8),
-               text_ids=np.zeros((1, l), np.int32), text_mask=np.ones((1, l), np.int32),
+               text_ids=np.zeros((1, text_len), np.int32),
+               text_mask=np.ones((1, text_len), np.int32),
                has_sketch=np.ones(1, bool), has_text=np.ones(1, bool))
   params = jax.jit(model.init)(jax.random.PRNGKey(seed), batch)['params']
   params = jax.tree.map(np.asarray, dict(params))
@@ -45,7 +47,7 @@ def make_tiny_export(out, seed=0, config=None):
 
 
 def random_inputs(model_like, batch, seed=0):
-  r, l = model_like.resolution, model_like.max_text_len
+  r = model_like.resolution
   rng = np.random.default_rng(seed)
   sketch = np.zeros((batch, r, r), np.uint8)
   for b in range(batch):  # a few strokes: lines of increasing order
@@ -134,6 +136,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   """The real path: train configs/base.py:smoke, `python -m stbir_jax.export`, parity."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   import stbir_jax  # pylint: disable=g-import-not-at-top
   from configs import base  # pylint: disable=g-import-not-at-top
   from stbir_jax import run_config, train  # pylint: disable=g-import-not-at-top

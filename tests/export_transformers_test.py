@@ -15,7 +15,6 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
-
 from stbir_jax import export  # pylint: disable=g-import-not-at-top
 from stbir_jax.convert import ConvertError, to_transformers  # pylint: disable=g-import-not-at-top
 from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
@@ -44,10 +43,11 @@ def exported(tmp_path_factory):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   config = _config()
   model = stbir.STBIR.from_config(config)
-  r, l = config.data.resolution, config.data.max_text_len
+  r, text_len = config.data.resolution, config.data.max_text_len
   batch = {'image': jnp.zeros((1, r, r, 3), jnp.uint8),
-           'sketch': jnp.zeros((1, r, r), jnp.uint8), 'text_ids': jnp.zeros((1, l), jnp.int32),
-           'text_mask': jnp.ones((1, l), jnp.int32), 'has_sketch': jnp.ones((1,), bool),
+           'sketch': jnp.zeros((1, r, r), jnp.uint8),
+           'text_ids': jnp.zeros((1, text_len), jnp.int32),
+           'text_mask': jnp.ones((1, text_len), jnp.int32), 'has_sketch': jnp.ones((1,), bool),
            'has_text': jnp.ones((1,), bool)}
   params = jax.jit(model.init)(jax.random.PRNGKey(0), batch)['params']
   rng = np.random.default_rng(1)   # LN scales 1 and biases 0 would hide a swapped tensor

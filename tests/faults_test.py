@@ -21,8 +21,8 @@ import pytest
 
 from configs import base
 from stbir_jax import checkpoint, cli, config_checks, losses, sharding, stages, train, train_step
-from stbir_jax.models import stbir
 from stbir_jax.data import datasets, pipeline
+from stbir_jax.models import stbir
 from train_test import _Recorder
 
 STEPS = 3      # the shared run: checkpoints 1, 2, 3
@@ -85,7 +85,7 @@ def _state(workdir, step) -> dict:
 def _assert_same(a, b):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b) > 0
-  for x, y in zip(leaves_a, leaves_b):
+  for x, y in zip(leaves_a, leaves_b, strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

@@ -40,7 +40,7 @@ def _batch(config):
   return batch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_and_state(learn_prototypes):
   config = _config(learn_prototypes=learn_prototypes)
   model = stbir.STBIR.from_config(config)
@@ -58,7 +58,8 @@ def _grads(config, model, constants, params, batch):
 def _assert_same_grads(expected, got, rtol=1e-5):
   norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(expected))))
   assert norm > 0.1
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got)):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(got),
+                          strict=True):
     np.testing.assert_allclose(b, a, rtol=0, atol=rtol * norm, err_msg=jax.tree_util.keystr(path))
 
 
@@ -88,9 +89,9 @@ def test_accumulated_gradients_and_step_equal_the_plain_ones(accum, learn_protot
   (new1, m1), (new_k, m_k) = news
   assert abs(float(m_k['loss']) - float(m1['loss'])) <= 1e-5 * float(m1['loss'])
   moved = max(float(np.max(np.abs(a - b))) for a, b in
-              zip(jax.tree.leaves(state.params), jax.tree.leaves(new1.params)))
+              zip(jax.tree.leaves(state.params), jax.tree.leaves(new1.params), strict=True))
   assert moved > 0.1 * float(m1['lr'])  # the step moved the params: equality means something
-  for a, b in zip(jax.tree.leaves(new1.params), jax.tree.leaves(new_k.params)):
+  for a, b in zip(jax.tree.leaves(new1.params), jax.tree.leaves(new_k.params), strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5)
 
 

@@ -1,9 +1,9 @@
 """Opening untrusted images: sizes are checked from the header, errors name the file."""
 
-import _images
 import pytest
 from PIL import Image, ImageFile
 
+import _images
 from stbir_jax import image_safety
 
 

@@ -13,12 +13,8 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax.models import layers
-from stbir_jax.models import resnet
-from stbir_jax.models import text
-from stbir_jax.models import vit
-from stbir_jax.models.stbir import STBIR
-from stbir_jax.models.stbir import sketch_to_image
+from stbir_jax.models import layers, resnet, text, vit
+from stbir_jax.models.stbir import STBIR, sketch_to_image
 
 GROUPS = {'sketch', 'photo', 'text', 'fusion', 'temperature'}
 # 'rbg' keys: XLA:CPU compiles threefry-based initialisers of a ResNet-18 ~7x slower (tens of
@@ -44,16 +40,16 @@ def tiny_model_config(fusion='cross_attention', image_kind='clip_vit', text_kind
   return c
 
 
-def make_batch(b=3, r=32, l=8, seed=0):
+def make_batch(b=3, r=32, text_len=8, seed=0):
   rng = np.random.default_rng(seed)
-  mask = np.ones((b, l), np.int32)
+  mask = np.ones((b, text_len), np.int32)
   mask[1:, 5:] = 0
   mask[2:, 2:] = 0
   return dict(
       image=jnp.asarray(rng.integers(0, 256, (b, r, r, 3)), jnp.uint8),
       sketch=jnp.asarray(rng.integers(0, 6, (b, r, r)) * (rng.random((b, r, r)) < 0.2),
                          jnp.uint8),
-      text_ids=jnp.asarray(rng.integers(1, 100, (b, l)) * mask, jnp.int32),
+      text_ids=jnp.asarray(rng.integers(1, 100, (b, text_len)) * mask, jnp.int32),
       text_mask=jnp.asarray(mask),
       has_sketch=jnp.ones((b,), bool), has_text=jnp.ones((b,), bool))
 
@@ -452,10 +448,11 @@ def test_hf_parity_vision_transformers():
   p = {'patch_embedding': _conv(e.patch_embedding), 'class_embedding': _t(e.class_embedding),
        'position_embedding': _t(e.position_embedding.weight), 'pre_layrnorm': _ln(vm.pre_layrnorm),
        'post_layernorm': _ln(vm.post_layernorm),
-       'encoder': {f'layer_{i}': _layer(l.self_attn.q_proj, l.self_attn.k_proj,
-                                        l.self_attn.v_proj, l.self_attn.out_proj, l.layer_norm1,
-                                        l.mlp.fc1, l.mlp.fc2, l.layer_norm2)
-                   for i, l in enumerate(vm.encoder.layers)}}
+       'encoder': {f'layer_{i}': _layer(layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                        layer.self_attn.v_proj, layer.self_attn.out_proj,
+                                        layer.layer_norm1, layer.mlp.fc1, layer.mlp.fc2,
+                                        layer.layer_norm2)
+                   for i, layer in enumerate(vm.encoder.layers)}}
   with torch.no_grad():
     ref = m(x)
   pooled, tokens = tower('clip').apply({'params': p}, xj)
@@ -469,11 +466,11 @@ def test_hf_parity_vision_transformers():
        'class_embedding': _t(m.embeddings.cls_token)[0, 0],
        'position_embedding': _t(m.embeddings.position_embeddings)[0],
        'post_layernorm': _ln(m.layernorm),
-       'encoder': {f'layer_{i}': _layer(l.attention.q_proj, l.attention.k_proj,
-                                        l.attention.v_proj, l.attention.o_proj,
-                                        l.layernorm_before, l.mlp.fc1, l.mlp.fc2,
-                                        l.layernorm_after)
-                   for i, l in enumerate(m.layers)}}
+       'encoder': {f'layer_{i}': _layer(layer.attention.q_proj, layer.attention.k_proj,
+                                        layer.attention.v_proj, layer.attention.o_proj,
+                                        layer.layernorm_before, layer.mlp.fc1, layer.mlp.fc2,
+                                        layer.layernorm_after)
+                   for i, layer in enumerate(m.layers)}}
   with torch.no_grad():
     ref = m(x)
   _, tokens = tower('vit').apply({'params': p}, xj)
@@ -499,11 +496,11 @@ def test_hf_parity_text_towers():
        'position_embeddings': {'embedding': _t(e.position_embeddings.weight)},
        'token_type_embeddings': {'embedding': _t(e.token_type_embeddings.weight)},
        'embeddings_layer_norm': _ln(e.LayerNorm),
-       'encoder': {f'layer_{i}': _layer(l.attention.self.query, l.attention.self.key,
-                                        l.attention.self.value, l.attention.output.dense,
-                                        l.attention.output.LayerNorm, l.intermediate.dense,
-                                        l.output.dense, l.output.LayerNorm)
-                   for i, l in enumerate(m.encoder.layer)}}
+       'encoder': {f'layer_{i}': _layer(layer.attention.self.query, layer.attention.self.key,
+                                        layer.attention.self.value, layer.attention.output.dense,
+                                        layer.attention.output.LayerNorm, layer.intermediate.dense,
+                                        layer.output.dense, layer.output.LayerNorm)
+                   for i, layer in enumerate(m.encoder.layer)}}
   ids = torch.randint(1, 100, (3, 10))
   with torch.no_grad():
     ref = m(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -522,10 +519,11 @@ def test_hf_parity_text_towers():
   p = {'token_embedding': {'embedding': _t(e.token_embedding.weight)},
        'position_embedding': {'embedding': _t(e.position_embedding.weight)},
        'final_layer_norm': _ln(tm.final_layer_norm),
-       'encoder': {f'layer_{i}': _layer(l.self_attn.q_proj, l.self_attn.k_proj,
-                                        l.self_attn.v_proj, l.self_attn.out_proj, l.layer_norm1,
-                                        l.mlp.fc1, l.mlp.fc2, l.layer_norm2)
-                   for i, l in enumerate(tm.encoder.layers)}}
+       'encoder': {f'layer_{i}': _layer(layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                        layer.self_attn.v_proj, layer.self_attn.out_proj,
+                                        layer.layer_norm1, layer.mlp.fc1, layer.mlp.fc2,
+                                        layer.layer_norm2)
+                   for i, layer in enumerate(tm.encoder.layers)}}
   ids = torch.randint(2, 98, (3, 10))
   ids[0, -1] = 99           # EOS at the end of each text, padded with EOS (CLIP's habit)
   ids[1, 5:] = 99

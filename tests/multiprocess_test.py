@@ -145,11 +145,12 @@ def test_two_processes_match_one_process_with_same_devices(tmp_path):
   leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(leaves_a) == len(leaves_b) > 0
   diff = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(leaves_a, leaves_b))
+             for x, y in zip(leaves_a, leaves_b, strict=True))
   # Cross-process all-reduces (gloo) may sum in another order than the in-process ones: equal to
   # float rounding, which EPS keeps from growing into whole Adam steps.
   assert diff <= 1e-5, diff
   # ... and the runs did train: equality of params that never moved would prove nothing.
+  leaves_step_2 = jax.tree.leaves(_params(tmp_path / 'single', 2))
   moved = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-              for x, y in zip(leaves_a, jax.tree.leaves(_params(tmp_path / 'single', 2))))
+              for x, y in zip(leaves_a, leaves_step_2, strict=True))
   assert moved > base.get_config('smoke').optim.lr, moved

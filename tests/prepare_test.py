@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stbir_jax.data import prepare, prepared
-from stbir_jax.data.formats import common, fixtures
+from stbir_jax.data.formats import fixtures
 
 R = 32
 
@@ -108,7 +108,7 @@ def test_qmul_release_svg_and_its_png_give_matching_maps(tmp_path):
     assert len(svg) == n and set(svg) == set(png)
     for pid in svg:
       assert len(svg[pid]['sketches']) == len(png[pid]['sketches'])
-      for a, b in zip(svg[pid]['sketches'], png[pid]['sketches']):
+      for a, b in zip(svg[pid]['sketches'], png[pid]['sketches'], strict=True):
         assert set(np.unique(a)) == {0, 1, 2, 3}  # SVG: three strokes in drawing order
         a, b = a[..., 0] > 0, b[..., 0] > 0
         # Lines are 1 px wide below 160 px, where a one-pixel shift alone can halve the plain
@@ -161,7 +161,7 @@ def test_errors(tmp_path, capsys):
   _run('shoev2', src, tmp_path / 'out')
   with pytest.raises(ValueError, match='no split .validation.; valid splits: test, train'):
     prepared.data_source(tmp_path / 'out', 'shoev2', 'validation')
-  assert prepare.main([f'--format=shoev2', f'--src={src}', f'--out={tmp_path / "out"}',
+  assert prepare.main(['--format=shoev2', f'--src={src}', f'--out={tmp_path / "out"}',
                        '--quiet']) == 2
   assert 'already exists; pass --overwrite' in capsys.readouterr().err
   _run('shoev2', src, tmp_path / 'out', '--overwrite')

@@ -45,7 +45,7 @@ def _assert_identical(a, b):
   import jax  # pylint: disable=g-import-not-at-top
   flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(flat_a) == len(flat_b)
-  for x, y in zip(flat_a, flat_b):
+  for x, y in zip(flat_a, flat_b, strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 

@@ -29,8 +29,9 @@ SCRIPT = textwrap.dedent('''
   mesh = sharding.make_mesh(config.mesh)
   state, shardings = train_step.abstract_state(config, model, constants, mesh)
   batch = jax.eval_shape(lambda: stbir.dummy_batch(config, 16))
-  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype,
-                                                      sharding=sharding.batch_sharding(mesh)), batch)
+  batch_sharding = sharding.batch_sharding(mesh)
+  batch = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=batch_sharding), batch)
   stage = stages.build_stages(config)[-1]
 
   def text_mlp_batches():

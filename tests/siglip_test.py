@@ -17,7 +17,6 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
-
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
 from stbir_jax import config_checks, convert, losses, stages, train_step  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top

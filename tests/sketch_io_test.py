@@ -2,11 +2,11 @@
 
 import time
 
-import _images
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile, ImageFilter
 
+import _images
 from stbir_jax.data import sketch_io, sketch_raster, sketch_svg
 from stbir_jax.data import strokes as strokes_lib
 from stbir_jax.data.formats import fixtures
@@ -160,7 +160,7 @@ def test_absolute_and_stroke3_arrays_agree():
   deltas = np.concatenate([absolute[:1], np.diff(absolute, axis=0)])
   deltas[:, 2] = absolute[:, 2]
   rel = sketch_io.strokes_from_array(deltas, relative=True)
-  for a, b in zip(strokes, rel):
+  for a, b in zip(strokes, rel, strict=True):
     np.testing.assert_allclose(a, b)
   with pytest.raises(sketch_io.SketchError, match=r'\(N, 3\)'):
     sketch_io.strokes_from_array(np.zeros((4, 2)))

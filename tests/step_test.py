@@ -61,7 +61,7 @@ def test_non_finite_update_is_skipped_and_named():
   assert int(new.first_bad_step) == 0 and int(new.skipped_steps) == 1
   # The update was skipped: every parameter and the optimiser state are unchanged.
   for a, b in zip(jax.tree.leaves((state.params, state.opt_state)),
-                  jax.tree.leaves((new.params, new.opt_state))):
+                  jax.tree.leaves((new.params, new.opt_state)), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(FloatingPointError, match='at step 0; .* no checkpoint exists'):
     train._check_finite(config, new, _NoCheckpoints())  # pylint: disable=protected-access
@@ -80,7 +80,8 @@ def test_frozen_groups_stay_bit_identical():
   new, _ = step(state, _tiny.random_batch(config))
   for group in stages.MODEL_GROUPS:
     same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
-               zip(jax.tree.leaves(state.params[group]), jax.tree.leaves(new.params[group])))
+               zip(jax.tree.leaves(state.params[group]), jax.tree.leaves(new.params[group]),
+                   strict=True))
     assert same == (group != 'photo'), group
 
 
@@ -100,11 +101,11 @@ def test_group_lr_scale_multiplies_that_groups_update_only():
                             state.params[g]) for g in ('text', 'photo')}
 
   full, half = delta(1.0), delta(0.5)
-  for a, b in zip(jax.tree.leaves(full['text']), jax.tree.leaves(half['text'])):
+  for a, b in zip(jax.tree.leaves(full['text']), jax.tree.leaves(half['text']), strict=True):
     # Deltas (~3e-4) are read back as new - old params: float32 rounding of params ~0.5 is 6e-8.
     np.testing.assert_allclose(b, 0.5 * a, rtol=1e-5, atol=1.2e-7)
   assert max(float(np.abs(a).max()) for a in jax.tree.leaves(full['text'])) > 0
-  for a, b in zip(jax.tree.leaves(full['photo']), jax.tree.leaves(half['photo'])):
+  for a, b in zip(jax.tree.leaves(full['photo']), jax.tree.leaves(half['photo']), strict=True):
     np.testing.assert_array_equal(a, b)
 
 

@@ -5,8 +5,7 @@ import collections
 import numpy as np
 import pytest
 
-from stbir_jax.data import show
-from stbir_jax.data import synth
+from stbir_jax.data import show, synth
 
 SPEC = synth.SynthSpec(resolution=32, train_families=4, validation_families=2, test_families=4,
                            structural_variants=3, appearance_variants=3, sketches_per_instance=2,
@@ -26,11 +25,11 @@ def test_determinism_and_seed():
   a = [r for r, _ in _records(spec=SPEC)]
   b = [r for r, _ in _records(spec=SPEC)]
   c = [r for r, _ in _records(spec=synth.SynthSpec(**{**SPEC.__dict__, 'seed': 8}))]
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     assert x['image'].tobytes() == y['image'].tobytes()
     assert x['sketches'].tobytes() == y['sketches'].tobytes()
     assert x['texts'] == y['texts'] and x['photo_id'] == y['photo_id']
-  assert any(x['image'].tobytes() != z['image'].tobytes() for x, z in zip(a, c))
+  assert any(x['image'].tobytes() != z['image'].tobytes() for x, z in zip(a, c, strict=True))
 
 
 def test_one_split_does_not_depend_on_another():

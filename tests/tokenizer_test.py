@@ -62,7 +62,7 @@ def test_local_directory_roundtrip(tmp_path):
   tok = tokenizer_lib.get_tokenizer('bert_uncased')
   tok.save(str(tmp_path / 'tok'))
   local = tokenizer_lib.get_tokenizer(str(tmp_path / 'tok'))
-  for a, b in zip(tok.encode(SENTENCES, 16), local.encode(SENTENCES, 16)):
+  for a, b in zip(tok.encode(SENTENCES, 16), local.encode(SENTENCES, 16), strict=True):
     np.testing.assert_array_equal(a, b)
 
 

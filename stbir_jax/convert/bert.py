@@ -6,8 +6,7 @@ checkpoint's 1_Pooling/config.json says so); HF's tanh pooler and MLM/NSP heads 
 BERT has no projection: the tower's `proj` head stays randomly initialised.
 """
 
-from stbir_jax.convert import common
-from stbir_jax.convert import hub
+from stbir_jax.convert import common, hub
 
 MODEL_TYPES = {'bert': ('text',)}
 _ANCHOR = 'embeddings.word_embeddings.weight'

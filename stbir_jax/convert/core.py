@@ -16,12 +16,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from stbir_jax.convert import bert
-from stbir_jax.convert import clip
-from stbir_jax.convert import hub
-from stbir_jax.convert import resnet
-from stbir_jax.convert import siglip
-from stbir_jax.convert import vit
+from stbir_jax.convert import bert, clip, hub, resnet, siglip, vit
 from stbir_jax.convert.hub import ConvertError
 
 ARCHITECTURES = (clip, siglip, bert, resnet, vit)
@@ -268,8 +263,9 @@ def _converted(src: str, tower: str):
 def save_converted(src: str, out_dir: str, tower: str = 'vision') -> str:
   """Converts `src` and writes out_dir/params.safetensors ('/'-joined names: backbone/...,
   proj/kernel when the checkpoint has a projection) and out_dir/config.json (tower config)."""
-  import os  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   cfg = tower_config_from_hf(src, tower)
   flat, unexpected, proj = _convert_flat(src, tower)
@@ -290,8 +286,9 @@ def save_converted(src: str, out_dir: str, tower: str = 'vision') -> str:
 def load_converted(directory: str):
   """-> (params {'backbone': ..., ['proj': {'kernel': ...}]}, tower ConfigDict) of a directory
   written by save_converted (python -m stbir_jax.convert)."""
-  import os  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   config_file = os.path.join(directory, 'config.json')
   params_file = os.path.join(directory, PARAMS_FILE)

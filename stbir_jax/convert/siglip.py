@@ -99,7 +99,7 @@ def _unpack(state: dict, prefix: str, hf_cfg, tower: str) -> dict:
   for field in ('weight', 'bias'):
     packed = state.pop(prefix + _IN_PROJ + field, None)
     if packed is not None:
-      for name, part in zip('qkv', np.split(packed, 3, axis=0)):
+      for name, part in zip('qkv', np.split(packed, 3, axis=0), strict=True):
         state[f'{prefix}head.attention.{name}_proj.{field}'] = part
   patch = prefix + _ANCHOR['vision']
   if tower == 'vision' and _version2(hf_cfg) and patch in state and state[patch].ndim == 2:

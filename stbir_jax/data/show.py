@@ -9,9 +9,8 @@ contour and a column one colour scheme:
 
 import textwrap
 
-from absl import app
-from absl import flags
 import numpy as np
+from absl import app, flags
 from PIL import Image, ImageDraw, ImageFont
 
 from stbir_jax.data import synth

@@ -106,7 +106,7 @@ def get_tokenizer(name: str) -> Tokenizer:
     return _load(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> Tokenizer:
   if not name:
     raise TokenizerError(f'Empty tokenizer name; use {BUNDLED!r}, a Hugging Face hub id or a '

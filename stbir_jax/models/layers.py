@@ -17,7 +17,8 @@ HF -> here: a torch Linear weight (out, in) is a Flax kernel (in, out) (transpos
 Conv2d weight (out, in, kh, kw) is a Flax kernel (kh, kw, in, out).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -225,12 +225,12 @@ class STBIR(nn.Module):
 def dummy_batch(config, batch_size: int) -> dict:
   """A batch of zeros with the shapes and dtypes of the pipeline's (config.data sizes): what
   `init` traces and what ahead-of-time compilation lowers against."""
-  r, l = config.data.resolution, config.data.max_text_len
+  r, text_len = config.data.resolution, config.data.max_text_len
   return dict(
       image=jnp.zeros((batch_size, r, r, 3), jnp.uint8),
       sketch=jnp.zeros((batch_size, r, r), jnp.uint8),
-      text_ids=jnp.zeros((batch_size, l), jnp.int32),
-      text_mask=jnp.ones((batch_size, l), jnp.int32),
+      text_ids=jnp.zeros((batch_size, text_len), jnp.int32),
+      text_mask=jnp.ones((batch_size, text_len), jnp.int32),
       has_sketch=jnp.ones((batch_size,), bool), has_text=jnp.ones((batch_size,), bool),
       category=jnp.zeros((batch_size,), jnp.int32),
       instance=jnp.arange(batch_size, dtype=jnp.int32),

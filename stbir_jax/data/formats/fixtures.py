@@ -98,7 +98,7 @@ def qmul_tree(root, *, svg=False, pickle_variant=False, photo_ext='.png'):
   coords = {}
   for split, pids in layout.items():
     folder_b, folder_a = root / f'{split}B', root / f'{split}A'
-    for k, pid in enumerate(pids):
+    for pid in pids:
       write_photo(folder_b / f'{pid}{photo_ext}', colour_of(int(pid)))
       for n in range(1, sketched.get(pid, 0) + 1):
         strokes = svg_strokes(dx=n)
@@ -189,7 +189,7 @@ def manifest_tree(root, lines=None):
          'category': 'chair', 'split': 'validation', 'id': 'two'},
         {'image': 'photos/p3.jpg', 'texts': ['only text'], 'category': 'shoe'},
     ]
-  text = '\n'.join(l if isinstance(l, str) else json.dumps(l) for l in lines) + '\n'
+  text = '\n'.join(line if isinstance(line, str) else json.dumps(line) for line in lines) + '\n'
   path = root / 'manifest.jsonl'
   path.write_text(text)
   return path

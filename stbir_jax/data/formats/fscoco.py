@@ -58,8 +58,8 @@ def read(src: Path, report: common.Report, options: common.Options):
     sentences = []
     if pid in texts:
       try:
-        sentences = [l.strip() for l in texts[pid].read_text(encoding='utf-8').splitlines()
-                     if l.strip()]
+        sentences = [line.strip() for line in texts[pid].read_text(encoding='utf-8').splitlines()
+                     if line.strip()]
       except (OSError, UnicodeDecodeError) as e:
         report.unreadable_file(texts[pid], e)
     sketches = [common.SketchRef(pid, path=sketch_files[pid])] if pid in sketch_files else []

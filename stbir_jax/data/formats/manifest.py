@@ -10,11 +10,12 @@
 Relative paths are resolved against the manifest file's folder, and must stay inside it: an
 absolute path or one that climbs out (`../x.png`) is refused, naming the line, unless
 --allow_outside_root (a manifest from the internet could otherwise read any file of the machine
-into the dataset; the check is on the path as written, symbolic links are followed). Blank lines and lines starting
-with '#' are skipped. Without "split" a photo goes to test when sha1(id) % 100 < 10, else to
-train (deterministic 90/10). Errors name the manifest line: bad JSON, a missing "image", an
-unknown key, wrong types, duplicate ids, and files that do not exist (with --allow_missing a
-missing sketch is skipped and a missing photo drops the line, both recorded in the report).
+into the dataset; the check is on the path as written, symbolic links are followed). Blank lines
+and lines starting with '#' are skipped. Without "split" a photo goes to test when
+sha1(id) % 100 < 10, else to train (deterministic 90/10). Errors name the manifest line: bad JSON,
+a missing "image", an unknown key, wrong types, duplicate ids, and files that do not exist (with
+--allow_missing a missing sketch is skipped and a missing photo drops the line, both recorded in
+the report).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from stbir_jax.data.names import SPLITS
 
 KEYS = ('image', 'sketches', 'texts', 'category', 'split', 'id')
 DEFAULT_CATEGORY = 'object'
+
+
+def _strings(where: str, key: str, value) -> list:
+  """A manifest field that holds a string or a list of strings, as a list."""
+  if isinstance(value, str):
+    return [value]
+  if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    raise common.PrepareError(f'{where}: "{key}" must be a string or a list of strings')
+  return value
 
 
 def read(src: Path, report: common.Report, options: common.Options):
@@ -61,13 +71,6 @@ def read(src: Path, report: common.Report, options: common.Options):
     if not isinstance(obj.get('image'), str) or not obj['image']:
       raise common.PrepareError(f'{where}: "image" (a path string) is required')
 
-    def strings(key, value):
-      if isinstance(value, str):
-        return [value]
-      if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise common.PrepareError(f'{where}: "{key}" must be a string or a list of strings')
-      return value
-
     image = inside(where, 'image', obj['image'])
     if not image.is_file():
       if not options.allow_missing:
@@ -90,7 +93,7 @@ def read(src: Path, report: common.Report, options: common.Options):
       raise common.PrepareError(f'{where}: "category" must be a non-empty string')
 
     sketches = []
-    for k, rel in enumerate(strings('sketches', obj.get('sketches', []))):
+    for k, rel in enumerate(_strings(where, 'sketches', obj.get('sketches', []))):
       path = inside(where, 'sketch', rel)
       if not path.is_file():
         if not options.allow_missing:
@@ -98,7 +101,7 @@ def read(src: Path, report: common.Report, options: common.Options):
         report.unreadable_file(path, f'{where}: sketch not found; skipped')
         continue
       sketches.append(common.SketchRef(f'{photo_id}#{k}', path=path))
-    texts = [t.strip() for t in strings('texts', obj.get('texts', [])) if t.strip()]
+    texts = [t.strip() for t in _strings(where, 'texts', obj.get('texts', [])) if t.strip()]
     items.append(common.Item(photo_id=photo_id, image=image, split=split, category=category,
                              sketches=sketches, texts=texts))
   if not items:

@@ -50,7 +50,8 @@ def _leg(x, y0, y1, style, lw, out):
                      (x + splay - lw / 3, y1)])
   if style == 'turned':
     ys = np.linspace(y0, y1, 6)
-    return lathe(list(zip(ys, lw * np.array([0.55, 0.75, 0.35, 0.6, 0.3, 0.35]))), 1, x)
+    widths = lw * np.array([0.55, 0.75, 0.35, 0.6, 0.3, 0.35])
+    return lathe(list(zip(ys, widths, strict=True)), 1, x)
   if style == 'bun':
     return ellipse(x, 0.5 * (y0 + y1), lw * 0.9, 0.5 * (y1 - y0) + 0.01, 16)
   return rect(x - lw / 2, y0, x + lw / 2, y1)

@@ -105,7 +105,8 @@ def lamp(shape):
     els.append(fill(band(stem, 0.05), 'secondary', rank=1))
   elif shape['stem'] == 'column':
     ys = np.linspace(top - 0.06, bt + 0.02, 5)
-    els.append(fill(lathe(list(zip(ys, [0.04, 0.09, 0.13, 0.08, 0.06])), 2), 'secondary', 1))
+    widths = [0.04, 0.09, 0.13, 0.08, 0.06]
+    els.append(fill(lathe(list(zip(ys, widths, strict=True)), 2), 'secondary', 1))
   else:
     for x in (-0.07, 0.07):
       els.append(fill(band([(x, bt + 0.02), (x, top - 0.06)], 0.035), 'secondary', rank=1))

@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+import _xla
 from configs import base
 from stbir_jax import evaluate
 
@@ -288,7 +289,7 @@ print('OK')
 
 def test_batches_sharded_over_a_mesh_give_the_same_results():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=3',
+  env = dict(os.environ, XLA_FLAGS=_xla.flags(3),
              JAX_PLATFORMS='cpu', PYTHONPATH=root)
   proc = subprocess.run([sys.executable, '-c', MESH_SCRIPT], env=env, cwd=root,
                         capture_output=True, text=True, timeout=300)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import _xla
 from stbir_jax import losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,7 +234,7 @@ SHARDED = textwrap.dedent('''
 
 
 def test_sharded_over_8_devices_equals_unsharded():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=_xla.flags(8),
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, '-c', SHARDED], env=env, cwd=ROOT, capture_output=True,
                         text=True, timeout=300)

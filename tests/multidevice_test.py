@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+import _xla
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
@@ -97,7 +99,7 @@ SCRIPT = textwrap.dedent('''
 
 
 def _run(fsdp):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=_xla.flags(8),
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, '-c', SCRIPT.replace('__FSDP__', str(fsdp))], env=env,
                         cwd=ROOT, capture_output=True, text=True, timeout=900)

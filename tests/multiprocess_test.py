@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import _xla
 from configs import base
 
 # Three training runs (two of them side by side) in subprocesses: minutes on a small CPU.
@@ -69,7 +70,7 @@ def _free_port() -> int:
 
 def _start(pid, nproc, port, data_dir, workdir, out, log):
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES // nproc}')
+             XLA_FLAGS=_xla.flags(DEVICES // nproc))
   args = [str(a) for a in (pid, nproc, port, data_dir, workdir, out)]
   return subprocess.Popen([sys.executable, '-c', WORKER, *args], cwd=ROOT, env=env,
                           stdout=log, stderr=subprocess.STDOUT)

@@ -362,6 +362,7 @@ def test_decode_error_names_the_record(built, monkeypatch):
 
 def _png(array) -> bytes:
   import io  # pylint: disable=g-import-not-at-top
+
   from PIL import Image  # pylint: disable=g-import-not-at-top
   out = io.BytesIO()
   Image.fromarray(array).save(out, format='PNG')

@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _images  # pylint: disable=g-import-not-at-top,wrong-import-position
 from export_test import make_tiny_export  # pylint: disable=g-import-not-at-top,wrong-import-position
-
 from stbir_jax import retrieval  # pylint: disable=wrong-import-position
 from stbir_jax.search import index as index_lib  # pylint: disable=wrong-import-position
 from stbir_jax.search import inputs, main  # pylint: disable=wrong-import-position

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+import _xla
 from stbir_jax import retrieval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,7 @@ EIGHT_DEVICES = COMMON + textwrap.dedent('''
 
 
 def test_eight_fake_devices_match_single_device_exact_top_k():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=_xla.flags(8),
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, '-c', EIGHT_DEVICES], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=300, check=False)
@@ -115,7 +116,7 @@ def _free_port() -> int:
 def test_two_processes_each_holding_half_the_rows_match_single_device(tmp_path):
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS=_xla.flags(2))
   with contextlib.ExitStack() as stack:
     logs = [stack.enter_context(open(tmp_path / f'p{p}.log', 'w')) for p in range(2)]
     procs = [subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, str(p), str(port),

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+import _xla
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent('''
@@ -47,7 +49,7 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow   # two compiles of the 8-device step: ~2 minutes on 2 cores
 def test_the_text_tower_runs_on_each_devices_share_of_the_batch_under_fsdp():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env = dict(os.environ, XLA_FLAGS=_xla.flags(8),
              JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
   proc = subprocess.run([sys.executable, '-c', SCRIPT], env=env, cwd=ROOT, capture_output=True,
                         text=True, timeout=900)

@@ -1,5 +1,5 @@
-"""Tests of stbir_jax.degradations and stbir_jax.curriculum: degradations remove exactly what they should, the sampler
-follows the hand-computed schedule and weights."""
+"""Tests of stbir_jax.degradations and stbir_jax.curriculum: degradations remove exactly what
+they should, the sampler follows the hand-computed schedule and weights."""
 
 import math
 import re
@@ -96,6 +96,9 @@ def test_buckets_from_base_config():
     ('keep_fraction', 0.0, "buckets[1] ('b').keep_fraction=0.0"),
     ('thickness', 1.5, 'thickness=1.5; expected an integer'),
     ('noise_strokes', 99, 'expected an integer in [0, 16]'),
+    ('level', 1.0, 'level=1.0; expected an integer >= 0'),
+    ('vague_text', 1, 'vague_text=1; expected True or False'),
+    ('name', '', "buckets[1].name=''; expected a non-empty string"),
 ])
 def test_bad_bucket_names_field(field, value, message):
   bad = bucket()
@@ -443,7 +446,7 @@ def test_update_ema_over_two_steps():
   np.testing.assert_allclose(s1.seen, [2, 2, 0])
   np.testing.assert_allclose(s1.weights, probs1)
   probs2 = jnp.asarray([0.2, 0.3, 0.5])
-  s2 = jax.jit(lambda s, i, l, p: cu.update(s, i, l, p, c))(
+  s2 = jax.jit(lambda s, i, loss, p: cu.update(s, i, loss, p, c))(
       s1, jnp.asarray([0, 2, 2, 0]), jnp.asarray([4.0, 1.0, 2.0, 6.0]), probs2)
   # Bucket 0: 0.9 * 2 + 0.1 * 5 = 2.3; bucket 1 keeps 5; bucket 2 first seen: 1.5.
   np.testing.assert_allclose(s2.ema_loss, [2.3, 5.0, 1.5], rtol=1e-6)

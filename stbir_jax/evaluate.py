@@ -36,7 +36,6 @@ in EVALUATORS; `--config.evals.<name>` sections then configure it.
 """
 
 import copy
-import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -45,7 +44,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from stbir_jax import config_rules, metrics, paths
+from stbir_jax import config_rules, eval_report, metrics
 from stbir_jax.data.names import SPLITS
 from stbir_jax.eval_sections import EvalData, EvaluatorError, check_section, evaluator_section
 from stbir_jax.models.stbir import STBIR
@@ -53,8 +52,6 @@ from stbir_jax.query_modes import MODES, apply_mode
 
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
-TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
-                 ('mean_rank', 'mean rank'))
 
 
 def _has_inputs_of(meta: dict, mode: str) -> np.ndarray:
@@ -378,67 +375,6 @@ def make_evaluators(config, model, data_fns: dict | None = None, mesh=None) -> l
   return [get_evaluator(name)(s, model, data, mesh) for name, s in sections]
 
 
-# ------------------------------------------------------------------------------ reporting
-
-
-def _split_keys(results: dict):
-  """-> retrieval {config: {mode: {metric: v}}}, robustness {config: {bucket: {mode: {..}}}}."""
-  retrieval, robustness = {}, {}
-  for key, value in results.items():
-    parts = key.split('/')
-    if len(parts) == 3:
-      c, mode, metric = parts
-      retrieval.setdefault(c, {}).setdefault(mode, {})[metric] = value
-    elif len(parts) == 4:
-      c, bucket, mode, metric = parts
-      robustness.setdefault(c, {}).setdefault(bucket, {}).setdefault(mode, {})[metric] = value
-  return retrieval, robustness
-
-
-def _fmt(metric: str, value) -> str:
-  if value is None:
-    return '-'
-  if metric in ('mean_rank', 'median_rank'):
-    return f'{value:.1f}'
-  return f'{100.0 * value:.2f}'
-
-
-def results_table(results: dict) -> str:
-  """Markdown tables: per configuration, modes x (Acc@1/5/10, mAP in %, mean rank); then the
-  robustness table, buckets x (mode Acc@1 / mAP in %)."""
-  retrieval, robustness = _split_keys(results)
-  lines = []
-  for c, modes in retrieval.items():
-    lines += [f'### {c}: retrieval (%, mean rank in positions)', '',
-              '| mode | ' + ' | '.join(h for _, h in TABLE_METRICS) + ' |',
-              '|---|' + '---:|' * len(TABLE_METRICS)]
-    for mode, m in modes.items():
-      lines.append(f'| {mode} | ' + ' | '.join(_fmt(k, m.get(k)) for k, _ in TABLE_METRICS)
-                   + ' |')
-    lines.append('')
-  for c, buckets in robustness.items():
-    modes = list(dict.fromkeys(mode for b in buckets.values() for mode in b))
-    lines += [f'### {c}: robustness (Acc@1 / mAP, %)', '',
-              '| bucket | ' + ' | '.join(modes) + ' |', '|---|' + '---:|' * len(modes)]
-    for bucket, per_mode in buckets.items():
-      cells = [f'{_fmt("acc@1", per_mode.get(m, {}).get("acc@1"))} / '
-               f'{_fmt("mAP", per_mode.get(m, {}).get("mAP"))}' for m in modes]
-      lines.append(f'| {bucket} | ' + ' | '.join(cells) + ' |')
-    lines.append('')
-  return '\n'.join(lines)
-
-
-def write_results(results: dict, workdir, name: str = 'results') -> None:
-  """Writes workdir/NAME.json (raw values) and workdir/NAME.md (results_table); `workdir` may be
-  a gs:// URL."""
-  path = paths.resolve(workdir)
-  path.mkdir(parents=True, exist_ok=True)
-  plain = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
-           for k, v in results.items()}
-  (path / f'{name}.json').write_text(json.dumps(plain, indent=2, sort_keys=True) + '\n')
-  (path / f'{name}.md').write_text(results_table(results) + '\n')
-
-
 # ------------------------------------------------------------------------------ a saved run
 
 
@@ -462,7 +398,7 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   for name, own in sections.items():
     results.update(get_evaluator(name)(own, model, data).run({'params': params}))
   shown_split = split or next((s.split for s in sections.values()), 'test')
-  write_results(results, run, f'results_{shown_split}_step{step}')
+  eval_report.write_results(results, run, f'results_{shown_split}_step{step}')
   return step, results
 
 
@@ -471,7 +407,7 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   step, results = evaluate_run(f.workdir, f.split, f.step, f.evaluators)
-  print(f'{f.workdir}, step {step}:\n{results_table(results)}', flush=True)
+  print(f'{f.workdir}, step {step}:\n{eval_report.results_table(results)}', flush=True)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax import config_rules, evaluate
+from stbir_jax import config_rules, eval_report, evaluate
 
 D = 4           # embedding size = gallery size: gallery photo k encodes to one-hot e_k
 R, L = 4, 3     # tiny image side and text length
@@ -315,13 +315,13 @@ def test_results_table_and_write_results(tmp_path):
              'shoes/text/acc@1': 0.5, 'shoes/text/mAP': 0.6,
              'shoes/severe/sketch/acc@1': 0.0, 'shoes/severe/sketch/mAP': 0.25,
              'shoes/severe/sketch+text/acc@1': 0.125, 'shoes/severe/sketch+text/mAP': 0.4375}
-  table = evaluate.results_table(results)
+  table = eval_report.results_table(results)
   assert '| mode | Acc@1 | Acc@5 | Acc@10 | mAP | mean rank |' in table
   assert '| sketch | 75.00 | 100.00 | 100.00 | 81.25 | 1.8 |' in table
   assert '| text | 50.00 | - | - | 60.00 | - |' in table
   assert '| bucket | sketch | sketch+text |' in table
   assert '| severe | 0.00 / 25.00 | 12.50 / 43.75 |' in table
-  evaluate.write_results(results, tmp_path / 'run')
+  eval_report.write_results(results, tmp_path / 'run')
   assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == results
   assert (tmp_path / 'run' / 'results.md').read_text() == table + '\n'
 

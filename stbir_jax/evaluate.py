@@ -110,13 +110,6 @@ class RetrievalEvaluator:
     self.modes = tuple(section.modes)
     self.scope = section.gallery_scope
     self.batch_size = int(section.batch_size)
-    if self.scope not in SCOPES:
-      raise EvaluatorError(f'[{self.name}] config.evals.{self.name}.gallery_scope='
-                           f'{self.scope!r}; valid scopes: {", ".join(SCOPES)}.')
-    for mode in self.modes:
-      if mode not in MODES:
-        raise EvaluatorError(f'[{self.name}] config.evals.{self.name}.modes has {mode!r}; '
-                             f'valid modes: {", ".join(MODES)}.')
     # Compiled once; batches have one fixed padded shape (see _fixed_size).
     self._encode_gallery = jax.jit(
         lambda v, image: model.apply(v, image, method='encode_gallery'))
@@ -348,18 +341,18 @@ def add_section(config, name: str) -> None:
 
 
 def section(config, name: str) -> ml_collections.ConfigDict:
-  """The section evaluator `name` is built with: config.evals.<name> (config_section) and the
-  run-wide fields it shares (eval_sections.evaluator_section)."""
-  return evaluator_section(config, config_section(config, name), get_evaluator(name))
+  """The section evaluator `name` is built with: config.evals.<name> (config_section, checked by
+  its rules) and the run-wide fields it shares (eval_sections.evaluator_section)."""
+  own, evaluator = config_section(config, name), get_evaluator(name)
+  check_section(name, own, evaluator)
+  return evaluator_section(config, own, evaluator)
 
 
 def check_sections(config) -> None:
   """Raises EvaluatorError on the first section of config.evals that names no evaluator (listing
   the valid ones), or has a key or value its evaluator refuses."""
-  for name, own in config.evals.items():
-    evaluator = get_evaluator(name)
-    check_section(name, own, evaluator)
-    evaluator_section(config, own, evaluator)  # e.g. buckets the curriculum does not define
+  for name in config.evals:
+    section(config, name)  # its own keys and rules, then e.g. buckets the curriculum lacks
 
 
 def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=None):
@@ -386,11 +379,10 @@ def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, 
   from stbir_jax import run_config  # pylint: disable=g-import-not-at-top
   run, config = run_config.load_run(workdir)
   names = list(evaluators) if evaluators else list(config.evals)
-  owns = {name: config_section(config, name) for name in names}  # unknown names fail here,
-  for own in owns.values():                                      # before the checkpoint is read
-    own.split = split or own.split
-  sections = {name: evaluator_section(config, own, get_evaluator(name))
-              for name, own in owns.items()}
+  for name in names:
+    add_section(config, name)  # an unknown name fails here, before the checkpoint is read
+    config.evals[name].split = split or config.evals[name].split
+  sections = {name: section(config, name) for name in names}
   step, params = run_config.latest_params(run, step)
   model = STBIR.from_config(config)
   data = EvalData(config)

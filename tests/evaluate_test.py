@@ -167,7 +167,8 @@ def test_category_scope_ranks_within_the_target_category():
 
 
 def test_unknown_gallery_scope_lists_the_valid_ones():
-  with pytest.raises(evaluate.EvaluatorError, match=r"gallery_scope='family'.*all, category"):
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"retrieval.gallery_scope='family'; expected one of 'all', 'category'"):
     evaluate.make_evaluator('retrieval', _config(gallery_scope='family'), FakeSTBIR(),
                             data_fns=DATA_FNS)
 
@@ -219,7 +220,9 @@ def test_registry_and_config_errors_list_valid_names():
                      match=r"robustness.buckets names 'extreme'.*clean, mild, moderate, severe"):
     evaluate.make_evaluator('robustness', _config(buckets=['extreme']), FakeSTBIR(),
                             data_fns=DATA_FNS)
-  with pytest.raises(evaluate.EvaluatorError, match='valid modes'):
+  with pytest.raises(evaluate.EvaluatorError, match=r"retrieval.modes=\['sketch', 'audio'\]; "
+                                                    r'expected a non-empty list of names from '
+                                                    r'sketch, text, sketch\+text'):
     evaluate.make_evaluator('retrieval', _config(modes=['sketch', 'audio']), FakeSTBIR(),
                             data_fns=DATA_FNS)
 

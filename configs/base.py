@@ -32,17 +32,19 @@ with its standard evaluation protocol; point --config.data.data_dir at the prepa
   configs/base.py:shoev2    QMUL-Shoe-V2: every test sketch against all test photos
   configs/base.py:chairv2   QMUL-Chair-V2: likewise
   configs/base.py:sketchy   Sketchy (fine-grained): each test sketch against the test photos of
-                            its own category (eval.gallery_scope='category')
+                            its own category (evals.retrieval.gallery_scope='category')
   configs/base.py:fscoco    FS-COCO (scene sketches + captions): against all test photos
   configs/base.py:manifest  one's own JSONL manifest: against all test photos
 
 Any field can be overridden on the command line, e.g.
   --config.train.batch_size=32 --config.data.configs='("chairs",)'
+  --config.evals.retrieval.every_steps=500   (each evaluator has its section, config.evals.<name>)
+  --config.evals='{}'                        (no evaluators)
 """
 
 import ml_collections
 
-from stbir_jax import config_defaults, stages
+from stbir_jax import config_defaults, evaluate, stages
 from stbir_jax.data import names
 
 # Real datasets: prepared name -> (gallery scope, query modes, train steps, eval every).
@@ -158,9 +160,7 @@ def _real(c, name):
   c.train.checkpoint_every = every
   c.optim.lr = 1e-5 * c.train.batch_size / 32   # fine-tuning CLIP: small, batch-scaled
   c.optim.warmup_steps = steps // 20
-  c.eval.every_steps = every
-  c.eval.gallery_scope = scope
-  c.eval.modes = list(modes)
+  c.evals.retrieval.update(every_steps=every, gallery_scope=scope, modes=list(modes))
 
 
 def _small_towers(c, width, hidden, layers, heads, embed_dim):
@@ -202,9 +202,8 @@ def _demo(c):
   c.optim.lr = 4e-3
   c.optim.warmup_steps = 200
   c.optim.weight_decay = 1e-4
-  c.eval.every_steps = 1500
-  c.eval.batch_size = 256
-  c.eval.evaluators = ['retrieval', 'robustness']
+  c.evals.retrieval.update(every_steps=1500, batch_size=256)
+  evaluate.add_section(c, 'robustness')   # the retrieval section's fields, and its buckets
   losses = ['contrastive', 'triplet', 'single_modality']
   losses += ['prototype'] if c.category.enabled else []
   c.stages = [stages.joint_stage(stages.param_groups(c), losses)]
@@ -236,8 +235,7 @@ def _smoke(c):
   c.train.log_every = 2
   c.train.checkpoint_every = 3
   c.optim.warmup_steps = 2
-  c.eval.every_steps = 6
-  c.eval.batch_size = 8
+  c.evals.retrieval.update(every_steps=6, batch_size=8)
   c.stages = stages.alignment_stages()
 
 

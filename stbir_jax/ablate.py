@@ -28,8 +28,12 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stbir_jax import config_overrides  # noqa: F401  (list-valued --config.* flags)
-from stbir_jax import paths, stages
+from stbir_jax import (
+  config_overrides,  # noqa: F401  (list-valued --config.* flags)
+  evaluate,
+  paths,
+  stages,
+)
 from stbir_jax.data import ceiling
 
 VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged')
@@ -56,8 +60,7 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
     raise ValueError(f'Unknown ablation variant {variant!r}; valid: {", ".join(VARIANTS)}.')
   c = ml_collections.ConfigDict(config.to_dict())
   c.train.seed = seed
-  if 'robustness' not in c.eval.evaluators:
-    c.eval.evaluators = list(c.eval.evaluators) + ['robustness']
+  evaluate.add_section(c, 'robustness')
   if variant == 'curriculum_none':
     c.curriculum.kind = 'none'
   elif variant == 'curriculum_uniform':
@@ -65,11 +68,11 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
   elif variant == 'no_category':
     c.category.enabled = False
     for stage in c.stages:
-      stage.losses = [l for l in stage.losses if l != 'prototype']
+      stage.losses = [loss for loss in stage.losses if loss != 'prototype']
       stage.train = [g for g in stage.train if g != 'prototypes']
   elif variant == 'joint':
     # Everything any stage trains, with every loss any stage uses, from the first step.
-    losses = list(dict.fromkeys(l for stage in c.stages for l in stage.losses))
+    losses = list(dict.fromkeys(loss for stage in c.stages for loss in stage.losses))
     groups = list(stages.MODEL_GROUPS) + [
         g for stage in c.stages for g in stage.train if g == 'prototypes']
     c.stages = [stages.joint_stage(dict.fromkeys(groups), losses)]
@@ -77,7 +80,7 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
     c.stages = stages.alignment_stages()
     if not c.category.enabled:
       for stage in c.stages:
-        stage.losses = [l for l in stage.losses if l != 'prototype']
+        stage.losses = [loss for loss in stage.losses if loss != 'prototype']
         stage.train = [g for g in stage.train if g != 'prototypes']
   return c
 
@@ -184,11 +187,13 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
   {dataset: {mode: best possible Acc@1}} (data/ceiling.py) adds each Acc@1 as a fraction of its
   ceiling."""
   ceilings = ceilings or {}
+  retrieval = evaluate.config_section(config, 'retrieval')
+  robustness = evaluate.config_section(config, 'robustness')
   lines = [f'Measured with `{command}` (seeds {", ".join(map(str, seeds))}; `n`: the finished runs '
            f'a row averages, mean ± sample std over them). Evaluation split: '
-           f'`{config.eval.split}`; every query against the whole gallery of its configuration.',
+           f'`{retrieval.split}`; every query against the whole gallery of its configuration.',
            '']
-  modes = list(config.eval.modes)
+  modes = list(retrieval.modes)
   for ds in config.data.configs:
     best = ceilings.get(ds)
     extra = ' Acc@1 of ceiling |' if best else ''
@@ -202,7 +207,7 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
           cells.append(_of(results, f'{ds}/{m}/acc@1', best.get(m)))
         lines.append(f'| {variant} | {len(results)} | {m} | ' + ' | '.join(cells) + ' |')
     if best:
-      lines += ['', f'Ceiling (`python -m stbir_jax.data.ceiling`): best possible Acc@1 '
+      lines += ['', 'Ceiling (`python -m stbir_jax.data.ceiling`): best possible Acc@1 '
                 + ', '.join(f'{m} {100 * v:.2f} %' for m, v in best.items()) + '.']
     both = 'sketch+text' in modes
     lines += ['', f'### {ds}: robustness (Acc@1 on degraded queries, fixed seed)', '',
@@ -212,7 +217,7 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
     removed = {b.name: {m for m, gone in (('sketch', b.missing_sketch), ('text', b.missing_text))
                         if gone} for b in config.curriculum.buckets}
     for variant, results in runs.items():
-      for bucket in config.eval.robustness_buckets:
+      for bucket in robustness.buckets:
         cells = []
         for m in modes:
           key = f'{ds}/{bucket}/{m}/acc@1'
@@ -232,7 +237,7 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
     for mode in ('sketch+text', 'sketch', 'text'):
       keys += [f'{ds}/{mode}/acc@1'] if mode in modes else []
     keys += [f'{ds}/{b}/sketch+text/acc@1' for b in ('moderate', 'severe')
-             if b in config.eval.robustness_buckets and 'sketch+text' in modes]
+             if b in robustness.buckets and 'sketch+text' in modes]
     lines += [f'### {ds}: full minus each variant (what the removed module buys)', '',
               verdict_table(runs, 'full', keys), '']
   return '\n'.join(lines)
@@ -279,7 +284,8 @@ def main(argv):
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
   command = ' '.join(['python -m stbir_jax.ablate'] + sys.argv[1:])
-  ceilings = ceiling.for_config(FLAGS.config, paths.resolve(FLAGS.workdir) / 'ceiling.json')
+  split = evaluate.config_section(FLAGS.config, 'retrieval').split
+  ceilings = ceiling.for_config(FLAGS.config, split, paths.resolve(FLAGS.workdir) / 'ceiling.json')
   text = report(runs, FLAGS.config, seeds, command, ceilings)
   write_report(text, FLAGS.out)
   print(text)

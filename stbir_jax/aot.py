@@ -181,7 +181,7 @@ def lowered_programs(config, devices, programs=()):
 
   evaluator = evaluate.make_evaluator('retrieval', config, model, data_fns={}, mesh=mesh)
   variables = stbir.model_variables(state.params)
-  eval_batch = jax.eval_shape(lambda: stbir.dummy_batch(config, config.eval.batch_size))
+  eval_batch = jax.eval_shape(lambda: stbir.dummy_batch(config, evaluator.batch_size))
   eval_batch = _abstract(eval_batch, jax.tree.map(lambda _: batch_sharding, eval_batch))
   # pylint: disable=protected-access
   if _wanted('eval/encode_gallery', programs):
@@ -324,7 +324,7 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
       f'{report["remat"]}; state per chip: params {_gib(state["params"])} GiB, optimiser '
       f'{_gib(state["opt_state"])} GiB')
   for name, lowered in lowered_programs(config, devices, programs):
-    examples = config.train.batch_size if name.startswith('train/') else config.eval.batch_size
+    examples = config.train.batch_size if name.startswith('train/') else _eval_batch(config)
     row = analyse(name, lowered, chip, examples)
     report['programs'].append(row)
     log(format_row(topology, row))
@@ -332,6 +332,11 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
 
 
 # ------------------------------------------------------------------------------------ output
+
+
+def _eval_batch(config) -> int:
+  """The batch size of the eval programs: the retrieval evaluator's."""
+  return evaluate.config_section(config, 'retrieval').batch_size
 
 
 def _gib(x) -> str:
@@ -368,10 +373,11 @@ def misfits(report: dict, config) -> list[str]:
     # Temporaries are mostly activations, proportional to the per-chip batch.
     usable = (1.0 - TARGET_HEADROOM) * h['capacity'] - fixed
     batch = config.train.batch_size if row['program'].startswith('train/') else \
-        config.eval.batch_size
+        _eval_batch(config)
     dp = report['mesh']['data'] * report['mesh']['fsdp']
     fit = int(batch * usable / h['temporaries']) // dp * dp if usable > 0 else 0
-    key = 'train.batch_size' if row['program'].startswith('train/') else 'eval.batch_size'
+    key = ('train.batch_size' if row['program'].startswith('train/')
+           else 'evals.retrieval.batch_size')
     hints = [f'--config.{key}={fit} (temporaries scale with it; estimate)' if fit else
              f'the arguments alone ({_gib(fixed)} GiB) leave no room: shard the state with '
              '--config.mesh.fsdp=-1 --config.mesh.data=1']

@@ -67,8 +67,7 @@ def baseline_config(config: ml_collections.ConfigDict, method: str, seed: int):
                        '(late_fusion is built from triplet_sn and text_clip).')
   c = ml_collections.ConfigDict(config.to_dict())
   c.train.seed = seed
-  if 'robustness' not in c.eval.evaluators:
-    c.eval.evaluators = list(c.eval.evaluators) + ['robustness']
+  evaluate.add_section(c, 'robustness')
   if method == 'stbir':
     return c
   _without_modules(c)
@@ -82,18 +81,25 @@ def baseline_config(config: ml_collections.ConfigDict, method: str, seed: int):
     c.loss.triplet_mining = 'all'
     c.stages = [stages.joint_stage(('sketch', 'photo'), ('triplet',), name='sketch_photo',
                                    query='sketch')]
-    c.eval.modes = ['sketch']
-    c.eval.robustness_buckets = [b for b in c.eval.robustness_buckets if b != 'no_sketch']
+    _evaluate_only(c, 'sketch')
   elif method == 'text_clip':
     c.train.modality_dropout = 0.0
     # fusion: the learned null sketch and modality scales a text-only query goes through.
     c.stages = [stages.joint_stage(('text', 'photo', 'fusion', 'temperature'), ('contrastive',),
                                    name='text_photo', query='text')]
-    c.eval.modes = ['text']
-    c.eval.robustness_buckets = [b for b in c.eval.robustness_buckets if b != 'no_text']
+    _evaluate_only(c, 'text')
   elif method == 'joint_plain':
     c.stages = [stages.joint_stage(stages.MODEL_GROUPS, ('contrastive',))]
   return c
+
+
+def _evaluate_only(c, mode: str) -> None:
+  """Every evaluator of `c` ranks `mode` queries only; robustness drops the bucket that removes
+  that mode's input (it would leave no query)."""
+  for own in c.evals.values():
+    own.modes = [mode]
+  gone = {'sketch': 'no_sketch', 'text': 'no_text'}[mode]
+  c.evals.robustness.buckets = [b for b in c.evals.robustness.buckets if b != gone]
 
 
 # ------------------------------------------------------------------------------ late fusion
@@ -106,9 +112,10 @@ def _embeddings(config, params, split, as_mode, evaluator_name, buckets):
   for the robustness `buckets` of the comparison (the same for both late-fusion sides)."""
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   c = copy.deepcopy(config)
-  c.eval.split = split
-  c.eval.modes = [as_mode, 'sketch+text']
-  c.eval.robustness_buckets = list(buckets)
+  evaluate.add_section(c, evaluator_name)
+  c.evals[evaluator_name].update(split=split, modes=[as_mode, 'sketch+text'])
+  if evaluator_name == 'robustness':
+    c.evals.robustness.buckets = list(buckets)
   evaluator = evaluate.make_evaluator(evaluator_name, c, STBIR.from_config(c))
   evaluator.encode_as = {'sketch+text': as_mode}
   variables = {'params': params}
@@ -147,13 +154,18 @@ def _bucket_weight(config, prefix, weight):
   return weight
 
 
+def _scope(config) -> str:
+  """The gallery scope of the comparison: its retrieval evaluator's."""
+  return evaluate.config_section(config, 'retrieval').gallery_scope
+
+
 def choose_fusion_weight(sketch_side, text_side, config) -> tuple[float, dict]:
   """The w of FUSION_WEIGHTS with the best mean sketch+text Acc@1 (then mAP) over the datasets,
   and {w: (acc@1, mAP)}: computed on whatever split the sides were embedded on (validation)."""
   scores = {}
   for w in FUSION_WEIGHTS:
     per_dataset = [metrics.retrieval_metrics(_fused_ranks(
-        sketch_side[ds], text_side[ds], ('', 'sketch+text'), w, config.eval.gallery_scope))
+        sketch_side[ds], text_side[ds], ('', 'sketch+text'), w, _scope(config)))
                    for ds in config.data.configs]
     scores[float(w)] = (float(np.mean([m['acc@1'] for m in per_dataset])),
                         float(np.mean([m['mAP'] for m in per_dataset])))
@@ -172,7 +184,7 @@ def late_fusion_results(sketch_side, text_side, config, weight) -> dict:
         continue
       w = _bucket_weight(config, prefix, weight)
       m = metrics.retrieval_metrics(_fused_ranks(sketch_side[ds], text_side[ds], key, w,
-                                                 config.eval.gallery_scope))
+                                                 _scope(config)))
       if prefix:
         m = {'acc@1': m['acc@1'], 'mAP': m['mAP']}
       for name, value in m.items():
@@ -195,7 +207,8 @@ def answered_with_one_modality(method: str, results: dict) -> dict:
 
 
 def run_late_fusion(config, sketch_run, text_run, seed_dir) -> dict:
-  """Chooses w on validation, evaluates on config.eval.split; caches the result in seed_dir."""
+  """Chooses w on validation, evaluates on the split of config's retrieval evaluator (its robustness
+  buckets: those of config's robustness evaluator); caches the result in seed_dir."""
   from stbir_jax import run_config as run_directory  # pylint: disable=g-import-not-at-top
   path = paths.resolve(seed_dir) / 'results.json'
   if path.exists():
@@ -205,14 +218,14 @@ def run_late_fusion(config, sketch_run, text_run, seed_dir) -> dict:
     run_dir, run_config = run_directory.load_run(run)
     _, params = run_directory.latest_params(run_dir, None)
     sides[name] = run_config, params, as_mode
-  buckets = config.eval.robustness_buckets
+  buckets = evaluate.config_section(config, 'robustness').buckets
   embed = lambda side, split, evaluator: _embeddings(*sides[side][:2], split, sides[side][2],
                                                      evaluator, buckets)
   weight, scores = choose_fusion_weight(embed('sketch', 'validation', 'retrieval'),
                                         embed('text', 'validation', 'retrieval'), config)
   logging.info('late_fusion: w = %.2f (validation sketch+text Acc@1 %.4f)', weight,
                scores[weight][0])
-  test_split = config.eval.split
+  test_split = evaluate.config_section(config, 'retrieval').split
   results = {}
   for evaluator in ('retrieval', 'robustness'):
     results.update(late_fusion_results(embed('sketch', test_split, evaluator),
@@ -294,7 +307,9 @@ def main(argv):
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
   command = ' '.join(['python -m stbir_jax.compare'] + sys.argv[1:])
-  text = report(runs, config, seeds, command, ceiling.for_config(config, root / 'ceiling.json'))
+  split = evaluate.config_section(config, 'retrieval').split
+  text = report(runs, config, seeds, command,
+                ceiling.for_config(config, split, root / 'ceiling.json'))
   ablate.write_report(text, FLAGS.out, (BEGIN_MARK, END_MARK), 'Baselines')
   print(text)
 

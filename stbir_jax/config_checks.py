@@ -3,27 +3,43 @@
 config.json was written.
 
   check_known_keys   no key the defaults lack (a typo would be silently ignored)
-  check_fields       the value of every field on its own (type, sign, range, choice)
+  check_fields       the value of every field on its own (type, sign, range, choice; the rules
+                     are stbir_jax/config_rules.py's), then the sections whose owners check
+                     them: the curriculum's kind and buckets (curriculum.check_config, which
+                     has degradations.check_buckets check every bucket) and the evaluators'
+                     sections config.evals.<name> (evaluate.check_sections)
   validate_config    both, then the cross-field checks (divisibility of the batch, gradient
-                     accumulation, names of buckets and evaluators, the stage schedule)
+                     accumulation, the stage schedule)
 
 `FIELDS` has a rule for every leaf of config_defaults.py except those in `CHECKED_ELSEWHERE` (lists
-and names with their own checks in validate_config, stages.build_stages or
-pipeline.bad_record_policy); tests/config_history_test.py keeps the two lists complete. What may
-change when a run resumes is run_config.py's.
+and sections with their own checks in validate_config, their owner's module, stages.build_stages
+or pipeline.bad_record_policy); tests/config_history_test.py keeps the two lists complete. What
+may change when a run resumes is run_config.py's.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
-import numbers
 
 import ml_collections
 
-from stbir_jax import config_defaults, curriculum, evaluate, losses, query_modes, stages
+from stbir_jax import config_defaults, curriculum, evaluate, losses, stages
+from stbir_jax.config_rules import (
+  COUNT,
+  FRACTION,
+  NON_NEGATIVE,
+  POSITIVE,
+  POSITIVE_NUMBER,
+  boolean,
+  choice,
+  integer,
+  is_int,
+  name,
+  names,
+  number,
+  string,
+)
 from stbir_jax.data import pipeline
-from stbir_jax.data.names import SPLITS
 from stbir_jax.models import fusion, layers, stbir, text
 
 
@@ -36,71 +52,8 @@ NAN_POLICIES = ('stop', 'skip')
 OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
 
 
-def _is_int(v) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def integer(low=None):
-  def check(v):
-    if not _is_int(v) or (low is not None and v < low):
-      return 'an integer' + (f' >= {low}' if low is not None else '')
-  return check
-
-
-def number(low=None, high=None, *, low_open=False, high_open=False):
-  """A real number in [low, high] (an open end with low_open/high_open)."""
-  def check(v):
-    ok = _is_number(v) and not math.isnan(v)
-    if ok and low is not None:
-      ok = v > low if low_open else v >= low
-    if ok and high is not None:
-      ok = v < high if high_open else v <= high
-    if not ok:
-      bounds = []
-      if low is not None:
-        bounds.append(f'{">" if low_open else ">="} {low}')
-      if high is not None:
-        bounds.append(f'{"<" if high_open else "<="} {high}')
-      return 'a number' + (' ' + ' and '.join(bounds) if bounds else '')
-  return check
-
-
-def choice(*valid):
-  def check(v):
-    if v not in valid:
-      return f'one of {", ".join(map(repr, valid))}'
-  return check
-
-
-def boolean(v):
-  if not isinstance(v, bool):
-    return 'True or False'
-
-
-def string(v):
-  if not isinstance(v, str):
-    return 'a string'
-
-
-def name(v):
-  if not isinstance(v, str) or not v:
-    return 'a non-empty string'
-
-
-def names(*valid):
-  def check(v):
-    if (not isinstance(v, (list, tuple)) or not v
-        or not all(isinstance(x, str) and x and (not valid or x in valid) for x in v)):
-      return 'a non-empty list of ' + (f'names from {", ".join(valid)}' if valid else 'names')
-  return check
-
-
 def mesh_axis(v):
-  if not _is_int(v) or not (v == -1 or v >= 1):
+  if not is_int(v) or not (v == -1 or v >= 1):
     return 'an integer >= 1, or -1 for all remaining devices'
 
 
@@ -108,12 +61,6 @@ def prompt(v):
   if not isinstance(v, str) or v.count('{}') != 1:
     return "a string with one '{}' where the category name goes"
 
-
-POSITIVE = integer(1)
-COUNT = integer(0)
-FRACTION = number(0, 1)
-NON_NEGATIVE = number(0)
-POSITIVE_NUMBER = number(0, low_open=True)
 
 _IMAGE_TOWER = {'kind': choice(*stbir.IMAGE_KINDS), 'depth': POSITIVE, 'width': POSITIVE,
                 'norm': name, 'stem_pool': boolean, 'patch_size': POSITIVE, 'hidden': POSITIVE,
@@ -140,7 +87,8 @@ FIELDS = {
     'model.embed_dim': POSITIVE,
     'model.dtype': choice(*layers.DTYPES),
     'model.remat': lambda v: None if isinstance(v, bool) else choice(*layers.REMAT_POLICIES)(v),
-    **{f'model.{side}.{k}': rule for side in ('sketch', 'photo') for k, rule in _IMAGE_TOWER.items()},
+    **{f'model.{side}.{k}': rule
+       for side in ('sketch', 'photo') for k, rule in _IMAGE_TOWER.items()},
     'model.text.kind': choice(*text.KINDS),
     'model.text.vocab_size': POSITIVE,
     'model.text.hidden': POSITIVE,
@@ -194,30 +142,17 @@ FIELDS = {
     'optim.b1': number(0, 1, high_open=True),
     'optim.b2': number(0, 1, high_open=True),
     'optim.eps': NON_NEGATIVE,
-    'eval.every_steps': POSITIVE,
-    'eval.batch_size': POSITIVE,
-    'eval.split': choice(*SPLITS),
-    'eval.gallery_scope': choice('all', 'category'),
-    'eval.modes': names(*query_modes.MODES),
     'mesh.data': mesh_axis,
     'mesh.fsdp': mesh_axis,
     'mesh.model': mesh_axis,
 }
 
-# Every curriculum bucket (curriculum.buckets[i]) holds these.
-BUCKET_FIELDS = {
-    'name': name, 'level': COUNT, 'stroke_dropout': FRACTION,
-    'keep_fraction': number(0, 1, low_open=True), 'jitter': NON_NEGATIVE, 'thickness': COUNT,
-    'noise_strokes': COUNT, 'word_dropout': FRACTION, 'vague_text': boolean,
-    'missing_sketch': boolean, 'missing_text': boolean,
-}
-
-# Leaves checked by their own code: validate_config (names, grad accumulation, lr scales),
-# curriculum.check_config (kind, buckets), stages.build_stages (the schedule),
-# pipeline.bad_record_policy.
+# Leaves checked by their own code: validate_config (grad accumulation, lr scales),
+# curriculum.check_config (kind; the buckets: degradations.check_buckets), stages.build_stages
+# (the schedule), pipeline.bad_record_policy, evaluate.check_sections (the evaluator sections).
 CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curriculum.buckets',
                      'train.nan_policy', 'train.grad_accum_steps', 'optim.group_lr_scale',
-                     'stages', 'eval.evaluators', 'eval.robustness_buckets')
+                     'stages', 'evals')
 
 # Attention splits `hidden` over `heads`.
 _HEADS_DIVIDE = (('model.sketch', ('vit', 'clip_vit')), ('model.photo', ('vit', 'clip_vit')),
@@ -245,16 +180,15 @@ def check_fields(config) -> None:
     expected = rule(value)
     if expected:
       raise ConfigError(f'config.{key}={value!r}; expected {expected}.')
-  buckets = _get(config, 'curriculum.buckets')
-  for i, bucket in enumerate(() if buckets is _MISSING else buckets):
-    for key, rule in BUCKET_FIELDS.items():
-      if key in bucket and rule(bucket[key]):
-        raise ConfigError(f'config.curriculum.buckets[{i}].{key}={bucket[key]!r}; expected '
-                         f'{rule(bucket[key])}.')
   if _get(config, 'curriculum') is not _MISSING:
     try:  # the kind and the bucket table: curriculum.py's checks, not run while tracing
       curriculum.check_config(config.curriculum)
     except curriculum.CurriculumError as e:
+      raise ConfigError(str(e)) from None
+  if _get(config, 'evals') is not _MISSING:
+    try:  # the evaluators' sections: names, keys and fields, evaluate.py's checks
+      evaluate.check_sections(config)
+    except evaluate.EvaluatorError as e:
       raise ConfigError(str(e)) from None
   for where, kinds in _HEADS_DIVIDE:
     tower = _get(config, where)
@@ -293,14 +227,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
     if group not in stages.PARAM_GROUPS or not scale >= 0:
       raise ConfigError(f'optim.group_lr_scale.{group}={scale!r}; expected a scale >= 0 for each '
                         f'parameter group ({", ".join(stages.PARAM_GROUPS)}).')
-  names = [b.name for b in config.curriculum.buckets]
-  if not names or names[0] != 'clean':
-    raise ConfigError(f'curriculum.buckets must start with the "clean" bucket, got {names}.')
-  for name in config.eval.robustness_buckets:
-    if name not in names:
-      raise ConfigError(f'eval.robustness_buckets names {name!r}; defined buckets: {names}.')
-  for name in config.eval.evaluators:
-    evaluate.get_evaluator(name)  # raises listing the valid names
+  bucket_names = [b.name for b in config.curriculum.buckets]
+  if not bucket_names or bucket_names[0] != 'clean':
+    raise ConfigError('curriculum.buckets must start with the "clean" bucket, got '
+                      f'{bucket_names}.')
   try:
     pipeline.bad_record_policy(config.data)
   except pipeline.DataError as e:
@@ -323,6 +253,8 @@ def check_known_keys(config, defaults, where: str = 'config') -> None:
     return
   for key, value in config.items():
     path = f'{where}.{key}'
+    if path == 'config.evals':
+      continue  # each evaluator's own keys: evaluate.check_sections
     if key not in defaults:
       if path.removeprefix('config.') in OPTIONAL_KEYS:
         continue

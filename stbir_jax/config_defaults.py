@@ -8,7 +8,7 @@ configurations, global batch 1024, the paper's three alignment stages.
 
 import ml_collections
 
-from stbir_jax import stages
+from stbir_jax import evaluate, stages
 from stbir_jax.data import names
 
 
@@ -147,15 +147,12 @@ def get_config():
   c.stages = stages.alignment_stages()
 
   # ---------------------------------------------------------------- evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.evaluators = ['retrieval']       # by name; see stbir_jax/evaluate.py
-  c.eval.every_steps = 2000
-  c.eval.batch_size = 256
-  c.eval.split = 'test'
-  c.eval.gallery_scope = 'all'            # 'all' photos of the split | those of the same
-                                          # 'category'
-  c.eval.modes = ['sketch', 'text', 'sketch+text']
-  c.eval.robustness_buckets = ['clean', 'moderate', 'severe', 'no_sketch', 'no_text']
+  # One section per evaluator that runs, by its name (stbir_jax/evaluate.py: each evaluator's
+  # fields, defaults and rules): every_steps, batch_size, split, modes, gallery_scope ('all'
+  # photos of the split | those of the same 'category'); robustness adds `buckets` (names of
+  # curriculum buckets). The full run evaluates retrieval; --config.evals='{}' evaluates nothing.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.retrieval = evaluate.default_section('retrieval')
 
   # ---------------------------------------------------------------- device mesh
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))

@@ -1,10 +1,10 @@
 """Command-line overrides of list-valued config fields.
 
 ml_collections parses `--config.FIELD=VALUE` by the field's current type and has no parser for
-lists, which our configs use for names (data.configs, eval.modes, eval.evaluators, ...). Importing
+lists, which our configs use for names (data.configs, evals.<name>.modes, ...). Importing
 this module registers one, so `--config.data.configs='("chairs",)'`,
-`--config.eval.modes='["sketch"]'` or `--config.eval.evaluators=retrieval,robustness` replaces
-the list. Imported by every program that defines a config flag (stbir_jax.main,
+`--config.evals.retrieval.modes='["sketch"]'` or `--config.evals.robustness.buckets=clean,severe`
+replaces the list. Imported by every program that defines a config flag (stbir_jax.main,
 stbir_jax.ablate).
 """
 

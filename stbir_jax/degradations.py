@@ -25,6 +25,7 @@ ids:
 
 import functools
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -100,14 +101,26 @@ def bucket_names(bucket_configs) -> list:
 
 def check_buckets(bucket_configs) -> None:
   """Raises CurriculumError naming the first bucket field that is missing or out of range (at
-  config validation, stbir_jax/curriculum.py:check_config; never while a step is traced)."""
+  config validation, stbir_jax/curriculum.py:check_config; never while a step is traced). The one
+  check of config.curriculum.buckets: config_checks runs it through curriculum.check_config."""
   if not len(bucket_configs):  # pylint: disable=g-explicit-length-test
     raise CurriculumError('config.curriculum.buckets is empty; it needs at least "clean".')
-  names = [str(_get(b, 'name', f'config.curriculum.buckets[{i}]'))
+  names = [_get(b, 'name', f'config.curriculum.buckets[{i}]')
            for i, b in enumerate(bucket_configs)]
-  for i, (name, b) in enumerate(zip(names, bucket_configs)):
+  for i, (name, b) in enumerate(zip(names, bucket_configs, strict=True)):
+    if not isinstance(name, str) or not name:
+      raise CurriculumError(f'config.curriculum.buckets[{i}].name={name!r}; expected a '
+                            'non-empty string.')
     where = f'config.curriculum.buckets[{i}] ({name!r})'
     _check_bucket(where, {f: _get(b, f, where) for f in BUCKET_FIELDS})
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
 
 
 def _check_bucket(where: str, values: dict) -> None:
@@ -115,15 +128,22 @@ def _check_bucket(where: str, values: dict) -> None:
     if not ok:
       raise CurriculumError(f'{where}.{field}={values[field]!r}; expected {expected}.')
 
-  check('stroke_dropout', 0.0 <= values['stroke_dropout'] <= 1.0, 'a probability in [0, 1]')
-  check('word_dropout', 0.0 <= values['word_dropout'] <= 1.0, 'a probability in [0, 1]')
-  check('keep_fraction', 0.0 < values['keep_fraction'] <= 1.0, 'a fraction in (0, 1]')
-  check('jitter', 0.0 <= values['jitter'] <= 0.5, 'a fraction of the size in [0, 0.5]')
+  def in_range(field, low, high, low_open=False):
+    v = values[field]
+    return _is_number(v) and (v > low if low_open else v >= low) and v <= high
+
+  check('stroke_dropout', in_range('stroke_dropout', 0.0, 1.0), 'a probability in [0, 1]')
+  check('word_dropout', in_range('word_dropout', 0.0, 1.0), 'a probability in [0, 1]')
+  check('keep_fraction', in_range('keep_fraction', 0.0, 1.0, low_open=True),
+        'a fraction in (0, 1]')
+  check('jitter', in_range('jitter', 0.0, 0.5), 'a fraction of the size in [0, 0.5]')
   for field, cap in (('thickness', MAX_THICKNESS), ('noise_strokes', MAX_NOISE_STROKES),
                      ('level', None)):
     v = values[field]
-    check(field, int(v) == v and v >= 0 and (cap is None or v <= cap),
+    check(field, _is_int(v) and v >= 0 and (cap is None or v <= cap),
           f'an integer in [0, {cap}]' if cap is not None else 'an integer >= 0')
+  for field in ('vague_text', 'missing_sketch', 'missing_text'):
+    check(field, isinstance(values[field], bool), 'True or False')
 
 
 def buckets_from_config(bucket_configs) -> Buckets:

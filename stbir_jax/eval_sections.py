@@ -1,39 +1,48 @@
 """What an evaluator is given besides the model: its own config section and the data it reads.
 
-`evaluator_section(config, fields, name)` copies the fields an evaluator reads (its
-`section_fields`) out of the run config into a section of their own, as big_vision's
-`config.evals.<name>` are: today from the shared config.eval, plus `datasets`
-(config.data.configs), `eval_seed` (config.curriculum.eval_seed) and robustness's `buckets` (the
-curriculum's bucket sections named by config.eval.robustness_buckets). `EvalData(config)` gives
-the batches of a dataset's split and the degradation of queries by a bucket, so an evaluator
-never reads the run config itself.
+A run's evaluators are the sections of `config.evals`, one per evaluator by its registered name
+(big_vision's `config.evals.<name>`), each with its own fields and `every_steps`:
+
+  config.evals.retrieval  = dict(every_steps=..., batch_size=..., split=..., modes=[...],
+                                 gallery_scope=...)
+  config.evals.robustness = dict(<the same>, buckets=[names of curriculum buckets])
+
+`evaluator_section(config, evaluator)` is the section an evaluator is built with: a copy of its
+config section plus the run-wide fields it names in `shared_fields` (SHARED: `datasets` is
+config.data.configs, `eval_seed` config.curriculum.eval_seed), with `buckets` resolved to the
+curriculum's bucket sections. `check_section` checks a config section against the evaluator's
+`section_defaults` (its keys) and `section_rules` (one rule a field, stbir_jax/config_rules.py).
+`EvalData(config)` gives the batches of a dataset's split and the degradation of queries by a
+bucket, so an evaluator never reads the run config itself.
 """
 
 from collections.abc import Iterator
 
 import ml_collections
 
-# Where a section field comes from in the run config, when not config.eval.<field>.
-_SOURCES = {'datasets': 'data.configs', 'buckets': 'eval.robustness_buckets',
-            'eval_seed': 'curriculum.eval_seed'}
-_DEFAULTS = {'gallery_scope': 'all'}  # runs recorded before the field existed
+# Run-wide fields an evaluator may name in its shared_fields -> where they are in the run config.
+SHARED = {'datasets': ('data', 'configs'), 'eval_seed': ('curriculum', 'eval_seed')}
 
 
 class EvaluatorError(ValueError):
   pass
 
 
-def evaluator_section(config, fields, name: str) -> ml_collections.ConfigDict:
-  """The section of evaluator `name` holding `fields`, copied from the run config (so an
-  evaluator never sees or changes the rest of it)."""
-  section = ml_collections.ConfigDict()
-  for field in fields:
-    group, key = _SOURCES.get(field, f'eval.{field}').split('.')
-    value = config[group][key] if key in config[group] else _DEFAULTS[field]
-    section[field] = list(value) if isinstance(value, (list, tuple)) else value
+def _plain(value):
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def evaluator_section(config, own, evaluator) -> ml_collections.ConfigDict:
+  """The section `evaluator` (a class with name, shared_fields) is built with: its config
+  section `own` (config.evals.<name>) and the run-wide fields it shares, copied so that an
+  evaluator never sees or changes the rest of the run config."""
+  section = ml_collections.ConfigDict({k: _plain(v) for k, v in own.items()})
+  for field in evaluator.shared_fields:
+    group, key = SHARED[field]
+    section[field] = _plain(config[group][key])
   if 'buckets' in section:
     section.buckets = [ml_collections.ConfigDict(b.to_dict())
-                       for b in _named_buckets(config, section.buckets, name)]
+                       for b in _named_buckets(config, section.buckets, evaluator.name)]
   return section
 
 
@@ -41,9 +50,29 @@ def _named_buckets(config, names, evaluator: str) -> list:
   defined = [str(b.name) for b in config.curriculum.buckets]
   for bucket in names:
     if bucket not in defined:
-      raise EvaluatorError(f'[{evaluator}] config.eval.robustness_buckets names {bucket!r}; '
+      raise EvaluatorError(f'[{evaluator}] config.evals.{evaluator}.buckets names {bucket!r}; '
                            f'buckets in config.curriculum.buckets: {", ".join(defined)}.')
   return [config.curriculum.buckets[defined.index(bucket)] for bucket in names]
+
+
+def check_section(name: str, own, evaluator) -> None:
+  """Raises EvaluatorError naming the first key of config.evals.<name> (`own`) that `evaluator`
+  does not know, lacks, or holds a value outside its rule."""
+  where = f'config.evals.{name}'
+  if not isinstance(own, (dict, ml_collections.ConfigDict)):
+    raise EvaluatorError(f'{where}={own!r}; expected a section (a dict of its fields: '
+                         f'{", ".join(evaluator.section_defaults)}).')
+  for key in own:
+    if key not in evaluator.section_defaults:
+      raise EvaluatorError(f'Unknown config key {where}.{key}: the {name} evaluator reads '
+                           f'{", ".join(evaluator.section_defaults)}.')
+  for key, rule in evaluator.section_rules.items():
+    if key not in own:
+      raise EvaluatorError(f'{where} has no field {key!r}; the {name} evaluator reads '
+                           f'{", ".join(evaluator.section_defaults)}.')
+    expected = rule(own[key])
+    if expected:
+      raise EvaluatorError(f'{where}.{key}={own[key]!r}; expected {expected}.')
 
 
 def default_data_fns() -> dict:
@@ -52,9 +81,9 @@ def default_data_fns() -> dict:
   from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   def from_config(read):
-    """The pipeline takes its part of the config: the data section and the eval batch size."""
-    def data_fn(config, dataset, split, **process_rows):
-      return read(config.data, dataset, split, batch_size=config.eval.batch_size, **process_rows)
+    """The pipeline takes its part of the config: the data section and the batch size."""
+    def data_fn(config, dataset, split, *, batch_size, **process_rows):
+      return read(config.data, dataset, split, batch_size=batch_size, **process_rows)
     return data_fn
   return {'eval_gallery': from_config(pipeline.eval_gallery),
           'eval_queries': from_config(pipeline.eval_queries),
@@ -63,9 +92,10 @@ def default_data_fns() -> dict:
 
 class EvalData:
   """What evaluators read, bound to the run config: the batches of a dataset's split (gallery:
-  every photo once; queries: every query once; padded batches with a `valid` column) and the
-  degradation of queries by a curriculum bucket. `data_fns` replaces the real pipeline and
-  degradations (default_data_fns) in tests."""
+  every photo once; queries: every query once; padded batches of `batch_size` rows with a
+  `valid` column) and the degradation of queries by a curriculum bucket. `data_fns` replaces the
+  real pipeline and degradations (default_data_fns) in tests: eval_gallery and eval_queries are
+  called as fn(config, dataset, split, batch_size=..., **process_rows)."""
 
   def __init__(self, config, data_fns: dict | None = None):
     self._config = config
@@ -78,11 +108,13 @@ class EvalData:
       self._data_fns = default_data_fns()
     return self._data_fns
 
-  def gallery(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
-    return self.fns['eval_gallery'](self._config, dataset, split, **process_rows)
+  def gallery(self, dataset: str, split: str, batch_size: int, **process_rows) -> Iterator[dict]:
+    return self.fns['eval_gallery'](self._config, dataset, split, batch_size=batch_size,
+                                    **process_rows)
 
-  def queries(self, dataset: str, split: str, **process_rows) -> Iterator[dict]:
-    return self.fns['eval_queries'](self._config, dataset, split, **process_rows)
+  def queries(self, dataset: str, split: str, batch_size: int, **process_rows) -> Iterator[dict]:
+    return self.fns['eval_queries'](self._config, dataset, split, batch_size=batch_size,
+                                    **process_rows)
 
   def degrade(self, key, batch: dict, bucket: str) -> dict:
     """`batch`'s queries degraded by the curriculum bucket named `bucket` (jit-traceable)."""

@@ -1,56 +1,57 @@
-r"""Evaluators, configured by name in `config.eval.evaluators` (big_vision style).
+r"""Evaluators, one for each section of `config.evals` (big_vision's `config.evals.<name>`).
 
-Training runs them periodically and at the end. A saved checkpoint can be evaluated again, e.g.
-on the validation split (where hyper-parameters are chosen):
+Training runs each one every `config.evals.<name>.every_steps` steps and at the end. A saved
+checkpoint can be evaluated again, e.g. on the validation split (where hyper-parameters are
+chosen):
 
   python -m stbir_jax.evaluate --workdir=workdirs/demo --split=validation [--step=N]
 
 which prints the tables and writes WORKDIR/results_<split>_step<N>.{json,md}, leaving the run's
-own results.json alone.
+own results.json alone. A run with no evaluators: --config.evals='{}'.
 
-FG-SBIR protocol: every test query of a dataset configuration against its whole test gallery
-(config.eval.gallery_scope='all'), or against the photos of its own category ('category': the
+FG-SBIR protocol: every query of a dataset configuration's `split` against its whole gallery
+(section field gallery_scope='all'), or against the photos of its own category ('category': the
 fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and mAP
-(stbir_jax/metrics.py), per query mode:
+(stbir_jax/metrics.py), per query mode (section field `modes`):
 
   'sketch'       the query's text is hidden (has_text forced False)
   'text'         the query's sketch is hidden (has_sketch forced False)
   'sketch+text'  the query as given
 
   retrieval    keys '<config>/<mode>/<metric>', e.g. 'shoes/sketch+text/acc@1'
-  robustness   queries degraded by the quality buckets named in config.eval.robustness_buckets,
-               with keys fixed by config.curriculum.eval_seed so runs are comparable:
+  robustness   queries degraded by the curriculum buckets its section names (`buckets`), with
+               keys fixed by config.curriculum.eval_seed so runs are comparable:
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
 
 An evaluator takes its own config section, the model and the data it reads, as big_vision's
 do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluate.section(config,
-name)` holds every field the evaluator reads (its `section_fields`: datasets, split, modes,
-gallery_scope, batch_size, every_steps; robustness adds its buckets and eval_seed), `data =
-EvalData(config)` gives the batches of a dataset split and the degradation of a bucket
+name)` is config.evals.<name> plus the run-wide fields the evaluator names in `shared_fields`
+(datasets; robustness also eval_seed, and its buckets resolved to their curriculum sections),
+`data = EvalData(config)` gives the batches of a dataset split and the degradation of a bucket
 (stbir_jax/eval_sections.py), and `run(variables)` takes what `model.apply` takes
-({'params': ...}) and returns a flat dict of floats. `make_evaluators(config, model)` builds the
-run's evaluators (config.eval.evaluators); each one's `every_steps` says when the training loop
-runs it. A new evaluator subclasses RetrievalEvaluator (or writes `run`), names its
-section_fields and is registered in EVALUATORS.
+({'params': ...}) and returns a flat dict of floats; `every_steps` says when the training loop
+runs it. A new evaluator writes `run` (or subclasses RetrievalEvaluator), names its section's
+fields with their defaults (`section_defaults`) and rules (`section_rules`), and is registered
+in EVALUATORS; `--config.evals.<name>` sections then configure it.
 """
 
-import json
+import copy
 import time
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 import jax
+import ml_collections
 import numpy as np
 from absl import logging
 
-from stbir_jax import metrics, paths
-from stbir_jax.eval_sections import EvalData, EvaluatorError, evaluator_section
+from stbir_jax import config_rules, eval_report, metrics
+from stbir_jax.data.names import SPLITS
+from stbir_jax.eval_sections import EvalData, EvaluatorError, check_section, evaluator_section
 from stbir_jax.models.stbir import STBIR
 from stbir_jax.query_modes import MODES, apply_mode
 
 QUERY_KEYS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
 SCOPES = ('all', 'category')
-TABLE_METRICS = (('acc@1', 'Acc@1'), ('acc@5', 'Acc@5'), ('acc@10', 'Acc@10'), ('mAP', 'mAP'),
-                 ('mean_rank', 'mean rank'))
 
 
 def _has_inputs_of(meta: dict, mode: str) -> np.ndarray:
@@ -85,8 +86,16 @@ class RetrievalEvaluator:
   """Acc@1/5/10, mAP, mean/median rank per dataset configuration and query mode."""
 
   name = 'retrieval'
-  # What it reads from its section (eval_sections.evaluator_section).
-  section_fields = ('datasets', 'split', 'modes', 'gallery_scope', 'batch_size', 'every_steps')
+  # Its section of the config (config.evals.retrieval): every field, at its default...
+  section_defaults = dict(every_steps=2000, batch_size=256, split='test',
+                          modes=['sketch', 'text', 'sketch+text'], gallery_scope='all')
+  # ... and the rule each value is checked by (check_sections, before a run starts).
+  section_rules = dict(every_steps=config_rules.POSITIVE, batch_size=config_rules.POSITIVE,
+                       split=config_rules.choice(*SPLITS),
+                       modes=config_rules.names(*MODES),
+                       gallery_scope=config_rules.choice(*SCOPES))
+  # Run-wide fields its section is given too (eval_sections.SHARED): the dataset configurations.
+  shared_fields = ('datasets',)
   # mode -> the mode its queries are encoded in; they are still the queries that have the inputs
   # of `mode`. Late fusion (compare.py) encodes the sketch+text queries sketch-only with one model
   # and text-only with another.
@@ -100,13 +109,7 @@ class RetrievalEvaluator:
     self.every_steps = int(section.every_steps)
     self.modes = tuple(section.modes)
     self.scope = section.gallery_scope
-    if self.scope not in SCOPES:
-      raise EvaluatorError(f'[{self.name}] config.eval.gallery_scope={self.scope!r}; valid '
-                           f'scopes: {", ".join(SCOPES)}.')
-    for mode in self.modes:
-      if mode not in MODES:
-        raise EvaluatorError(f'[{self.name}] config.eval.modes has {mode!r}; valid modes: '
-                             f'{", ".join(MODES)}.')
+    self.batch_size = int(section.batch_size)
     # Compiled once; batches have one fixed padded shape (see _fixed_size).
     self._encode_gallery = jax.jit(
         lambda v, image: model.apply(v, image, method='encode_gallery'))
@@ -116,7 +119,7 @@ class RetrievalEvaluator:
 
   # ------------------------------------------------------------------ hooks for subclasses
 
-  def query_variants(self) -> list[tuple[str, Optional[Callable]]]:
+  def query_variants(self) -> list[tuple[str, Callable | None]]:
     """(prefix, transform(batch_number, batch) -> batch or None) per query variant."""
     return [('', None)]
 
@@ -166,7 +169,7 @@ class RetrievalEvaluator:
   def gallery(self, variables, dataset: str, split: str):
     """Gallery embeddings (N, D), instance ids (N,) and categories (N,), padded rows dropped."""
     embs, instances, categories = [], [], []
-    batches = self.data.gallery(dataset, split, **self._process_rows())
+    batches = self.data.gallery(dataset, split, self.batch_size, **self._process_rows())
     for batch in _fixed_size(batches):
       image = self._to_device({'image': batch['image']})['image']
       emb = self._fetch(self._encode_gallery(variables, image))
@@ -189,7 +192,7 @@ class RetrievalEvaluator:
     """{(prefix, mode): (embeddings (Q, D), target instance (Q,))} for every variant x mode."""
     variants = self.query_variants()
     out = {(p, m): ([], []) for p, _ in variants for m in self.variant_modes(p)}
-    batches = self.data.queries(dataset, split, **self._process_rows())
+    batches = self.data.queries(dataset, split, self.batch_size, **self._process_rows())
     for batch_number, batch in enumerate(_fixed_size(batches)):
       meta = self._host_meta(batch, ('valid', 'instance', 'has_sketch', 'has_text'))
       valid = meta['valid'].astype(bool)
@@ -208,8 +211,8 @@ class RetrievalEvaluator:
       if not embs or sum(len(t) for t in targets) == 0:
         raise EvaluatorError(
             f'[{self.name}] {dataset}/{split}: no query has the inputs of mode {key[1]!r}; '
-            'remove it from config.eval.modes (e.g. a dataset without texts: '
-            "--config.eval.modes='(\"sketch\",)').")
+            f'remove it from config.evals.{self.name}.modes (e.g. a dataset without texts: '
+            f"--config.evals.{self.name}.modes='(\"sketch\",)').")
       result[key] = (np.concatenate(embs).astype(np.float32), np.concatenate(targets))
     return result
 
@@ -261,7 +264,10 @@ class RobustnessEvaluator(RetrievalEvaluator):
   """Acc@1 and mAP of queries degraded by each bucket of its section's `buckets`."""
 
   name = 'robustness'
-  section_fields = RetrievalEvaluator.section_fields + ('buckets', 'eval_seed')
+  section_defaults = dict(RetrievalEvaluator.section_defaults,
+                          buckets=['clean', 'moderate', 'severe', 'no_sketch', 'no_text'])
+  section_rules = dict(RetrievalEvaluator.section_rules, buckets=config_rules.names())
+  shared_fields = ('datasets', 'eval_seed')  # keys fixed by the seed: runs are comparable
 
   def __init__(self, section, model, data: EvalData, mesh=None):
     super().__init__(section, model, data, mesh)
@@ -301,14 +307,52 @@ EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator
 def get_evaluator(name: str):
   """The evaluator class registered as `name`."""
   if name not in EVALUATORS:
-    raise EvaluatorError(f'Unknown evaluator {name!r}; valid evaluators: '
+    raise EvaluatorError(f'Unknown evaluator {name!r} (config.evals.{name}); valid evaluators: '
                          f'{", ".join(sorted(EVALUATORS))}.')
   return EVALUATORS[name]
 
 
-def section(config, name: str):
-  """Evaluator `name`'s own section of the run config (its class's section_fields)."""
-  return evaluator_section(config, get_evaluator(name).section_fields, name)
+def default_section(name: str) -> ml_collections.ConfigDict:
+  """Evaluator `name`'s section with every field at its default (a copy)."""
+  return ml_collections.ConfigDict(copy.deepcopy(get_evaluator(name).section_defaults))
+
+
+def config_section(config, name: str) -> ml_collections.ConfigDict:
+  """config.evals.<name>; for an evaluator the run has no section for, its defaults with the
+  fields it shares with the run's first section (so it evaluates the same split, modes, batch
+  size and schedule)."""
+  if name in config.evals:
+    return config.evals[name]
+  own = default_section(name)
+  for other in config.evals.values():
+    own.update({k: _copy(v) for k, v in other.items() if k in own})
+    break
+  return own
+
+
+def _copy(value):
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def add_section(config, name: str) -> None:
+  """Makes evaluator `name` one of the run's (config.evals.<name>, see config_section)."""
+  if name not in config.evals:
+    config.evals[name] = config_section(config, name)
+
+
+def section(config, name: str) -> ml_collections.ConfigDict:
+  """The section evaluator `name` is built with: config.evals.<name> (config_section, checked by
+  its rules) and the run-wide fields it shares (eval_sections.evaluator_section)."""
+  own, evaluator = config_section(config, name), get_evaluator(name)
+  check_section(name, own, evaluator)
+  return evaluator_section(config, own, evaluator)
+
+
+def check_sections(config) -> None:
+  """Raises EvaluatorError on the first section of config.evals that names no evaluator (listing
+  the valid ones), or has a key or value its evaluator refuses."""
+  for name in config.evals:
+    section(config, name)  # its own keys and rules, then e.g. buckets the curriculum lacks
 
 
 def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=None):
@@ -317,71 +361,11 @@ def make_evaluator(name: str, config, model, data_fns: dict | None = None, mesh=
 
 
 def make_evaluators(config, model, data_fns: dict | None = None, mesh=None) -> list:
-  """The run's evaluators (config.eval.evaluators, in order); an unknown name fails first."""
-  sections = [(name, section(config, name)) for name in config.eval.evaluators]
+  """The run's evaluators: one per section of config.evals, in name order (ConfigDict's); an
+  unknown name fails first."""
+  sections = [(name, section(config, name)) for name in config.evals]
   data = EvalData(config, data_fns)
   return [get_evaluator(name)(s, model, data, mesh) for name, s in sections]
-
-
-# ------------------------------------------------------------------------------ reporting
-
-
-def _split_keys(results: dict):
-  """-> retrieval {config: {mode: {metric: v}}}, robustness {config: {bucket: {mode: {..}}}}."""
-  retrieval, robustness = {}, {}
-  for key, value in results.items():
-    parts = key.split('/')
-    if len(parts) == 3:
-      c, mode, metric = parts
-      retrieval.setdefault(c, {}).setdefault(mode, {})[metric] = value
-    elif len(parts) == 4:
-      c, bucket, mode, metric = parts
-      robustness.setdefault(c, {}).setdefault(bucket, {}).setdefault(mode, {})[metric] = value
-  return retrieval, robustness
-
-
-def _fmt(metric: str, value) -> str:
-  if value is None:
-    return '-'
-  if metric in ('mean_rank', 'median_rank'):
-    return f'{value:.1f}'
-  return f'{100.0 * value:.2f}'
-
-
-def results_table(results: dict) -> str:
-  """Markdown tables: per configuration, modes x (Acc@1/5/10, mAP in %, mean rank); then the
-  robustness table, buckets x (mode Acc@1 / mAP in %)."""
-  retrieval, robustness = _split_keys(results)
-  lines = []
-  for c, modes in retrieval.items():
-    lines += [f'### {c}: retrieval (%, mean rank in positions)', '',
-              '| mode | ' + ' | '.join(h for _, h in TABLE_METRICS) + ' |',
-              '|---|' + '---:|' * len(TABLE_METRICS)]
-    for mode, m in modes.items():
-      lines.append(f'| {mode} | ' + ' | '.join(_fmt(k, m.get(k)) for k, _ in TABLE_METRICS)
-                   + ' |')
-    lines.append('')
-  for c, buckets in robustness.items():
-    modes = list(dict.fromkeys(mode for b in buckets.values() for mode in b))
-    lines += [f'### {c}: robustness (Acc@1 / mAP, %)', '',
-              '| bucket | ' + ' | '.join(modes) + ' |', '|---|' + '---:|' * len(modes)]
-    for bucket, per_mode in buckets.items():
-      cells = [f'{_fmt("acc@1", per_mode.get(m, {}).get("acc@1"))} / '
-               f'{_fmt("mAP", per_mode.get(m, {}).get("mAP"))}' for m in modes]
-      lines.append(f'| {bucket} | ' + ' | '.join(cells) + ' |')
-    lines.append('')
-  return '\n'.join(lines)
-
-
-def write_results(results: dict, workdir, name: str = 'results') -> None:
-  """Writes workdir/NAME.json (raw values) and workdir/NAME.md (results_table); `workdir` may be
-  a gs:// URL."""
-  path = paths.resolve(workdir)
-  path.mkdir(parents=True, exist_ok=True)
-  plain = {k: (int(v) if isinstance(v, (int, np.integer)) else float(v))
-           for k, v in results.items()}
-  (path / f'{name}.json').write_text(json.dumps(plain, indent=2, sort_keys=True) + '\n')
-  (path / f'{name}.md').write_text(results_table(results) + '\n')
 
 
 # ------------------------------------------------------------------------------ a saved run
@@ -389,23 +373,24 @@ def write_results(results: dict, workdir, name: str = 'results') -> None:
 
 def evaluate_run(workdir, split=None, step=None, evaluators=None) -> tuple[int, dict]:
   """Evaluates checkpoint `step` (default: the latest) of the run in `workdir` on `split`
-  (default: the run's config.eval.split) with `evaluators` (default: the run's); writes
-  WORKDIR/results_<split>_step<step>.{json,md} and returns (step, results)."""
+  (default: each evaluator's own) with `evaluators` (default: the run's; one the run had no
+  section for gets config_section's); writes WORKDIR/results_<split>_step<step>.{json,md}
+  (<split> the first evaluator's) and returns (step, results)."""
   from stbir_jax import run_config  # pylint: disable=g-import-not-at-top
   run, config = run_config.load_run(workdir)
-  if split:
-    config.eval.split = split
-  if evaluators:
-    config.eval.evaluators = list(evaluators)
-  # An unknown name fails before the checkpoint is read.
-  sections = {name: section(config, name) for name in config.eval.evaluators}
+  names = list(evaluators) if evaluators else list(config.evals)
+  for name in names:
+    add_section(config, name)  # an unknown name fails here, before the checkpoint is read
+    config.evals[name].split = split or config.evals[name].split
+  sections = {name: section(config, name) for name in names}
   step, params = run_config.latest_params(run, step)
   model = STBIR.from_config(config)
   data = EvalData(config)
   results = {}
   for name, own in sections.items():
     results.update(get_evaluator(name)(own, model, data).run({'params': params}))
-  write_results(results, run, f'results_{config.eval.split}_step{step}')
+  shown_split = split or next((s.split for s in sections.values()), 'test')
+  eval_report.write_results(results, run, f'results_{shown_split}_step{step}')
   return step, results
 
 
@@ -414,16 +399,16 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   step, results = evaluate_run(f.workdir, f.split, f.step, f.evaluators)
-  print(f'{f.workdir}, step {step}:\n{results_table(results)}', flush=True)
+  print(f'{f.workdir}, step {step}:\n{eval_report.results_table(results)}', flush=True)
 
 
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Training run directory (a local path or gs:// URL).')
-  flags.DEFINE_string('split', None, "Split to evaluate, e.g. 'validation'; default: the run's "
-                      'config.eval.split.')
+  flags.DEFINE_string('split', None, "Split to evaluate, e.g. 'validation'; default: each "
+                      "evaluator's config.evals.<name>.split.")
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
   flags.DEFINE_list('evaluators', None, "Evaluators by name; default: the run's "
-                    'config.eval.evaluators.')
+                    '(the sections of config.evals).')
   flags.mark_flag_as_required('workdir')
   app.run(main)

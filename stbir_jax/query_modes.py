@@ -1,5 +1,5 @@
 """The query modes: which modalities a query gives. One vocabulary for the evaluators
-(config.eval.modes), the stages (stage.query), the train step and search.
+(config.evals.<name>.modes), the stages (stage.query), the train step and search.
 
   'sketch'       the text is withheld (has_text False)
   'text'         the sketch is withheld (has_sketch False)

@@ -85,12 +85,39 @@ def _history_files(workdir) -> list:
 
 
 def recorded(workdir):
-  """The latest recorded config as a dict (config.json with its accepted changes), or None."""
+  """The latest recorded config as a dict (config.json with its accepted changes), or None; in
+  today's layout (runs recorded before config.evals are translated: evals_from_old_layout)."""
   history = _history_files(workdir)
   if history:
-    return json.loads(history[-1].read_text())['config']
+    return evals_from_old_layout(json.loads(history[-1].read_text())['config'])
   path = paths.resolve(workdir) / CONFIG_FILE
-  return json.loads(path.read_text()) if path.exists() else None
+  return evals_from_old_layout(json.loads(path.read_text())) if path.exists() else None
+
+
+# The fields of the one shared `eval` section of runs recorded before config.evals that became
+# every evaluator's own, and the default of one that came later.
+_OLD_EVAL_FIELDS = ('every_steps', 'batch_size', 'split', 'modes', 'gallery_scope')
+_OLD_EVAL_DEFAULTS = {'gallery_scope': 'all'}
+
+
+def evals_from_old_layout(config: dict) -> dict:
+  """A recorded config dict in today's layout. Runs recorded before each evaluator had its own
+  section held one shared `eval` (evaluators, every_steps, batch_size, split, modes,
+  gallery_scope, robustness_buckets): each evaluator it names gets a section config.evals.<name>
+  with those fields (robustness: `buckets` = robustness_buckets). Other configs are returned as
+  they are."""
+  if 'eval' not in config or 'evals' in config:
+    return config
+  config = dict(config)
+  shared = config.pop('eval')
+  fields = {k: shared.get(k, _OLD_EVAL_DEFAULTS.get(k)) for k in _OLD_EVAL_FIELDS}
+  evals = {}
+  for name in shared['evaluators']:
+    evals[name] = dict(fields, modes=list(fields['modes']))
+    if name == 'robustness':
+      evals[name]['buckets'] = list(shared['robustness_buckets'])
+  config['evals'] = evals
+  return config
 
 
 def changed_keys(old: dict, new: dict) -> dict:

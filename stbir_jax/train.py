@@ -21,6 +21,7 @@ from stbir_jax import (
   checkpoint,
   config_checks,
   convert,
+  eval_report,
   evaluate,
   paths,
   sharding,
@@ -211,8 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   ckpt.close()
   writer.flush()
   if is_main:
-    evaluate.write_results(results, workdir)
-    print(evaluate.results_table(results), flush=True)
+    eval_report.write_results(results, workdir)
+    print(eval_report.results_table(results), flush=True)
   return results
 
 

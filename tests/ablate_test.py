@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from configs import base
-from stbir_jax import ablate, stages
+from stbir_jax import ablate, evaluate, stages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_each_variant_switches_off_one_module():
   config = base.get_config('demo')
   full = ablate.variant_config(config, 'full', 3)
-  assert full.train.seed == 3 and 'robustness' in full.eval.evaluators
+  assert full.train.seed == 3 and list(full.evals) == ['retrieval', 'robustness']
   assert full.stages == config.stages and full.curriculum.kind == config.curriculum.kind
 
   assert ablate.variant_config(config, 'curriculum_none', 0).curriculum.kind == 'none'
@@ -41,9 +41,9 @@ def test_each_variant_switches_off_one_module():
 
 def test_report_has_a_row_per_variant_mode_and_bucket():
   config = base.get_config('demo')
-  config.eval.robustness_buckets = ['clean', 'severe', 'no_text']
+  config.evals.robustness.buckets = ['clean', 'severe', 'no_text']
   result = {}
-  for m in config.eval.modes:
+  for m in config.evals.retrieval.modes:
     result.update({f'shoes/{m}/acc@1': 0.5, f'shoes/{m}/acc@5': 0.625,
                    f'shoes/{m}/acc@10': 0.75, f'shoes/{m}/mAP': 0.6})
     result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in ('clean', 'severe', 'no_text')})
@@ -87,9 +87,10 @@ def test_staged_variant_restores_the_paper_schedule_for_the_joint_demo():
 def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
   config = base.get_config('smoke')
   result = {}
-  for m in config.eval.modes:
+  for m in config.evals.retrieval.modes:
     result.update({f'shoes/{m}/{k}': 0.5 for k, _ in ablate.OVERALL_METRICS})
-    result.update({f'shoes/{b}/{m}/acc@1': 0.25 for b in config.eval.robustness_buckets})
+    result.update({f'shoes/{b}/{m}/acc@1': 0.25
+                   for b in evaluate.config_section(config, 'robustness').buckets})
   (tmp_path / 'full' / 'seed_1').mkdir(parents=True)
   (tmp_path / 'full' / 'seed_1' / 'results.json').write_text(json.dumps(result))
   out = tmp_path / 'report.md'
@@ -108,9 +109,9 @@ def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
 
 def test_report_states_acc_as_a_fraction_of_ceiling_and_of_clean_and_judges_each_module():
   config = base.get_config('demo')
-  config.eval.robustness_buckets = ['clean', 'moderate']
+  config.evals.robustness.buckets = ['clean', 'moderate']
   result = {}
-  for m in config.eval.modes:
+  for m in config.evals.retrieval.modes:
     result.update({f'shoes/{m}/{k}': 0.5 for k in ('acc@1', 'acc@5', 'acc@10', 'mAP')})
     result.update({f'shoes/clean/{m}/acc@1': 0.5, f'shoes/moderate/{m}/acc@1': 0.2})
   low = dict(result, **{'shoes/sketch+text/acc@1': 0.3})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from stbir_jax import ablate, compare, train
+from stbir_jax import ablate, compare, evaluate, train
 
 
 def _same_budget(a, b):
@@ -14,7 +14,11 @@ def _same_budget(a, b):
     assert a[key].to_dict() == b[key].to_dict()
   for key in ('num_steps', 'batch_size'):
     assert a.train[key] == b.train[key]
-  assert a.eval.split == b.eval.split and a.eval.every_steps == b.eval.every_steps
+  # Every evaluator on the same split, schedule, batch and scope (a baseline ranks its own modes).
+  for name in ('retrieval', 'robustness'):
+    kept = [{k: v for k, v in c.evals[name].items() if k not in ('modes', 'buckets')}
+            for c in (a, b)]
+    assert kept[0] == kept[1], name
 
 
 @pytest.mark.parametrize('method', compare.TRAINED)
@@ -22,7 +26,7 @@ def test_every_baseline_keeps_the_data_budget_and_evaluation_of_the_base_config(
   config = base.get_config('demo')
   c = compare.baseline_config(config, method, seed=3)
   _same_budget(c, config)
-  assert c.train.seed == 3 and 'robustness' in c.eval.evaluators
+  assert c.train.seed == 3 and list(c.evals) == ['retrieval', 'robustness']
   if method == 'stbir':
     assert [s.to_dict() for s in c.stages] == [s.to_dict() for s in config.stages]
     assert c.curriculum.kind == config.curriculum.kind and c.category.enabled
@@ -33,8 +37,10 @@ def test_every_baseline_keeps_the_data_budget_and_evaluation_of_the_base_config(
               'text_clip': (['text', 'photo', 'fusion', 'temperature'], ['contrastive'], 'text',
                             ['text']),
               'joint_plain': (['sketch', 'photo', 'text', 'fusion', 'temperature'],
-                              ['contrastive'], 'sketch+text', list(config.eval.modes))}[method]
-  assert (list(stage.train), list(stage.losses), stage.query, list(c.eval.modes)) == expected
+                              ['contrastive'], 'sketch+text',
+                              list(config.evals.retrieval.modes))}[method]
+  assert (list(stage.train), list(stage.losses), stage.query) == expected[:3]
+  assert list(c.evals.retrieval.modes) == list(c.evals.robustness.modes) == expected[3]
   assert c.loss.triplet_mining == ('all' if method == 'triplet_sn' else 'hard')
 
 
@@ -81,9 +87,10 @@ def smoke_baselines(tmp_path_factory):
   config.data.data_dir = str(root / 'data')
   config.train.num_steps = 3
   config.train.checkpoint_every = 3
-  config.eval.every_steps = 3
+  config.evals.retrieval.every_steps = 3
   # Fewer buckets, fewer compiled degradations: this fixture trains three models.
-  config.eval.robustness_buckets = ['moderate', 'no_sketch', 'no_text']
+  evaluate.add_section(config, 'robustness')
+  config.evals.robustness.buckets = ['moderate', 'no_sketch', 'no_text']
   results = {}
   for method in ('triplet_sn', 'text_clip', 'joint_plain'):
     results[method] = train.train_and_evaluate(compare.baseline_config(config, method, 0),
@@ -109,7 +116,7 @@ def test_late_fusion_chooses_its_weight_on_validation_and_reports_every_bucket(s
                                     str(root / 'text_clip' / 'seed_0'), str(out))
   assert results['fusion_weight'] in [float(w) for w in compare.FUSION_WEIGHTS]
   assert len(results['validation_acc@1_by_weight']) == len(compare.FUSION_WEIGHTS)
-  for bucket in config.eval.robustness_buckets:
+  for bucket in config.evals.robustness.buckets:
     assert 0.0 <= results[f'shoes/{bucket}/sketch+text/acc@1'] <= 1.0
   assert results['shoes/sketch/acc@1'] == json.loads(
       (root / 'triplet_sn' / 'seed_0' / 'results.json').read_text())['shoes/sketch/acc@1']

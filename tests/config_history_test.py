@@ -7,6 +7,7 @@ checksum of the data-loader position need a trained run: tests/faults_test.py.
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import ml_collections
 import pytest
 
 from configs import base
-from stbir_jax import checkpoint, cli, config_checks, paths, run_config, stages, train
+from stbir_jax import checkpoint, cli, config_checks, evaluate, paths, run_config, stages, train
 from stbir_jax.data import tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,8 +27,11 @@ def _smoke(tmp_path, **overrides):
   config = base.get_config('smoke')
   config.data.data_dir = str(tmp_path / 'data')
   for key, value in overrides.items():
-    section, name = key.split('.')
-    config[section][name] = value
+    *sections, name = key.split('.')
+    node = config
+    for section in sections:
+      node = node[section]
+    node[name] = value
   return config
 
 
@@ -95,8 +99,15 @@ def test_every_config_leaf_has_a_rule():
     ('data.resolution', 4, r'config.data.resolution=4; expected an integer >= 8'),
     ('optim.lr', -0.1, r'config.optim.lr=-0.1; expected a number >= 0'),
     ('optim.b2', 1.0, r'config.optim.b2=1.0; expected a number >= 0 and < 1'),
-    ('eval.batch_size', 0, r'config.eval.batch_size=0; expected an integer >= 1'),
-    ('eval.split', 'dev', r"config.eval.split='dev'; expected one of 'train', 'validation'"),
+    ('evals.retrieval.batch_size', 0,
+     r'config.evals.retrieval.batch_size=0; expected an integer >= 1'),
+    ('evals.retrieval.split', 'dev',
+     r"config.evals.retrieval.split='dev'; expected one of 'train', 'validation'"),
+    ('evals.retrieval.every_steps', 0,
+     r'config.evals.retrieval.every_steps=0; expected an integer >= 1'),
+    ('evals.retrieval.modes', ['audio'],
+     r"config.evals.retrieval.modes=\['audio'\]; expected a non-empty list of names from "
+     r'sketch'),
     ('train.modality_dropout', 0.7, (r'config.train.modality_dropout=0.7; expected a number '
                                      r'>= 0 and <= 0.5')),
     ('mesh.fsdp', 0, r'config.mesh.fsdp=0; expected an integer >= 1'),
@@ -110,8 +121,8 @@ def test_a_bad_bucket_and_heads_not_dividing_hidden_are_refused(tmp_path):
   config = _smoke(tmp_path)
   config.curriculum.buckets[2].stroke_dropout = 1.5
   with pytest.raises(config_checks.ConfigError,
-                     match=r'curriculum.buckets\[2\].stroke_dropout=1.5; '
-                           r'expected a number >= 0 and <= 1'):
+                     match=r"curriculum.buckets\[2\] \('moderate'\).stroke_dropout=1.5; "
+                           r'expected a probability in \[0, 1\]'):
     config_checks.validate_config(config)
   config = _smoke(tmp_path)
   config.model.text.heads = 3
@@ -119,6 +130,58 @@ def test_a_bad_bucket_and_heads_not_dividing_hidden_are_refused(tmp_path):
                      match=r'config.model.text.hidden=16 is not divisible by '
                            r'config.model.text.heads=3'):
     config_checks.validate_config(config)
+
+
+def test_evaluator_sections_are_checked_by_their_owner_naming_the_key(tmp_path):
+  config = _smoke(tmp_path)
+  config.evals.recall = ml_collections.ConfigDict(dict(every_steps=5))
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"Unknown evaluator 'recall' \(config.evals.recall\); valid evaluators: "
+                           r'retrieval, robustness'):
+    config_checks.validate_config(config)
+  config = _smoke(tmp_path)
+  config.evals.retrieval.every_step = 5
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'Unknown config key config.evals.retrieval.every_step: the retrieval '
+                           r'evaluator reads every_steps, batch_size'):
+    config_checks.validate_config(config)
+  config = _smoke(tmp_path)
+  evaluate.add_section(config, 'robustness')
+  config.evals.robustness.buckets = ['clean', 'extreme']
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"config.evals.robustness.buckets names 'extreme'; buckets in "
+                           r'config.curriculum.buckets: clean, mild, moderate'):
+    config_checks.validate_config(config)
+
+
+# The evaluation of configs/base.py:demo as runs recorded it before each evaluator had its own
+# section (config.evals): one shared config.eval.
+OLD_DEMO_EVAL = {'evaluators': ['retrieval', 'robustness'], 'every_steps': 1500,
+                 'batch_size': 256, 'split': 'test', 'gallery_scope': 'all',
+                 'modes': ['sketch', 'text', 'sketch+text'],
+                 'robustness_buckets': ['clean', 'moderate', 'severe', 'no_sketch', 'no_text']}
+
+
+def test_a_run_recorded_with_the_old_shared_eval_section_loads_and_resumes(tmp_path):
+  config = base.get_config('demo')
+  old = json.loads(config.to_json_best_effort())
+  del old['evals']
+  old['eval'] = OLD_DEMO_EVAL
+  workdir = tmp_path / 'run'
+  (workdir / 'checkpoints' / '3').mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps(old, indent=2))
+  # evaluate / export read it in today's layout ...
+  _, loaded = run_config.load_run(workdir)
+  assert loaded.evals.to_dict() == config.evals.to_dict()
+  config_checks.validate_config(loaded)
+  # ... and the same run resumed with today's config changes nothing.
+  assert run_config.check_resume(config, workdir, allow_change=False) == {}
+  # Runs older still had no gallery_scope: they ranked against the whole gallery.
+  older = dict(OLD_DEMO_EVAL, evaluators=['retrieval'])
+  del older['gallery_scope']
+  assert run_config.evals_from_old_layout(dict(old, eval=older))['evals'] == {
+      'retrieval': {'every_steps': 1500, 'batch_size': 256, 'split': 'test',
+                    'modes': ['sketch', 'text', 'sketch+text'], 'gallery_scope': 'all'}}
 
 
 def test_negative_batch_size_on_an_existing_run_leaves_the_workdir_byte_identical(tmp_path):

@@ -96,6 +96,9 @@ def test_buckets_from_base_config():
     ('keep_fraction', 0.0, "buckets[1] ('b').keep_fraction=0.0"),
     ('thickness', 1.5, 'thickness=1.5; expected an integer'),
     ('noise_strokes', 99, 'expected an integer in [0, 16]'),
+    ('level', 1.0, 'level=1.0; expected an integer >= 0'),
+    ('vague_text', 1, 'vague_text=1; expected True or False'),
+    ('name', '', "buckets[1].name=''; expected a non-empty string"),
 ])
 def test_bad_bucket_names_field(field, value, message):
   bad = bucket()

@@ -13,7 +13,7 @@ import pytest
 
 import _xla
 from configs import base
-from stbir_jax import evaluate
+from stbir_jax import config_rules, eval_report, evaluate
 
 D = 4           # embedding size = gallery size: gallery photo k encodes to one-hot e_k
 R, L = 4, 3     # tiny image side and text length
@@ -21,7 +21,8 @@ TRACES = {'encode_gallery': 0, 'encode_query': 0}
 
 
 class FakeSTBIR(nn.Module):
-  """Gallery: e_{image[0,0,0]}. Query: 2 e_{sketch[0,0]} * has_sketch + e_{text_ids[0]} * has_text."""
+  """Gallery: e_{image[0,0,0]}. Query: 2 e_{sketch[0,0]} * has_sketch
+  + e_{text_ids[0]} * has_text."""
 
   def encode_gallery(self, image):
     TRACES['encode_gallery'] += 1  # Python side effect: counts traces (compilations)
@@ -37,7 +38,7 @@ class FakeSTBIR(nn.Module):
 # Gallery: instance 10 + k holds pointer k; photos 10, 11 are category 0, photos 12, 13 category 1.
 # Batch size 3, last batch padded by the "pipeline"; the padded rows carry a duplicate instance
 # and a pointer that would change ranks if kept.
-def fake_gallery(config, dataset, split):
+def fake_gallery(config, dataset, split, batch_size):
   CALLS.append(('gallery', dataset, split))
   pointer = np.array([[0, 1, 2], [3, 1, 1]])
   instance = np.array([[10, 11, 12], [13, 10, 10]])
@@ -57,7 +58,7 @@ def fake_gallery(config, dataset, split):
 QUERIES = [(10, 0, 0), (11, 1, 2), (12, 3, 2), (13, 3, 3), (99, 1, 1)]
 
 
-def fake_queries(config, dataset, split):
+def fake_queries(config, dataset, split, batch_size):
   CALLS.append(('queries', dataset, split))
   for rows in (QUERIES[:3], QUERIES[3:]):
     n = len(rows)
@@ -112,11 +113,16 @@ def _metrics(ranks):
           'num_queries': 4}
 
 
-def _config(**eval_kw):
+def _config(buckets=None, **fields):
+  """The smoke config on shoes and chairs with a retrieval and a robustness section, `fields` set
+  in both (split 'test' unless given) and robustness's `buckets`."""
   config = base.get_config('smoke')
   config.data.configs = ['shoes', 'chairs']
-  config.eval.split = 'test'
-  config.eval.update(eval_kw)
+  evaluate.add_section(config, 'robustness')
+  for own in config.evals.values():
+    own.update(dict(dict(split='test'), **fields))
+  if buckets is not None:
+    config.evals.robustness.buckets = buckets
   return config
 
 
@@ -138,7 +144,7 @@ def test_retrieval_exact_metrics_modes_and_padding():
   assert results['shoes/sketch/mAP'] == pytest.approx(0.8125)
   assert results['shoes/sketch+text/mAP'] == pytest.approx(0.875)
   assert results['shoes/text/mean_rank'] == pytest.approx(1.75)
-  # Gallery once, queries once per configuration, on config.eval.split.
+  # Gallery once, queries once per configuration, on the section's split.
   assert CALLS == [('gallery', 'shoes', 'test'), ('queries', 'shoes', 'test'),
                    ('gallery', 'chairs', 'test'), ('queries', 'chairs', 'test')]
   # Fixed padded shapes: each encoder compiled once for 2 configs x 2 batches x 3 modes.
@@ -162,14 +168,15 @@ def test_category_scope_ranks_within_the_target_category():
 
 
 def test_unknown_gallery_scope_lists_the_valid_ones():
-  with pytest.raises(evaluate.EvaluatorError, match=r"gallery_scope='family'.*all, category"):
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"retrieval.gallery_scope='family'; expected one of 'all', 'category'"):
     evaluate.make_evaluator('retrieval', _config(gallery_scope='family'), FakeSTBIR(),
                             data_fns=DATA_FNS)
 
 
 def test_robustness_buckets_and_fixed_keys():
   KEYS.clear()
-  config = _config(robustness_buckets=['clean', 'severe', 'no_sketch'])
+  config = _config(buckets=['clean', 'severe', 'no_sketch'])
   config.data.configs = ['shoes']
   ev = evaluate.make_evaluator('robustness', config, FakeSTBIR(), data_fns=DATA_FNS)
   results = ev.run({'params': {}})
@@ -207,27 +214,32 @@ def test_robustness_buckets_and_fixed_keys():
 
 
 def test_registry_and_config_errors_list_valid_names():
-  with pytest.raises(evaluate.EvaluatorError, match='valid evaluators: retrieval, robustness'):
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"'recall' \(config.evals.recall\); valid evaluators: retrieval, rob"):
     evaluate.get_evaluator('recall')
-  with pytest.raises(evaluate.EvaluatorError, match='clean, mild, moderate, severe'):
-    evaluate.make_evaluator('robustness', _config(robustness_buckets=['extreme']), FakeSTBIR(),
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"robustness.buckets names 'extreme'.*clean, mild, moderate, severe"):
+    evaluate.make_evaluator('robustness', _config(buckets=['extreme']), FakeSTBIR(),
                             data_fns=DATA_FNS)
-  with pytest.raises(evaluate.EvaluatorError, match='valid modes'):
+  with pytest.raises(evaluate.EvaluatorError, match=r"retrieval.modes=\['sketch', 'audio'\]; "
+                                                    r'expected a non-empty list of names from '
+                                                    r'sketch, text, sketch\+text'):
     evaluate.make_evaluator('retrieval', _config(modes=['sketch', 'audio']), FakeSTBIR(),
                             data_fns=DATA_FNS)
 
 
 def test_an_evaluator_needs_only_its_section_the_model_and_the_data():
-  config = _config(robustness_buckets=['severe', 'no_sketch'], every_steps=7)
+  config = _config(buckets=['severe', 'no_sketch'], every_steps=7)
   section = evaluate.section(config, 'robustness')
   assert dict(section.to_dict(), buckets=[b.to_dict() for b in section.buckets]) == {
-      'datasets': ['shoes', 'chairs'], 'split': 'test', 'modes': list(config.eval.modes),
-      'gallery_scope': 'all', 'batch_size': config.eval.batch_size, 'every_steps': 7,
+      'datasets': ['shoes', 'chairs'], 'split': 'test',
+      'modes': list(config.evals.robustness.modes),
+      'gallery_scope': 'all', 'batch_size': config.evals.robustness.batch_size, 'every_steps': 7,
       'buckets': [b.to_dict() for b in config.curriculum.buckets
                   if b.name in ('severe', 'no_sketch')],
       'eval_seed': config.curriculum.eval_seed}
-  assert set(evaluate.section(config, 'retrieval')) == set(
-      evaluate.RetrievalEvaluator.section_fields)
+  assert set(evaluate.section(config, 'retrieval')) == {
+      *evaluate.RetrievalEvaluator.section_defaults, *evaluate.RetrievalEvaluator.shared_fields}
   # A section written by hand (no run config in sight) gives the same numbers.
   section = ml_collections.ConfigDict({'datasets': ['shoes'], 'split': 'test', 'modes': ['sketch'],
                                        'gallery_scope': 'all', 'batch_size': 3, 'every_steps': 5})
@@ -238,9 +250,59 @@ def test_an_evaluator_needs_only_its_section_the_model_and_the_data():
   assert ev.run({'params': {}}) == {k: v for k, v in want.items() if k.startswith('shoes/')}
 
 
+class GalleryNorm:
+  """A newcomer's evaluator, written knowing only its section: the mean norm of the gallery
+  embeddings of each dataset configuration."""
+
+  name = 'gallery_norm'
+  section_defaults = dict(every_steps=5, batch_size=3, split='test')
+  section_rules = dict(every_steps=config_rules.POSITIVE, batch_size=config_rules.POSITIVE,
+                       split=config_rules.choice('test', 'validation'))
+  shared_fields = ('datasets',)
+
+  def __init__(self, section, model, data, mesh=None):
+    del mesh
+    self.section, self.model, self.data = section, model, data
+    self.every_steps = section.every_steps
+
+  def run(self, variables):
+    out = {}
+    for dataset in self.section.datasets:
+      norms = [np.linalg.norm(self.model.apply(variables, b['image'], method='encode_gallery'),
+                              axis=-1)[b['valid']]
+               for b in self.data.gallery(dataset, self.section.split, self.section.batch_size)]
+      out[f'{dataset}/gallery_norm'] = float(np.mean(np.concatenate(norms)))
+    return out
+
+
+def test_a_new_evaluator_is_a_class_with_its_section_and_a_registry_entry(monkeypatch):
+  monkeypatch.setitem(evaluate.EVALUATORS, 'gallery_norm', GalleryNorm)
+  config = _config()
+  config.evals.gallery_norm = evaluate.default_section('gallery_norm')
+  evaluate.check_sections(config)
+  evaluators = evaluate.make_evaluators(config, FakeSTBIR(), data_fns=DATA_FNS)
+  assert [e.name for e in evaluators] == ['gallery_norm', 'retrieval', 'robustness']  # by name
+  assert evaluators[0].run({'params': {}}) == {'shoes/gallery_norm': 1.0,
+                                               'chairs/gallery_norm': 1.0}
+  # Its section is checked by its own rules, naming the key.
+  config.evals.gallery_norm.split = 'train'
+  with pytest.raises(evaluate.EvaluatorError, match=r"config.evals.gallery_norm.split='train'; "
+                                                    r"expected one of 'test', 'validation'"):
+    evaluate.check_sections(config)
+  config.evals.gallery_norm = ml_collections.ConfigDict(dict(every_steps=5, batch_size=3, k=1))
+  with pytest.raises(evaluate.EvaluatorError, match=r'config key config.evals.gallery_norm.k: '
+                                                    r'the gallery_norm evaluator reads '
+                                                    r'every_steps, batch_size, split'):
+    evaluate.check_sections(config)
+  del config.evals.gallery_norm.k
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"config.evals.gallery_norm has no field 'split'"):
+    evaluate.check_sections(config)
+
+
 def test_query_targeting_missing_photo_is_named():
-  def queries(config, dataset, split):
-    for b in fake_queries(config, dataset, split):
+  def queries(config, dataset, split, batch_size):
+    for b in fake_queries(config, dataset, split, batch_size):
       yield dict(b, valid=np.ones_like(b['valid']))  # the instance-99 row now counts
   config = _config()
   config.data.configs = ['shoes']
@@ -257,13 +319,13 @@ def test_results_table_and_write_results(tmp_path):
              'shoes/text/acc@1': 0.5, 'shoes/text/mAP': 0.6,
              'shoes/severe/sketch/acc@1': 0.0, 'shoes/severe/sketch/mAP': 0.25,
              'shoes/severe/sketch+text/acc@1': 0.125, 'shoes/severe/sketch+text/mAP': 0.4375}
-  table = evaluate.results_table(results)
+  table = eval_report.results_table(results)
   assert '| mode | Acc@1 | Acc@5 | Acc@10 | mAP | mean rank |' in table
   assert '| sketch | 75.00 | 100.00 | 100.00 | 81.25 | 1.8 |' in table
   assert '| text | 50.00 | - | - | 60.00 | - |' in table
   assert '| bucket | sketch | sketch+text |' in table
   assert '| severe | 0.00 / 25.00 | 12.50 / 43.75 |' in table
-  evaluate.write_results(results, tmp_path / 'run')
+  eval_report.write_results(results, tmp_path / 'run')
   assert json.loads((tmp_path / 'run' / 'results.json').read_text()) == results
   assert (tmp_path / 'run' / 'results.md').read_text() == table + '\n'
 
@@ -300,8 +362,8 @@ def test_batches_sharded_over_a_mesh_give_the_same_results():
 def test_a_mode_ranks_only_the_queries_that_have_its_inputs():
   # q1 has no sketch (a photo with more texts than sketches), q2 no text: sketch mode ranks
   # q0, q2, q3, text mode q0, q1, q3, sketch+text only q0 and q3 (hand ranks above).
-  def queries(config, dataset, split):
-    for batch in fake_queries(config, dataset, split):
+  def queries(config, dataset, split, batch_size):
+    for batch in fake_queries(config, dataset, split, batch_size):
       if batch['instance'][0] == 10:
         batch['has_sketch'][1] = False
         batch['has_text'][2] = False
@@ -318,11 +380,12 @@ def test_a_mode_ranks_only_the_queries_that_have_its_inputs():
 
 
 def test_a_mode_without_any_query_says_which_mode_to_remove():
-  def queries(config, dataset, split):
-    for batch in fake_queries(config, dataset, split):
+  def queries(config, dataset, split, batch_size):
+    for batch in fake_queries(config, dataset, split, batch_size):
       batch['has_text'][:] = False
       yield batch
 
-  with pytest.raises(evaluate.EvaluatorError, match=r"mode 'text'.*config.eval.modes"):
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"mode 'text'.*config.evals.retrieval.modes"):
     evaluate.make_evaluator('retrieval', _config(), FakeSTBIR(),
                             data_fns=dict(DATA_FNS, eval_queries=queries)).run({'params': {}})

@@ -145,7 +145,7 @@ def test_train_smoke_then_export_cli(tmp_path):
   config.data.data_dir = str(tmp_path / 'data')
   config.train.num_steps = 5          # every stage gets at least one step
   config.train.checkpoint_every = 5
-  config.eval.every_steps = 5
+  config.evals.retrieval.every_steps = 5
   workdir, out = tmp_path / 'run', tmp_path / 'export'
   train.train_and_evaluate(config, str(workdir))
   proc = subprocess.run(

@@ -43,7 +43,7 @@ def _config(root, **overrides):
   config.model.fusion.kind = 'sum'
   config.stages = [stages.joint_stage(stages.PARAM_GROUPS, ['contrastive', 'triplet'])]
   config.train.update(num_steps=STEPS, checkpoint_every=1, keep_checkpoints=20, log_every=1)
-  config.eval.evaluators = []
+  config.evals = {}
   for key, value in overrides.items():
     section, name = key.split('.')
     config[section][name] = value

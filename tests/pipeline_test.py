@@ -135,11 +135,13 @@ def _train_iterator(config, **kwargs):
 
 
 def _eval_gallery(config, *args, **kwargs):
-  return _pipeline().eval_gallery(config.data, *args, batch_size=config.eval.batch_size, **kwargs)
+  batch_size = config.evals.retrieval.batch_size
+  return _pipeline().eval_gallery(config.data, *args, batch_size=batch_size, **kwargs)
 
 
 def _eval_queries(config, *args, **kwargs):
-  return _pipeline().eval_queries(config.data, *args, batch_size=config.eval.batch_size, **kwargs)
+  batch_size = config.evals.retrieval.batch_size
+  return _pipeline().eval_queries(config.data, *args, batch_size=batch_size, **kwargs)
 
 
 def _take(it, n):
@@ -269,7 +271,7 @@ def test_epoch_order_groups():
 
 def test_eval_gallery_covers_every_photo_once(built):
   built = built.copy_and_resolve_references()
-  built.eval.batch_size = 3
+  built.evals.retrieval.batch_size = 3
   batches = list(_eval_gallery(built, 'chairs', 'test'))
   assert [b['valid'].tolist() for b in batches] == [[True] * 3, [True] * 3, [True, True, False]]
   assert {k: (v.shape, v.dtype.name) for k, v in batches[0].items()} == {

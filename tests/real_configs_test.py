@@ -50,10 +50,10 @@ def test_real_variants_are_listed_and_follow_their_protocols():
   for name in base.REAL_DATASETS:
     c = base.get_config(name)
     assert (c.data.name, list(c.data.configs)) == (name, [name])
-    assert c.eval.gallery_scope == ('category' if name == 'sketchy' else 'all')
+    assert c.evals.retrieval.gallery_scope == ('category' if name == 'sketchy' else 'all')
     # Sketchy has no descriptions: a text mode there would have no query to rank.
-    assert list(c.eval.modes) == (['sketch'] if name == 'sketchy' else
-                                  ['sketch', 'text', 'sketch+text'])
+    assert list(c.evals.retrieval.modes) == (['sketch'] if name == 'sketchy' else
+                                             ['sketch', 'text', 'sketch+text'])
     assert c.model.photo.init == 'openai/clip-vit-base-patch16'
     config_checks.validate_config(c, 1, 1)
 
@@ -76,7 +76,7 @@ def _rows(batches):
 def test_real_variant_reads_its_prepared_data(name, tmp_path):
   config = _prepared_config(name, tmp_path)
   config.train.batch_size = 4
-  config.eval.batch_size = 2
+  config.evals.retrieval.batch_size = 2
   names = pipeline.category_names(config.data)
   expected = EXPECTED[name]
   records = {split: _by_instance(config, name, split) for split in expected}
@@ -113,12 +113,12 @@ def test_real_variant_reads_its_prepared_data(name, tmp_path):
   # Evaluation: every test photo once in the gallery; query j of a photo is its sketch j.
   test_records = records['test']
   gallery = list(_rows(pipeline.eval_gallery(config.data, name, 'test',
-                                             batch_size=config.eval.batch_size)))
+                                             batch_size=config.evals.retrieval.batch_size)))
   assert sorted(int(r['instance']) for r in gallery) == sorted(test_records)
   for row in gallery:
     np.testing.assert_array_equal(row['image'], test_records[int(row['instance'])]['image'])
   queries = list(_rows(pipeline.eval_queries(config.data, name, 'test',
-                                             batch_size=config.eval.batch_size)))
+                                             batch_size=config.evals.retrieval.batch_size)))
   assert len(queries) == sum(max(s, t) for s, t in expected['test'].values())
   for q in queries:
     rec = test_records[int(q['instance'])]
@@ -135,9 +135,9 @@ def test_sketchy_variant_trains_and_ranks_within_the_category(tmp_path):
   config.curriculum = smoke.curriculum
   config.train.update(batch_size=4, num_steps=5, log_every=1, checkpoint_every=5)
   config.optim.warmup_steps = 1
-  config.eval.update(batch_size=4, every_steps=5)
+  config.evals.retrieval.update(batch_size=4, every_steps=5)
   results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   # The one test photo (airplane/a2) is alone in its category: rank 1 whatever the model.
-  for mode in config.eval.modes:
+  for mode in config.evals.retrieval.modes:
     assert results[f'sketchy/{mode}/acc@1'] == 1.0
     assert results[f'sketchy/{mode}/num_queries'] == 1

@@ -22,7 +22,7 @@ def _command(workdir, data_dir):
   return [sys.executable, '-m', 'stbir_jax.main', '--config=configs/base.py:smoke',
           f'--workdir={workdir}', f'--config.data.data_dir={data_dir}',
           f'--config.train.num_steps={STEPS}', '--config.train.checkpoint_every=2',
-          '--config.train.log_every=1', f'--config.eval.every_steps={STEPS}']
+          '--config.train.log_every=1', f'--config.evals.retrieval.every_steps={STEPS}']
 
 
 def _env():

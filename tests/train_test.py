@@ -17,7 +17,15 @@ import pytest
 from absl import logging
 
 from configs import base
-from stbir_jax import config_checks, evaluate, run_config, stages, train, train_step
+from stbir_jax import (
+  config_checks,
+  eval_report,
+  evaluate,
+  run_config,
+  stages,
+  train,
+  train_step,
+)
 from stbir_jax.models import stbir
 
 
@@ -38,7 +46,8 @@ def test_every_variant_initialises_abstractly():
     model = stbir.STBIR.from_config(config)
     names = [f'c{i}' for i in range(3)]
     constants = train_step.make_constants(config, names)
-    state = jax.eval_shape(lambda k: train_step.init_state(config, model, constants, k),
+    state = jax.eval_shape(lambda k, config=config, model=model, constants=constants:
+                           train_step.init_state(config, model, constants, k),
                            jax.random.PRNGKey(0))
     assert set(state.params) == set(stages.PARAM_GROUPS)
     assert state.params['prototypes'].shape == (3, config.model.embed_dim)
@@ -119,21 +128,22 @@ def test_smoke_run_console_is_a_few_short_lines(smoke_run):
   _, workdir, _ = smoke_run
   root = pathlib.Path(workdir).parent
   lines = (root / 'console.txt').read_text().splitlines()
-  progress = [l for l in lines if re.fullmatch(
-      r'\[\d/3 \w+\] step +\d+/12 \( *\d+%\)  loss \d+\.\d{4}  [\d.]+ steps/s  ETA \S+', l)]
-  assert [int(re.search(r'step +(\d+)/', l).group(1)) for l in progress] == list(range(1, 13))
+  progress = [line for line in lines if re.fullmatch(
+      r'\[\d/3 \w+\] step +\d+/12 \( *\d+%\)  loss \d+\.\d{4}  [\d.]+ steps/s  ETA \S+', line)]
+  steps = [int(re.search(r'step +(\d+)/', line).group(1)) for line in progress]
+  assert steps == list(range(1, 13))
   assert lines.count(f'new run in {workdir}: 12 steps, 3 stages, 1 cpu device') == 1
-  assert [l.split(':')[0] for l in lines if l.startswith('stage ')] == [
+  assert [line.split(':')[0] for line in lines if line.startswith('stage ')] == [
       'stage 1/3 sketch_photo', 'stage 2/3 photo_refine', 'stage 3/3 text_integration']
-  evals = [l for l in lines if l.startswith('eval at step')]
-  assert [l.split(' (')[0] for l in evals] == ['eval at step 6', 'eval at step 12']
+  evals = [line for line in lines if line.startswith('eval at step')]
+  assert [line.split(' (')[0] for line in evals] == ['eval at step 6', 'eval at step 12']
   assert 'Acc@1 %  shoes: sketch ' in evals[-1]
   # Besides those: the dataset build's own lines and the results table, nothing else.
-  others = [l for l in lines if l not in progress + evals and not l.startswith(('new run',
-                                                                                   'stage '))]
-  table = evaluate.results_table(json.loads((root / 'run' / 'results.json').read_text()))
+  others = [line for line in lines
+            if line not in progress + evals and not line.startswith(('new run', 'stage '))]
+  table = eval_report.results_table(json.loads((root / 'run' / 'results.json').read_text()))
   assert len(others) <= len(table.splitlines()) + 4, others
-  assert all(len(l) <= 100 for l in progress + evals)
+  assert all(len(line) <= 100 for line in progress + evals)
   # No metric dump, though the log was at INFO: the metrics went to TensorBoard only.
   log = (root / 'log.txt').read_text()
   assert 'curriculum/weight' not in log and '[Hyperparameters]' not in log
@@ -225,7 +235,8 @@ def test_skipped_bad_records_are_logged(tmp_path, monkeypatch):
   """on_bad_record='skip': a corrupt train record costs no step and shows in the metrics."""
   from stbir_jax.data import datasets  # pylint: disable=g-import-not-at-top
   config = _smoke(tmp_path, **{'data.on_bad_record': 'skip', 'train.num_steps': 4,
-                               'train.log_every': 1, 'eval.every_steps': 4})
+                               'train.log_every': 1})
+  config.evals.retrieval.every_steps = 4
   real = datasets.Split.parse
 
   def parse(self, index, raw=None):

@@ -183,15 +183,16 @@ def spec_from_config(config) -> synth.SynthSpec:
   return synth.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
 
 
-def for_config(config, cache=None):
-  """{dataset configuration: {mode: ceiling}} of a run's evaluation split, or None for data that
-  is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when present."""
+def for_config(config, split: str, cache=None):
+  """{dataset configuration: {mode: ceiling}} of a run's evaluation split `split`, or None for
+  data that is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when
+  present."""
   if config.data.name != names.SYNTH:
     return None
   if cache is not None and cache.exists():
     return json.loads(cache.read_text())
   spec = spec_from_config(config)
-  out = {name: ceiling(name, config.eval.split, spec) for name in config.data.configs}
+  out = {name: ceiling(name, split, spec) for name in config.data.configs}
   if cache is not None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=2, sort_keys=True) + '\n')

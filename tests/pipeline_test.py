@@ -227,7 +227,7 @@ def test_train_family_grouped_epochs(built):
 def test_train_determinism_and_exact_resume(built):
   a = _take(_train_iterator(built), 6)
   b = _take(_train_iterator(built), 6)
-  for x, y in zip(a, b):
+  for x, y in zip(a, b, strict=True):
     _same(x, y)
   c = next(_train_iterator(built, seed=1))
   assert not np.array_equal(a[0]['instance'], c['instance'])
@@ -238,9 +238,9 @@ def test_train_determinism_and_exact_resume(built):
   rest = _take(it, 3)
   resumed = _train_iterator(built)
   resumed.set_state(state)
-  for x, y in zip(rest, _take(resumed, 3)):
+  for x, y in zip(rest, _take(resumed, 3), strict=True):
     _same(x, y)
-  for x, y in zip(a[5:], rest):
+  for x, y in zip(a[5:], rest, strict=True):
     _same(x, y)
 
 
@@ -248,7 +248,7 @@ def test_process_shards_concatenate_to_global_batch(built):
   full = _take(_train_iterator(built), 5)
   p0 = _take(_train_iterator(built, process_index=0, process_count=2), 5)
   p1 = _take(_train_iterator(built, process_index=1, process_count=2), 5)
-  for f, a, b in zip(full, p0, p1):
+  for f, a, b in zip(full, p0, p1, strict=True):
     assert a['image'].shape[0] == 4
     _same(f, {k: np.concatenate([a[k], b[k]]) for k in f})
   with pytest.raises(ValueError, match='not divisible by 3'):
@@ -320,7 +320,7 @@ def test_eval_process_shards(built):
   parts = [list(_eval_queries(built, 'shoes', 'test', process_index=p, process_count=2))
            for p in range(2)]
   assert len(parts[0]) == len(parts[1]) == len(full)
-  for f, a, b in zip(full, *parts):
+  for f, a, b in zip(full, *parts, strict=True):
     _same(f, {k: np.concatenate([a[k], b[k]]) for k in f})
 
 
@@ -463,7 +463,7 @@ def test_bad_record_skip_substitutes_next_good_record(built, corrupt_record, kin
   # Deterministic: a resumed iterator repeats the stream, skips included.
   resumed = _train_iterator(config)
   resumed.set_state(state)
-  for x, y in zip(got[4:], _take(resumed, 4)):
+  for x, y in zip(got[4:], _take(resumed, 4), strict=True):
     _same(x, y)
 
 
@@ -522,10 +522,10 @@ def test_worker_processes_match_in_process(built):
   state = it.get_state()
   got += _take(it, 3)
   it.close()
-  for x, y in zip(want, got):
+  for x, y in zip(want, got, strict=True):
     _same(x, y)
   it = _train_iterator(c)
   it.set_state(state)
-  for x, y in zip(want[3:], _take(it, 3)):
+  for x, y in zip(want[3:], _take(it, 3), strict=True):
     _same(x, y)
   it.close()

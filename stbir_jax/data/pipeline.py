@@ -2,7 +2,7 @@
 
 It takes its part of the config, as big_vision's input pipeline does: `data` (config.data) and,
 for training, the global batch size and seed (config.train.batch_size, config.train.seed); for
-evaluation, the eval batch size (config.eval.batch_size); and the process index/count.
+evaluation, the eval batch size (config.evals.<name>.batch_size); and the process index/count.
 
 Data comes from the TFDS dataset directories of `config.data.configs` (datasets.py: where they
 live, `ensure_built`, `category_names`, the records); examples.py decodes a record into a row.
@@ -36,7 +36,7 @@ MAX_SKIP_WARNINGS skips naming the record, and adds SKIPPED_KEY to every batch: 
 bad records each row skipped (train.py logs their sum as data/skipped_records).
 
 Evaluation (`eval_gallery`, `eval_queries`) walks a split once, in stored order, in batches of
-config.eval.batch_size padded with `valid` False rows; with process_count > 1 each process
+config.evals.<name>.batch_size padded with `valid` False rows; with process_count > 1 each process
 yields its rows of every batch, as in training. Evaluation raises on a bad record whatever the
 policy: dropping a photo or a query would change the protocol every number is compared under.
 """
@@ -270,7 +270,7 @@ def train_iterator(data, *, batch_size: int, seed: int, process_index: int = 0,
 def _eval_batch_rows(batch_size: int, process_index: int, process_count: int):
   size = int(batch_size)
   if process_count < 1 or not 0 <= process_index < process_count or size % process_count:
-    raise DataError(f'config.eval.batch_size={size} must be divisible by process_count='
+    raise DataError(f'config.evals.<name>.batch_size={size} must be divisible by process_count='
                     f'{process_count} and 0 <= process_index={process_index} < it.')
   local = size // process_count
   return size, process_index * local, (process_index + 1) * local
@@ -308,7 +308,7 @@ def _padded_batches(items, make_row, data, batch_size, process_index, process_co
 def eval_gallery(data, dataset_config: str, split: str, *, batch_size: int,
                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Every photo of the split once: image, instance, category, family, valid (padded batches
-  of the global `batch_size`, config.eval.batch_size; `data` is config.data).
+  of the global `batch_size`, config.evals.<name>.batch_size; `data` is config.data).
 
   With process_count > 1, each process yields its rows [p*b, (p+1)*b) of every global batch
   (b = batch_size // process_count), as for training.

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import _tiny
 from configs import base
 from stbir_jax import ablate, compare, evaluate, train
 
@@ -83,7 +84,7 @@ def test_a_single_modality_baseline_answers_sketch_text_queries_with_its_modalit
 @pytest.fixture(scope='module')
 def smoke_baselines(tmp_path_factory):
   root = tmp_path_factory.mktemp('compare')
-  config = base.get_config('smoke')
+  config = _tiny.vit_towers(base.get_config('smoke'))
   config.data.data_dir = str(root / 'data')
   config.train.num_steps = 3
   config.train.checkpoint_every = 3

@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import _tiny
 from configs import base
 from stbir_jax import checkpoint, cli, config_checks, losses, sharding, stages, train, train_step
 from stbir_jax.data import datasets, pipeline
@@ -35,11 +36,8 @@ UNRAISABLE = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 
 
 def _config(root, **overrides):
-  config = base.get_config('smoke')
+  config = _tiny.vit_towers(base.get_config('smoke'))
   config.data.data_dir = str(root / 'data')
-  vit = dict(kind='vit', patch_size=8, hidden=16, layers=1, heads=2, mlp_dim=32)
-  config.model.sketch.update(vit)
-  config.model.photo.update(vit)
   config.model.fusion.kind = 'sum'
   config.stages = [stages.joint_stage(stages.PARAM_GROUPS, ['contrastive', 'triplet'])]
   config.train.update(num_steps=STEPS, checkpoint_every=1, keep_checkpoints=20, log_every=1)

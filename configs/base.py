@@ -44,7 +44,7 @@ Any field can be overridden on the command line, e.g.
 
 import ml_collections
 
-from stbir_jax import config_defaults, evaluate, stages
+from stbir_jax import config_defaults, eval_sections, stages
 from stbir_jax.data import names
 
 # Real datasets: prepared name -> (gallery scope, query modes, train steps, eval every).
@@ -203,7 +203,7 @@ def _demo(c):
   c.optim.warmup_steps = 200
   c.optim.weight_decay = 1e-4
   c.evals.retrieval.update(every_steps=1500, batch_size=256)
-  evaluate.add_section(c, 'robustness')   # the retrieval section's fields, and its buckets
+  eval_sections.add_section(c, 'robustness')   # the retrieval section's fields, and its buckets
   losses = ['contrastive', 'triplet', 'single_modality']
   losses += ['prototype'] if c.category.enabled else []
   c.stages = [stages.joint_stage(stages.param_groups(c), losses)]

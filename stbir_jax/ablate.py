@@ -30,7 +30,7 @@ from ml_collections import config_flags
 
 from stbir_jax import (
   config_overrides,  # noqa: F401  (list-valued --config.* flags)
-  evaluate,
+  eval_sections,
   paths,
   stages,
 )
@@ -60,7 +60,7 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
     raise ValueError(f'Unknown ablation variant {variant!r}; valid: {", ".join(VARIANTS)}.')
   c = ml_collections.ConfigDict(config.to_dict())
   c.train.seed = seed
-  evaluate.add_section(c, 'robustness')
+  eval_sections.add_section(c, 'robustness')
   if variant == 'curriculum_none':
     c.curriculum.kind = 'none'
   elif variant == 'curriculum_uniform':
@@ -187,8 +187,8 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
   {dataset: {mode: best possible Acc@1}} (data/ceiling.py) adds each Acc@1 as a fraction of its
   ceiling."""
   ceilings = ceilings or {}
-  retrieval = evaluate.config_section(config, 'retrieval')
-  robustness = evaluate.config_section(config, 'robustness')
+  retrieval = eval_sections.config_section(config, 'retrieval')
+  robustness = eval_sections.config_section(config, 'robustness')
   lines = [f'Measured with `{command}` (seeds {", ".join(map(str, seeds))}; `n`: the finished runs '
            f'a row averages, mean ± sample std over them). Evaluation split: '
            f'`{retrieval.split}`; every query against the whole gallery of its configuration.',
@@ -284,7 +284,7 @@ def main(argv):
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
   command = ' '.join(['python -m stbir_jax.ablate'] + sys.argv[1:])
-  split = evaluate.config_section(FLAGS.config, 'retrieval').split
+  split = eval_sections.config_section(FLAGS.config, 'retrieval').split
   ceilings = ceiling.for_config(FLAGS.config, split, paths.resolve(FLAGS.workdir) / 'ceiling.json')
   text = report(runs, FLAGS.config, seeds, command, ceilings)
   write_report(text, FLAGS.out)

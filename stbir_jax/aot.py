@@ -46,6 +46,7 @@ from stbir_jax import (
   config_checks,
   config_overrides,  # noqa: F401  (list-valued --config.* flags)
   degradations,
+  eval_sections,
   evaluate,
   sharding,
   stages,
@@ -336,7 +337,7 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
 
 def _eval_batch(config) -> int:
   """The batch size of the eval programs: the retrieval evaluator's."""
-  return evaluate.config_section(config, 'retrieval').batch_size
+  return eval_sections.config_section(config, 'retrieval').batch_size
 
 
 def _gib(x) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stbir_jax import ablate, evaluate, metrics, paths, stages
+from stbir_jax import ablate, eval_sections, evaluate, metrics, paths, stages
 from stbir_jax.data import ceiling
 
 TRAINED = ('triplet_sn', 'text_clip', 'joint_plain', 'stbir')
@@ -67,7 +67,7 @@ def baseline_config(config: ml_collections.ConfigDict, method: str, seed: int):
                        '(late_fusion is built from triplet_sn and text_clip).')
   c = ml_collections.ConfigDict(config.to_dict())
   c.train.seed = seed
-  evaluate.add_section(c, 'robustness')
+  eval_sections.add_section(c, 'robustness')
   if method == 'stbir':
     return c
   _without_modules(c)
@@ -112,7 +112,7 @@ def _embeddings(config, params, split, as_mode, evaluator_name, buckets):
   for the robustness `buckets` of the comparison (the same for both late-fusion sides)."""
   from stbir_jax.models.stbir import STBIR  # pylint: disable=g-import-not-at-top
   c = copy.deepcopy(config)
-  evaluate.add_section(c, evaluator_name)
+  eval_sections.add_section(c, evaluator_name)
   c.evals[evaluator_name].update(split=split, modes=[as_mode, 'sketch+text'])
   if evaluator_name == 'robustness':
     c.evals.robustness.buckets = list(buckets)
@@ -156,7 +156,7 @@ def _bucket_weight(config, prefix, weight):
 
 def _scope(config) -> str:
   """The gallery scope of the comparison: its retrieval evaluator's."""
-  return evaluate.config_section(config, 'retrieval').gallery_scope
+  return eval_sections.config_section(config, 'retrieval').gallery_scope
 
 
 def choose_fusion_weight(sketch_side, text_side, config) -> tuple[float, dict]:
@@ -218,14 +218,14 @@ def run_late_fusion(config, sketch_run, text_run, seed_dir) -> dict:
     run_dir, run_config = run_directory.load_run(run)
     _, params = run_directory.latest_params(run_dir, None)
     sides[name] = run_config, params, as_mode
-  buckets = evaluate.config_section(config, 'robustness').buckets
+  buckets = eval_sections.config_section(config, 'robustness').buckets
   embed = lambda side, split, evaluator: _embeddings(*sides[side][:2], split, sides[side][2],
                                                      evaluator, buckets)
   weight, scores = choose_fusion_weight(embed('sketch', 'validation', 'retrieval'),
                                         embed('text', 'validation', 'retrieval'), config)
   logging.info('late_fusion: w = %.2f (validation sketch+text Acc@1 %.4f)', weight,
                scores[weight][0])
-  test_split = evaluate.config_section(config, 'retrieval').split
+  test_split = eval_sections.config_section(config, 'retrieval').split
   results = {}
   for evaluator in ('retrieval', 'robustness'):
     results.update(late_fusion_results(embed('sketch', test_split, evaluator),
@@ -307,7 +307,7 @@ def main(argv):
   if not runs:
     raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
   command = ' '.join(['python -m stbir_jax.compare'] + sys.argv[1:])
-  split = evaluate.config_section(config, 'retrieval').split
+  split = eval_sections.config_section(config, 'retrieval').split
   text = report(runs, config, seeds, command,
                 ceiling.for_config(config, split, root / 'ceiling.json'))
   ablate.write_report(text, FLAGS.out, (BEGIN_MARK, END_MARK), 'Baselines')

@@ -8,7 +8,7 @@ configurations, global batch 1024, the paper's three alignment stages.
 
 import ml_collections
 
-from stbir_jax import evaluate, stages
+from stbir_jax import eval_sections, stages
 from stbir_jax.data import names
 
 
@@ -147,12 +147,13 @@ def get_config():
   c.stages = stages.alignment_stages()
 
   # ---------------------------------------------------------------- evaluation
-  # One section per evaluator that runs, by its name (stbir_jax/evaluate.py: each evaluator's
-  # fields, defaults and rules): every_steps, batch_size, split, modes, gallery_scope ('all'
-  # photos of the split | those of the same 'category'); robustness adds `buckets` (names of
-  # curriculum buckets). The full run evaluates retrieval; --config.evals='{}' evaluates nothing.
+  # One section per evaluator that runs, by its name (defaults: eval_sections.SECTION_DEFAULTS;
+  # rules: each evaluator's, stbir_jax/evaluate.py): every_steps, batch_size, split, modes,
+  # gallery_scope ('all' photos of the split | those of the same 'category'); robustness adds
+  # `buckets` (names of curriculum buckets). The full run evaluates retrieval;
+  # --config.evals='{}' evaluates nothing.
   c.evals = ml_collections.ConfigDict()
-  c.evals.retrieval = evaluate.default_section('retrieval')
+  c.evals.retrieval = eval_sections.default_section('retrieval')
 
   # ---------------------------------------------------------------- device mesh
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))

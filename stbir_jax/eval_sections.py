@@ -16,9 +16,21 @@ curriculum's bucket sections. `check_section` checks a config section against th
 bucket, so an evaluator never reads the run config itself.
 """
 
+import copy
 from collections.abc import Iterator
 
 import ml_collections
+
+# Each evaluator's section fields at their defaults, by registered name: here, without jax, so
+# that configs are built without importing the models. An evaluator class names its entry as
+# `section_defaults` (evaluate.EVALUATORS; tests/evaluate_test.py keeps the two in step); a new
+# evaluator adds its entry here and its class there.
+SECTION_DEFAULTS = {
+    'retrieval': dict(every_steps=2000, batch_size=256, split='test',
+                      modes=['sketch', 'text', 'sketch+text'], gallery_scope='all'),
+}
+SECTION_DEFAULTS['robustness'] = dict(
+    SECTION_DEFAULTS['retrieval'], buckets=['clean', 'moderate', 'severe', 'no_sketch', 'no_text'])
 
 # Run-wide fields an evaluator may name in its shared_fields -> where they are in the run config.
 SHARED = {'datasets': ('data', 'configs'), 'eval_seed': ('curriculum', 'eval_seed')}
@@ -73,6 +85,33 @@ def check_section(name: str, own, evaluator) -> None:
     expected = rule(own[key])
     if expected:
       raise EvaluatorError(f'{where}.{key}={own[key]!r}; expected {expected}.')
+
+
+def default_section(name: str) -> ml_collections.ConfigDict:
+  """Evaluator `name`'s section with every field at its default (a copy)."""
+  if name not in SECTION_DEFAULTS:
+    raise EvaluatorError(f'Unknown evaluator {name!r} (config.evals.{name}); valid evaluators: '
+                         f'{", ".join(sorted(SECTION_DEFAULTS))}.')
+  return ml_collections.ConfigDict(copy.deepcopy(SECTION_DEFAULTS[name]))
+
+
+def config_section(config, name: str) -> ml_collections.ConfigDict:
+  """config.evals.<name>; for an evaluator the run has no section for, its defaults with the
+  fields it shares with the run's first section (so it evaluates the same split, modes, batch
+  size and schedule)."""
+  if name in config.evals:
+    return config.evals[name]
+  own = default_section(name)
+  for other in config.evals.values():
+    own.update({k: _plain(v) for k, v in other.items() if k in own})
+    break
+  return own
+
+
+def add_section(config, name: str) -> None:
+  """Makes evaluator `name` one of the run's (config.evals.<name>, see config_section)."""
+  if name not in config.evals:
+    config.evals[name] = config_section(config, name)
 
 
 def default_data_fns() -> dict:

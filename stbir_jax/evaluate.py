@@ -31,11 +31,11 @@ name)` is config.evals.<name> plus the run-wide fields the evaluator names in `s
 (stbir_jax/eval_sections.py), and `run(variables)` takes what `model.apply` takes
 ({'params': ...}) and returns a flat dict of floats; `every_steps` says when the training loop
 runs it. A new evaluator writes `run` (or subclasses RetrievalEvaluator), names its section's
-fields with their defaults (`section_defaults`) and rules (`section_rules`), and is registered
-in EVALUATORS; `--config.evals.<name>` sections then configure it.
+fields with their defaults (`section_defaults`, also entered in eval_sections.SECTION_DEFAULTS,
+which configs are built from without importing jax) and rules (`section_rules`), and is
+registered in EVALUATORS; `--config.evals.<name>` sections then configure it.
 """
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 
@@ -46,7 +46,15 @@ from absl import logging
 
 from stbir_jax import config_rules, eval_report, metrics
 from stbir_jax.data.names import SPLITS
-from stbir_jax.eval_sections import EvalData, EvaluatorError, check_section, evaluator_section
+from stbir_jax.eval_sections import (
+  SECTION_DEFAULTS,
+  EvalData,
+  EvaluatorError,
+  add_section,
+  check_section,
+  config_section,
+  evaluator_section,
+)
 from stbir_jax.models.stbir import STBIR
 from stbir_jax.query_modes import MODES, apply_mode
 
@@ -87,8 +95,7 @@ class RetrievalEvaluator:
 
   name = 'retrieval'
   # Its section of the config (config.evals.retrieval): every field, at its default...
-  section_defaults = dict(every_steps=2000, batch_size=256, split='test',
-                          modes=['sketch', 'text', 'sketch+text'], gallery_scope='all')
+  section_defaults = SECTION_DEFAULTS['retrieval']
   # ... and the rule each value is checked by (check_sections, before a run starts).
   section_rules = dict(every_steps=config_rules.POSITIVE, batch_size=config_rules.POSITIVE,
                        split=config_rules.choice(*SPLITS),
@@ -264,8 +271,7 @@ class RobustnessEvaluator(RetrievalEvaluator):
   """Acc@1 and mAP of queries degraded by each bucket of its section's `buckets`."""
 
   name = 'robustness'
-  section_defaults = dict(RetrievalEvaluator.section_defaults,
-                          buckets=['clean', 'moderate', 'severe', 'no_sketch', 'no_text'])
+  section_defaults = SECTION_DEFAULTS['robustness']
   section_rules = dict(RetrievalEvaluator.section_rules, buckets=config_rules.names())
   shared_fields = ('datasets', 'eval_seed')  # keys fixed by the seed: runs are comparable
 
@@ -310,34 +316,6 @@ def get_evaluator(name: str):
     raise EvaluatorError(f'Unknown evaluator {name!r} (config.evals.{name}); valid evaluators: '
                          f'{", ".join(sorted(EVALUATORS))}.')
   return EVALUATORS[name]
-
-
-def default_section(name: str) -> ml_collections.ConfigDict:
-  """Evaluator `name`'s section with every field at its default (a copy)."""
-  return ml_collections.ConfigDict(copy.deepcopy(get_evaluator(name).section_defaults))
-
-
-def config_section(config, name: str) -> ml_collections.ConfigDict:
-  """config.evals.<name>; for an evaluator the run has no section for, its defaults with the
-  fields it shares with the run's first section (so it evaluates the same split, modes, batch
-  size and schedule)."""
-  if name in config.evals:
-    return config.evals[name]
-  own = default_section(name)
-  for other in config.evals.values():
-    own.update({k: _copy(v) for k, v in other.items() if k in own})
-    break
-  return own
-
-
-def _copy(value):
-  return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def add_section(config, name: str) -> None:
-  """Makes evaluator `name` one of the run's (config.evals.<name>, see config_section)."""
-  if name not in config.evals:
-    config.evals[name] = config_section(config, name)
 
 
 def section(config, name: str) -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from configs import base
-from stbir_jax import ablate, evaluate, stages
+from stbir_jax import ablate, eval_sections, stages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +90,7 @@ def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
   for m in config.evals.retrieval.modes:
     result.update({f'shoes/{m}/{k}': 0.5 for k, _ in ablate.OVERALL_METRICS})
     result.update({f'shoes/{b}/{m}/acc@1': 0.25
-                   for b in evaluate.config_section(config, 'robustness').buckets})
+                   for b in eval_sections.config_section(config, 'robustness').buckets})
   (tmp_path / 'full' / 'seed_1').mkdir(parents=True)
   (tmp_path / 'full' / 'seed_1' / 'results.json').write_text(json.dumps(result))
   out = tmp_path / 'report.md'

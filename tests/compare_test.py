@@ -7,7 +7,7 @@ import pytest
 
 import _tiny
 from configs import base
-from stbir_jax import ablate, compare, evaluate, train
+from stbir_jax import ablate, compare, eval_sections, train
 
 
 def _same_budget(a, b):
@@ -90,7 +90,7 @@ def smoke_baselines(tmp_path_factory):
   config.train.checkpoint_every = 3
   config.evals.retrieval.every_steps = 3
   # Fewer buckets, fewer compiled degradations: this fixture trains three models.
-  evaluate.add_section(config, 'robustness')
+  eval_sections.add_section(config, 'robustness')
   config.evals.robustness.buckets = ['moderate', 'no_sketch', 'no_text']
   results = {}
   for method in ('triplet_sn', 'text_clip', 'joint_plain'):

@@ -17,7 +17,16 @@ import ml_collections
 import pytest
 
 from configs import base
-from stbir_jax import checkpoint, cli, config_checks, evaluate, paths, run_config, stages, train
+from stbir_jax import (
+  checkpoint,
+  cli,
+  config_checks,
+  eval_sections,
+  paths,
+  run_config,
+  stages,
+  train,
+)
 from stbir_jax.data import tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,7 +155,7 @@ def test_evaluator_sections_are_checked_by_their_owner_naming_the_key(tmp_path):
                            r'evaluator reads every_steps, batch_size'):
     config_checks.validate_config(config)
   config = _smoke(tmp_path)
-  evaluate.add_section(config, 'robustness')
+  eval_sections.add_section(config, 'robustness')
   config.evals.robustness.buckets = ['clean', 'extreme']
   with pytest.raises(config_checks.ConfigError,
                      match=r"config.evals.robustness.buckets names 'extreme'; buckets in "

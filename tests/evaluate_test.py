@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 
 import _xla
 from configs import base
-from stbir_jax import config_rules, eval_report, evaluate
+from stbir_jax import config_rules, eval_report, eval_sections, evaluate
 
 D = 4           # embedding size = gallery size: gallery photo k encodes to one-hot e_k
 R, L = 4, 3     # tiny image side and text length
@@ -118,7 +119,7 @@ def _config(buckets=None, **fields):
   in both (split 'test' unless given) and robustness's `buckets`."""
   config = base.get_config('smoke')
   config.data.configs = ['shoes', 'chairs']
-  evaluate.add_section(config, 'robustness')
+  eval_sections.add_section(config, 'robustness')
   for own in config.evals.values():
     own.update(dict(dict(split='test'), **fields))
   if buckets is not None:
@@ -277,8 +278,9 @@ class GalleryNorm:
 
 def test_a_new_evaluator_is_a_class_with_its_section_and_a_registry_entry(monkeypatch):
   monkeypatch.setitem(evaluate.EVALUATORS, 'gallery_norm', GalleryNorm)
+  monkeypatch.setitem(eval_sections.SECTION_DEFAULTS, 'gallery_norm', GalleryNorm.section_defaults)
   config = _config()
-  config.evals.gallery_norm = evaluate.default_section('gallery_norm')
+  config.evals.gallery_norm = eval_sections.default_section('gallery_norm')
   evaluate.check_sections(config)
   evaluators = evaluate.make_evaluators(config, FakeSTBIR(), data_fns=DATA_FNS)
   assert [e.name for e in evaluators] == ['gallery_norm', 'retrieval', 'robustness']  # by name
@@ -389,3 +391,25 @@ def test_a_mode_without_any_query_says_which_mode_to_remove():
                      match=r"mode 'text'.*config.evals.retrieval.modes"):
     evaluate.make_evaluator('retrieval', _config(), FakeSTBIR(),
                             data_fns=dict(DATA_FNS, eval_queries=queries)).run({'params': {}})
+
+
+def test_each_evaluator_reads_the_section_defaults_that_configs_are_built_with():
+  assert sorted(evaluate.EVALUATORS) == sorted(eval_sections.SECTION_DEFAULTS)
+  for name, evaluator in evaluate.EVALUATORS.items():
+    assert evaluator.section_defaults is eval_sections.SECTION_DEFAULTS[name], name
+  with pytest.raises(evaluate.EvaluatorError, match=r"Unknown evaluator 'recall'.*"
+                                                    r"valid evaluators: retrieval, robustness"):
+    eval_sections.default_section('recall')
+
+
+def test_building_every_config_variant_imports_no_jax():
+  """Configs are data: loading one (a CLI's --config, a notebook's cell) must not pull in jax,
+  flax or the models."""
+  variants = [v for v in base.VARIANTS if v != 'demo_minilm']  # reads the bundled tokenizer
+  script = ('import sys; from configs import base\n'
+            f'for v in {variants!r}: base.get_config(v)\n'
+            "print(sorted(m for m in ('jax', 'flax', 'stbir_jax.models', 'stbir_jax.evaluate') "
+            'if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True,
+                       cwd=pathlib.Path(__file__).parent.parent)
+  assert out.stdout.strip() == '[]', out.stdout + out.stderr

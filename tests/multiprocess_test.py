@@ -47,11 +47,11 @@ WORKER = textwrap.dedent('''
                                process_id=pid, initialization_timeout=120)
   assert jax.process_count() == nproc and jax.device_count() == __DEVICES__, jax.devices()
   from configs import base
-  from stbir_jax import evaluate, train
+  from stbir_jax import eval_sections, train
   config = base.get_config('smoke')
   config.data.data_dir = data_dir
   config.train.num_steps = __STEPS__
-  evaluate.add_section(config, 'robustness')  # degradations of global query batches
+  eval_sections.add_section(config, 'robustness')  # degradations of global query batches
   config.optim.eps = __EPS__
   results = train.train_and_evaluate(config, workdir)
   with open(out, 'w') as f:

@@ -48,6 +48,7 @@ from stbir_jax import (
   degradations,
   eval_sections,
   evaluate,
+  hlo_census,
   sharding,
   stages,
   train_step,
@@ -84,15 +85,6 @@ CHIPS = {
                         'https://cloud.google.com/tpu/docs/v6e: 918 TFLOPs (bf16), 32 GB HBM, '
                         '1638 GBps'),
 }
-COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
-DTYPE_BYTES = {'pred': 1, 's8': 1, 'u8': 1, 'f8e4m3fn': 1, 'f8e5m2': 1, 'bf16': 2, 'f16': 2,
-               's16': 2, 'u16': 2, 'f32': 4, 's32': 4, 'u32': 4, 'f64': 8, 's64': 8, 'u64': 8,
-               'c64': 8, 'c128': 16}
-# `%name = SHAPE op(` or `op-start(` (async); `-done` halves are not counted again.
-_COLLECTIVE_RE = re.compile(r'=\s*(?P<shape>.*?)\s(?P<op>' + '|'.join(COLLECTIVES)
-                            + r')(?P<start>-start)?\(')
-_ARRAY_RE = re.compile(r'\b(' + '|'.join(DTYPE_BYTES) + r')\[([\d,]*)\]')
-
 
 class AotError(RuntimeError):
   pass
@@ -208,35 +200,6 @@ def state_bytes_per_chip(config, devices) -> dict:
 # ------------------------------------------------------------------------------------ analysis
 
 
-def _array_bytes(shape: str) -> list[int]:
-  return [DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(',') if d)
-          for dtype, dims in _ARRAY_RE.findall(shape)]
-
-
-def collectives(hlo_text: str) -> dict:
-  """{kind: {count, bytes}} of the collectives in compiled HLO text.
-
-  bytes: what each op produces, per chip: the reduced arrays of an all-reduce, the gathered
-  array of an all-gather, the shard of a reduce-scatter. An async `-start` returns (operands,
-  results[, scratch]); its largest array is counted (the result of a gather or reduction).
-  """
-  out = {kind: {'count': 0, 'bytes': 0} for kind in COLLECTIVES}
-  for line in hlo_text.splitlines():
-    m = _COLLECTIVE_RE.search(line)
-    if not m:
-      continue
-    sizes = _array_bytes(m['shape'])
-    entry = out[m['op']]
-    entry['count'] += 1
-    if m['start'] and m['op'] != 'all-reduce':
-      entry['bytes'] += max(sizes, default=0)
-    elif m['start']:  # all-reduce-start: (results) or one result
-      entry['bytes'] += sum(sizes)
-    else:
-      entry['bytes'] += sum(sizes)
-  return out
-
-
 def _cost(compiled) -> dict:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
@@ -270,11 +233,13 @@ def _out_of_memory(name: str, error: Exception, chip: Chip, compile_s: float) ->
       'flops': 0.0, 'bytes_accessed': 0.0,
       'roofline': {'compute_s': 0.0, 'memory_s': 0.0, 'step_s': 0.0, 'bound': 'none', 'mfu': 0.0,
                    'examples_per_s': 0.0},
-      'collectives': {kind: dict(zero) for kind in COLLECTIVES}}
+      'collectives': {kind: dict(zero) for kind in hlo_census.COLLECTIVES}}
 
 
-def analyse(name: str, lowered, chip: Chip, examples: int) -> dict:
-  """Compiles `lowered` and reads its per-chip memory, cost and collectives."""
+def analyse(name: str, lowered, chip: Chip, examples: int, hlo_dir: str = '') -> dict:
+  """Compiles `lowered` and reads its per-chip memory, cost, collectives and the arrays that hold
+  the whole batch of `examples` on a chip (hlo_census.batch_arrays); with `hlo_dir`, writes the
+  compiled HLO text there as <program>.hlo.txt."""
   start = time.time()
   try:
     compiled = lowered.compile()
@@ -291,6 +256,11 @@ def analyse(name: str, lowered, chip: Chip, examples: int) -> dict:
   flops, bytes_accessed = float(cost.get('flops', 0.0)), float(cost.get('bytes accessed', 0.0))
   compute_s, memory_s = flops / chip.peak_flops, bytes_accessed / chip.hbm_bandwidth
   bound_s = max(compute_s, memory_s)
+  hlo = compiled.as_text()
+  if hlo_dir:
+    os.makedirs(hlo_dir, exist_ok=True)
+    with open(os.path.join(hlo_dir, name.replace('/', '_') + '.hlo.txt'), 'w') as f:
+      f.write(hlo)
   return {
       'program': name, 'compile_s': round(compile_s, 1),
       'hbm': {'arguments': args, 'temporaries': temps, 'outputs': outputs,
@@ -301,15 +271,17 @@ def analyse(name: str, lowered, chip: Chip, examples: int) -> dict:
                    'bound': 'compute' if compute_s >= memory_s else 'memory',
                    'mfu': compute_s / bound_s if bound_s else 0.0,
                    'examples_per_s': examples / bound_s if bound_s else 0.0},
-      'collectives': collectives(compiled.as_text())}
+      'collectives': hlo_census.collectives(hlo),
+      'global_batch_arrays': hlo_census.batch_arrays(hlo, examples)}
 
 
 def _print(line: str) -> None:
   print(line, flush=True)
 
 
-def compile_for(config, topology: str, programs=(), log=_print) -> dict:
-  """The report of one topology: every program compiled for it."""
+def compile_for(config, topology: str, programs=(), log=_print, hlo_dir: str = '') -> dict:
+  """The report of one topology: every program compiled for it (HLO text to `hlo_dir`/<topology>
+  if given)."""
   devices = topology_devices(topology)
   chip = chip_of(devices)
   report = {'topology': topology, 'devices': len(devices), 'chip': dataclasses.asdict(chip),
@@ -326,9 +298,13 @@ def compile_for(config, topology: str, programs=(), log=_print) -> dict:
       f'{_gib(state["opt_state"])} GiB')
   for name, lowered in lowered_programs(config, devices, programs):
     examples = config.train.batch_size if name.startswith('train/') else _eval_batch(config)
-    row = analyse(name, lowered, chip, examples)
+    row = analyse(name, lowered, chip, examples,
+                  os.path.join(hlo_dir, topology.replace(':', '_')) if hlo_dir else '')
     report['programs'].append(row)
     log(format_row(topology, row))
+    whole = row.get('global_batch_arrays', {})
+    if len(devices) > 1 and whole.get('count'):
+      log(format_global_batch(row['program'], whole))
   return report
 
 
@@ -359,6 +335,14 @@ def format_row(topology: str, row: dict) -> str:
           f'{_gib(h["capacity"]):>5} {h["headroom"]:>5.0%} {row["flops"] / 1e12:>7.2f} '
           f'{row["bytes_accessed"] / 1e9:>7.1f} {r["step_s"] * 1e3:>8.1f} {r["bound"]:>7} '
           f'{r["examples_per_s"]:>8.0f} {row["compile_s"]:>6.0f}s  {coll or "none"}{flag}')
+
+
+def format_global_batch(program: str, whole: dict) -> str:
+  """A line naming the arrays with a dimension of the whole batch in a chip's program (they are
+  computed on every chip; a model dimension equal to the batch shows up here too)."""
+  shapes = ', '.join(f'{a["shape"]} {a["op"]} x{a["count"]}' for a in whole['largest'][:4])
+  return (f'  {program}: {whole["count"]} arrays have a dimension of the whole batch '
+          f'({whole["batch"]}), {_gib(whole["bytes"])} GiB summed; largest: {shapes}')
 
 
 def misfits(report: dict, config) -> list[str]:
@@ -408,15 +392,17 @@ def _define_flags():
   flags.DEFINE_list('programs', [], 'Compile only these programs (names or prefixes: '
                     'train/text_integration, train, eval); default: all.')
   flags.DEFINE_string('out', '', 'Write the reports as JSON here.')
+  flags.DEFINE_string('hlo_dir', '', 'Write each compiled program\'s HLO text under '
+                      'HLO_DIR/<topology>/<program>.hlo.txt.')
   flags.mark_flags_as_required(['config'])
 
 
-def run(config, topologies, out: str = '', programs=(), log=_print):
+def run(config, topologies, out: str = '', programs=(), log=_print, hlo_dir: str = ''):
   """Compiles for every topology; -> (reports, misfit messages). Writes JSON to `out`."""
   log(HEADER)
   reports, problems = [], []
   for topology in topologies:
-    report = compile_for(config, topology, programs, log=log)
+    report = compile_for(config, topology, programs, log=log, hlo_dir=hlo_dir)
     reports.append(report)
     problems += misfits(report, config)
   if out:
@@ -429,7 +415,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    _, problems = run(FLAGS.config, FLAGS.topology, FLAGS.out, FLAGS.programs)
+    _, problems = run(FLAGS.config, FLAGS.topology, FLAGS.out, FLAGS.programs,
+                      hlo_dir=FLAGS.hlo_dir)
   except (AotError, ValueError) as e:  # ValueError: config and mesh checks (train, sharding)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -1,5 +1,6 @@
 """stbir_jax.aot: compiling for a TPU topology on a CPU host (libtpu), per-chip memory and cost,
-FSDP lowering the per-chip state, the HLO collectives parser and the does-not-fit message."""
+FSDP lowering the per-chip state, the HLO census (collectives, whole-batch arrays) and the
+does-not-fit message."""
 
 import importlib.util
 import json
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from configs import base
-from stbir_jax import aot
+from stbir_jax import aot, hlo_census
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_libtpu = pytest.mark.skipif(
@@ -47,6 +48,7 @@ def test_smoke_query_encoder_compiles_for_v5e_and_fsdp_4_lowers_argument_bytes()
   assert row['hbm']['capacity'] == 16 * 2**30 and 0 < row['hbm']['headroom'] < 1
   assert row['flops'] > 0 and row['bytes_accessed'] > 0
   assert row['roofline']['step_s'] > 0 and 0 < row['roofline']['mfu'] <= 1
+  assert row['global_batch_arrays']['batch'] == 8  # the smoke eval batch; a chip holds 2 rows
   # The smoke text tower's token embedding (30522 x 16 > FSDP_MIN_SIZE) is split 4 ways, so
   # every chip holds a quarter of it: the params one chip holds fall, and so do the compiled
   # arguments (by at least half as much: TPU layouts pad small arrays).
@@ -83,11 +85,34 @@ def test_collectives_are_counted_by_kind_with_their_bytes():
   ROOT %rs = f32[128]{0} reduce-scatter(f32[1024]{0} %g), dimensions={0}
   %fusion = f32[3]{0} fusion(%all-reduce.1), kind=kLoop
 """
-  c = aot.collectives(hlo)
+  c = hlo_census.collectives(hlo)
   assert c['all-reduce'] == {'count': 2, 'bytes': 1024 * 512 * 4 + 8 * 4 + 16 * 2}
   assert c['all-gather'] == {'count': 1, 'bytes': 512 * 768 * 2}
   assert c['reduce-scatter'] == {'count': 1, 'bytes': 128 * 4}
   assert c['all-to-all'] == c['collective-permute'] == {'count': 0, 'bytes': 0}
+
+
+def test_arrays_with_a_dimension_of_the_whole_batch_are_found_with_their_bytes():
+  # A chip's program of a step with global batch 776 on 8 chips: 97 rows a chip, except the
+  # gathered text activations (776 rows) and a 776 x 776 similarity matrix.
+  hlo = """
+  %param.1 = bf16[97,224,224,3]{3,2,1,0} parameter(0)
+  %all-gather.2 = f32[776,32,256]{2,1,0} all-gather(f32[97,32,256]{2,1,0} %x), dimensions={0}
+  %fusion.3 = f32[776,32,256]{2,1,0} fusion(%all-gather.2), kind=kLoop
+  %dot.4 = f32[776,776]{1,0} dot(f32[776,512] %a, f32[776,512] %b)
+  %tuple.5 = (s32[776]{0}, f32[97]{0}) tuple(%i, %j)
+  ROOT %fusion.6 = f32[97,512]{1,0} fusion(%dot.4), kind=kLoop
+"""
+  whole = hlo_census.batch_arrays(hlo, 776)
+  act, sim = 776 * 32 * 256 * 4, 776 * 776 * 4
+  assert whole['batch'] == 776 and whole['count'] == 4
+  assert whole['bytes'] == 2 * act + sim + 776 * 4
+  assert whole['largest'][0] == {'shape': 'f32[776,32,256]', 'op': 'all-gather', 'count': 1,
+                                 'bytes': act}
+  assert [a['shape'] for a in whole['largest']] == [
+      'f32[776,32,256]', 'f32[776,32,256]', 'f32[776,776]', 's32[776]']
+  assert hlo_census.batch_arrays(hlo, 97)['count'] == 3  # the per-chip rows
+  assert hlo_census.array_bytes('(f32[2,3]{1,0}, bf16[4]{0})') == [24, 8]
 
 
 def test_a_step_that_does_not_fit_says_by_how_much_and_what_to_change():

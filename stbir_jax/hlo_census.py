@@ -22,6 +22,13 @@ _COLLECTIVE_RE = re.compile(r'=\s*(?P<shape>.*?)\s(?P<op>' + '|'.join(COLLECTIVE
 _ARRAY_RE = re.compile(r'\b(' + '|'.join(DTYPE_BYTES) + r')\[([\d,]*)\]')
 # An instruction's result: `%name = SHAPE opcode(` (SHAPE one array or a tuple of them).
 _RESULT_RE = re.compile(r'^\s*(?:ROOT\s+)?%\S+\s*=\s*(?P<shape>.*?)\s(?P<op>[\w-]+)\(')
+# A computation's header, `[ENTRY ]%name (params) -> shape {`, and the computations an
+# instruction runs inside itself (a fusion's body, a reducer): theirs are not buffers.
+_COMPUTATION_RE = re.compile(r'^(?:ENTRY\s+)?(%[\w.-]+)\s.*\{$')
+_INNER_RE = re.compile(r'(?:calls|to_apply)=(%[\w.-]+)')
+# Results that name another instruction's buffer (or a tuple of buffers: an async `-start` holds
+# its operands and results, which its `-done` gives out).
+_ALIASES = ('get-tuple-element', 'bitcast', 'tuple')
 
 
 def _arrays(shape: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -60,20 +67,38 @@ def collectives(hlo_text: str) -> dict:
   return out
 
 
-def batch_arrays(hlo_text: str, batch: int, top: int = 8) -> dict:
-  """The instruction results in `hlo_text` with a dimension equal to `batch`: their count, their
-  bytes summed (an upper bound of what they hold at once: buffers are reused), and the `top`
-  largest distinct (dtype, shape, opcode) with how often each occurs, largest first."""
-  count, total, kinds = 0, 0, collections.Counter()
-  for line in hlo_text.splitlines():
+def _buffer_results(hlo_text: str):
+  """(shape, opcode) of each instruction that gets a buffer of its own: those outside fusion
+  bodies and reducers (while loops' bodies and called computations included), not aliases."""
+  lines = hlo_text.splitlines()
+  inner = set()
+  for line in lines:
     m = _RESULT_RE.match(line)
-    if not m:
+    if m and (m['op'] == 'fusion' or m['op'].endswith('-start') or 'to_apply=' in line):
+      inner.update(_INNER_RE.findall(line))
+  computation = None
+  for line in lines:
+    header = _COMPUTATION_RE.match(line)
+    if header:
+      computation = header[1]
       continue
-    for dtype, dims in _arrays(m['shape']):
+    m = _RESULT_RE.match(line)
+    if m and computation not in inner and not (m['op'] in _ALIASES or
+                                               m['op'].endswith('-start')):
+      yield m['shape'], m['op']
+
+
+def batch_arrays(hlo_text: str, batch: int, top: int = 8) -> dict:
+  """The buffers of a compiled program (`hlo_text`) with a dimension equal to `batch`: their
+  count, their bytes summed (an upper bound of what they hold at once: buffers are reused), and
+  the `top` largest distinct (dtype, shape, opcode) with how often each occurs, largest first."""
+  count, total, kinds = 0, 0, collections.Counter()
+  for shape, op in _buffer_results(hlo_text):
+    for dtype, dims in _arrays(shape):
       if batch in dims:
         count += 1
         total += _nbytes(dtype, dims)
-        kinds[(dtype, dims, m['op'])] += 1
+        kinds[(dtype, dims, op)] += 1
   largest = sorted(kinds.items(), key=lambda kv: -_nbytes(kv[0][0], kv[0][1]))[:top]
   return {'batch': batch, 'count': count, 'bytes': total,
           'largest': [{'shape': f'{dtype}[{",".join(map(str, dims))}]', 'op': op, 'count': n,

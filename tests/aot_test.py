@@ -94,24 +94,33 @@ def test_collectives_are_counted_by_kind_with_their_bytes():
 
 def test_arrays_with_a_dimension_of_the_whole_batch_are_found_with_their_bytes():
   # A chip's program of a step with global batch 776 on 8 chips: 97 rows a chip, except the
-  # gathered text activations (776 rows) and a 776 x 776 similarity matrix.
+  # gathered text activations (776 rows) and a 776 x 776 similarity matrix. What a fusion
+  # computes inside itself has no buffer of its own.
   hlo = """
+%fused_computation.7 (param_0: f32[776,776]) -> f32[97,512] {
+  %param_0 = f32[776,776]{1,0} parameter(0)
+  %inside.8 = f32[776,776]{1,0} exponential(f32[776,776]{1,0} %param_0)
+  ROOT %r.9 = f32[97,512]{1,0} slice(%inside.8)
+}
+
+ENTRY %main.10 (param.1: bf16[97,224,224,3]) -> f32[97,512] {
   %param.1 = bf16[97,224,224,3]{3,2,1,0} parameter(0)
   %all-gather.2 = f32[776,32,256]{2,1,0} all-gather(f32[97,32,256]{2,1,0} %x), dimensions={0}
   %fusion.3 = f32[776,32,256]{2,1,0} fusion(%all-gather.2), kind=kLoop
   %dot.4 = f32[776,776]{1,0} dot(f32[776,512] %a, f32[776,512] %b)
   %tuple.5 = (s32[776]{0}, f32[97]{0}) tuple(%i, %j)
-  ROOT %fusion.6 = f32[97,512]{1,0} fusion(%dot.4), kind=kLoop
+  ROOT %fusion.6 = f32[97,512]{1,0} fusion(%dot.4), kind=kLoop, calls=%fused_computation.7
+}
 """
   whole = hlo_census.batch_arrays(hlo, 776)
   act, sim = 776 * 32 * 256 * 4, 776 * 776 * 4
-  assert whole['batch'] == 776 and whole['count'] == 4
-  assert whole['bytes'] == 2 * act + sim + 776 * 4
+  assert whole['batch'] == 776 and whole['count'] == 3  # a tuple holds no buffer of its own
+  assert whole['bytes'] == 2 * act + sim
   assert whole['largest'][0] == {'shape': 'f32[776,32,256]', 'op': 'all-gather', 'count': 1,
                                  'bytes': act}
   assert [a['shape'] for a in whole['largest']] == [
-      'f32[776,32,256]', 'f32[776,32,256]', 'f32[776,776]', 's32[776]']
-  assert hlo_census.batch_arrays(hlo, 97)['count'] == 3  # the per-chip rows
+      'f32[776,32,256]', 'f32[776,32,256]', 'f32[776,776]']
+  assert hlo_census.batch_arrays(hlo, 97)['count'] == 2  # the per-chip rows, not the fusion's
   assert hlo_census.array_bytes('(f32[2,3]{1,0}, bf16[4]{0})') == [24, 8]
 
 

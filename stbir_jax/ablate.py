@@ -11,6 +11,8 @@ Runs, for every seed, the full model and one variant per removed module:
   joint                module 3 off: one stage training every tower jointly on sketch+text
   staged               module 3 on, for a config that trains one joint stage (the demo):
                        the paper's schedule, stages.PAPER_SCHEDULE
+  staged_modalities    module 3 with both modalities aligned with the photo first, then the
+                       fused query: stages.MODALITY_FIRST_SCHEDULE (not a default variant)
 The default --variants are `full`, the three module-off variants that differ from it, and
 `joint` or `staged`, whichever changes the config's schedule.
 Each run lives in WORKDIR/VARIANT/seed_K and is skipped when its results.json exists, so an
@@ -36,7 +38,8 @@ from stbir_jax import (
 )
 from stbir_jax.data import ceiling
 
-VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged')
+VARIANTS = ('full', 'curriculum_none', 'curriculum_uniform', 'no_category', 'joint', 'staged',
+            'staged_modalities')
 
 FLAGS = flags.FLAGS
 
@@ -76,8 +79,9 @@ def variant_config(config: ml_collections.ConfigDict, variant: str, seed: int):
     groups = list(stages.MODEL_GROUPS) + [
         g for stage in c.stages for g in stage.train if g == 'prototypes']
     c.stages = [stages.joint_stage(dict.fromkeys(groups), losses)]
-  elif variant == 'staged':
-    c.stages = stages.alignment_stages()
+  elif variant in ('staged', 'staged_modalities'):
+    c.stages = stages.alignment_stages(stages.PAPER_SCHEDULE if variant == 'staged'
+                                       else stages.MODALITY_FIRST_SCHEDULE)
     if not c.category.enabled:
       for stage in c.stages:
         stage.losses = [loss for loss in stage.losses if loss != 'prototype']

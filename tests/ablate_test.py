@@ -82,6 +82,17 @@ def test_staged_variant_restores_the_paper_schedule_for_the_joint_demo():
   assert [s.name for s in stages.build_stages(staged)] == ['sketch_photo', 'photo_refine',
                                                            'text_integration']
   assert ablate.default_variants(base.get_config())[-1] == 'joint'
+  modal = stages.build_stages(ablate.variant_config(config, 'staged_modalities', 0))
+  # 3,000 steps: both modalities against the photo for the first half, then the fused query.
+  assert [(s.name, s.start, s.end, s.losses) for s in modal] == [
+      ('modality_photo', 0, 1500, ('single_modality',)),
+      ('text_integration', 1500, 3000,
+       ('contrastive', 'triplet', 'prototype', 'single_modality'))]
+  assert 'text' in modal[0].train and 'photo' in modal[0].train
+  no_category = ablate.variant_config(base.get_config('demo'), 'no_category', 0)
+  no_category = ablate.variant_config(no_category, 'staged_modalities', 0)
+  assert all('prototypes' not in s.train and 'prototype' not in s.losses
+             for s in stages.build_stages(no_category))
 
 
 def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from stbir_jax import sharding
+
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -116,16 +118,18 @@ class Attention(nn.Module):
     head_dim = self.hidden // self.heads
     dense = lambda name: nn.Dense(self.hidden, dtype=self.dtype, kernel_init=DENSE_INIT, name=name)
     split = lambda t: t.reshape(t.shape[:-1] + (self.heads, head_dim))
-    q = split(dense('q_proj')(x))
-    k = split(dense('k_proj')(kv))
-    v = split(dense('v_proj')(kv))
+    # Each projection stays split over the batch: with fsdp-sharded kernels the partitioner would
+    # otherwise follow the kernel's split, gather the whole global batch onto every chip and
+    # all-reduce the activations (tensor parallelism by accident; docs/scaling.md).
+    project = lambda name, t: split(sharding.constrain_to_batch(dense(name)(t)))
+    q, k, v = project('q_proj', x), project('k_proj', kv), project('v_proj', kv)
     scores = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) * head_dim**-0.5
     if mask is not None:
       scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
     out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
     out = out.reshape(out.shape[:-2] + (self.hidden,))
-    return dense('out_proj')(out)
+    return sharding.constrain_to_batch(dense('out_proj')(out))
 
 
 class Mlp(nn.Module):
@@ -136,8 +140,9 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x):
     h = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=DENSE_INIT, name='fc1')(x)
-    h = self.act(h)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=DENSE_INIT, name='fc2')(h)
+    h = self.act(sharding.constrain_to_batch(h))   # split over the batch, as in Attention
+    return sharding.constrain_to_batch(
+        nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=DENSE_INIT, name='fc2')(h))
 
 
 class TransformerLayer(nn.Module):

@@ -43,6 +43,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from stbir_jax import sharding
 from stbir_jax.models import layers
 
 DEPTHS = {18: ('basic', (2, 2, 2, 2)), 34: ('basic', (3, 4, 6, 3)),
@@ -97,12 +98,14 @@ class Block(nn.Module):
     h = x
     for k, (features, kernel, stride) in enumerate(convs):
       last = k == len(convs) - 1
-      h = _conv(features, kernel, stride, self.dtype, f'conv_{k}')(h)
+      # Split over the batch (layers.Attention says why).
+      h = sharding.constrain_to_batch(_conv(features, kernel, stride, self.dtype, f'conv_{k}')(h))
       h = _norm(self.norm, features, self.dtype, f'norm_{k}', zero_init=last)(h)
       if not last:
         h = nn.relu(h)
     if x.shape[-1] != self.features or self.stride != 1:
-      x = _conv(self.features, 1, self.stride, self.dtype, 'shortcut_conv')(x)
+      x = sharding.constrain_to_batch(
+          _conv(self.features, 1, self.stride, self.dtype, 'shortcut_conv')(x))
       x = _norm(self.norm, self.features, self.dtype, 'shortcut_norm')(x)
     return nn.relu(h + x)
 

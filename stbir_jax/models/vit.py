@@ -47,6 +47,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from stbir_jax import sharding
 from stbir_jax.models import layers
 
 VARIANTS = {  # variant -> (activation, layer-norm eps, patch bias, pre_layrnorm)
@@ -84,7 +85,8 @@ class ViT(nn.Module):
     x = nn.Conv(self.hidden, (p, p), strides=(p, p), padding='VALID', use_bias=patch_bias,
                 dtype=self.dtype, kernel_init=nn.initializers.lecun_normal(),
                 name='patch_embedding')(x.astype(self.dtype))
-    x = x.reshape(b, -1, self.hidden)
+    # The patches stay split over the batch (layers.Attention says why).
+    x = sharding.constrain_to_batch(x.reshape(b, -1, self.hidden))
     if self.variant == 'siglip':
       return self._siglip(x, act, eps)
     cls = self.param('class_embedding', nn.initializers.normal(self.hidden**-0.5),

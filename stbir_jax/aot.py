@@ -185,7 +185,8 @@ def lowered_programs(config, devices, programs=()):
 
 
 def state_bytes_per_chip(config, devices) -> dict:
-  """Bytes of params and of optimiser state one chip holds, from their shardings."""
+  """Bytes of params and of optimiser state one chip holds, from their shardings, and the sizes
+  of the parameters' dimensions (`param_dims`)."""
   mesh = sharding.make_mesh(config.mesh, devices)
   model = stbir.STBIR.from_config(config)
   state, _ = train_step.abstract_state(config, model,
@@ -194,7 +195,8 @@ def state_bytes_per_chip(config, devices) -> dict:
   def per_chip(tree):
     return int(sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                    for x in jax.tree.leaves(tree)))
-  return {'params': per_chip(state.params), 'opt_state': per_chip(state.opt_state)}
+  return {'params': per_chip(state.params), 'opt_state': per_chip(state.opt_state),
+          'param_dims': sorted({d for x in jax.tree.leaves(state.params) for d in x.shape})}
 
 
 # ------------------------------------------------------------------------------------ analysis
@@ -292,6 +294,7 @@ def compile_for(config, topology: str, programs=(), log=_print, hlo_dir: str = '
             'remat': str(config.model.remat),
             'state_per_chip': state_bytes_per_chip(config, devices), 'programs': []}
   state = report['state_per_chip']
+  model_dims = set(state.pop('param_dims'))
   log(f'{topology}: {len(devices)} devices of {report["chip"]["name"]} on {report["processes"]} '
       f'host(s), mesh {report["mesh"]}, batch {report["batch_size"]}, {report["dtype"]}, remat '
       f'{report["remat"]}; state per chip: params {_gib(state["params"])} GiB, optimiser '
@@ -300,10 +303,14 @@ def compile_for(config, topology: str, programs=(), log=_print, hlo_dir: str = '
     examples = config.train.batch_size if name.startswith('train/') else _eval_batch(config)
     row = analyse(name, lowered, chip, examples,
                   os.path.join(hlo_dir, topology.replace(':', '_')) if hlo_dir else '')
+    if 'global_batch_arrays' in row and examples in model_dims:
+      # A model dimension of the same size would be counted as the batch.
+      row['global_batch_arrays'] = {'batch': examples, 'skipped': 'a parameter has a dimension '
+                                    f'of {examples}; compile with another batch to check'}
     report['programs'].append(row)
     log(format_row(topology, row))
     whole = row.get('global_batch_arrays', {})
-    if len(devices) > 1 and whole.get('count'):
+    if len(devices) > 1 and (whole.get('count') or whole.get('skipped')):
       log(format_global_batch(row['program'], whole))
   return report
 
@@ -339,7 +346,10 @@ def format_row(topology: str, row: dict) -> str:
 
 def format_global_batch(program: str, whole: dict) -> str:
   """A line naming the arrays with a dimension of the whole batch in a chip's program (they are
-  computed on every chip; a model dimension equal to the batch shows up here too)."""
+  computed on every chip), or why they were not counted."""
+  if 'skipped' in whole:
+    return (f'  {program}: arrays of the whole batch ({whole["batch"]}) not counted: '
+            f'{whole["skipped"]}')
   shapes = ', '.join(f'{a["shape"]} {a["op"]} x{a["count"]}' for a in whole['largest'][:4])
   return (f'  {program}: {whole["count"]} arrays have a dimension of the whole batch '
           f'({whole["batch"]}), {_gib(whole["bytes"])} GiB summed; largest: {shapes}')

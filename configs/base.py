@@ -6,9 +6,10 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
   python -m stbir_jax.main --config=configs/base.py --workdir=gs://BUCKET/stbir
 
 As written (float32 compute, no remat, global batch 1024, data-parallel) the full run is for GPU
-nodes with large memory: it does not fit a TPU v5e-8's 16 GiB chips (even in bf16 with full remat
-and fsdp, batch 1024 needs 16.23 GiB of temporaries a chip; docs/scaling.md). On a TPU VM use
-the preset of the slice, sized for >= 15 % HBM headroom:
+nodes with large memory: data-parallel, every chip holds the whole float32 state (2.7 GiB) and the
+activations of its share of the batch without remat. On a TPU VM use the preset of the slice
+(bf16 compute, full remat, state sharded over every chip), sized for >= 15 % HBM headroom; the
+v5e_8 preset is compiled at its batch of 768 (5.57 GiB a chip; docs/scaling.md):
 
   configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
   configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
@@ -58,13 +59,10 @@ REAL_DATASETS = {
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
-# fsdp axis size; -1 = every chip). See _tpu_preset. The batches scale the one measured compile
-# of the largest step (docs/scaling.md): at batch 1024 on v5e:2x4 (128 a chip, bf16, full remat,
-# fsdp 8) the TPU compiler needs 16.23 GiB of temporaries, more than the 15.75 GiB a v5e chip
-# offers; 96 a chip leaves >= 15 % free on a 16 GiB chip, and chips with more HBM take
-# proportionally more. v5e_256: batch 8192 (32 a chip) was refused too (19.96 GiB of
-# temporaries): part of the step grows with the global batch on every chip (docs/scaling.md);
-# 4096 halves it, not verified by a compile.
+# fsdp axis size; -1 = every chip). See _tpu_preset. v5e_8 is compiled at its batch: 5.57 GiB a
+# chip of 16, 65 % free. The others were scaled (96 a chip on 16 GiB, proportionally more on
+# larger chips) from compiles refused before the FSDP activation fix (docs/scaling.md), when
+# every chip still ran the towers on the whole global batch; not yet compiled at their batch.
 TPU_PRESETS = {
     'v5e_8': ('v5e:2x4', 768, 'full', -1),
     'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),

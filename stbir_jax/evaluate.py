@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from stbir_jax import config_rules, eval_report, metrics
+from stbir_jax import config_rules, eval_report, metrics, sharding
 from stbir_jax.data.names import SPLITS
 from stbir_jax.eval_sections import (
   SECTION_DEFAULTS,
@@ -117,12 +117,13 @@ class RetrievalEvaluator:
     self.modes = tuple(section.modes)
     self.scope = section.gallery_scope
     self.batch_size = int(section.batch_size)
-    # Compiled once; batches have one fixed padded shape (see _fixed_size).
-    self._encode_gallery = jax.jit(
-        lambda v, image: model.apply(v, image, method='encode_gallery'))
-    self._encode_query = jax.jit(lambda v, b: model.apply(
+    # Compiled once; batches have one fixed padded shape (see _fixed_size). Traced under the
+    # mesh: each device encodes its share of the batch (sharding.constrain_to_batch).
+    self._encode_gallery = jax.jit(sharding.traced_under(
+        mesh, lambda v, image: model.apply(v, image, method='encode_gallery')))
+    self._encode_query = jax.jit(sharding.traced_under(mesh, lambda v, b: model.apply(
         v, b['sketch'], b['text_ids'], b['text_mask'], b['has_sketch'], b['has_text'],
-        method='encode_query'))
+        method='encode_query')))
 
   # ------------------------------------------------------------------ hooks for subclasses
 
@@ -143,7 +144,6 @@ class RetrievalEvaluator:
   def _to_device(self, batch: dict) -> dict:
     if self.mesh is None:
       return batch
-    from stbir_jax import sharding  # pylint: disable=g-import-not-at-top
     return sharding.global_batch(self.mesh, batch)
 
   def _fetch(self, x) -> np.ndarray:

@@ -69,6 +69,18 @@ def constrain_to_batch(x):
   return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
 
 
+def traced_under(mesh: Mesh | None, fn):
+  """`fn`, traced under `mesh` (its abstract mesh) so that the model's constrain_to_batch
+  applies when it is jitted; `fn` itself without a mesh."""
+  if mesh is None:
+    return fn
+
+  def under_mesh(*args):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args)
+  return under_mesh
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -278,11 +278,6 @@ def jit_step(config, model, stage: stages.Stage, constants: Constants, total_ste
   """A stage's train step, jitted with the run's shardings; the state is donated. Traced under
   the mesh, so that the model's sharding constraints (sharding.constrain_to_batch) apply."""
   step_fn = make_step_fn(config, model, stage, constants, total_steps)
-
-  def step_under_mesh(state, batch):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return step_fn(state, batch)
-
-  return jax.jit(step_under_mesh,
+  return jax.jit(sharding.traced_under(mesh, step_fn),
                  in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))

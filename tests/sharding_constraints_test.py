@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent('''
   import jax
   from configs import base
   import _tiny
-  from stbir_jax import aot, sharding, stages, train_step
+  from stbir_jax import aot, evaluate, sharding, stages, train_step
   from stbir_jax.models import stbir
 
   assert jax.device_count() == 8, jax.devices()
@@ -42,9 +42,14 @@ SCRIPT = textwrap.dedent('''
 
   def mlp_batches():
     """The leading dimensions of the text tower's MLP activations and of the ViT's token
-    activations (width 64) in a chip's program."""
+    activations (width 64) in a chip's program: the train step's, and the evaluator's query
+    encoder's (the sketch ViT and the text tower)."""
     step = train_step.jit_step(config, model, stage, constants, 6, mesh, shardings)
     hlo = step.lower(state, batch).compile().as_text()
+    evaluator = evaluate.make_evaluator('retrieval', config, model, data_fns={}, mesh=mesh)
+    query = {k: batch[k] for k in evaluate.QUERY_KEYS}
+    variables = stbir.model_variables(state.params)
+    hlo += evaluator._encode_query.lower(variables, query).compile().as_text()
     return {tower: sorted({int(b) for b in re.findall(rf'f32\\[(\\d+),{shape}\\]', hlo)})
             for tower, shape in (('text', f'{length},48'), ('vit', '17,64'))}
 

@@ -9,7 +9,8 @@ As written (float32 compute, no remat, global batch 1024, data-parallel) the ful
 nodes with large memory: data-parallel, every chip holds the whole float32 state (2.7 GiB) and the
 activations of its share of the batch without remat. On a TPU VM use the preset of the slice
 (bf16 compute, full remat, state sharded over every chip), sized for >= 15 % HBM headroom; the
-v5e_8 preset is compiled at its batch of 768 (5.57 GiB a chip; docs/scaling.md):
+v5e_8 and v5e_256 presets are compiled at their batches (5.57 and 1.38 GiB a chip;
+docs/scaling.md):
 
   configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
   configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
@@ -59,10 +60,11 @@ REAL_DATASETS = {
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
-# fsdp axis size; -1 = every chip). See _tpu_preset. v5e_8 is compiled at its batch: 5.57 GiB a
-# chip of 16, 65 % free. The others were scaled (96 a chip on 16 GiB, proportionally more on
-# larger chips) from compiles refused before the FSDP activation fix (docs/scaling.md), when
-# every chip still ran the towers on the whole global batch; not yet compiled at their batch.
+# fsdp axis size; -1 = every chip). See _tpu_preset. Compiled at their batch: v5e_8 (5.57 GiB a
+# chip of 16, 65 % free) and v5e_256 (1.38 GiB, 91 % free). The others were scaled (96 a chip on
+# 16 GiB, proportionally more on larger chips) from compiles refused before the FSDP activation
+# fix (docs/scaling.md), when every chip still ran the towers on the whole global batch; not yet
+# compiled at their batch.
 TPU_PRESETS = {
     'v5e_8': ('v5e:2x4', 768, 'full', -1),
     'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),

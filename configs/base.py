@@ -61,15 +61,15 @@ REAL_DATASETS = {
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
 # fsdp axis size; -1 = every chip). See _tpu_preset. Compiled at their batch: v5e_8 (5.57 GiB a
-# chip of 16, 65 % free) and v5e_256 (1.38 GiB, 91 % free). The others were scaled (96 a chip on
-# 16 GiB, proportionally more on larger chips) from compiles refused before the FSDP activation
-# fix (docs/scaling.md), when every chip still ran the towers on the whole global batch; not yet
-# compiled at their batch.
+# chip of 16, 65 % free) and v5e_256 (1.38 GiB, 91 % free). v6e_8 at 1536 left only 9 % of
+# 32 GiB free, so it is 1280 (temporaries scaled linearly, not compiled). v5p_8 and v4_8 were
+# scaled (96 a chip on 16 GiB, proportionally more on larger chips) from compiles refused before
+# the FSDP activation fix (docs/scaling.md); not yet compiled at their batch.
 TPU_PRESETS = {
     'v5e_8': ('v5e:2x4', 768, 'full', -1),
     'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),
     'v4_8': ('v4:2x2x1', 768, 'full', -1),
-    'v6e_8': ('v6e:2x4', 1536, 'full', -1),
+    'v6e_8': ('v6e:2x4', 1280, 'full', -1),   # compiled at 1536: 9 % free, too tight
     'v5e_256': ('v5e:16x16', 4096, 'full', -1),
 }
 VARIANTS = (('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('siglip',)

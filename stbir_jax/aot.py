@@ -184,19 +184,22 @@ def lowered_programs(config, devices, programs=()):
         variables, {k: eval_batch[k] for k in evaluate.QUERY_KEYS})
 
 
-def state_bytes_per_chip(config, devices) -> dict:
-  """Bytes of params and of optimiser state one chip holds, from their shardings, and the sizes
-  of the parameters' dimensions (`param_dims`)."""
+def abstract_state(config, devices):
+  """The run's train state as shapes with their shardings over `devices` (nothing allocated)."""
   mesh = sharding.make_mesh(config.mesh, devices)
   model = stbir.STBIR.from_config(config)
   state, _ = train_step.abstract_state(config, model,
                                        shape_constants(config, num_categories(config)), mesh)
+  return state
+
+
+def state_bytes_per_chip(state) -> dict:
+  """Bytes of params and of optimiser state one chip holds, from their shardings."""
 
   def per_chip(tree):
     return int(sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
                    for x in jax.tree.leaves(tree)))
-  return {'params': per_chip(state.params), 'opt_state': per_chip(state.opt_state),
-          'param_dims': sorted({d for x in jax.tree.leaves(state.params) for d in x.shape})}
+  return {'params': per_chip(state.params), 'opt_state': per_chip(state.opt_state)}
 
 
 # ------------------------------------------------------------------------------------ analysis
@@ -238,10 +241,12 @@ def _out_of_memory(name: str, error: Exception, chip: Chip, compile_s: float) ->
       'collectives': {kind: dict(zero) for kind in hlo_census.COLLECTIVES}}
 
 
-def analyse(name: str, lowered, chip: Chip, examples: int, hlo_dir: str = '') -> dict:
-  """Compiles `lowered` and reads its per-chip memory, cost, collectives and the arrays that hold
-  the whole batch of `examples` on a chip (hlo_census.batch_arrays); with `hlo_dir`, writes the
-  compiled HLO text there as <program>.hlo.txt."""
+def analyse(name: str, lowered, chip: Chip, examples: int, hlo_dir: str = '',
+            count_whole_batch: bool = True) -> dict:
+  """Compiles `lowered` and reads its per-chip memory, cost, collectives and (with
+  `count_whole_batch`) the arrays that hold the whole batch of `examples` on a chip
+  (hlo_census.batch_arrays); with `hlo_dir`, writes the compiled HLO text there as
+  <program>.hlo.txt."""
   start = time.time()
   try:
     compiled = lowered.compile()
@@ -274,7 +279,9 @@ def analyse(name: str, lowered, chip: Chip, examples: int, hlo_dir: str = '') ->
                    'mfu': compute_s / bound_s if bound_s else 0.0,
                    'examples_per_s': examples / bound_s if bound_s else 0.0},
       'collectives': hlo_census.collectives(hlo),
-      'global_batch_arrays': hlo_census.batch_arrays(hlo, examples)}
+      'global_batch_arrays': (hlo_census.batch_arrays(hlo, examples) if count_whole_batch else
+                              {'batch': examples, 'skipped': 'a parameter has a dimension of '
+                               f'{examples}; compile with another batch to check'})}
 
 
 def _print(line: str) -> None:
@@ -286,15 +293,17 @@ def compile_for(config, topology: str, programs=(), log=_print, hlo_dir: str = '
   if given)."""
   devices = topology_devices(topology)
   chip = chip_of(devices)
+  abstract = abstract_state(config, devices)
+  # A parameter dimension of the batch's size would be counted as the batch.
+  param_dims = {d for x in jax.tree.leaves(abstract.params) for d in x.shape}
   report = {'topology': topology, 'devices': len(devices), 'chip': dataclasses.asdict(chip),
             'processes': len({d.process_index for d in devices}),
             'mesh': dict(zip(sharding.AXES, sharding.mesh_shape(config.mesh, len(devices)),
                              strict=True)),
             'batch_size': int(config.train.batch_size), 'dtype': config.model.dtype,
             'remat': str(config.model.remat),
-            'state_per_chip': state_bytes_per_chip(config, devices), 'programs': []}
+            'state_per_chip': state_bytes_per_chip(abstract), 'programs': []}
   state = report['state_per_chip']
-  model_dims = set(state.pop('param_dims'))
   log(f'{topology}: {len(devices)} devices of {report["chip"]["name"]} on {report["processes"]} '
       f'host(s), mesh {report["mesh"]}, batch {report["batch_size"]}, {report["dtype"]}, remat '
       f'{report["remat"]}; state per chip: params {_gib(state["params"])} GiB, optimiser '
@@ -302,11 +311,8 @@ def compile_for(config, topology: str, programs=(), log=_print, hlo_dir: str = '
   for name, lowered in lowered_programs(config, devices, programs):
     examples = config.train.batch_size if name.startswith('train/') else _eval_batch(config)
     row = analyse(name, lowered, chip, examples,
-                  os.path.join(hlo_dir, topology.replace(':', '_')) if hlo_dir else '')
-    if 'global_batch_arrays' in row and examples in model_dims:
-      # A model dimension of the same size would be counted as the batch.
-      row['global_batch_arrays'] = {'batch': examples, 'skipped': 'a parameter has a dimension '
-                                    f'of {examples}; compile with another batch to check'}
+                  os.path.join(hlo_dir, topology.replace(':', '_')) if hlo_dir else '',
+                  count_whole_batch=examples not in param_dims)
     report['programs'].append(row)
     log(format_row(topology, row))
     whole = row.get('global_batch_arrays', {})

@@ -46,7 +46,8 @@ def machine() -> dict:
       if line.startswith('model name'):
         model = line.split(':', 1)[1].strip()
         break
-  info = dict(nproc=os.cpu_count(), cpu_model=model, platform=platform.platform(),
+  info = dict(nproc=os.cpu_count(), cpu_model=model, cpu_flags=cpu_flags(),
+              platform=platform.platform(),
               python=platform.python_version(), jax=jax.__version__,
               jax_backend=jax.default_backend(), xla_flags=os.environ.get('XLA_FLAGS', ''))
   try:
@@ -64,32 +65,102 @@ def loadavg() -> list:
   return [round(x, 2) for x in os.getloadavg()]
 
 
-def wait_for_load(threshold: float = 1.5, max_wait_s: float = 30.0) -> dict:
-  """Polls until the 1-minute load average is below `threshold` or `max_wait_s` passes."""
+# Samples are kept only when other processes used at most this many cores while they ran.
+QUIET_FOREIGN_CORES = 0.25
+_ISA_FLAGS = ('avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_vnni',
+              'avx512_bf16', 'avx512_fp16', 'amx_bf16', 'amx_int8', 'amx_tile')
+
+
+def cpu_flags() -> list:
+  """The instruction-set flags that decide matmul speed (AVX-512, bf16, AMX), from cpuinfo."""
+  with open('/proc/cpuinfo') as f:
+    for line in f:
+      if line.startswith('flags'):
+        have = set(line.split(':', 1)[1].split())
+        return [flag for flag in _ISA_FLAGS if flag in have]
+  return []
+
+
+def cpu_seconds() -> tuple:
+  """(wall clock, seconds every CPU of the machine was busy incl. steal, seconds this process
+  used), from /proc/stat and os.times()."""
+  with open('/proc/stat') as f:
+    fields = [int(x) for x in f.readline().split()[1:]]
+  # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+  busy = sum(fields[:8]) - fields[3] - fields[4]
+  own = os.times()
+  return time.perf_counter(), busy / os.sysconf('SC_CLK_TCK'), own.user + own.system
+
+
+class ForeignCpu:
+  """Cores' worth of CPU that other processes (and the hypervisor's steal) used while the block
+  ran: machine busy time minus this process's own, over wall time. Unlike the load average, which
+  lags by a minute and counts this process's own threads, it says whether this sample shared
+  the machine. `read` is cpu_seconds (a fake in tests)."""
+
+  def __init__(self, read=None):
+    self._read = read or cpu_seconds
+
+  def __enter__(self):
+    self._start = self._read()
+    return self
+
+  def __exit__(self, *exc):
+    (wall0, busy0, own0), (wall, busy, own) = self._start, self._read()
+    self.cores = max(0.0, ((busy - busy0) - (own - own0)) / max(wall - wall0, 1e-9))
+    return False
+
+
+def wait_for_quiet(max_wait_s: float = 120.0, window_s: float = 2.0) -> dict:
+  """Polls, in windows of `window_s`, until other processes use less than
+  QUIET_FOREIGN_CORES or `max_wait_s` passes. Returns what it saw (recorded with the results)."""
   start = time.time()
-  while os.getloadavg()[0] >= threshold and time.time() - start < max_wait_s:
-    time.sleep(5)
-  return dict(load_before_measuring=loadavg(), waited_s=round(time.time() - start, 1),
-              threshold=threshold, below_threshold=os.getloadavg()[0] < threshold)
+  while True:
+    with ForeignCpu() as foreign:
+      time.sleep(window_s)
+    if foreign.cores < QUIET_FOREIGN_CORES or time.time() - start >= max_wait_s:
+      break
+  return dict(load_before_measuring=loadavg(), foreign_cores_before=round(foreign.cores, 3),
+              waited_s=round(time.time() - start, 1), quiet=foreign.cores < QUIET_FOREIGN_CORES)
 
 
 def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict:
   """Times each callable `reps` times, alternating between them (and alternating which goes
   first) so that contention from other jobs hits every contender alike. Each fn must block
-  until its work is done. Returns name -> dict(median_s, min_s, samples)."""
+  until its work is done. Each sample records the CPU other processes used meanwhile and the
+  1-minute load after it; the median is over the quiet samples (foreign CPU at most
+  QUIET_FOREIGN_CORES), or over all of them with `all_loaded` set when none was quiet.
+  Returns name -> dict(median_s, min_s, samples, foreign_cores, load1, n_quiet, all_loaded)."""
   names = list(fns)
   for _ in range(warmup):
     for n in names:
       fns[n]()
   samples = {n: [] for n in names}
+  foreign = {n: [] for n in names}
+  load1 = {n: [] for n in names}
   for r in range(reps):
     order = names if r % 2 == 0 else names[::-1]
     for n in order:
-      t = time.perf_counter()
-      fns[n]()
-      samples[n].append(time.perf_counter() - t)
-  return {n: dict(median_s=statistics.median(s), min_s=min(s), samples=[round(x, 5) for x in s])
-          for n, s in samples.items()}
+      with ForeignCpu() as meter:
+        t = time.perf_counter()
+        fns[n]()
+        samples[n].append(time.perf_counter() - t)
+      foreign[n].append(round(meter.cores, 3))
+      load1[n].append(round(os.getloadavg()[0], 2))
+  out = {}
+  for n, s in samples.items():
+    quiet = [x for x, f in zip(s, foreign[n], strict=True) if f <= QUIET_FOREIGN_CORES]
+    kept = quiet or s
+    out[n] = dict(median_s=statistics.median(kept), min_s=min(kept),
+                  samples=[round(x, 5) for x in s], foreign_cores=foreign[n], load1=load1[n],
+                  n_quiet=len(quiet), all_loaded=not quiet)
+  return out
+
+
+def quiet_samples(timings: dict) -> str:
+  """'quiet/all' samples of the least quiet contender of an interleaved() result, for tables."""
+  return min((f'{t["n_quiet"]}/{len(t["samples"])}' for t in timings.values()),
+             key=lambda x: int(x.split('/')[0]))
 
 
 def write_json(name: str, payload: dict) -> str:

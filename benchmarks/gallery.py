@@ -40,7 +40,7 @@ def main():
       with torch.inference_mode():
         peer.encode_gallery(pimg)  # noqa: B023  (called in this iteration)
 
-    load = common.wait_for_load()
+    load = common.wait_for_quiet()
     ours_fn = lambda: encode(variables, img).block_until_ready()  # noqa: B023  (same)
     timings = common.interleaved({'ours': ours_fn, 'peer': peer_fn}, reps=reps)
     r = dict(size=size, batch=batch, compile_s=compile_s, timings=timings, load=load,
@@ -50,7 +50,8 @@ def main():
     results.append(r)
   rows = [dict(config=r['size'], batch=r['batch'], ours_img_s=r['ours_images_per_s'],
                peer_img_s=r['peer_images_per_s'], ratio=r['ratio_ours_over_peer'],
-               load1=r['load']['load_before_measuring'][0]) for r in results]
+               load1=r['load']['load_before_measuring'][0],
+               quiet=common.quiet_samples(r['timings'])) for r in results]
   print('Gallery encoding (inference, median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
   print('wrote', common.write_json('gallery', dict(results=results, table=rows)))

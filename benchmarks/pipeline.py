@@ -32,7 +32,7 @@ def main():
   config.data.data_dir = args.data_dir
   pipeline.ensure_built(config.data)
   batch_size = config.train.batch_size
-  load = common.wait_for_load()
+  load = common.wait_for_quiet()
 
   it = pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
                                seed=config.train.seed)

@@ -67,7 +67,7 @@ def measure_ours(queries, gallery, k: int, reps: int) -> dict:
   t = time.perf_counter()
   search()  # compile
   first_s = time.perf_counter() - t
-  load = common.wait_for_load()
+  load = common.wait_for_quiet()
   timings = common.interleaved({'ours': search}, reps=reps, warmup=0)
   _, ours_mem = peak_extra_bytes(search)
   r = {'gallery': n, 'queries': q, 'k': k, 'dim': d, 'timings': timings,
@@ -90,7 +90,7 @@ def measure_ours_and_faiss(queries, gallery, k: int, reps: int) -> dict:
   t = time.perf_counter()
   retrieval.top_k_jax(queries, gallery, k)  # compile
   ours_first_s = time.perf_counter() - t
-  load = common.wait_for_load()
+  load = common.wait_for_quiet()
   timings = common.interleaved({'ours': lambda: retrieval.top_k_jax(queries, gallery, k),
                                 'faiss': lambda: index.search(queries, k)}, reps=reps)
   (js, ji), ours_mem = peak_extra_bytes(lambda: retrieval.top_k_jax(queries, gallery, k))
@@ -136,7 +136,8 @@ def main():
     rows = [{'gallery': r['gallery'], 'ours_q_s': r['ours_queries_per_s'],
              'ours_ms': 1e3 * r['timings']['ours']['median_s'],
              'ours_extra_mb': r['ours_peak_extra_mb'], 'gallery_mb': r['gallery_mb'],
-             'load1': r['load']['load_before_measuring'][0]} for r in results]
+             'load1': r['load']['load_before_measuring'][0],
+             'quiet': common.quiet_samples(r['timings'])} for r in results]
   else:
     rows = [dict(gallery=r['gallery'], ours_q_s=r['ours_queries_per_s'],
                  faiss_q_s=r['faiss_queries_per_s'], ratio=r['ratio_ours_over_faiss'],
@@ -144,7 +145,8 @@ def main():
                  faiss_ms=1e3 * r['timings']['faiss']['median_s'],
                  ours_extra_mb=r['ours_peak_extra_mb'], faiss_extra_mb=r['faiss_peak_extra_mb'],
                  gallery_mb=r['gallery_mb'], ids_equal=f'{r["identical_ids_queries"]}/{q}',
-                 load1=r['load']['load_before_measuring'][0]) for r in results]
+                 load1=r['load']['load_before_measuring'][0],
+                 quiet=common.quiet_samples(r['timings'])) for r in results]
   print(f'Exact top-{k}, {q} queries x {d}-d float32 (median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
   tag = '' if args.sizes == p.get_default('sizes') else '_' + args.sizes.replace(',', '_')

@@ -73,7 +73,7 @@ def run_size(size: str, batch: int, reps: int, with_degrade: bool) -> dict:
       jax.block_until_ready(m['loss'])
     fns['ours_real_step_with_degradations'] = ours_degrade
 
-  load = common.wait_for_load()
+  load = common.wait_for_quiet()
   timings = common.interleaved(fns, reps=reps, warmup=1)
   res = dict(size=size, batch=batch, sizes=common.SIZES[size], flops_per_step=flops,
              our_compile_s=compile_s, timings=timings, load=load,
@@ -114,7 +114,8 @@ def main():
                ours_ex_s=r['ours_examples_per_s'], peer_ex_s=r['peer_examples_per_s'],
                ratio=r['ratio_ours_over_peer'], ours_step_s=r['timings']['ours']['median_s'],
                peer_step_s=r['timings']['peer']['median_s'],
-               load1=r['load']['load_before_measuring'][0]) for r in results]
+               load1=r['load']['load_before_measuring'][0],
+               quiet=common.quiet_samples(r['timings'])) for r in results]
   print('\nTrain step (median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
   mfu_rows = [dict(config=r['size'], gflop_per_step=r['flops_per_step'] / 1e9,

@@ -1,0 +1,95 @@
+"""The benchmark protocol: a sample taken beside another busy process is recognised as loaded,
+the median keeps only quiet samples, and repeat.py summarises runs in separate processes."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'benchmarks'))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import repeat  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def test_foreign_cpu_is_machine_busy_time_minus_own_over_wall_time():
+  # 2 s of wall; the machine was busy 3.1 CPU-seconds, 1.1 of them this process's: 1.0 core.
+  readings = iter([(10.0, 500.0, 7.0), (12.0, 503.1, 8.1)])
+  with common.ForeignCpu(read=lambda: next(readings)) as meter:
+    pass
+  assert meter.cores == pytest.approx(1.0)
+  # Clock-tick rounding can make own time exceed the machine's: never below zero.
+  readings = iter([(0.0, 10.0, 1.0), (1.0, 10.0, 1.01)])
+  with common.ForeignCpu(read=lambda: next(readings)) as meter:
+    pass
+  assert meter.cores == 0.0
+
+
+def test_cpu_seconds_reads_this_machine_and_counts_own_work_as_busy():
+  wall0, busy0, own0 = common.cpu_seconds()
+  t = time.perf_counter()
+  while time.perf_counter() - t < 0.5:
+    pass
+  wall, busy, own = common.cpu_seconds()
+  assert wall - wall0 >= 0.5
+  # Spinning used CPU in this process, and the machine's busy time includes it (clock ticks of
+  # 10 ms, hence the slack).
+  assert own - own0 >= 0.1
+  assert busy - busy0 >= (own - own0) - 0.05
+
+
+def test_the_median_is_over_quiet_samples_and_a_run_with_none_is_flagged(monkeypatch):
+  durations = iter([0.05, 0.10, 0.15, 0.40])
+  foreign = iter([0.0, 0.0, 0.0, 1.0])      # the last sample shared the machine
+
+  class Meter:
+    def __enter__(self):
+      self.cores = next(foreign)
+      return self
+
+    def __exit__(self, *exc):
+      return False
+
+  monkeypatch.setattr(common, 'ForeignCpu', Meter)
+  out = common.interleaved({'ours': lambda: time.sleep(next(durations))}, reps=4, warmup=0)['ours']
+  # The median of the three quiet samples is the 0.10 s one, not the 0.125 of all four.
+  assert out['median_s'] == pytest.approx(0.10, abs=0.02)
+  assert out['min_s'] == pytest.approx(0.05, abs=0.02)
+  assert (out['n_quiet'], out['all_loaded'], out['foreign_cores']) == (3, False, [0, 0, 0, 1.0])
+  assert common.quiet_samples({'ours': out, 'peer': dict(out, n_quiet=1)}) == '1/4'
+
+
+def test_repeat_lines_runs_up_by_configuration_and_reports_median_and_spread():
+  run = lambda a, b, ratio: {'results': [{'size': 'small', 'ours_examples_per_s': a,
+                                           'timings': {'ours': {'median_s': 1.0}}},
+                                          {'size': 'vits16', 'ours_examples_per_s': b}],
+                             'ratio_ours_over_peer': ratio, 'unrelated': 7}
+  rows = {r['figure']: r for r in repeat.summarise(
+      [run(10.0, 1.0, 1.5), run(12.0, 1.2, 1.0), run(14.0, 0.8, 2.0)], repeat.DEFAULT_KEYS)}
+  assert set(rows) == {'results/small/ours_examples_per_s', 'results/vits16/ours_examples_per_s',
+                       'ratio_ours_over_peer'}
+  small = rows['results/small/ours_examples_per_s']
+  assert (small['median'], small['min'], small['max']) == (12.0, 10.0, 14.0)
+  assert small['spread'] == pytest.approx(4.0 / 12.0)
+  assert rows['ratio_ours_over_peer']['median'] == 1.5
+  assert repeat.all_loaded({'results': [{'timings': {'ours': {'all_loaded': True}}}]})
+  assert not repeat.all_loaded(run(1.0, 1.0, 1.0))
+
+
+def test_repeat_runs_the_script_in_separate_processes(tmp_path, monkeypatch):
+  script = tmp_path / 'fake_bench.py'
+  out = tmp_path / 'fake.json'
+  # Each process reports its own pid, so three runs show three processes.
+  script.write_text(
+      'import json, os\n'
+      f'json.dump({{"pid_examples_per_s": os.getpid()}}, open({str(out)!r}, "w"))\n'
+      f'print("wrote", {str(out)!r})\n')
+  monkeypatch.setattr(common, 'RESULTS', str(tmp_path / 'results'))
+  monkeypatch.setattr(sys, 'argv', ['repeat.py', '--runs', '3', '--', str(script)])
+  repeat.main()
+  summary = json.loads((tmp_path / 'results' / 'fake.repeat.json').read_text())
+  pids = [json.loads(Path(p).read_text())['pid_examples_per_s'] for p in summary['runs']]
+  assert len(set(pids)) == 3
+  (row,) = summary['summary']
+  assert row['runs'] == 3 and row['min'] == min(pids)

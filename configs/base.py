@@ -8,9 +8,8 @@ configurations, on a TPU VM or a GPU node; see launch/README.md):
 As written (float32 compute, no remat, global batch 1024, data-parallel) the full run is for GPU
 nodes with large memory: data-parallel, every chip holds the whole float32 state (2.7 GiB) and the
 activations of its share of the batch without remat. On a TPU VM use the preset of the slice
-(bf16 compute, full remat, state sharded over every chip), sized for >= 15 % HBM headroom; the
-v5e_8 and v5e_256 presets are compiled at their batches (5.57 and 1.38 GiB a chip;
-docs/scaling.md):
+(bf16 compute, full remat, state sharded over every chip), sized for >= 15 % HBM headroom and
+compiled at its batch (docs/scaling.md):
 
   configs/base.py:v5e_8   v5litepod-8     configs/base.py:v5p_8   v5p-8
   configs/base.py:v4_8    v4-8            configs/base.py:v6e_8   v6e-8
@@ -60,16 +59,16 @@ REAL_DATASETS = {
 }
 # ---------------------------------------------------------------- TPU presets (docs/scaling.md)
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
-# fsdp axis size; -1 = every chip). See _tpu_preset. Compiled at their batch: v5e_8 (5.57 GiB a
-# chip of 16, 65 % free) and v5e_256 (1.38 GiB, 91 % free). v6e_8 at 1536 left only 9 % of
-# 32 GiB free, so it is 1280 (temporaries scaled linearly, not compiled). v5p_8 and v4_8 were
-# scaled (96 a chip on 16 GiB, proportionally more on larger chips) from compiles refused before
-# the FSDP activation fix (docs/scaling.md); not yet compiled at their batch.
+# fsdp axis size; -1 = every chip). See _tpu_preset. Every preset is compiled at its batch with
+# `python -m stbir_jax.aot` (HBM a chip, docs/scaling.md): v5e_8 9.47 of 16 GiB (41 % free;
+# 2048 would leave ~25 % by the line through the 768 and 1536 compiles, not compiled), v5p_8
+# 15.57 of 95 GiB (84 % free), v4_8 10.84 of a core's 16 GiB (32 %; 768 left 7 %), v6e_8 26.89
+# of 32 GiB (16 %; 1536 left 9 %), v5e_256 1.38 of 16 GiB (91 %).
 TPU_PRESETS = {
-    'v5e_8': ('v5e:2x4', 768, 'full', -1),
+    'v5e_8': ('v5e:2x4', 1536, 'full', -1),
     'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),
-    'v4_8': ('v4:2x2x1', 768, 'full', -1),
-    'v6e_8': ('v6e:2x4', 1280, 'full', -1),   # compiled at 1536: 9 % free, too tight
+    'v4_8': ('v4:2x2x1', 512, 'full', -1),
+    'v6e_8': ('v6e:2x4', 1280, 'full', -1),
     'v5e_256': ('v5e:16x16', 4096, 'full', -1),
 }
 VARIANTS = (('full', 'demo', 'demo_minilm', 'smoke') + tuple(REAL_DATASETS) + ('siglip',)

@@ -62,11 +62,11 @@ REAL_DATASETS = {
 # fsdp axis size; -1 = every chip). See _tpu_preset. Every preset is compiled at its batch with
 # `python -m stbir_jax.aot` (HBM a chip, docs/scaling.md): v5e_8 9.47 of 16 GiB (41 % free;
 # 2048 would leave ~25 % by the line through the 768 and 1536 compiles, not compiled), v5p_8
-# 15.57 of 95 GiB (84 % free), v4_8 10.84 of a core's 16 GiB (32 %; 768 left 7 %), v6e_8 26.89
+# 60.92 of 95 GiB (36 % free; at 2048, 84 %), v4_8 10.84 of a core's 16 GiB (32 %; 768 left 7 %), v6e_8 26.89
 # of 32 GiB (16 %; 1536 left 9 %), v5e_256 1.38 of 16 GiB (91 %).
 TPU_PRESETS = {
     'v5e_8': ('v5e:2x4', 1536, 'full', -1),
-    'v5p_8': ('v5p:2x2x1', 2048, 'full', -1),
+    'v5p_8': ('v5p:2x2x1', 8192, 'full', -1),
     'v4_8': ('v4:2x2x1', 512, 'full', -1),
     'v6e_8': ('v6e:2x4', 1280, 'full', -1),
     'v5e_256': ('v5e:16x16', 4096, 'full', -1),

@@ -61,14 +61,14 @@ REAL_DATASETS = {
 # The full run per TPU slice: preset -> (topology it is sized for, global batch, remat policy,
 # fsdp axis size; -1 = every chip). See _tpu_preset. Every preset is compiled at its batch with
 # `python -m stbir_jax.aot` (HBM a chip, docs/scaling.md):
-#   v5e_8    9.47 of 16 GiB, 41 % free (2048 would leave ~25 % by the line through the 768 and
-#            1536 compiles; not compiled)
+#   v5e_8    10.99 of 16 GiB, 31 % free (2560 would leave ~22 % by the line through the 1536
+#            and 2048 compiles; not compiled)
 #   v5p_8    60.92 of 95 GiB, 36 % free (84 % at 2048)
 #   v4_8     10.84 of a TensorCore's 16 GiB, 32 % free (7 % at 768)
 #   v6e_8    26.89 of 32 GiB, 16 % free (9 % at 1536)
 #   v5e_256  1.38 of 16 GiB, 91 % free
 TPU_PRESETS = {
-    'v5e_8': ('v5e:2x4', 1536, 'full', -1),
+    'v5e_8': ('v5e:2x4', 2048, 'full', -1),
     'v5p_8': ('v5p:2x2x1', 8192, 'full', -1),
     'v4_8': ('v4:2x2x1', 512, 'full', -1),
     'v6e_8': ('v6e:2x4', 1280, 'full', -1),

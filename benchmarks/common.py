@@ -159,8 +159,8 @@ def interleaved(fns: dict, reps: int, warmup: int = 1) -> dict:
 
 def quiet_samples(timings: dict) -> str:
   """'quiet/all' samples of the least quiet contender of an interleaved() result, for tables."""
-  return min((f'{t["n_quiet"]}/{len(t["samples"])}' for t in timings.values()),
-             key=lambda x: int(x.split('/')[0]))
+  least = min(timings.values(), key=lambda t: t['n_quiet'])
+  return f'{least["n_quiet"]}/{len(least["samples"])}'
 
 
 def write_json(name: str, payload: dict) -> str:

@@ -90,7 +90,7 @@ def main():
     if proc.returncode != 0 or not wrote:
       sys.exit(f'run {i + 1} of {script[0]} failed (exit {proc.returncode}) or printed no '
                '"wrote <path>" line; nothing summarised')
-    kept = wrote[-1].replace('.json', f'.run{i}.json')
+    kept = wrote[-1].removesuffix('.json') + f'.run{i}.json'
     shutil.copyfile(wrote[-1], kept)
     with open(kept) as f:
       tree = json.load(f)

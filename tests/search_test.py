@@ -48,6 +48,51 @@ def test_top_k_ties_keep_gallery_order_across_chunks():
   assert scores.tolist() == [[1.0, 1.0, 1.0, 0.5]]
 
 
+@pytest.mark.parametrize('block', [1, 2, 3, 32])
+def test_chunk_top_k_two_stage_selection_matches_a_full_sort(block):
+  # Few distinct values, so ties span blocks: the lower row must win them, as in a stable sort.
+  rng = np.random.default_rng(block)
+  q = rng.integers(-2, 3, size=(5, 4)).astype(np.float32)
+  chunk = rng.integers(-2, 3, size=(70, 4)).astype(np.float32)
+  valid = np.arange(70) < 61   # the tail is padding and must never be returned
+  scores, pos = retrieval.chunk_top_k(q, chunk, 6, valid=valid, block=block)
+  sims = np.where(valid[None, :], q @ chunk.T, -np.inf)
+  want = np.argsort(-sims, axis=1, kind='stable')[:, :6]
+  np.testing.assert_array_equal(pos, want)
+  np.testing.assert_array_equal(scores, np.take_along_axis(sims, want, 1))
+
+
+def test_chunk_top_k_keeps_a_block_that_holds_several_winners():
+  # All three best rows sit in block 1 (rows 4-7); the block maxima alone would rank it once.
+  chunk = np.array([[0.1], [0.2], [0.3], [0.0], [0.9], [0.8], [0.7], [0.0],
+                    [0.5], [0.0], [0.0], [0.0]], np.float32)
+  scores, pos = retrieval.chunk_top_k(np.ones((1, 1), np.float32), chunk, 3, block=4)
+  assert pos.tolist() == [[4, 5, 6]]
+  np.testing.assert_allclose(scores, [[0.9, 0.8, 0.7]])
+
+
+def test_equal_chunk_rounds_to_whole_selection_blocks():
+  assert retrieval.equal_chunk(100_000, 16384) == 14304   # 7 chunks of 14286 -> 447 blocks of 32
+  assert retrieval.equal_chunk(10, 3) == 3                 # below one block: as is
+  assert retrieval.equal_chunk(50, 100) == 64              # one chunk, rounded up to 2 blocks
+
+
+def test_top_k_jax_reads_aligned_galleries_in_place_and_stages_the_others():
+  rng = np.random.default_rng(3)
+  g = retrieval.aligned_empty((300, 16))
+  g[:] = rng.normal(size=(300, 16))
+  unaligned = retrieval.aligned_empty((300 * 16 + 4,))[4:].reshape(300, 16)   # 16 bytes off
+  unaligned[:] = g
+  assert retrieval.is_aligned(g) and not retrieval.is_aligned(unaligned)
+  q = rng.normal(size=(4, 16)).astype(np.float32)
+  want = np.argsort(-(q @ g.T), axis=1, kind='stable')[:, :7]
+  # 5 chunks of 64: the two staging buffers are each reused, so a buffer overwritten while its
+  # chunk was still being searched would show here.
+  for gallery in (g, unaligned):
+    _, idx = retrieval.top_k_jax(q, gallery, 7, chunk_size=64)
+    np.testing.assert_array_equal(idx, want)
+
+
 def test_faiss_missing_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, 'faiss', None)  # makes `import faiss` raise ImportError
   with pytest.raises(retrieval.RetrievalError, match='pip install faiss-cpu'):

@@ -194,8 +194,10 @@ def load_index(directory) -> Index:
       raise SearchError(f'{npy}: {len(e)} embeddings for {len(chunk_paths)} paths')
     paths += [str(root / p) for p in chunk_paths]
     embs.append(e.reshape(len(e), meta['embed_dim']))
-  emb = np.concatenate(embs).astype(np.float32) if embs else np.zeros((0, meta['embed_dim']),
-                                                                        np.float32)
+  # Aligned, so that exact search reads it in place (retrieval.ALIGNMENT).
+  emb = retrieval.aligned_empty((sum(map(len, embs)), meta['embed_dim']))
+  if embs:
+    np.concatenate(embs, out=emb, casting='same_kind')
   return Index(directory, meta, paths, emb)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from stbir_jax import sharding
+from stbir_jax import retrieval, sharding
 
 ROW_AXES = sharding.AXES   # the rows go over every mesh axis
 
@@ -79,14 +79,6 @@ def shard_gallery(mesh: Mesh, gallery, *, chunk_size: int = 65536) -> ShardedGal
   return ShardedGallery(mesh, array, n, chunk)
 
 
-def _merge(best_s, best_i, s, i, k):
-  """Running top-k merge; the running best comes first, so ties keep the lower row id."""
-  all_s = jnp.concatenate([best_s, s], axis=1)
-  all_i = jnp.concatenate([best_i, i], axis=1)
-  s, pos = jax.lax.top_k(all_s, k)
-  return s, jnp.take_along_axis(all_i, pos, axis=1)
-
-
 @functools.lru_cache(maxsize=16)
 def _search_fn(mesh: Mesh, k: int, chunk: int, size: int):
   """The jitted sharded search for one (mesh, k, chunk, gallery size)."""
@@ -99,9 +91,8 @@ def _search_fn(mesh: Mesh, k: int, chunk: int, size: int):
     def step(best, xs):
       part, number = xs
       ids = first + number * chunk + jnp.arange(chunk, dtype=jnp.int32)
-      scores = jnp.where(ids[None, :] < size, queries @ part.T, -jnp.inf)   # padding never wins
-      s, pos = jax.lax.top_k(scores, min(k, chunk))
-      return _merge(*best, s, ids[pos], k), None
+      s, pos = retrieval.chunk_top_k(queries, part, k, valid=ids < size)   # padding never wins
+      return retrieval.merge_top_k(*best, s, ids[pos], k), None
 
     init = (jnp.full((queries.shape[0], k), -jnp.inf, jnp.float32),
             jnp.full((queries.shape[0], k), -1, jnp.int32))

@@ -347,8 +347,11 @@ def peer_batch(host: dict) -> dict:
               has_text=torch.from_numpy(host['has_text']))
 
 
-def peer_step(peer, lr=5e-4, clip_norm=1.0):
-  """One AdamW step of the symmetric InfoNCE loss, with global-norm clipping like ours."""
+def peer_step(peer, lr=5e-4, clip_norm=1.0, compiled: bool = False):
+  """One AdamW step of the symmetric InfoNCE loss, with global-norm clipping like ours.
+  compiled=True runs the forward pass and loss through torch.compile (inductor; AOTAutograd
+  compiles the backward too), as a PyTorch user after speed would; the optimizer stays eager
+  (foreach AdamW)."""
   torch = _torch()
   decay = [p for p in peer.parameters() if p.ndim > 1]
   no_decay = [p for p in peer.parameters() if p.ndim <= 1]
@@ -357,16 +360,21 @@ def peer_step(peer, lr=5e-4, clip_norm=1.0):
                           lr=lr, betas=(0.9, 0.98), foreach=True)
   params = list(peer.parameters())
 
-  def step(b):
-    opt.zero_grad(set_to_none=True)
+  def loss_fn(b):
     q = peer.encode_query(b['sketch'], b['text_ids'], b['text_mask'], b['has_sketch'],
                           b['has_text'])
     g = peer.encode_gallery(b['image'])
     scale = peer.clip.logit_scale.exp().clamp(max=100.0)
     logits = scale * q @ g.T
     target = torch.arange(q.shape[0])
-    loss = 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
                   + torch.nn.functional.cross_entropy(logits.T, target))
+
+  loss_of = torch.compile(loss_fn) if compiled else loss_fn
+
+  def step(b):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_of(b)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, clip_norm)
     opt.step()

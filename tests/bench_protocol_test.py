@@ -93,3 +93,55 @@ def test_repeat_runs_the_script_in_separate_processes(tmp_path, monkeypatch):
   assert len(set(pids)) == 3
   (row,) = summary['summary']
   assert row['runs'] == 3 and row['min'] == min(pids)
+
+
+HLO = '''HloModule jit_f
+
+FileNames
+1 "/site-packages/optax/_src/transform.py"
+2 "/site-packages/flax/linen/normalization.py"
+3 "/work/stbir_jax/models/layers.py"
+
+FunctionNames
+1 "update_fn"
+2 "_compute_stats"
+3 "quick_gelu"
+
+FileLocations
+1 {file_name_id=1 function_name_id=1 line=3 end_line=3 column=1 end_column=2}
+2 {file_name_id=2 function_name_id=2 line=5 end_line=5 column=1 end_column=2}
+3 {file_name_id=3 function_name_id=3 line=9 end_line=9 column=1 end_column=2}
+
+StackFrames
+1 {file_location_id=1 parent_frame_id=1}
+2 {file_location_id=2 parent_frame_id=3}
+3 {file_location_id=3 parent_frame_id=3}
+
+ENTRY %main (p: f32[4]) -> f32[4] {
+  %p = f32[4]{0} parameter(0)
+  %add_fusion.1 = f32[4]{0} fusion(%p), kind=kLoop, calls=%a, \
+metadata={op_name="jit(f)/add" stack_frame_id=1}
+  %copy_bitcast_fusion.2 = f32[4]{0} fusion(%add_fusion.1), kind=kLoop, calls=%b, \
+metadata={op_name="jit(f)/ln/add_any" stack_frame_id=2}
+  %mul.3 = f32[4]{0} multiply(%p, %p), metadata={op_name="jit(f)/mlp/mul" stack_frame_id=3}
+  %and.4 = pred[4]{0} and(%p, %p), metadata={op_name="jit(f)/is_finite"}
+  ROOT %ynn_fusion = f32[4]{0} fusion(%copy_bitcast_fusion.2), kind=kCustom, calls=%c, \
+backend_config={"fusion_config":{"kind":"__ynn_fusion"}}
+}
+'''
+
+
+def test_profile_groups_ops_by_their_innermost_known_frame_then_by_opcode():
+  import profile_step  # pylint: disable=g-import-not-at-top
+  ops = profile_step.parse_hlo(HLO)
+  # Frame 2 is normalization.py called from layers.py: the innermost frame decides.
+  assert ops['copy_bitcast_fusion.2'][1] == [
+      '/site-packages/flax/linen/normalization.py:_compute_stats',
+      '/work/stbir_jax/models/layers.py:quick_gelu']
+  groups = {name: profile_step.group_of(*op) for name, op in ops.items()}
+  assert groups['add_fusion.1'] == 'optimizer update'
+  assert groups['copy_bitcast_fusion.2'] == 'layer norm'
+  assert groups['mul.3'] == 'activation (GELU)'
+  assert groups['and.4'] == 'finiteness guard'
+  assert groups['ynn_fusion'] == 'dense / matmul'
+  assert groups['p'] == 'other (parameter)'

@@ -555,3 +555,19 @@ def test_single_modality_queries_equal_queries_with_the_other_side_hidden(fusion
                              atol=1e-6)
   # The text-only query of row 1 (no text) is the all-null query, unlike its sketch query.
   assert not np.allclose(out['query_text'][1], out['query_sketch'][1])
+
+
+def test_gradient_barrier_is_the_identity_and_sits_in_the_layer_norm_backward():
+  x = jnp.linspace(-2.0, 3.0, 24).reshape(2, 3, 4)
+  f = lambda x: jnp.sum(jnp.sin(x) * x)
+  np.testing.assert_array_equal(layers.gradient_barrier(x), x)
+  np.testing.assert_array_equal(jax.grad(lambda x: f(layers.gradient_barrier(x)))(x),
+                                jax.grad(f)(x))
+  # One barrier per LayerNorm of a pre-LN layer, in the backward pass only (docs/performance.md:
+  # without it XLA CPU fuses the LayerNorm backward into a transposed, strided loop).
+  layer = layers.TransformerLayer(hidden=4, heads=2, mlp_dim=8)
+  params = layer.init(jax.random.PRNGKey(0), x)
+  loss = lambda p, x: jnp.sum(layer.apply(p, x) ** 2)
+  assert 'optimization_barrier' not in str(jax.make_jaxpr(loss)(params, x))
+  backward = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, x))
+  assert backward.count('optimization_barrier') == 2

@@ -95,9 +95,28 @@ ACTIVATIONS = {'quick_gelu': quick_gelu, 'gelu': gelu_exact,
 DENSE_INIT = nn.initializers.normal(0.02)
 
 
-def layer_norm(eps: float, dtype, name: str) -> nn.LayerNorm:
-  # Two-pass variance, as torch computes it (the fast E[x^2]-E[x]^2 form differs at ~1e-6).
-  return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
+@jax.custom_vjp
+def gradient_barrier(x):
+  """The identity, whose incoming gradient is materialised (an optimization barrier) before
+  anything downstream in the backward pass uses it."""
+  return x
+
+
+gradient_barrier.defvjp(lambda x: (x, None),
+                        lambda _, g: (jax.lax.optimization_barrier(g),))
+
+
+def layer_norm(eps: float, dtype, name: str) -> Callable:
+  """nn.LayerNorm(name=name) applied behind a gradient_barrier.
+
+  Two-pass variance, as torch computes it (the fast E[x^2]-E[x]^2 form differs at ~1e-6). The
+  barrier: without it XLA CPU fuses the whole LayerNorm backward into the sum with the residual
+  branch's gradient and writes that sum transposed for the next weight gradient, reading some 40
+  inputs at a stride; that fusion took about half the ViT-S/16 train step, and the barrier makes
+  the step 1.4x faster (docs/performance.md, section 1). Values and gradients are unchanged.
+  """
+  norm = nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
+  return lambda x: norm(gradient_barrier(x))
 
 
 class Attention(nn.Module):

@@ -1,0 +1,126 @@
+"""One train-step change at a time: our step as it is against the same step with one change, in
+the same process, interleaved, so that the ratio measures the change and not the machine.
+
+  python benchmarks/repeat.py --runs 3 -- benchmarks/step_variants.py --size small \
+      --variants fast_variance_ln,fused_attention,bf16
+
+Variants (each changes only what its name says, while the step is traced):
+  no_ln_barrier     LayerNorm without layers.gradient_barrier (the step before that change);
+  fast_variance_ln  LayerNorm's variance as E[x^2] - E[x]^2 (one pass) instead of two passes;
+  fused_attention   jax.nn.dot_product_attention in place of einsum + softmax + einsum;
+  bf16              model.dtype = bfloat16 (f32 params and optimiser state);
+  remat_dots        model.remat = dots_saveable (less memory, recomputed elementwise work).
+"""
+
+import argparse
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+import common
+
+
+@contextlib.contextmanager
+def _patched(obj, name, value):
+  real = getattr(obj, name)
+  setattr(obj, name, value)
+  try:
+    yield
+  finally:
+    setattr(obj, name, real)
+
+
+def _layer_norm(fast_variance: bool, barrier: bool):
+  """layers.layer_norm with the variance and the gradient barrier chosen."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  def layer_norm(eps, dtype, name):
+    norm = nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=fast_variance, name=name)
+    return (lambda x: norm(layers.gradient_barrier(x))) if barrier else norm
+
+  return _patched(layers, 'layer_norm', layer_norm)
+
+
+def _fused_attention():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax import sharding  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  class FusedAttention(layers.Attention):
+    """layers.Attention with the same projections and jax.nn.dot_product_attention between."""
+
+    @nn.compact
+    def __call__(self, x, mask=None, kv=None):
+      kv = x if kv is None else kv
+      head_dim = self.hidden // self.heads
+      dense = lambda name: nn.Dense(self.hidden, dtype=self.dtype,
+                                    kernel_init=layers.DENSE_INIT, name=name)
+      project = lambda name, t: sharding.constrain_to_batch(dense(name)(t)).reshape(
+          t.shape[:-1] + (self.heads, head_dim))
+      q, k, v = project('q_proj', x), project('k_proj', kv), project('v_proj', kv)
+      if mask is not None:
+        mask = jnp.broadcast_to(mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation='xla')
+      out = out.reshape(out.shape[:-2] + (self.hidden,))
+      return sharding.constrain_to_batch(dense('out_proj')(out))
+
+  return _patched(layers, 'Attention', FusedAttention)
+
+
+VARIANTS = {
+    'no_ln_barrier': lambda config: _layer_norm(fast_variance=False, barrier=False),
+    'fast_variance_ln': lambda config: _layer_norm(fast_variance=True, barrier=True),
+    'fused_attention': lambda config: _fused_attention(),
+    'bf16': lambda config: _patched(config.model, 'dtype', 'bfloat16'),
+    'remat_dots': lambda config: _patched(config.model, 'remat', 'dots_saveable'),
+}
+
+
+def timed_step(config):
+  """A callable running one step of `config` on a fixed batch (state carried, donated)."""
+  size, batch = timed_step.size, config.train.batch_size
+  dev_batch = jax.device_put(common.host_batch(size, batch))
+  step, state, _ = common.our_step(config)
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = step(holder['state'], dev_batch)
+    jax.block_until_ready(metrics['loss'])
+  run()  # compile
+  return run
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--size', default='small', choices=sorted(common.SIZES))
+  p.add_argument('--variants', default=','.join(VARIANTS))
+  p.add_argument('--reps', type=int, default=7)
+  args = p.parse_args()
+  batch = common.SIZES[args.size]['batch']
+  timed_step.size = args.size
+  fns = {'baseline': timed_step(common.our_config(args.size, batch))}
+  for name in args.variants.split(','):
+    if name not in VARIANTS:
+      raise SystemExit(f'--variants: unknown {name!r}; known: {", ".join(VARIANTS)}')
+    config = common.our_config(args.size, batch)
+    with VARIANTS[name](config):
+      fns[name] = timed_step(config)
+  load = common.wait_for_quiet()
+  timings = common.interleaved(fns, reps=args.reps)
+  base = timings['baseline']['median_s']
+  rows = [dict(variant=n, examples_per_s=batch / t['median_s'], ratio=base / t['median_s'],
+               step_ms=1e3 * t['median_s'], quiet=f'{t["n_quiet"]}/{len(t["samples"])}')
+          for n, t in timings.items()]
+  print(f'Train step variants, size {args.size}, batch {batch} (median of interleaved reps)')
+  print(common.table(rows, list(rows[0])))
+  print('wrote', common.write_json(f'step_variants_{args.size}', dict(
+      size=args.size, batch=batch, timings=timings, load=load, table=rows,
+      **{f'{r["variant"]}_ratio': r['ratio'] for r in rows})))
+
+
+if __name__ == '__main__':
+  main()

@@ -80,10 +80,10 @@ VARIANTS = {
 }
 
 
-def timed_step(config):
-  """A callable running one step of `config` on a fixed batch (state carried, donated)."""
-  size, batch = timed_step.size, config.train.batch_size
-  dev_batch = jax.device_put(common.host_batch(size, batch))
+def timed_step(config, size: str):
+  """A callable running one step of `config` on a fixed batch of SIZES[size] inputs (state
+  carried, donated)."""
+  dev_batch = jax.device_put(common.host_batch(size, config.train.batch_size))
   step, state, _ = common.our_step(config)
   holder = {'state': state}
 
@@ -101,14 +101,13 @@ def main():
   p.add_argument('--reps', type=int, default=7)
   args = p.parse_args()
   batch = common.SIZES[args.size]['batch']
-  timed_step.size = args.size
-  fns = {'baseline': timed_step(common.our_config(args.size, batch))}
+  fns = {'baseline': timed_step(common.our_config(args.size, batch), args.size)}
   for name in args.variants.split(','):
     if name not in VARIANTS:
       raise SystemExit(f'--variants: unknown {name!r}; known: {", ".join(VARIANTS)}')
     config = common.our_config(args.size, batch)
     with VARIANTS[name](config):
-      fns[name] = timed_step(config)
+      fns[name] = timed_step(config, args.size)
   load = common.wait_for_quiet()
   timings = common.interleaved(fns, reps=args.reps)
   base = timings['baseline']['median_s']

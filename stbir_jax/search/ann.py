@@ -9,10 +9,11 @@ Backends (inner product on unit-norm embeddings, like stbir_jax.retrieval's exac
   scann     Google ScaNN: a k-means tree with anisotropic quantisation, exact re-ordering
 
 Each backend's search parameter (nprobe, ef_search, leaves_to_search) is tuned at build on the
-index's own photos: the smallest power of two whose recall@10 against exact search is >= 0.95
-(`tune`: 256 indexed embeddings as queries, each query's own row left out; a fixed value would
-be 0.995 at 10^5 and 0.33 at 10^6 on the synthetic galleries of benchmarks/ann.py). The recall
-is stored with the index, so the CLI and the demo can say what they serve.
+index's own photos: the smallest power of two whose recall@10 against exact search is >= 0.98 there,
+so that new queries get >= 0.95 (`tune`: 256 indexed embeddings as queries, each query's own row
+left out; TUNE_RECALL says why the margin; a fixed value would be 0.995 at 10^5 and 0.33 at 10^6 on
+the synthetic galleries of benchmarks/ann.py). The recall is stored with the index, so the CLI and
+the demo can say what they serve.
 
 Storing, resuming and loading indexes on disk: ann_store.py.
 """
@@ -31,7 +32,7 @@ SCANN_HINT = 'pip install scann'
 RECALL_QUERIES = 256
 
 # Build parameters (0 = derived from the rows: params_for) and search parameters (0 = tuned at
-# build: the smallest power of two whose recall@10 on the indexed rows is >= TARGET_RECALL).
+# build: the smallest power of two whose recall@10 on the indexed rows is >= TUNE_RECALL).
 DEFAULTS = {
     'ivf_flat': {'nlist': 0, 'nprobe': 0},
     'ivf_pq': {'nlist': 0, 'm': 0, 'nprobe': 0, 'candidates': 100},
@@ -41,7 +42,13 @@ DEFAULTS = {
 SEARCH_PARAMS = {'nprobe', 'candidates', 'ef_search', 'leaves_to_search', 'reorder'}
 TUNED = {'ivf_flat': 'nprobe', 'ivf_pq': 'nprobe', 'hnsw': 'ef_search',
          'scann': 'leaves_to_search'}
+# What a default must give on new queries, and what tuning asks of the indexed rows it probes.
+# A row that is in the index finds its neighbours more easily than a new query: on clustered
+# galleries new queries missed 1.1 - 2.3x as many of the true top 10 (2e5 x 128: IVF-Flat 0.950
+# indexed vs 0.932 new at nprobe 32, 0.975 vs 0.965 at 64; 1e6 x 128: HNSW 0.979 vs 0.953 at
+# ef_search 32, 0.885 vs 0.812 at 16). Missing at most 2 % on the probe keeps new queries >= 0.95.
 TARGET_RECALL = 0.95
+TUNE_RECALL = 0.98
 
 
 class AnnError(ValueError):
@@ -243,7 +250,7 @@ def estimate_recall(backend: str, index, embeddings: np.ndarray, params: dict, *
 
 
 def tune(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
-         target: float = TARGET_RECALL, queries: int = RECALL_QUERIES, seed: int = 0):
+         target: float = TUNE_RECALL, queries: int = RECALL_QUERIES, seed: int = 0):
   """-> (params with TUNED[backend] = the smallest power of two (up to the lists/leaves, or
   4096) whose recall@k on the probe is >= target, that recall dict)."""
   key = TUNED[backend]

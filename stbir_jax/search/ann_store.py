@@ -197,5 +197,6 @@ def describe_meta(meta: dict) -> str:
   recall = meta.get('recall')
   if recall:
     return (f'{meta["backend"]} ({shown}): recall@{recall["k"]} {recall["recall"]:.3f}, '
-            f'measured on {recall["queries"]} indexed photos as queries')
+            f'measured on {recall["queries"]} indexed photos as queries (new queries miss up to '
+            'about twice as many)')
   return f'{meta["backend"]} ({shown}): recall not measured for these parameters'

@@ -18,29 +18,12 @@ import pytest
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
+from _parity import close, report_diffs  # noqa: F401  pylint: disable=g-import-not-at-top,wrong-import-order,unused-import
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
 from stbir_jax import convert  # pylint: disable=g-import-not-at-top
 from stbir_jax.convert import __main__ as convert_cli  # pylint: disable=g-import-not-at-top
 from stbir_jax.data import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
-
-TOL = 1e-4
-DIFFS = {}   # test -> max abs diff, printed at the end (pytest -s) for docs/pretrained.md
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _report_diffs():
-  yield
-  for name, diff in sorted(DIFFS.items()):
-    print(f'max abs diff {name}: {diff:.2e}')
-
-
-def _close(name, ours, ref):
-  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-  assert ours.shape == ref.shape, (name, ours.shape, ref.shape)
-  diff = float(np.max(np.abs(ours - ref)))
-  DIFFS[name] = max(diff, DIFFS.get(name, 0.0))
-  assert diff <= TOL, f'{name}: max abs diff {diff:.3g} > {TOL}'
 
 
 def _zero_init(net, batch):
@@ -141,9 +124,9 @@ def test_clip_vision_parity(clip_ckpt):
   with torch.no_grad():
     out = model.vision_model(pixel_values=_nchw(x))
     ref_emb = model.visual_projection(out.pooler_output)
-  _close(f'clip_{name}_vision_pooled', pooled, out.pooler_output)
-  _close(f'clip_{name}_vision_tokens', tokens, out.last_hidden_state)
-  _close(f'clip_{name}_image_embeds', emb, ref_emb)
+  close(f'clip_{name}_vision_pooled', pooled, out.pooler_output)
+  close(f'clip_{name}_vision_tokens', tokens, out.last_hidden_state)
+  close(f'clip_{name}_image_embeds', emb, ref_emb)
 
 
 def test_clip_text_parity(clip_ckpt):
@@ -157,9 +140,9 @@ def test_clip_text_parity(clip_ckpt):
   with torch.no_grad():
     out = model.text_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
     ref_emb = model.text_projection(out.pooler_output)
-  _close(f'clip_{name}_text_embeds', emb, ref_emb)
+  close(f'clip_{name}_text_embeds', emb, ref_emb)
   m = mask.astype(bool)
-  _close(f'clip_{name}_text_tokens', np.asarray(tokens)[m], out.last_hidden_state.numpy()[m])
+  close(f'clip_{name}_text_tokens', np.asarray(tokens)[m], out.last_hidden_state.numpy()[m])
 
 
 def test_clip_init_from_pretrained_full_model(clip_ckpt):
@@ -194,8 +177,8 @@ def test_clip_init_from_pretrained_full_model(clip_ckpt):
     ref_g = model.visual_projection(model.vision_model(pixel_values=_nchw(pixels)).pooler_output)
     ref_t = model.text_projection(model.text_model(
         input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).pooler_output)
-  _close(f'clip_{name}_encode_gallery', g, torch.nn.functional.normalize(ref_g, dim=-1))
-  _close(f'clip_{name}_encode_text', t, torch.nn.functional.normalize(ref_t, dim=-1))
+  close(f'clip_{name}_encode_gallery', g, torch.nn.functional.normalize(ref_g, dim=-1))
+  close(f'clip_{name}_encode_text', t, torch.nn.functional.normalize(ref_t, dim=-1))
 
 
 # ------------------------------------------------------------------------------------------ BERT
@@ -249,9 +232,9 @@ def test_bert_parity(bert_ckpt):
   ids, mask = _bert_inputs()
   pooled, tokens, _ = _run_text_tower(src, ids, mask)
   h, ref = _bert_reference(model, ids, mask)
-  _close(f'bert_l{layers}_mean_pooled', pooled, ref)
+  close(f'bert_l{layers}_mean_pooled', pooled, ref)
   m = mask.astype(bool)
-  _close(f'bert_l{layers}_tokens', np.asarray(tokens)[m], h[m])
+  close(f'bert_l{layers}_tokens', np.asarray(tokens)[m], h[m])
 
 
 def test_pytorch_bin_loads_like_safetensors(tmp_path_factory, bert_ckpt):
@@ -265,7 +248,7 @@ def test_pytorch_bin_loads_like_safetensors(tmp_path_factory, bert_ckpt):
   for (k, x), (_, y) in zip(a, b, strict=True):
     np.testing.assert_array_equal(x, y, err_msg=str(k))
   ids, mask = _bert_inputs()
-  _close('bert_pytorch_bin_mean_pooled', _run_text_tower(path, ids, mask)[0],
+  close('bert_pytorch_bin_mean_pooled', _run_text_tower(path, ids, mask)[0],
          _bert_reference(model, ids, mask)[1])
 
 
@@ -300,9 +283,9 @@ def test_resnet_parity(name, tmp_path):
                           jnp.asarray(x))
   with torch.no_grad():
     out = model(pixel_values=_nchw(x))
-  _close(f'resnet_{name}_pooled', pooled, out.pooler_output.flatten(1))
+  close(f'resnet_{name}_pooled', pooled, out.pooler_output.flatten(1))
   ref_tokens = out.last_hidden_state.permute(0, 2, 3, 1).flatten(1, 2)
-  _close(f'resnet_{name}_tokens', tokens, ref_tokens)
+  close(f'resnet_{name}_tokens', tokens, ref_tokens)
 
 
 # ------------------------------------------------------------------------------------------- ViT
@@ -320,8 +303,8 @@ def test_vit_parity(tmp_path):
                           convert.load_tower_params(src, 'vision'), jnp.asarray(x))
   with torch.no_grad():
     out = model(pixel_values=_nchw(x))
-  _close('vit_tokens', tokens, out.last_hidden_state)
-  _close('vit_cls_pooled', pooled, out.last_hidden_state[:, 0])
+  close('vit_tokens', tokens, out.last_hidden_state)
+  close('vit_cls_pooled', pooled, out.last_hidden_state[:, 0])
 
 
 # ------------------------------------------------------------------------ real all-MiniLM-L6-v2
@@ -353,7 +336,7 @@ def test_minilm_bundled_matches_sentence_transformers_reference():
   model = transformers.BertModel.from_pretrained(path).eval()
   _, ref = _bert_reference(model, ids.astype(np.int64), mask.astype(np.int64))
   ref /= np.linalg.norm(ref, axis=-1, keepdims=True)
-  _close('minilm_l6_v2_normalised_embeddings', emb, ref)
+  close('minilm_l6_v2_normalised_embeddings', emb, ref)
   # Sanity: related sentences are closer than unrelated ones.
   assert emb[0] @ emb[1] > emb[0] @ emb[4]
 

@@ -17,28 +17,12 @@ torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
 
 import _tiny  # pylint: disable=g-import-not-at-top,wrong-import-order
+from _parity import close, report_diffs  # noqa: F401  pylint: disable=g-import-not-at-top,wrong-import-order,unused-import
 from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-order
 from stbir_jax import config_checks, convert, losses, stages, train_step  # pylint: disable=g-import-not-at-top
 from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 
-TOL = 1e-4
-DIFFS = {}
 PATCH, IMAGE, HIDDEN, VOCAB, TEXT_LEN = 8, 32, 32, 99, 12
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _report_diffs():
-  yield
-  for name, diff in sorted(DIFFS.items()):
-    print(f'max abs diff {name}: {diff:.2e}')
-
-
-def _close(name, ours, ref):
-  ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-  assert ours.shape == ref.shape, (name, ours.shape, ref.shape)
-  diff = float(np.max(np.abs(ours - ref)))
-  DIFFS[name] = max(diff, DIFFS.get(name, 0.0))
-  assert diff <= TOL, f'{name}: max abs diff {diff:.3g} > {TOL}'
 
 
 def _perturb(model, seed):
@@ -124,9 +108,9 @@ def test_siglip_vision_tower_parity(siglip_ckpt):
   emb, _ = _apply(stbir.ImageEncoder(cfg, HIDDEN), params, jnp.asarray(x))
   with torch.no_grad():
     ref_pooled, ref_tokens = _hf_image_features(model, x)
-  _close(f'{name}_vision_tokens', tokens, ref_tokens)
-  _close(f'{name}_vision_pooled', pooled, ref_pooled)
-  _close(f'{name}_image_embeds', emb, ref_pooled)   # the identity projection
+  close(f'{name}_vision_tokens', tokens, ref_tokens)
+  close(f'{name}_vision_pooled', pooled, ref_pooled)
+  close(f'{name}_image_embeds', emb, ref_pooled)   # the identity projection
 
 
 def test_siglip_text_tower_parity(siglip_ckpt):
@@ -142,8 +126,8 @@ def test_siglip_text_tower_parity(siglip_ckpt):
                           jnp.asarray(mask))
   with torch.no_grad():
     ref_pooled, ref_tokens = _hf_text_features(model, ids, mask)
-  _close(f'{name}_text_embeds', emb, ref_pooled)
-  _close(f'{name}_text_tokens', tokens, ref_tokens)
+  close(f'{name}_text_embeds', emb, ref_pooled)
+  close(f'{name}_text_tokens', tokens, ref_tokens)
 
 
 def test_siglip_text_tower_is_not_causal(siglip_ckpt):
@@ -194,8 +178,8 @@ def test_siglip_variant_loads_a_checkpoint_directory(siglip_ckpt):
   with torch.no_grad():
     ref_g, _ = _hf_image_features(model, (image / 255.0 - 0.5).astype(np.float32) / 0.5)
     ref_t, _ = _hf_text_features(model, ids, mask)
-  _close(f'{name}_encode_gallery', g, torch.nn.functional.normalize(ref_g, dim=-1))
-  _close(f'{name}_encode_text', t, torch.nn.functional.normalize(ref_t, dim=-1))
+  close(f'{name}_encode_gallery', g, torch.nn.functional.normalize(ref_g, dim=-1))
+  close(f'{name}_encode_text', t, torch.nn.functional.normalize(ref_t, dim=-1))
 
 
 def test_siglip_variant_towers_are_those_of_siglip_base(tmp_path):

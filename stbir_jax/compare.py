@@ -256,6 +256,9 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
   if weights:
     notes.append('late_fusion weights w chosen on validation, per seed: '
                  + ', '.join(f'{w:.2f}' for w in weights) + '.')
+  if not runs.get('stbir'):   # e.g. --methods=joint_plain: the tables, but nothing to judge
+    return '\n'.join([text, *notes, '', 'No `stbir` run among these methods, so no verdict '
+                      'table: add `stbir` to --methods to compare against it.', ''])
   return '\n'.join([text, *notes, '', f'### stbir against each baseline ({ds})', '',
                     ablate.verdict_table(runs, 'stbir', keys), ''])
 

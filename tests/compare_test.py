@@ -109,6 +109,15 @@ def test_each_trained_baseline_runs_smoke_steps_and_reports_its_modes(smoke_base
       results['joint_plain'])
 
 
+def test_a_report_without_stbir_has_the_tables_and_says_why_there_is_no_verdict(smoke_baselines):
+  config, _, results = smoke_baselines
+  runs = {'triplet_sn': [results['triplet_sn']], 'joint_plain': [results['joint_plain']]}
+  text = compare.report(runs, config, [0], 'python -m stbir_jax.compare --methods=joint_plain')
+  assert '| joint_plain | 1 | sketch+text |' in text
+  assert 'stbir against each baseline' not in text
+  assert 'add `stbir` to --methods' in text
+
+
 def test_late_fusion_chooses_its_weight_on_validation_and_reports_every_bucket(smoke_baselines):
   config, root, _ = smoke_baselines
   config = compare.baseline_config(config, 'stbir', 0)

@@ -64,6 +64,18 @@ def test_default_parameters_find_at_least_95_percent_of_the_exact_top_10(backend
   np.testing.assert_allclose(scores, want, atol=1e-4)
 
 
+def test_a_tuned_index_short_of_the_target_says_what_to_change():
+  meta = {'backend': 'ivf_pq', 'params': {'nlist': 3162, 'm': 8, 'nprobe': 3162,
+                                          'candidates': 100},
+          'recall': {'recall': 0.45, 'k': 10, 'queries': 256}, 'tuned': 'nprobe'}
+  text = ann_store.describe_meta(meta)
+  assert 'recall@10 0.450' in text and 'largest nprobe' in text and 'candidates=1000' in text
+  reached = dict(meta, recall={'recall': 0.99, 'k': 10, 'queries': 256})
+  assert 'largest' not in ann_store.describe_meta(reached)
+  # Set by hand (not tuned): the recall is what those parameters give, no advice.
+  assert 'largest' not in ann_store.describe_meta(dict(meta, tuned=None))
+
+
 def test_exact_rerank_gives_the_exact_order_of_the_candidates(clustered, tmp_path):
   gallery, queries = clustered
   ann_store.build(tmp_path, 'ivf_flat', gallery, [[0, ROWS]], overrides={'nprobe': 1},

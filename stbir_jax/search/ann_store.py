@@ -191,12 +191,26 @@ class AnnIndex:
     return describe_meta(dict(self.meta, params=self.params, recall=self.recall))
 
 
+# What to change when tuning the search parameter alone cannot reach the target.
+SHORT_OF_TARGET = {
+    'ivf_flat': 'rebuild with fewer lists (--ann_params="nlist=...")',
+    'ivf_pq': 're-rank more candidates (--ann_params="candidates=1000") or rebuild with more '
+              'bytes a row (--ann_params="m=...")',
+    'hnsw': 'rebuild with more links (--ann_params="M=64,ef_construction=128")',
+    'scann': 're-order more candidates (--ann_params="reorder=1000")',
+}
+
+
 def describe_meta(meta: dict) -> str:
   """'ivf_flat (nlist 316, nprobe 16): recall@10 0.981, measured on ...' for people."""
   shown = ', '.join(f'{key} {value}' for key, value in meta['params'].items())
   recall = meta.get('recall')
   if recall:
-    return (f'{meta["backend"]} ({shown}): recall@{recall["k"]} {recall["recall"]:.3f}, '
+    text = (f'{meta["backend"]} ({shown}): recall@{recall["k"]} {recall["recall"]:.3f}, '
             f'measured on {recall["queries"]} indexed photos as queries (new queries miss up to '
             'about twice as many)')
+    if meta.get('tuned') and recall['recall'] < ann.TUNE_RECALL:
+      text += (f'; below the {ann.TUNE_RECALL} the tuning aims at even at its largest '
+               f'{meta["tuned"]}: {SHORT_OF_TARGET[meta["backend"]]}')
+    return text
   return f'{meta["backend"]} ({shown}): recall not measured for these parameters'

@@ -110,6 +110,7 @@ def main():
     rows.append(base)
     print(common.table([base], list(base)), flush=True)
     del flat
+    probe = ann.recall_probe(gallery, k)   # the indexed rows tuning probes, with their exact top k
     for backend in args.backends.split(','):
       params = ann.params_for(backend, n, d)
       load = common.loadavg()
@@ -137,8 +138,8 @@ def main():
                'setting': ' '.join(f'{a}={b}' for a, b in search_params.items()),
                'recall': ann.recall_at_k(found, truth),
                # what tuning sees: indexed rows as queries (ann.TUNE_RECALL says why it differs)
-               'recall_indexed': ann.estimate_recall(backend, index, gallery,
-                                                     search_params)['recall'],
+               'recall_indexed': ann.estimate_recall(backend, index, gallery, search_params,
+                                                     probe=probe)['recall'],
                'q_s': nq / s, 'build_s': build_s,
                'index_mb': (size or 0) / 2**20, 'load1': load[0],
                'default': 'default' if value == params[key] else ''}

@@ -217,7 +217,8 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
   return float(np.sum(hits) / truth.size)
 
 
-def _probe(embeddings: np.ndarray, k: int, queries: int, seed: int):
+def recall_probe(embeddings: np.ndarray, k: int = 10, queries: int = RECALL_QUERIES,
+                 seed: int = 0):
   """`queries` indexed rows as queries and their exact top-k, each query's own row left out."""
   n = len(embeddings)
   pick = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
@@ -239,12 +240,15 @@ def _probe_recall(backend, index, embeddings, params, probe, k) -> float:
 
 
 def estimate_recall(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 10,
-                    queries: int = RECALL_QUERIES, seed: int = 0) -> dict:
-  """recall@k against exact search, with `queries` indexed rows as queries (own row left out)."""
+                    queries: int = RECALL_QUERIES, seed: int = 0, probe=None) -> dict:
+  """recall@k against exact search, with `queries` indexed rows as queries (own row left out).
+  `probe`: an earlier `recall_probe(embeddings, k, queries, seed)`, so that a sweep over search
+  settings runs the exact search once."""
   k = min(k, len(embeddings) - 1)
   if k <= 0:
     return {'recall': 1.0, 'k': k, 'queries': 0}
-  probe = _probe(embeddings, k, queries, seed)
+  if probe is None:
+    probe = recall_probe(embeddings, k, queries, seed)
   return {'recall': _probe_recall(backend, index, embeddings, params, probe, k), 'k': k,
           'queries': len(probe[0])}
 
@@ -259,7 +263,7 @@ def tune(backend: str, index, embeddings: np.ndarray, params: dict, *, k: int = 
   k = min(k, len(embeddings) - 1)
   if k <= 0:
     return dict(params, **{key: 1}), {'recall': 1.0, 'k': k, 'queries': 0}
-  probe = _probe(embeddings, k, queries, seed)
+  probe = recall_probe(embeddings, k, queries, seed)
   value = 16 if backend == 'hnsw' else 1
   while True:
     value = min(value, limit)

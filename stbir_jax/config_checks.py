@@ -105,6 +105,7 @@ FIELDS = {
     'model.fusion.heads': POSITIVE,
     'model.fusion.mlp_dim': POSITIVE,
     'model.fusion.normalize': boolean,
+    'model.fusion.photo_towers': choice(1, 2),
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,

@@ -90,8 +90,10 @@ def get_config():
       kind='clip', vocab_size=49408, hidden=512, layers=12, heads=8, mlp_dim=2048,
       pool='eos', init=clip))
   # normalize: sum/gated fuse unit-norm sides times learned per-modality scales (fusion.py).
+  # photo_towers: 2 gives the text half of a split fusion ('concat') its own photo tower.
   c.model.fusion = ml_collections.ConfigDict(dict(
-      kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048, normalize=True))
+      kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048, normalize=True,
+      photo_towers=1))
   c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
                                           # 'dots_saveable' | 'full' (models/layers.py)
 

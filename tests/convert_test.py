@@ -181,6 +181,26 @@ def test_clip_init_from_pretrained_full_model(clip_ckpt):
   close(f'clip_{name}_encode_text', t, torch.nn.functional.normalize(ref_t, dim=-1))
 
 
+def test_both_photo_towers_start_from_the_checkpoint(clip_ckpt):
+  """fusion.photo_towers=2: the text half's photo tower loads the same pretrained backbone;
+  the projections, D/2 wide, do not fit the checkpoint's and stay as initialised."""
+  _, model, src = clip_ckpt
+  config = base.get_config('smoke')
+  config.model.photo = convert.tower_config_from_hf(src, 'vision')
+  config.model.fusion.update(kind='concat', photo_towers=2)
+  config.model.embed_dim = model.config.projection_dim
+  res = model.config.vision_config.image_size
+  net = stbir.STBIR(config.model)
+  params = _zero_init(net, stbir.dummy_batch(config, 1) | dict(
+      image=jnp.zeros((1, res, res, 3), jnp.uint8), sketch=jnp.zeros((1, res, res), jnp.uint8)))
+  photo = convert.init_from_pretrained(config, params)['photo']
+  reference = convert.load_tower_params(src, 'vision')
+  for tower in ('backbone', 'text_backbone'):
+    for a, b in zip(jax.tree.leaves(photo[tower]), jax.tree.leaves(reference), strict=True):
+      np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(photo['text_proj']['kernel'], 0.5)
+
+
 # ------------------------------------------------------------------------------------------ BERT
 
 def _bert(tmp_path_factory, layers, safe=True, name=None):

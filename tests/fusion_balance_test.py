@@ -38,7 +38,7 @@ def _sensitivities(kind, normalize, sketch_norm, text_norm):
   return float(text_change), float(sketch_change)
 
 
-@pytest.mark.parametrize('kind', ['sum', 'gated'])
+@pytest.mark.parametrize('kind', ['sum', 'gated', 'concat'])
 @pytest.mark.parametrize('sketch_norm', [TEXT_NORM, SKETCH_NORM_AFTER_SKETCH_STAGES])
 def test_normalised_fusion_is_as_sensitive_to_the_text_as_to_the_sketch(kind, sketch_norm):
   text_change, sketch_change = _sensitivities(kind, True, sketch_norm, TEXT_NORM)

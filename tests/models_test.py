@@ -338,8 +338,8 @@ def test_bad_config_values_name_the_key_and_choices():
   with pytest.raises(ValueError, match=r"config.model.sketch.kind='convnext'.*'resnet'"):
     jax.eval_shape(STBIR(c).init, KEY, make_batch())
   c = tiny_model_config()
-  c.fusion.kind = 'concat'
-  with pytest.raises(ValueError, match=r"fusion.kind='concat'.*'gated'"):
+  c.fusion.kind = 'product'
+  with pytest.raises(ValueError, match=r"fusion.kind='product'.*'gated'"):
     jax.eval_shape(STBIR(c).init, KEY, make_batch())
   c = tiny_model_config()
   c.dtype = 'float16'
@@ -536,7 +536,65 @@ def test_hf_parity_text_towers():
   np.testing.assert_allclose(np.asarray(tokens)[real], _t(ref.last_hidden_state)[real], atol=1e-5)
 
 
-@pytest.mark.parametrize('fusion', ['sum', 'cross_attention'])
+def test_concat_fusion_scores_are_a_weighted_sum_of_a_sketch_and_a_text_score():
+  """fusion.kind='concat': each side fills its half; the photo's halves are unit vectors, so
+  <query, gallery> = (a <s, g_s> + b <t, g_t>) / (sqrt(2) sqrt(a^2 + b^2)) with the learned
+  modality scales a, b; a missing side contributes nothing (its half is zero)."""
+  c = tiny_model_config(fusion='concat', image_kind='vit')
+  model = STBIR(c)
+  batch = make_batch()
+  params = init(model, batch)
+  d = c.embed_dim
+  assert params['sketch']['proj']['kernel'].shape[-1] == d // 2
+  assert params['text']['proj']['kernel'].shape[-1] == d // 2
+  assert params['photo']['proj']['kernel'].shape[-1] == d
+  a, b = 2.0, 0.5
+  params['fusion'] = {'modality_scale': jnp.log(jnp.asarray([a, b]))}
+  out = jax.jit(lambda p, x: model.apply({'params': p}, x, single_modality=True))(params, batch)
+  q, g = np.asarray(out['query']), np.asarray(out['gallery'])
+  qs, qt = np.asarray(out['query_sketch']), np.asarray(out['query_text'])
+  np.testing.assert_allclose(np.linalg.norm(g[:, :d // 2], axis=-1), 2 ** -0.5, atol=1e-6)
+  np.testing.assert_allclose(qs[:, d // 2:], 0.0)
+  np.testing.assert_allclose(qt[:, :d // 2], 0.0)
+  sketch_score = 2 ** 0.5 * qs @ g.T      # <unit s, unit g_s>
+  text_score = 2 ** 0.5 * qt @ g.T
+  expected = (a * sketch_score + b * text_score) / (2 ** 0.5 * np.hypot(a, b))
+  np.testing.assert_allclose(q @ g.T, expected, atol=1e-5)
+  # encode_text (the category prototypes) lives in the text half, as the text-only query does.
+  t = model.apply({'params': params}, batch['text_ids'], batch['text_mask'],
+                  method=STBIR.encode_text)
+  np.testing.assert_allclose(t, qt, atol=1e-6)
+  c.embed_dim = 15
+  with pytest.raises(ValueError, match='embed_dim=15.*even'):
+    jax.eval_shape(STBIR(c).init, KEY, batch)
+
+
+def test_two_photo_towers_fill_one_half_each():
+  """fusion.photo_towers=2: the text half of a photo's embedding comes from its own tower, so
+  changing that tower's weights leaves the sketch half untouched."""
+  c = tiny_model_config(fusion='concat', image_kind='vit')
+  c.fusion.photo_towers = 2
+  model = STBIR(c)
+  batch = make_batch()
+  params = init(model, batch)
+  half = c.embed_dim // 2
+  assert set(params['photo']) == {'backbone', 'proj', 'text_backbone', 'text_proj'}
+  assert params['photo']['proj']['kernel'].shape[-1] == half
+  assert params['photo']['text_proj']['kernel'].shape[-1] == half
+  gallery = jax.jit(lambda p: model.apply({'params': p}, batch['image'],
+                                          method=STBIR.encode_gallery))
+  g = np.asarray(gallery(params))
+  moved = dict(params, photo=dict(params['photo'], text_backbone=jax.tree.map(
+      lambda x: x + 0.1, params['photo']['text_backbone'])))
+  g2 = np.asarray(gallery(moved))
+  np.testing.assert_allclose(g2[:, :half], g[:, :half], atol=1e-6)
+  assert np.abs(g2[:, half:] - g[:, half:]).max() > 1e-3
+  c.fusion.kind = 'sum'
+  with pytest.raises(ValueError, match='photo_towers=2 needs a split fusion'):
+    jax.eval_shape(STBIR(c).init, KEY, batch)
+
+
+@pytest.mark.parametrize('fusion', ['sum', 'concat', 'cross_attention'])
 def test_single_modality_queries_equal_queries_with_the_other_side_hidden(fusion):
   model = STBIR(tiny_model_config(fusion=fusion, image_kind='vit'))
   batch = make_batch()

@@ -217,6 +217,8 @@ def load_pretrained(config, params_like, strict: bool = True) -> dict:
     else:
       logging.info('%s: loaded backbone from %s (no projection in the checkpoint; proj stays '
                    'randomly initialised).', where, src)
+    if 'text_backbone' in params_like[group]:   # fusion.photo_towers = 2: both from src
+      loaded['text_backbone'] = loaded['backbone']
     out[group] = loaded
   return out
 

@@ -127,6 +127,10 @@ def write_clip(config, params, out: str) -> str:
   from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
 
   m = config.model
+  if m.fusion.kind in stbir.fusion_lib.SPLIT_KINDS:
+    raise ConvertError(f'config.model.fusion.kind={m.fusion.kind!r} splits the embedding into a '
+                       'sketch half and a text half, which a CLIPModel cannot hold (one projection '
+                       'size, no half-wise normalisation); export with python -m stbir_jax.export.')
   _check(m.photo, 'config.model.photo', 'clip_vit', ('cls',))
   _check(m.sketch, 'config.model.sketch', 'clip_vit', ('cls',))
   _check(m.text, 'config.model.text', 'clip', ('eos', 'argmax'))

@@ -1,11 +1,12 @@
 """Fusion of the sketch and text sides of a query into one embedding (config.model.fusion.kind).
 
-Inputs (per example b): sketch embedding s (B, D) and tokens (B, Ns, Cs); text embedding t (B, D),
-tokens (B, L, Ct) and mask (B, L); has_sketch, has_text (B,) bool. Output: (B, D), not normalised.
+Inputs (per example b): sketch embedding s (B, D) and tokens (B, Ns, Cs); text embedding t
+(B, D), tokens (B, L, Ct) and mask (B, L); has_sketch, has_text (B,) bool. Output: (B, D), not
+normalised. With 'concat', s and t are (B, D/2) each.
 
 A missing modality is replaced, per example (jnp.where), by LEARNED NULL inputs, so sketch-only,
 text-only and even empty queries are queries of the same model; nothing of the missing side's
-(garbage) inputs reaches the output.
+(garbage) inputs reaches the output. ('concat' zeroes the missing side's half instead.)
 
 With `normalize` (config.model.fusion.normalize, the default of every config since the module 3
 study in docs/results.md), 'sum' and 'gated' first L2-normalise each side, null vectors
@@ -16,6 +17,12 @@ other one, and the fused query ignores the text.
 
   'sum'              s' + t'          s' = s if has_sketch else null_sketch; t' likewise
   'gated'            g * s' + (1 - g) * t',  g = sigmoid(gate([s'; t'])) per dimension
+  'concat'           [e^a unit(s); e^b unit(t)]: each modality in its own half of the embedding,
+                     a missing side's half zero. The photo's embedding is split the same way
+                     (STBIR.encode_gallery), so a query's score is the weighted sum of a sketch
+                     score and a text score, late fusion inside one model: no modality can drown
+                     the other, and a single-modality query ranks by its own half alone. The
+                     sketch and text towers project to D/2 each.
   'cross_attention'  a pre-LN transformer over [query] + sketch_proj(sketch tokens)
                      + text_proj(text tokens), each plus its modality embedding, with a
                      key-padding mask; out = out_proj(norm(h[query])). A missing side becomes
@@ -26,6 +33,7 @@ Parameter trees:
   sum:              null_sketch (D,), null_text (D,) [+ modality_scale (2,): log scales of
                     sketch, text, with normalize]
   gated:            null_sketch, null_text, gate/{kernel (2D, D), bias} [+ modality_scale]
+  concat:           modality_scale (2,) (no null vectors: a missing half is zero)
   cross_attention:  query (F,), modality_embedding (3, F) [query, sketch, text],
                     null_sketch (F,), null_text (F,), sketch_proj/{kernel, bias},
                     text_proj/{kernel, bias}, encoder/layer_{i}/... (layers.py; exact gelu,
@@ -41,7 +49,8 @@ import jax.numpy as jnp
 
 from stbir_jax.models import layers
 
-KINDS = ('sum', 'gated', 'cross_attention')
+KINDS = ('sum', 'gated', 'concat', 'cross_attention')
+SPLIT_KINDS = ('concat',)   # kinds whose query and photo embeddings are [sketch half; text half]
 NULL_INIT = nn.initializers.normal(0.02)
 
 
@@ -68,6 +77,11 @@ class Fusion(nn.Module):
     layers.check_choice('config.model.fusion.kind', self.kind, KINDS)
     has_s = has_sketch.astype(bool)[:, None]
     has_t = has_text.astype(bool)[:, None]
+    if self.kind == 'concat':
+      log_scale = self.param('modality_scale', nn.initializers.zeros, (2,), jnp.float32)
+      s = jnp.where(has_s, unit(sketch_emb) * jnp.exp(log_scale[0]), 0.0)
+      t = jnp.where(has_t, unit(text_emb) * jnp.exp(log_scale[1]), 0.0)
+      return jnp.concatenate([s, t], axis=-1)
     if self.kind in ('sum', 'gated'):
       d = sketch_emb.shape[-1]
       s = jnp.where(has_s, sketch_emb, self.param('null_sketch', NULL_INIT, (d,), jnp.float32))

@@ -21,10 +21,15 @@ microsoft/resnet-* preprocessors'), mean 0.5 / std 0.5 for SigLIP (its image pro
 Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole groups):
 
   sketch/backbone/...     image tower (resnet.py / vit.py layout)
-  sketch/proj/kernel      (tower dim, D), no bias (like CLIP's visual_projection)
+  sketch/proj/kernel      (tower dim, D), no bias (like CLIP's visual_projection); D/2 with a
+                          split fusion ('concat': query = [sketch half; text half], the photo's
+                          embedding likewise, each half unit-normalised)
   photo/backbone/..., photo/proj/kernel
+                          [+ photo/text_backbone/..., photo/text_proj/kernel: with
+                          fusion.photo_towers = 2, the text half's own tower; proj then D/2]
   text/backbone/...       text tower (text.py layout)
-  text/proj/kernel        (text hidden, D), no bias (like CLIP's text_projection)
+  text/proj/kernel        (text hidden, D), no bias (like CLIP's text_projection); D/2 with a
+                          split fusion
   fusion/...              fusion.py layout (per fusion kind)
   temperature/log_scale   scalar, init log(1 / init_temperature);
                           logit_scale = min(exp(log_scale), 100)
@@ -79,16 +84,16 @@ def sketch_to_image(sketch):
   return jnp.repeat(white[..., None], 3, axis=-1)
 
 
-def image_tower(cfg, remat: str, dtype, where: str) -> nn.Module:
+def image_tower(cfg, remat: str, dtype, where: str, name: str = 'backbone') -> nn.Module:
   """The backbone module of an image tower config (config.model.sketch / .photo)."""
   layers.check_choice(f'{where}.kind', cfg.kind, IMAGE_KINDS)
   if cfg.kind == 'resnet':
     return resnet.ResNet(depth=cfg.depth, width=cfg.width, norm=layers.option(cfg, 'norm', 'group'),
                          stem_pool=layers.option(cfg, 'stem_pool', True), pool=cfg.pool,
-                         remat=remat, dtype=dtype, name='backbone')
+                         remat=remat, dtype=dtype, name=name)
   return vit.ViT(variant=VIT_VARIANTS[cfg.kind], patch_size=cfg.patch_size,
                  hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim,
-                 pool=cfg.pool, remat=remat, dtype=dtype, name='backbone')
+                 pool=cfg.pool, remat=remat, dtype=dtype, name=name)
 
 
 class ImageEncoder(nn.Module):
@@ -105,6 +110,29 @@ class ImageEncoder(nn.Module):
     emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                    kernel_init=layers.DENSE_INIT, name='proj')(pooled)
     return emb, tokens
+
+
+class TwoTowerPhotoEncoder(nn.Module):
+  """The photo side of a split fusion with one tower per query modality
+  (config.model.fusion.photo_towers = 2): the sketch half of the embedding from backbone/proj,
+  the text half from text_backbone/text_proj, so shape and appearance do not share one small
+  tower's features. -> (emb (B, 2 half_dim), tokens of the sketch-side tower)."""
+  config: ml_collections.ConfigDict   # config.model.photo (both towers)
+  half_dim: int
+  remat: str | bool = 'nothing'
+  dtype: Any = jnp.float32
+  where: str = 'config.model.photo'
+
+  @nn.compact
+  def __call__(self, images):
+    embs, tokens = [], None
+    for prefix in ('', 'text_'):
+      pooled, own_tokens = image_tower(self.config, self.remat, self.dtype, self.where,
+                                       name=f'{prefix}backbone')(images)
+      tokens = own_tokens if tokens is None else tokens
+      embs.append(nn.Dense(self.half_dim, use_bias=False, dtype=self.dtype,
+                           kernel_init=layers.DENSE_INIT, name=f'{prefix}proj')(pooled))
+    return jnp.concatenate(embs, axis=-1), tokens
 
 
 class TextEncoder(nn.Module):
@@ -162,16 +190,36 @@ class STBIR(nn.Module):
     for side in ('sketch', 'photo'):
       layers.check_choice(f'config.model.{side}.kind', c[side].kind, IMAGE_KINDS)
     remat = layers.remat_policy(c.remat)
-    kw = dict(embed_dim=c.embed_dim, remat=remat, dtype=dtype)
-    self.sketch = ImageEncoder(c.sketch, where='config.model.sketch', **kw)
-    self.photo = ImageEncoder(c.photo, where='config.model.photo', **kw)
-    self.text = TextEncoder(c.text, **kw)
     f = c.fusion
+    layers.check_choice('config.model.fusion.kind', f.kind, fusion_lib.KINDS)
+    if self.split and c.embed_dim % 2:
+      raise ValueError(f'config.model.embed_dim={c.embed_dim}: fusion {f.kind!r} splits the '
+                       'embedding into a sketch half and a text half; use an even size.')
+    # With a split fusion each query side fills its half of the embedding; the photo fills both.
+    side = c.embed_dim // 2 if self.split else c.embed_dim
+    photo_towers = layers.option(f, 'photo_towers', 1)
+    layers.check_choice('config.model.fusion.photo_towers', photo_towers, (1, 2))
+    if photo_towers == 2 and not self.split:
+      raise ValueError(f'config.model.fusion.photo_towers=2 needs a split fusion '
+                       f'({", ".join(fusion_lib.SPLIT_KINDS)}), not kind {f.kind!r}: the second '
+                       'photo tower fills the text half of the embedding.')
+    kw = dict(remat=remat, dtype=dtype)
+    self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
+    if photo_towers == 2:
+      self.photo = TwoTowerPhotoEncoder(c.photo, side, where='config.model.photo', **kw)
+    else:
+      self.photo = ImageEncoder(c.photo, c.embed_dim, where='config.model.photo', **kw)
+    self.text = TextEncoder(c.text, side, **kw)
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
                                     normalize=layers.option(f, 'normalize', False),
                                     remat=remat, dtype=dtype)
     self.temperature = Temperature(self.init_temperature, self.init_logit_bias)
+
+  @property
+  def split(self) -> bool:
+    """Whether embeddings are [sketch half; text half] (fusion.SPLIT_KINDS)."""
+    return self.config.fusion.kind in fusion_lib.SPLIT_KINDS
 
   def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
     """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
@@ -194,11 +242,17 @@ class STBIR(nn.Module):
     """uint8 (B, R, R, 3) -> (B, D) L2-normalised photo embeddings."""
     images = normalize_pixels(image.astype(jnp.float32) / 255.0, self.config.photo.kind)
     emb, _ = self.photo(images)
+    if self.split:   # each half unit-normalised: the sketch and the text score count alike
+      half = emb.shape[-1] // 2
+      emb = jnp.concatenate([fusion_lib.unit(emb[:, :half]), fusion_lib.unit(emb[:, half:])], -1)
     return l2_normalize(emb)
 
   def encode_text(self, text_ids, text_mask):
-    """-> (B, D) L2-normalised text-tower embeddings (no fusion), e.g. category prototypes."""
+    """-> (B, D) L2-normalised text-tower embeddings (no fusion), e.g. category prototypes;
+    with a split fusion, in the text half (the sketch half zero)."""
     emb, _, _ = self.text(text_ids, text_mask)
+    if self.split:
+      emb = jnp.concatenate([jnp.zeros_like(emb), emb], axis=-1)
     return l2_normalize(emb)
 
   def logit_scale(self):

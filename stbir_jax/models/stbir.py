@@ -97,40 +97,26 @@ def image_tower(cfg, remat: str, dtype, where: str, name: str = 'backbone') -> n
 
 
 class ImageEncoder(nn.Module):
-  """An image tower plus its projection to embed_dim: (emb (B, D), tokens (B, N, C))."""
+  """An image tower plus its projection to embed_dim: (emb (B, D), tokens (B, N, C)).
+
+  towers = 2 (the photo side with config.model.fusion.photo_towers = 2): a second tower,
+  text_backbone/text_proj, fills the text half of a split embedding, so shape and appearance do
+  not share one small tower's features; emb is then (B, 2 D), tokens the first tower's."""
   config: ml_collections.ConfigDict   # config.model.sketch or .photo
-  embed_dim: int
+  embed_dim: int                      # per tower
   remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
   where: str = 'config.model.photo'
-
-  @nn.compact
-  def __call__(self, images):
-    pooled, tokens = image_tower(self.config, self.remat, self.dtype, self.where)(images)
-    emb = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
-                   kernel_init=layers.DENSE_INIT, name='proj')(pooled)
-    return emb, tokens
-
-
-class TwoTowerPhotoEncoder(nn.Module):
-  """The photo side of a split fusion with one tower per query modality
-  (config.model.fusion.photo_towers = 2): the sketch half of the embedding from backbone/proj,
-  the text half from text_backbone/text_proj, so shape and appearance do not share one small
-  tower's features. -> (emb (B, 2 half_dim), tokens of the sketch-side tower)."""
-  config: ml_collections.ConfigDict   # config.model.photo (both towers)
-  half_dim: int
-  remat: str | bool = 'nothing'
-  dtype: Any = jnp.float32
-  where: str = 'config.model.photo'
+  towers: int = 1
 
   @nn.compact
   def __call__(self, images):
     embs, tokens = [], None
-    for prefix in ('', 'text_'):
+    for prefix in ('', 'text_')[:self.towers]:
       pooled, own_tokens = image_tower(self.config, self.remat, self.dtype, self.where,
                                        name=f'{prefix}backbone')(images)
       tokens = own_tokens if tokens is None else tokens
-      embs.append(nn.Dense(self.half_dim, use_bias=False, dtype=self.dtype,
+      embs.append(nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
                            kernel_init=layers.DENSE_INIT, name=f'{prefix}proj')(pooled))
     return jnp.concatenate(embs, axis=-1), tokens
 
@@ -191,7 +177,6 @@ class STBIR(nn.Module):
       layers.check_choice(f'config.model.{side}.kind', c[side].kind, IMAGE_KINDS)
     remat = layers.remat_policy(c.remat)
     f = c.fusion
-    layers.check_choice('config.model.fusion.kind', f.kind, fusion_lib.KINDS)
     if self.split and c.embed_dim % 2:
       raise ValueError(f'config.model.embed_dim={c.embed_dim}: fusion {f.kind!r} splits the '
                        'embedding into a sketch half and a text half; use an even size.')
@@ -205,10 +190,8 @@ class STBIR(nn.Module):
                        'photo tower fills the text half of the embedding.')
     kw = dict(remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
-    if photo_towers == 2:
-      self.photo = TwoTowerPhotoEncoder(c.photo, side, where='config.model.photo', **kw)
-    else:
-      self.photo = ImageEncoder(c.photo, c.embed_dim, where='config.model.photo', **kw)
+    self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',
+                              towers=photo_towers, **kw)
     self.text = TextEncoder(c.text, side, **kw)
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,

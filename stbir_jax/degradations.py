@@ -99,6 +99,26 @@ def bucket_names(bucket_configs) -> list:
   return [str(b['name']) for b in bucket_configs]
 
 
+# Each field's value that leaves a query as it is (a 'clean' bucket).
+NO_DEGRADATION = dict(stroke_dropout=0.0, keep_fraction=1.0, jitter=0.0, thickness=0,
+                      noise_strokes=0, word_dropout=0.0, vague_text=False, missing_sketch=False,
+                      missing_text=False)
+
+
+def single_degradations(bucket) -> list:
+  """[(field, bucket dict)]: for each degradation a bucket applies, a bucket named
+  '<name>.<field>' that applies only that one at the bucket's value (the others as
+  NO_DEGRADATION). Empty for a bucket with fewer than two: its one degradation is itself. The
+  values are the bucket's own, so a table extended with these has the same static maxima (noise
+  strokes, thickness) and gives the bucket's queries the same draws."""
+  fields = [f for f, clean in NO_DEGRADATION.items() if bucket[f] != clean]
+  if len(fields) < 2:
+    return []
+  return [(f, dict(NO_DEGRADATION, name=f'{bucket["name"]}.{f}', level=bucket['level'],
+                   **{f: bucket[f]}))
+          for f in fields]
+
+
 def check_buckets(bucket_configs) -> None:
   """Raises CurriculumError naming the first bucket field that is missing or out of range (at
   config validation, stbir_jax/curriculum.py:check_config; never while a step is traced). The one

@@ -6,6 +6,7 @@ A run's evaluators are the sections of `config.evals`, one per evaluator by its 
   config.evals.retrieval  = dict(every_steps=..., batch_size=..., split=..., modes=[...],
                                  gallery_scope=...)
   config.evals.robustness = dict(<the same>, buckets=[names of curriculum buckets])
+  config.evals.degradations = dict(<robustness's>)  (each degradation of a bucket on its own)
 
 `evaluator_section(config, evaluator)` is the section an evaluator is built with: a copy of its
 config section plus the run-wide fields it names in `shared_fields` (SHARED: `datasets` is
@@ -31,6 +32,8 @@ SECTION_DEFAULTS = {
 }
 SECTION_DEFAULTS['robustness'] = dict(
     SECTION_DEFAULTS['retrieval'], buckets=['clean', 'moderate', 'severe', 'no_sketch', 'no_text'])
+SECTION_DEFAULTS['degradations'] = dict(SECTION_DEFAULTS['retrieval'],
+                                        buckets=['moderate', 'severe'])
 
 # Run-wide fields an evaluator may name in its shared_fields -> where they are in the run config.
 SHARED = {'datasets': ('data', 'configs'), 'eval_seed': ('curriculum', 'eval_seed')}
@@ -155,9 +158,11 @@ class EvalData:
     return self.fns['eval_queries'](self._config, dataset, split, batch_size=batch_size,
                                     **process_rows)
 
-  def degrade(self, key, batch: dict, bucket: str) -> dict:
-    """`batch`'s queries degraded by the curriculum bucket named `bucket` (jit-traceable)."""
-    buckets = self._config.curriculum.buckets
+  def degrade(self, key, batch: dict, bucket: str, extra_buckets=()) -> dict:
+    """`batch`'s queries degraded by the bucket named `bucket` (jit-traceable): one of the
+    curriculum's, or of `extra_buckets` (bucket dicts), appended to its table so the curriculum's
+    buckets keep their indices."""
+    buckets = list(self._config.curriculum.buckets) + list(extra_buckets)
     index = [str(b.name) for b in buckets].index(bucket)
     if self._attribute_ids is None:
       from stbir_jax import degradations  # pylint: disable=g-import-not-at-top

@@ -22,6 +22,11 @@ fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and 
   robustness   queries degraded by the curriculum buckets its section names (`buckets`), with
                keys fixed by config.curriculum.eval_seed so runs are comparable:
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
+  degradations robustness's keys for its buckets whole and for each degradation of a bucket on
+               its own, '<bucket>.<field>' (e.g. 'moderate.jitter'): which part of a bucket
+               costs what. On a saved run:
+                 python -m stbir_jax.evaluate --workdir=W --split=validation \
+                     --evaluators=degradations
 
 An evaluator takes its own config section, the model and the data it reads, as big_vision's
 do: `Evaluator(section, model, data, mesh=None)`, where `section = evaluate.section(config,
@@ -44,7 +49,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from stbir_jax import config_rules, eval_report, metrics, sharding
+from stbir_jax import config_rules, degradations, eval_report, metrics, sharding
 from stbir_jax.data.names import SPLITS
 from stbir_jax.eval_sections import (
   SECTION_DEFAULTS,
@@ -278,11 +283,13 @@ class RobustnessEvaluator(RetrievalEvaluator):
   def __init__(self, section, model, data: EvalData, mesh=None):
     super().__init__(section, model, data, mesh)
     self.buckets = {str(b.name): b for b in section.buckets}
+    self._extra_buckets = ()   # buckets beyond the curriculum's (DegradationEvaluator)
     self._degrade = {}
 
   def _degrade_fn(self, bucket: str):
     if bucket not in self._degrade:
-      self._degrade[bucket] = jax.jit(lambda key, batch: self.data.degrade(key, batch, bucket))
+      self._degrade[bucket] = jax.jit(
+          lambda key, batch: self.data.degrade(key, batch, bucket, self._extra_buckets))
     return self._degrade[bucket]
 
   def variant_modes(self, prefix: str) -> tuple:
@@ -307,7 +314,29 @@ class RobustnessEvaluator(RetrievalEvaluator):
     return {'acc@1': m['acc@1'], 'mAP': m['mAP']}
 
 
-EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator}
+class DegradationEvaluator(RobustnessEvaluator):
+  """What each degradation of a bucket costs: every bucket of its section whole, followed by each
+  degradation it applies on its own at the bucket's value, the others clean, as the variant
+  '<bucket>.<field>' (degradations.single_degradations: e.g. moderate.jitter). The keys are
+  robustness's, so its 'moderate' row is robustness's 'moderate' to the last digit."""
+
+  name = 'degradations'
+  section_defaults = SECTION_DEFAULTS['degradations']
+
+  def __init__(self, section, model, data: EvalData, mesh=None):
+    super().__init__(section, model, data, mesh)
+    whole, self.buckets, extra = self.buckets, {}, []
+    for name, bucket in whole.items():
+      self.buckets[name] = bucket
+      for _, single in degradations.single_degradations(bucket):
+        single = ml_collections.ConfigDict(single)
+        self.buckets[single.name] = single
+        extra.append(single)
+    self._extra_buckets = tuple(extra)
+
+
+EVALUATORS = {'retrieval': RetrievalEvaluator, 'robustness': RobustnessEvaluator,
+              'degradations': DegradationEvaluator}
 
 
 def get_evaluator(name: str):

@@ -146,7 +146,7 @@ def test_evaluator_sections_are_checked_by_their_owner_naming_the_key(tmp_path):
   config.evals.recall = ml_collections.ConfigDict(dict(every_steps=5))
   with pytest.raises(config_checks.ConfigError,
                      match=r"Unknown evaluator 'recall' \(config.evals.recall\); valid evaluators: "
-                           r'retrieval, robustness'):
+                           r'degradations, retrieval, robustness'):
     config_checks.validate_config(config)
   config = _smoke(tmp_path)
   config.evals.retrieval.every_step = 5

@@ -326,6 +326,32 @@ def test_degrade_queries_one_bucket_from_config_list_and_channel_axis():
     dg.degrade_queries(jax.random.PRNGKey(0), batch, 2, cfg.buckets)
 
 
+def test_single_degradations_apply_one_field_each_and_keep_the_bucket_draws():
+  moderate = bucket('moderate', drop=0.25, jitter=0.06, noise=2, words=0.25, level=2)
+  singles = dg.single_degradations(moderate)
+  clean = dict(bucket('x', level=2), name=None)
+  assert singles == [
+      ('stroke_dropout', dict(clean, name='moderate.stroke_dropout', stroke_dropout=0.25)),
+      ('jitter', dict(clean, name='moderate.jitter', jitter=0.06)),
+      ('noise_strokes', dict(clean, name='moderate.noise_strokes', noise_strokes=2)),
+      ('word_dropout', dict(clean, name='moderate.word_dropout', word_dropout=0.25))]
+  # One degradation (or none): the bucket is its own breakdown.
+  assert dg.single_degradations(bucket('no_text', no_text=True)) == []
+  assert dg.single_degradations(bucket('clean', level=0)) == []
+  # Appended to the table, the singles leave the bucket's draws as they were.
+  table = [bucket('clean', level=0), moderate, bucket('no_text', no_text=True)]
+  batch = make_batch([stroke_map(6)] * B, [TEXT] * B)
+  key = jax.random.PRNGKey(3)
+  alone = dg.degrade_queries(key, batch, 1, table)
+  extended = dg.degrade_queries(key, batch, 1, table + [b for _, b in singles])
+  for k in alone:
+    np.testing.assert_array_equal(alone[k], extended[k], err_msg=k)
+  # moderate.word_dropout changes the text only.
+  words_only = dg.degrade_queries(key, batch, 6, table + [b for _, b in singles])
+  np.testing.assert_array_equal(words_only['sketch'], batch['sketch'])
+  assert not np.array_equal(words_only['text_mask'], batch['text_mask'])
+
+
 # ------------------------------------------------------------------------------------ sampler
 
 

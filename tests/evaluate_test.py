@@ -214,9 +214,68 @@ def test_robustness_buckets_and_fixed_keys():
   assert ev.run({'params': {}}) == results
 
 
+TABLES = []
+
+
+def fake_degrade_by_field(key, batch, bucket_index, buckets, attribute_ids=None):
+  """jitter shifts the sketch pointer by 1, word dropout the text pointer (mod 4), missing_text
+  hides the text; the other fields do nothing. Records each call's table."""
+  del key, attribute_ids
+  TABLES.append([str(b.name) for b in buckets])
+  bucket = buckets[bucket_index]
+  if bucket.jitter:
+    batch = dict(batch, sketch=(batch['sketch'] + 1) % D)
+  if bucket.word_dropout:
+    batch = dict(batch, text_ids=(batch['text_ids'] + 1) % D)
+  if bucket.missing_text:
+    batch = dict(batch, has_text=batch['has_text'] & False)
+  return batch
+
+
+def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone():
+  TABLES.clear()
+  config = _config()
+  config.data.configs = ['shoes']
+  eval_sections.add_section(config, 'degradations')
+  config.evals.degradations.update(split='test', buckets=['moderate', 'no_text'])
+  ev = evaluate.make_evaluator('degradations', config, FakeSTBIR(),
+                               data_fns=dict(DATA_FNS, degrade_queries=fake_degrade_by_field))
+  results = ev.run({'params': {}})
+  # By hand (see EXPECTED; pessimistic ties):
+  #   sketch shifted:  sketch [4, 4, 4, 4]; sketch+text [2, 4, 2, 2] (test_robustness_...)
+  #   text shifted:    text q0 e1, q1 e3, q2 e3, q3 e0: every target 0 -> [4, 4, 4, 4];
+  #                    sketch+text 2e0+e1, 2e1+e3, 3e3, 2e3+e0 -> [1, 1, 4, 1]
+  #   both shifted:    sketch+text 3e1, 2e2+e3, 2e0+e3, 3e0 -> [4, 4, 4, 4]
+  sketch_shifted = {'sketch': [4] * 4, 'text': EXPECTED['text']['ranks'],
+                    'sketch+text': [2, 4, 2, 2]}
+  text_shifted = {'sketch': EXPECTED['sketch']['ranks'], 'text': [4] * 4,
+                  'sketch+text': [1, 1, 4, 1]}
+  clean = {mode: e['ranks'] for mode, e in EXPECTED.items()}
+  ranks = {'moderate': {'sketch': [4] * 4, 'text': [4] * 4, 'sketch+text': [4] * 4},
+           'moderate.stroke_dropout': clean, 'moderate.keep_fraction': clean,
+           'moderate.jitter': sketch_shifted, 'moderate.thickness': clean,
+           'moderate.noise_strokes': clean, 'moderate.word_dropout': text_shifted,
+           # no_text removes one thing: no breakdown; its sketch+text queries are sketch-only.
+           'no_text': {'sketch': clean['sketch'], 'sketch+text': clean['sketch']}}
+  expected = {}
+  for variant, modes in ranks.items():
+    for mode, r in modes.items():
+      m = _metrics(r)
+      expected[f'shoes/{variant}/{mode}/acc@1'] = m['acc@1']
+      expected[f'shoes/{variant}/{mode}/mAP'] = m['mAP']
+  assert list(results) == list(expected)
+  for k, v in expected.items():
+    assert results[k] == pytest.approx(v), k
+  # The curriculum's buckets first, at their own indices, so its buckets draw as in robustness.
+  curriculum = [str(b.name) for b in config.curriculum.buckets]
+  assert {tuple(t) for t in TABLES} == {tuple(curriculum + [
+      f'moderate.{f}' for f in ('stroke_dropout', 'keep_fraction', 'jitter', 'thickness',
+                                'noise_strokes', 'word_dropout')])}
+
+
 def test_registry_and_config_errors_list_valid_names():
   with pytest.raises(evaluate.EvaluatorError,
-                     match=r"'recall' \(config.evals.recall\); valid evaluators: retrieval, rob"):
+                     match=r"'recall' \(config.evals.recall\); valid evaluators: degradations, retr"):
     evaluate.get_evaluator('recall')
   with pytest.raises(evaluate.EvaluatorError,
                      match=r"robustness.buckets names 'extreme'.*clean, mild, moderate, severe"):
@@ -398,7 +457,7 @@ def test_each_evaluator_reads_the_section_defaults_that_configs_are_built_with()
   for name, evaluator in evaluate.EVALUATORS.items():
     assert evaluator.section_defaults is eval_sections.SECTION_DEFAULTS[name], name
   with pytest.raises(evaluate.EvaluatorError, match=r"Unknown evaluator 'recall'.*"
-                                                    r"valid evaluators: retrieval, robustness"):
+                                                    r"valid evaluators: degradations, retrieval, robustness"):
     eval_sections.default_section('recall')
 
 

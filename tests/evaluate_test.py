@@ -275,7 +275,8 @@ def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone():
 
 def test_registry_and_config_errors_list_valid_names():
   with pytest.raises(evaluate.EvaluatorError,
-                     match=r"'recall' \(config.evals.recall\); valid evaluators: degradations, retr"):
+                     match=r"'recall' \(config.evals.recall\); "
+                           r"valid evaluators: degradations, retr"):
     evaluate.get_evaluator('recall')
   with pytest.raises(evaluate.EvaluatorError,
                      match=r"robustness.buckets names 'extreme'.*clean, mild, moderate, severe"):
@@ -456,8 +457,9 @@ def test_each_evaluator_reads_the_section_defaults_that_configs_are_built_with()
   assert sorted(evaluate.EVALUATORS) == sorted(eval_sections.SECTION_DEFAULTS)
   for name, evaluator in evaluate.EVALUATORS.items():
     assert evaluator.section_defaults is eval_sections.SECTION_DEFAULTS[name], name
-  with pytest.raises(evaluate.EvaluatorError, match=r"Unknown evaluator 'recall'.*"
-                                                    r"valid evaluators: degradations, retrieval, robustness"):
+  with pytest.raises(evaluate.EvaluatorError,
+                     match=r"Unknown evaluator 'recall'.*"
+                           r"valid evaluators: degradations, retrieval, robustness"):
     eval_sections.default_section('recall')
 
 

@@ -112,6 +112,7 @@ FIELDS = {
     'loss.triplet': NON_NEGATIVE,
     'loss.triplet_margin': NON_NEGATIVE,
     'loss.triplet_mining': choice(*losses.TRIPLET_MINING),
+    'loss.triplet_queries': choice(*losses.TRIPLET_QUERIES),
     'loss.init_temperature': POSITIVE_NUMBER,
     'loss.learn_temperature': boolean,
     'loss.prototype': NON_NEGATIVE,

@@ -107,6 +107,8 @@ def get_config():
   c.loss.init_logit_bias = -10.0          # the sigmoid loss's bias at step 0 (SigLIP's value)
   c.loss.triplet_mining = 'hard'          # negatives of the triplet term: 'hard' (the hardest in
                                           # the batch) | 'all' (their mean; losses.py)
+  c.loss.triplet_queries = 'all'          # anchors of the triplet term: 'all' | 'clean' (only
+                                          # queries neither degraded nor modality-dropped)
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

@@ -105,6 +105,15 @@ NO_DEGRADATION = dict(stroke_dropout=0.0, keep_fraction=1.0, jitter=0.0, thickne
                       missing_text=False)
 
 
+def clean_buckets(buckets: Buckets) -> np.ndarray:
+  """(num_buckets,) bool: True for a bucket that applies no degradation (every field at its
+  NO_DEGRADATION value), whatever its name or level."""
+  clean = np.ones(len(buckets.level), bool)
+  for field, value in NO_DEGRADATION.items():
+    clean &= np.asarray(getattr(buckets, field)) == value
+  return clean
+
+
 def single_degradations(bucket) -> list:
   """[(field, bucket dict)]: for each degradation a bucket applies, a bucket named
   '<name>.<field>' that applies only that one at the bucket's value (the others as

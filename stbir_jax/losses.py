@@ -6,6 +6,8 @@ Conventions shared by every loss:
               seen twice in one batch, so they are neither positives nor negatives: masked out.
   valid       optional (B,) bool; False rows are padding: they are no query, no negative, and do
               not count in the mean.
+  anchors     (triplet losses) optional (B,) bool; False rows are no anchor (not in the mean) but
+              their photos stay negatives for the others.
 Losses compute in float32 whatever the embedding dtype (bfloat16 logits lose the ranking).
 """
 
@@ -131,8 +133,14 @@ def per_example_contrastive(kind: str, q: Array, g: Array, logits: dict, **kw) -
   raise ValueError(f'config.loss.kind={kind!r}; valid: {", ".join(CONTRASTIVE_KINDS)}')
 
 
+def _anchor_rows(valid: Array | None, anchors: Array | None) -> Array | None:
+  if anchors is None:
+    return valid
+  return anchors if valid is None else valid & anchors
+
+
 def triplet_hard(q: Array, g: Array, margin, *, instance: Array | None = None,
-                 valid: Array | None = None) -> Array:
+                 valid: Array | None = None, anchors: Array | None = None) -> Array:
   """Batch-hard triplet loss, query as anchor (scalar).
 
   loss_i = max(0, margin - <q_i, g_i> + max_{j in neg(i)} <q_i, g_j>); a query without any
@@ -144,11 +152,11 @@ def triplet_hard(q: Array, g: Array, margin, *, instance: Array | None = None,
   negatives = _negatives_mask(q.shape[0], instance, valid)
   hardest = jnp.max(jnp.where(negatives, sim, -jnp.inf), axis=1)
   hinge = jnp.maximum(margin - jnp.diagonal(sim) + hardest, 0.0)  # -inf hardest -> 0
-  return _masked_mean(hinge, valid)
+  return _masked_mean(hinge, _anchor_rows(valid, anchors))
 
 
 def triplet_all(q: Array, g: Array, margin, *, instance: Array | None = None,
-                valid: Array | None = None) -> Array:
+                valid: Array | None = None, anchors: Array | None = None) -> Array:
   """Batch-all triplet loss, query as anchor (scalar): every in-batch negative is a triplet.
 
   loss_i = mean_{j in neg(i)} max(0, margin - <q_i, g_i> + <q_i, g_j>); a query without any
@@ -163,11 +171,16 @@ def triplet_all(q: Array, g: Array, margin, *, instance: Array | None = None,
   hinge = jnp.maximum(margin - jnp.diagonal(sim)[:, None] + sim, 0.0)
   count = jnp.sum(negatives, axis=1)
   per_query = jnp.sum(jnp.where(negatives, hinge, 0.0), axis=1) / jnp.maximum(count, 1)
-  return _masked_mean(per_query, valid)
+  return _masked_mean(per_query, _anchor_rows(valid, anchors))
 
 
 # config.loss.triplet_mining -> the triplet loss it names.
 TRIPLET_MINING = {'hard': triplet_hard, 'all': triplet_all}
+# config.loss.triplet_queries: which queries anchor the triplet term. 'clean' keeps only queries
+# the curriculum and modality dropout left as drawn (train_step.py): a degraded query's hardest
+# negative is often a twin it cannot tell apart, and pushing that one away hurts the clean ranking
+# (docs/results.md, "Late fusion inside one model").
+TRIPLET_QUERIES = ('all', 'clean')
 
 
 def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:

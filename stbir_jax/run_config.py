@@ -86,12 +86,31 @@ def _history_files(workdir) -> list:
 
 def recorded(workdir):
   """The latest recorded config as a dict (config.json with its accepted changes), or None; in
-  today's layout (runs recorded before config.evals are translated: evals_from_old_layout)."""
+  today's layout (runs recorded before config.evals are translated: evals_from_old_layout; fields
+  added since are filled in: with_added_fields)."""
   history = _history_files(workdir)
   if history:
-    return evals_from_old_layout(json.loads(history[-1].read_text())['config'])
-  path = paths.resolve(workdir) / CONFIG_FILE
-  return evals_from_old_layout(json.loads(path.read_text())) if path.exists() else None
+    config = json.loads(history[-1].read_text())['config']
+  else:
+    path = paths.resolve(workdir) / CONFIG_FILE
+    if not path.exists():
+      return None
+    config = json.loads(path.read_text())
+  return with_added_fields(evals_from_old_layout(config))
+
+
+# Training fields added after runs were recorded, with the value that trains as those runs did:
+# without it a resume would list them as changed, and a loaded config would lack them.
+ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all'}
+
+
+def with_added_fields(config: dict) -> dict:
+  """A recorded config dict with each of ADDED_FIELDS it lacks set to its old behaviour."""
+  config = dict(config)
+  for (section, key), value in ADDED_FIELDS.items():
+    if section in config and key not in config[section]:
+      config[section] = dict(config[section], **{key: value})
+  return config
 
 
 # The fields of the one shared `eval` section of runs recorded before config.evals that became

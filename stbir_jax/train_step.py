@@ -155,7 +155,7 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
           for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
-          q, g, wl.triplet_margin, instance=batch['instance'])
+          q, g, wl.triplet_margin, instance=batch['instance'], anchors=batch.get('query_clean'))
     if 'prototype' in stage.losses:
       if config.category.learn_prototypes:
         protos = params['prototypes']
@@ -205,7 +205,13 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)
-    batch = modality_dropout(k_drop, batch, config.train.modality_dropout)
+    dropped = modality_dropout(k_drop, batch, config.train.modality_dropout)
+    if config.loss.triplet_queries == 'clean':
+      dropped['query_clean'] = (
+          jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
+          & (dropped['has_sketch'] == batch['has_sketch'])
+          & (dropped['has_text'] == batch['has_text']))
+    batch = dropped
     batch = query_modes.apply_mode(batch, stage.query)
 
     (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)

@@ -193,6 +193,24 @@ def test_a_run_recorded_with_the_old_shared_eval_section_loads_and_resumes(tmp_p
                     'modes': ['sketch', 'text', 'sketch+text'], 'gallery_scope': 'all'}}
 
 
+def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tmp_path):
+  config = base.get_config('demo')
+  old = json.loads(config.to_json_best_effort())
+  for key in ('triplet_mining', 'triplet_queries'):
+    del old['loss'][key]
+  workdir = tmp_path / 'run'
+  (workdir / 'checkpoints' / '3').mkdir(parents=True)
+  (workdir / 'config.json').write_text(json.dumps(old, indent=2))
+  assert run_config.check_resume(config, workdir, allow_change=False) == {}
+  _, loaded = run_config.load_run(workdir)
+  assert (loaded.loss.triplet_mining, loaded.loss.triplet_queries) == ('hard', 'all')
+  # A recorded value is kept, so a real change is still refused.
+  old['loss']['triplet_queries'] = 'clean'
+  (workdir / 'config.json').write_text(json.dumps(old, indent=2))
+  with pytest.raises(config_checks.ConfigError, match="loss.triplet_queries: 'clean' -> 'all'"):
+    run_config.check_resume(config, workdir, allow_change=False)
+
+
 def test_negative_batch_size_on_an_existing_run_leaves_the_workdir_byte_identical(tmp_path):
   workdir = _existing_run(tmp_path)
   before = _tree(workdir)

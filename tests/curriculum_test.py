@@ -352,6 +352,13 @@ def test_single_degradations_apply_one_field_each_and_keep_the_bucket_draws():
   assert not np.array_equal(words_only['text_mask'], batch['text_mask'])
 
 
+def test_clean_buckets_are_those_without_any_degradation_whatever_their_name_or_level():
+  buckets = dg.buckets_from_config([
+      bucket('clean', level=0), bucket('renamed_clean', level=3), bucket('mild', words=0.1),
+      bucket('no_text', no_text=True, level=0), bucket('thick', thick=1, level=0)])
+  assert dg.clean_buckets(buckets).tolist() == [True, True, False, False, False]
+
+
 # ------------------------------------------------------------------------------------ sampler
 
 

@@ -149,6 +149,28 @@ def test_triplet_all_averages_the_hinge_over_every_negative():
   assert losses.TRIPLET_MINING == {'hard': losses.triplet_hard, 'all': losses.triplet_all}
 
 
+def test_triplet_anchors_leave_the_mean_but_keep_their_photos_as_negatives():
+  # S = [[.8, 0, 1], [.6, 1, 0], [.96, .8, .6]], m = .2. Anchors [T, F, T]: rows 0 and 2 only,
+  # each still against every other column (col 1 included: a non-anchor's photo is a negative).
+  anchors = np.array([1, 0, 1], bool)
+  np.testing.assert_allclose(losses.triplet_hard(Q3, G3, 0.2, anchors=anchors),
+                             (0.4 + 0.56) / 2, rtol=1e-6)
+  np.testing.assert_allclose(losses.triplet_all(Q3, G3, 0.2, anchors=anchors),
+                             (0.2 + 0.48) / 2, rtol=1e-6)
+  # With padding [T, T, F] too: row 0 is the only anchor, and col 2 is no negative for it
+  # (hardest col 1: .2 - .8 + 0 < 0); anchors restrict only the mean, padding also the columns.
+  valid = np.array([1, 1, 0], bool)
+  assert float(losses.triplet_hard(Q3, G3, 0.2, valid=valid, anchors=anchors)) == 0.0
+  # margin 1: row 0's hinge 1 - .8 + 0 = .2 over one anchor (col 2's 1.0 would give 1.2).
+  np.testing.assert_allclose(losses.triplet_hard(Q3, G3, 1.0, valid=valid, anchors=anchors),
+                             0.2, rtol=1e-5)
+  # No anchor at all: 0 and a finite (zero) gradient.
+  none = np.zeros(3, bool)
+  assert float(losses.triplet_hard(Q3, G3, 0.2, anchors=none)) == 0.0
+  grad = jax.grad(lambda q: losses.triplet_all(q, G3, 0.2, anchors=none))(Q3)
+  np.testing.assert_array_equal(grad, np.zeros_like(Q3))
+
+
 def test_prototype_loss():
   # Prototypes normalised inside: [[1,0],[0,2]] -> [[1,0],[0,1]]. margin .2, temperature .5.
   protos = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)

@@ -115,3 +115,33 @@ def test_group_lr_scale_names_a_parameter_group():
   with pytest.raises(config_checks.ConfigError,
                      match=r'group_lr_scale.text=-1.0; expected a scale'):
     config_checks.validate_config(config)
+
+
+def test_clean_triplet_queries_drop_degraded_and_modality_dropped_anchors():
+  """loss.triplet_queries='clean': the triplet term over every query when all are clean, 0 when
+  every query is degraded (a bucket is clean by its fields, not its position) or loses a
+  modality; the contrastive term is the same in all three."""
+  config, model, state, _ = _tiny.setup()
+  batch = _tiny.random_batch(config)
+  stage = stages.build_stages(config)[0]
+
+  def terms(queries, buckets=None, dropout=0.0):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.loss.triplet_queries = queries
+    c.train.modality_dropout = dropout
+    if buckets is not None:
+      c.curriculum.buckets = buckets
+    constants = train_step.make_constants(c, ['thing'])
+    _, m = jax.jit(train_step.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+        state, batch)
+    return float(m['loss/triplet']), float(m['loss/contrastive'])
+
+  every, contrastive = terms('all')
+  assert every > 0.0
+  np.testing.assert_allclose(terms('clean'), (every, contrastive), rtol=1e-6)
+  mild = [dict(config.curriculum.buckets[1].to_dict())]        # 'mild' as the only bucket
+  assert mild[0]['name'] == 'mild'
+  triplet, contrastive_mild = terms('clean', buckets=mild)
+  assert triplet == 0.0 and contrastive_mild > 0.0
+  # p = 0.5 drops the sketch (u < .5) or the text (.5 <= u < 1) of every query.
+  assert terms('clean', dropout=0.5)[0] == 0.0

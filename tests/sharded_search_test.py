@@ -22,10 +22,14 @@ ROWS, DIM, QUERIES, K = 1003, 16, 6, 10
 
 
 def _gallery_and_queries():
-  """Random rows with exact ties (rows 500 and 900 copy row 3; query 0 is row 3)."""
+  """Random rows with exact ties (rows 500 and 900 copy row 3; query 0 is row 3). The tied row
+  and the queries hold small integers, so every query's score against the tied rows is an exact
+  integer whatever the summation order: a GEMM kernel may round a row differently by where it
+  sits in a chunk (seen on AVX-512), which would break a tie of random floats by a ulp."""
   rng = np.random.default_rng(0)
   gallery = rng.standard_normal((ROWS, DIM)).astype(np.float32)
-  queries = rng.standard_normal((QUERIES, DIM)).astype(np.float32)
+  queries = rng.integers(-3, 4, (QUERIES, DIM)).astype(np.float32)
+  gallery[3] = rng.integers(-3, 4, DIM)
   gallery[500] = gallery[900] = gallery[3]
   queries[0] = gallery[3]
   return gallery, queries

@@ -177,9 +177,10 @@ def triplet_all(q: Array, g: Array, margin, *, instance: Array | None = None,
 # config.loss.triplet_mining -> the triplet loss it names.
 TRIPLET_MINING = {'hard': triplet_hard, 'all': triplet_all}
 # config.loss.triplet_queries: which queries anchor the triplet term. 'clean' keeps only queries
-# the curriculum and modality dropout left as drawn (train_step.py): a degraded query's hardest
-# negative is often a twin it cannot tell apart, and pushing that one away hurts the clean ranking
-# (docs/results.md, "Late fusion inside one model").
+# the curriculum and modality dropout left as drawn (train_step.py), since a degraded query's
+# hardest negative is often a twin it cannot tell apart. Measured, it is not what makes the
+# curriculum and the triplet term cost accuracy together (docs/results.md, "Each STBIR module
+# added back to the recipe").
 TRIPLET_QUERIES = ('all', 'clean')
 
 

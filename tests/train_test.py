@@ -54,7 +54,8 @@ def test_every_variant_initialises_abstractly():
 
 
 def test_unknown_variant_lists_valid_ones():
-  with pytest.raises(ValueError, match='valid variants: full, demo, demo_minilm, smoke'):
+  with pytest.raises(ValueError,
+                     match='valid variants: full, demo, demo_split, demo_minilm, smoke'):
     base.get_config('tiny')
 
 
@@ -69,6 +70,17 @@ def test_demo_minilm_is_the_demo_with_the_bundled_minilm_text_tower():
   for d in (demo['model'], demo['data'], demo['optim']['group_lr_scale']):
     d.pop('text', None), d.pop('tokenizer', None)
   assert minilm == demo
+
+
+def test_demo_split_is_the_demo_with_a_split_query_and_a_photo_tower_per_half():
+  demo, split = base.get_config('demo').to_dict(), base.get_config('demo_split').to_dict()
+  fusion = split['model'].pop('fusion')
+  assert (fusion.pop('kind'), fusion.pop('photo_towers')) == ('concat', 2)
+  demo_fusion = demo['model'].pop('fusion')
+  assert (demo_fusion.pop('kind'), demo_fusion.pop('photo_towers')) == ('sum', 1)
+  assert fusion == demo_fusion
+  assert (split.pop('variant'), demo.pop('variant')) == ('demo_split', 'demo')
+  assert split == demo     # every STBIR module, the towers and the schedule as in the demo
 
 
 @pytest.fixture(scope='module')

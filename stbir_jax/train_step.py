@@ -205,13 +205,12 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)
-    dropped = modality_dropout(k_drop, batch, config.train.modality_dropout)
+    drawn = batch
+    batch = modality_dropout(k_drop, drawn, config.train.modality_dropout)
     if config.loss.triplet_queries == 'clean':
-      dropped['query_clean'] = (
+      batch['query_clean'] = (
           jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
-          & (dropped['has_sketch'] == batch['has_sketch'])
-          & (dropped['has_text'] == batch['has_text']))
-    batch = dropped
+          & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
 
     (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)

@@ -120,7 +120,7 @@ def test_group_lr_scale_names_a_parameter_group():
 def test_clean_triplet_queries_drop_degraded_and_modality_dropped_anchors():
   """loss.triplet_queries='clean': the triplet term over every query when all are clean, 0 when
   every query is degraded (a bucket is clean by its fields, not its position) or loses a
-  modality; the contrastive term is the same in all three."""
+  modality."""
   config, model, state, _ = _tiny.setup()
   batch = _tiny.random_batch(config)
   stage = stages.build_stages(config)[0]

@@ -220,9 +220,9 @@ def _demo(c):
 def _split_query(c):
   """Late fusion inside one model: a [sketch half; text half] embedding, each photo half from its
   own photo tower (~1.2x the demo's step time). Every STBIR module stays on. At the demo's 3,000
-  steps (seed 0) it gave validation sketch+text 82.8 against the demo's 78.4, test 67.0 against
-  58.6, and moderately degraded test queries 16.9 against 14.8 (docs/results.md, "At the demo's
-  3,000 steps")."""
+  steps (seeds 0 - 2) it gave validation sketch+text 82.2 +- 0.7 against the demo's 78.4, test
+  67.1 +- 0.8 against 58.6, and moderately degraded test queries 17.9 +- 1.1 against 14.8 (the
+  demo's figures: seed 0; docs/results.md, "At the demo's 3,000 steps")."""
   c.model.fusion.kind = 'concat'
   c.model.fusion.photo_towers = 2
 

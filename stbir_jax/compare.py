@@ -105,7 +105,7 @@ def _evaluate_only(c, mode: str) -> None:
 # ------------------------------------------------------------------------------ late fusion
 
 
-def _embeddings(config, params, split, as_mode, evaluator_name, buckets):
+def embeddings(config, params, split, as_mode, evaluator_name, buckets):
   """Per dataset: gallery (N, D), instances (N,), categories (N,) and query embeddings
   {(bucket prefix, mode): (Q, D), targets} of one single-modality model, every query mode
   encoded as `as_mode` (so sketch+text queries become its sketch-only or text-only queries),
@@ -219,7 +219,7 @@ def run_late_fusion(config, sketch_run, text_run, seed_dir) -> dict:
     _, params = run_directory.latest_params(run_dir, None)
     sides[name] = run_config, params, as_mode
   buckets = eval_sections.config_section(config, 'robustness').buckets
-  embed = lambda side, split, evaluator: _embeddings(*sides[side][:2], split, sides[side][2],
+  embed = lambda side, split, evaluator: embeddings(*sides[side][:2], split, sides[side][2],
                                                      evaluator, buckets)
   weight, scores = choose_fusion_weight(embed('sketch', 'validation', 'retrieval'),
                                         embed('text', 'validation', 'retrieval'), config)

@@ -106,6 +106,7 @@ FIELDS = {
     'model.fusion.mlp_dim': POSITIVE,
     'model.fusion.normalize': boolean,
     'model.fusion.photo_towers': choice(1, 2),
+    'model.fusion.sketch_weight': number(0.0, 1.0),
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,

@@ -39,6 +39,7 @@ from safetensors.numpy import save_file
 from stbir_jax import exported, paths, run_config
 from stbir_jax.convert import to_transformers
 from stbir_jax.data.tokenizer import get_tokenizer
+from stbir_jax.models.fusion import SPLIT_KINDS
 from stbir_jax.models.stbir import STBIR
 
 FORMATS = ('stbir', 'transformers')   # --format; 'stbir' is the jax.export directory above
@@ -108,8 +109,11 @@ def _model_card(config, step, results_md: str) -> str:
       for name, t in (('sketch tower', m.sketch), ('photo tower', m.photo)))
   text_tower = (f'- text tower: {m.text.kind} ({m.text.layers} layers, hidden {m.text.hidden}), '
                 f'tokenizer `{config.data.tokenizer}`')
+  weight = m.fusion.get('sketch_weight', 0.5)
   fusion = (f'- fusion: {m.fusion.kind}; embedding size {m.embed_dim}; '
-            f'input resolution {config.data.resolution} px')
+            f'input resolution {config.data.resolution} px'
+            + (f'; query-time sketch weight {weight} (python -m stbir_jax.calibrate; 0.5: as '
+               'trained)' if m.fusion.kind in SPLIT_KINDS else ''))
   return f"""# STBIR model card
 
 A dual encoder for fine-grained image retrieval from a sketch plus a short text

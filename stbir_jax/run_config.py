@@ -38,7 +38,7 @@ FREE_TO_CHANGE = ('data.on_bad_record', 'train.nan_policy')
 STRUCTURAL_KEYS = ('model', 'data')
 # ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
 # corrupt record resumes with data.on_bad_record='skip'; remat recomputes the same values.
-RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat')
+RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat', 'model.fusion.sketch_weight')
 
 
 def flatten(d, prefix='') -> dict:
@@ -101,16 +101,26 @@ def recorded(workdir):
 
 # Training fields added after runs were recorded, with the value that trains as those runs did:
 # without it a resume would list them as changed, and a loaded config would lack them.
-ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all'}
+ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all',
+                ('model', 'fusion', 'sketch_weight'): 0.5}
 
 
 def with_added_fields(config: dict) -> dict:
-  """A recorded config dict with each of ADDED_FIELDS it lacks set to its old behaviour."""
-  config = dict(config)
-  for (section, key), value in ADDED_FIELDS.items():
-    if section in config and key not in config[section]:
-      config[section] = dict(config[section], **{key: value})
+  """A recorded config dict with each of ADDED_FIELDS it lacks set to its old behaviour (a copy
+  along each changed path; the input is not changed)."""
+  for path, value in ADDED_FIELDS.items():
+    config = _with_field(config, path, value)
   return config
+
+
+def _with_field(node: dict, path: tuple, value) -> dict:
+  """`node` with node[path] = value where the sections of `path` exist and the key does not."""
+  name, rest = path[0], path[1:]
+  if not rest:
+    return node if name in node else dict(node, **{name: value})
+  if not isinstance(node.get(name), dict):
+    return node
+  return dict(node, **{name: _with_field(node[name], rest, value)})
 
 
 # The fields of the one shared `eval` section of runs recorded before config.evals that became

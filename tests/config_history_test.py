@@ -198,12 +198,15 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   old = json.loads(config.to_json_best_effort())
   for key in ('triplet_mining', 'triplet_queries'):
     del old['loss'][key]
+  del old['model']['fusion']['sketch_weight']   # a nested field: added as 0.5, the model as trained
   workdir = tmp_path / 'run'
   (workdir / 'checkpoints' / '3').mkdir(parents=True)
   (workdir / 'config.json').write_text(json.dumps(old, indent=2))
   assert run_config.check_resume(config, workdir, allow_change=False) == {}
   _, loaded = run_config.load_run(workdir)
   assert (loaded.loss.triplet_mining, loaded.loss.triplet_queries) == ('hard', 'all')
+  assert loaded.model.fusion.sketch_weight == 0.5 and 'sketch_weight' not in old['model']['fusion']
+  run_config.check_workdir_config(config, workdir, has_checkpoint=True)   # not a model change
   # A recorded value is kept, so a real change is still refused.
   old['loss']['triplet_queries'] = 'clean'
   (workdir / 'config.json').write_text(json.dumps(old, indent=2))

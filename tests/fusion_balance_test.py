@@ -70,3 +70,25 @@ def test_null_vectors_are_normalised_and_scaled_like_the_embeddings():
   np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-5, atol=1e-6)
   assert variables['params']['modality_scale'].shape == (2,)
   np.testing.assert_array_equal(np.asarray(variables['params']['modality_scale']), [0.0, 0.0])
+
+
+def test_sketch_weight_scales_the_halves_of_a_split_query_and_half_is_the_model_as_trained():
+  ks, kt = jax.random.split(jax.random.PRNGKey(3))
+  s, t = _embeddings(ks, 3.0), _embeddings(kt, 0.5)   # unit() inside: the norms do not count
+  tokens, mask = jnp.zeros((B, 1, D)), jnp.ones((B, 1), bool)
+  has_sketch = jnp.arange(B) % 3 != 0                  # some text-only queries
+  has_text = jnp.ones((B,), bool)
+  apply = lambda w, v=None: fusion_lib.Fusion(kind='concat', embed_dim=D, sketch_weight=w).apply(
+      v, s, tokens, t, tokens, mask, has_sketch, has_text)
+  variables = {'params': {'modality_scale': jnp.log(jnp.array([2.0, 0.5]))}}
+  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  for w in (0.5, 0.25, 1.0):
+    out = apply(w, variables)
+    # sketch half: 2 w e^a unit(s) (zero without a sketch); text half: 2 (1 - w) e^b unit(t)
+    want_s = np.where(np.asarray(has_sketch)[:, None], 2 * w * 2.0 * unit(s), 0.0)
+    np.testing.assert_allclose(out[:, :D], want_s, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[:, D:], 2 * (1 - w) * 0.5 * unit(t), rtol=1e-5, atol=1e-6)
+  # A score is then 2w <s, g_s> + 2(1 - w) <t, g_t>: at 0.5 exactly the trained model's.
+  np.testing.assert_array_equal(apply(0.5, variables),
+                                fusion_lib.Fusion(kind='concat', embed_dim=D).apply(
+                                    variables, s, tokens, t, tokens, mask, has_sketch, has_text))

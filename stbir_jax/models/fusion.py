@@ -22,7 +22,11 @@ other one, and the fused query ignores the text.
                      (STBIR.encode_gallery), so a query's score is the weighted sum of a sketch
                      score and a text score, late fusion inside one model: no modality can drown
                      the other, and a single-modality query ranks by its own half alone. The
-                     sketch and text towers project to D/2 each.
+                     sketch and text towers project to D/2 each. `sketch_weight` w
+                     (config.model.fusion.sketch_weight, default 0.5: no change) scales the
+                     halves by 2w and 2(1 - w): the query-time weight of the sketch score that
+                     `python -m stbir_jax.calibrate` chooses on validation after training
+                     (docs/results.md, "A query-time sketch weight").
   'cross_attention'  a pre-LN transformer over [query] + sketch_proj(sketch tokens)
                      + text_proj(text tokens), each plus its modality embedding, with a
                      key-padding mask; out = out_proj(norm(h[query])). A missing side becomes
@@ -68,6 +72,7 @@ class Fusion(nn.Module):
   heads: int = 8
   mlp_dim: int = 2048
   normalize: bool = False
+  sketch_weight: float = 0.5   # 'concat' only: halves scaled by 2w, 2(1 - w)
   remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
@@ -79,8 +84,9 @@ class Fusion(nn.Module):
     has_t = has_text.astype(bool)[:, None]
     if self.kind == 'concat':
       log_scale = self.param('modality_scale', nn.initializers.zeros, (2,), jnp.float32)
-      s = jnp.where(has_s, unit(sketch_emb) * jnp.exp(log_scale[0]), 0.0)
-      t = jnp.where(has_t, unit(text_emb) * jnp.exp(log_scale[1]), 0.0)
+      w = self.sketch_weight
+      s = jnp.where(has_s, unit(sketch_emb) * (jnp.exp(log_scale[0]) * 2.0 * w), 0.0)
+      t = jnp.where(has_t, unit(text_emb) * (jnp.exp(log_scale[1]) * 2.0 * (1.0 - w)), 0.0)
       return jnp.concatenate([s, t], axis=-1)
     if self.kind in ('sum', 'gated'):
       d = sketch_emb.shape[-1]

@@ -188,6 +188,12 @@ class STBIR(nn.Module):
       raise ValueError(f'config.model.fusion.photo_towers=2 needs a split fusion '
                        f'({", ".join(fusion_lib.SPLIT_KINDS)}), not kind {f.kind!r}: the second '
                        'photo tower fills the text half of the embedding.')
+    sketch_weight = float(layers.option(f, 'sketch_weight', 0.5))
+    if not 0.0 <= sketch_weight <= 1.0 or (sketch_weight != 0.5 and not self.split):
+      raise ValueError(f'config.model.fusion.sketch_weight={sketch_weight}: the weight of the '
+                       'sketch score in a split fusion query, in [0, 1] (0.5: as trained); only '
+                       f'split fusions ({", ".join(fusion_lib.SPLIT_KINDS)}) score the two '
+                       f'halves apart, not kind {f.kind!r}.')
     kw = dict(remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
     self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',
@@ -196,6 +202,7 @@ class STBIR(nn.Module):
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,
                                     normalize=layers.option(f, 'normalize', False),
+                                    sketch_weight=sketch_weight,
                                     remat=remat, dtype=dtype)
     self.temperature = Temperature(self.init_temperature, self.init_logit_bias)
 

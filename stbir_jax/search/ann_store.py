@@ -194,8 +194,8 @@ class AnnIndex:
 # What to change when tuning the search parameter alone cannot reach the target.
 SHORT_OF_TARGET = {
     'ivf_flat': 'rebuild with fewer lists (--ann_params="nlist=...")',
-    'ivf_pq': 're-rank more candidates (--ann_params="candidates=1000") or rebuild with more '
-              'bytes a row (--ann_params="m=...")',
+    'ivf_pq': 'rebuild with more bytes a row (--ann_params="m=...", e.g. twice the default '
+              'd/8) or re-rank deeper than the tuning tried (--ann_params="candidates=...")',
     'hnsw': 'rebuild with more links (--ann_params="M=64,ef_construction=128")',
     'scann': 're-order more candidates (--ann_params="reorder=1000")',
 }

@@ -1,0 +1,66 @@
+"""Calibration of a split model's query-time sketch weight: chosen on validation, recorded in the
+run, applied by the model itself (the chosen weight's validation score is what the model then
+scores), idempotent; clear errors for models without a split fusion."""
+
+import json
+
+import jax
+import pytest
+
+import _tiny
+from configs import base
+from stbir_jax import calibrate, compare, evaluate, run_config, train
+from stbir_jax.models.stbir import STBIR
+
+
+@pytest.fixture(scope='module')
+def split_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('calibrate')
+  config = _tiny.vit_towers(base.get_config('smoke'))
+  config.data.data_dir = str(root / 'data')
+  config.model.fusion.kind = 'concat'
+  config.model.fusion.photo_towers = 2
+  config.train.num_steps = 4
+  config.train.checkpoint_every = 4
+  config.evals.retrieval.every_steps = 4
+  train.train_and_evaluate(config, str(root / 'run'))
+  return root / 'run'
+
+
+def test_the_chosen_weight_is_recorded_and_is_what_the_model_then_scores(split_run):
+  record = calibrate.calibrate_run(str(split_run))
+  w = record['sketch_weight']
+  curve = record['validation_by_weight']
+  assert len(curve) == len(compare.FUSION_WEIGHTS) and str(w) in curve
+  best = max(curve.values(), key=lambda v: (v['acc@1'], v['mAP']))
+  assert (curve[str(w)]['acc@1'], curve[str(w)]['mAP']) == (best['acc@1'], best['mAP'])
+  _, config = run_config.load_run(split_run)
+  assert config.model.fusion.sketch_weight == w
+  assert json.loads((split_run / calibrate.FILE).read_text())['sketch_weight'] == w
+  # The model with sketch_weight = w ranks validation as the re-weighted halves did.
+  _, results = evaluate.evaluate_run(split_run, split='validation', evaluators=['retrieval'])
+  assert results['shoes/sketch+text/acc@1'] == pytest.approx(curve[str(w)]['acc@1'], abs=1e-9)
+  assert results['shoes/sketch+text/mAP'] == pytest.approx(curve[str(w)]['mAP'], abs=1e-6)
+  # Calibrating again finds the same weight (from the halves as trained) and records nothing new.
+  history = sorted((split_run / run_config.HISTORY).glob('*.json'))
+  assert len(history) == (w != 0.5)
+  assert calibrate.calibrate_run(str(split_run))['sketch_weight'] == w
+  assert sorted((split_run / run_config.HISTORY).glob('*.json')) == history
+
+
+def test_only_a_split_fusion_has_a_sketch_weight():
+  config = _tiny.tiny_config()
+  assert config.model.fusion.kind == 'cross_attention'
+  with pytest.raises(calibrate.CalibrationError, match="fusion.kind='cross_attention'"):
+    calibrate.choose_sketch_weight(config, params=None)
+  batch = _tiny.random_batch(config)
+  query = lambda c: STBIR.from_config(c).init(
+      jax.random.PRNGKey(0), batch['sketch'], batch['text_ids'], batch['text_mask'],
+      batch['has_sketch'], batch['has_text'], method=STBIR.encode_query)
+  config.model.fusion.sketch_weight = 0.3
+  with pytest.raises(ValueError, match="sketch_weight=0.3: .* not kind 'cross_attention'"):
+    query(config)
+  config.model.fusion.kind = 'concat'
+  config.model.fusion.sketch_weight = 1.5
+  with pytest.raises(ValueError, match=r'sketch_weight=1.5: .* in \[0, 1\]'):
+    query(config)

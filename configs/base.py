@@ -181,7 +181,7 @@ def _small_towers(c, width, hidden, layers, heads, embed_dim):
       mlp_dim=4 * hidden, pool='mean', init=''))
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=hidden, layers=1, heads=heads, mlp_dim=4 * hidden,
-      normalize=True, photo_towers=1, sketch_weight=0.5))
+      normalize=True, photo_towers=1, sketch_weight=0.5, calibrate=False))
 
 
 def _demo(c):

@@ -107,6 +107,7 @@ FIELDS = {
     'model.fusion.normalize': boolean,
     'model.fusion.photo_towers': choice(1, 2),
     'model.fusion.sketch_weight': number(0.0, 1.0),
+    'model.fusion.calibrate': boolean,
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,

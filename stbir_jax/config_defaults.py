@@ -92,10 +92,11 @@ def get_config():
   # normalize: sum/gated fuse unit-norm sides times learned per-modality scales (fusion.py).
   # photo_towers: 2 gives the text half of a split fusion ('concat') its own photo tower.
   # sketch_weight: a split fusion's query-time weight of the sketch score (0.5: as trained);
-  # python -m stbir_jax.calibrate chooses it on validation and records it in the run.
+  # python -m stbir_jax.calibrate chooses it on validation and records it in the run;
+  # calibrate=True does that at the end of training, before the final evaluation.
   c.model.fusion = ml_collections.ConfigDict(dict(
       kind='cross_attention', hidden=512, layers=2, heads=8, mlp_dim=2048, normalize=True,
-      photo_towers=1, sketch_weight=0.5))
+      photo_towers=1, sketch_weight=0.5, calibrate=False))
   c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
                                           # 'dots_saveable' | 'full' (models/layers.py)
 

@@ -33,12 +33,16 @@ CONFIG_FILE = 'config.json'
 HISTORY = 'config_history'
 # Changes a resume accepts without --allow_config_change: the run stopped by a corrupt record
 # continues with on_bad_record='skip', a NaN-stopped run with nan_policy='skip'.
-FREE_TO_CHANGE = ('data.on_bad_record', 'train.nan_policy')
+FREE_TO_CHANGE = ('data.on_bad_record', 'train.nan_policy', 'model.fusion.calibrate')
+# A run that calibrates after training (model.fusion.calibrate) recorded the weight it chose; its
+# own command, at the weight it trains with, resumes it without the flag and calibrates again.
+CALIBRATED_KEYS = ('model.fusion.sketch_weight',)
 # Config sections whose change makes old checkpoints unusable in this workdir.
 STRUCTURAL_KEYS = ('model', 'data')
 # ... except these, which change how a run proceeds, not what it trains: e.g. a run stopped by a
 # corrupt record resumes with data.on_bad_record='skip'; remat recomputes the same values.
-RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat', 'model.fusion.sketch_weight')
+RESUMABLE_KEYS = ('data.on_bad_record', 'model.remat', 'model.fusion.sketch_weight',
+                  'model.fusion.calibrate')
 
 
 def flatten(d, prefix='') -> dict:
@@ -102,7 +106,7 @@ def recorded(workdir):
 # Training fields added after runs were recorded, with the value that trains as those runs did:
 # without it a resume would list them as changed, and a loaded config would lack them.
 ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all',
-                ('model', 'fusion', 'sketch_weight'): 0.5}
+                ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False}
 
 
 def with_added_fields(config: dict) -> dict:
@@ -165,7 +169,8 @@ def check_resume(config, workdir, allow_change: bool) -> dict:
   if old is None:
     return {}
   changes = changed_keys(old, json.loads(config.to_json_best_effort()))
-  refused = [k for k in changes if k not in FREE_TO_CHANGE]
+  free = FREE_TO_CHANGE + (CALIBRATED_KEYS if config.model.fusion.get('calibrate') else ())
+  refused = [k for k in changes if k not in free]
   if refused and not allow_change:
     listed = ', '.join(f'{k}: {changes[k][0]!r} -> {changes[k][1]!r}' for k in refused[:10])
     more = f' and {len(refused) - 10} more' if len(refused) > 10 else ''

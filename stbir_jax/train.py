@@ -18,6 +18,7 @@ from absl import logging
 from clu import periodic_actions
 
 from stbir_jax import (
+  calibrate,
   checkpoint,
   config_checks,
   convert,
@@ -108,6 +109,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   stage_list = stages.build_stages(config)
   total_steps = int(config.train.num_steps)
   is_main = jax.process_index() == 0
+  calibrating = bool(config.model.fusion.get('calibrate', False))
+  if calibrating and jax.process_count() > 1:
+    raise config_checks.ConfigError(
+        f'config.model.fusion.calibrate=True runs on one process, not {jax.process_count()}: '
+        'train with calibrate=False, then run python -m stbir_jax.calibrate --workdir=WORKDIR.')
 
   resuming = recorded_config.has_checkpoints(workdir)
   recorded_config.check_workdir_config(config, workdir, resuming)
@@ -208,12 +214,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       if due and done != total_steps:
         run_evaluators(done, due)
 
-    results = run_evaluators(total_steps)
+    if not calibrating:
+      results = run_evaluators(total_steps)
   ckpt.close()
+  if calibrating:  # reads the final checkpoint, which close() has finished writing
+    results = _calibrated_evaluation(workdir, total_steps, writer, out)
   writer.flush()
   if is_main:
     eval_report.write_results(results, workdir)
     print(eval_report.results_table(results), flush=True)
+  return results
+
+
+def _calibrated_evaluation(workdir, step: int, writer, out) -> dict:
+  """Chooses the split fusion's sketch weight on validation (calibrate.py), records it in the run
+  and evaluates the final checkpoint with it: the run's results are the calibrated model's."""
+  began = time.monotonic()
+  record = calibrate.calibrate_run(workdir, step)
+  results = record['results']
+  curve = record['validation_by_weight']
+  out.print(f'calibrated: sketch weight {record["sketch_weight"]:.2f} (validation sketch+text '
+            f'Acc@1 {100 * curve[str(record["sketch_weight"])]["acc@1"]:.2f} %, '
+            f'{100 * curve["0.5"]["acc@1"]:.2f} % at 0.5; {calibrate.FILE})')
+  writer.write_scalars(step, {'eval/sketch_weight': record['sketch_weight'],
+                              **{f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0}})
+  out.evaluation(step, results, time.monotonic() - began)
   return results
 
 

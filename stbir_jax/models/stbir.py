@@ -194,6 +194,10 @@ class STBIR(nn.Module):
                        'sketch score in a split fusion query, in [0, 1] (0.5: as trained); only '
                        f'split fusions ({", ".join(fusion_lib.SPLIT_KINDS)}) score the two '
                        f'halves apart, not kind {f.kind!r}.')
+    if layers.option(f, 'calibrate', False) and not self.split:
+      raise ValueError(f'config.model.fusion.calibrate=True needs a split fusion '
+                       f'({", ".join(fusion_lib.SPLIT_KINDS)}), not kind {f.kind!r}: it chooses '
+                       'the weight of the sketch score against the text score.')
     kw = dict(remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
     self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',

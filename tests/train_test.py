@@ -72,12 +72,14 @@ def test_demo_minilm_is_the_demo_with_the_bundled_minilm_text_tower():
   assert minilm == demo
 
 
-def test_demo_split_is_the_demo_with_a_split_query_and_a_photo_tower_per_half():
+def test_demo_split_is_the_demo_with_a_calibrated_split_query_and_a_photo_tower_per_half():
   demo, split = base.get_config('demo').to_dict(), base.get_config('demo_split').to_dict()
   fusion = split['model'].pop('fusion')
-  assert (fusion.pop('kind'), fusion.pop('photo_towers')) == ('concat', 2)
+  assert (fusion.pop('kind'), fusion.pop('photo_towers'), fusion.pop('calibrate')) == (
+      'concat', 2, True)
   demo_fusion = demo['model'].pop('fusion')
-  assert (demo_fusion.pop('kind'), demo_fusion.pop('photo_towers')) == ('sum', 1)
+  assert (demo_fusion.pop('kind'), demo_fusion.pop('photo_towers'),
+          demo_fusion.pop('calibrate')) == ('sum', 1, False)
   assert fusion == demo_fusion
   assert (split.pop('variant'), demo.pop('variant')) == ('demo_split', 'demo')
   assert split == demo     # every STBIR module, the towers and the schedule as in the demo

@@ -232,10 +232,7 @@ def _calibrated_evaluation(workdir, step: int, writer, out) -> dict:
   began = time.monotonic()
   record = calibrate.calibrate_run(workdir, step)
   results = record['results']
-  curve = record['validation_by_weight']
-  out.print(f'calibrated: sketch weight {record["sketch_weight"]:.2f} (validation sketch+text '
-            f'Acc@1 {100 * curve[str(record["sketch_weight"])]["acc@1"]:.2f} %, '
-            f'{100 * curve["0.5"]["acc@1"]:.2f} % at 0.5; {calibrate.FILE})')
+  out.print(f'calibrated: {calibrate.summary(record)}; {calibrate.FILE}')
   writer.write_scalars(step, {'eval/sketch_weight': record['sketch_weight'],
                               **{f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0}})
   out.evaluation(step, results, time.monotonic() - began)

@@ -273,6 +273,36 @@ def our_step(config, degradations: bool = False):
   return jax.jit(fn, donate_argnums=(0,)), state, model
 
 
+# configs/base.py variants measured with their real step on a batch of their own pipeline.
+DEMO_VARIANTS = ('demo', 'demo_split')
+
+def demo_config(variant: str):
+  from configs import base  # pylint: disable=g-import-not-at-top
+  return base.get_config(variant)
+
+
+def demo_step(variant: str, config=None):
+  """(jitted step, state, device batch, batch size) of configs/base.py:<variant> (or of `config`,
+  one such config changed) as train.py builds it: its last stage, every loss and module, one
+  real batch of its Grain pipeline."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax import stages, train_step  # pylint: disable=g-import-not-at-top
+  from stbir_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import stbir  # pylint: disable=g-import-not-at-top
+  config = config or demo_config(variant)
+  pipeline.ensure_built(config.data)
+  host = next(pipeline.train_iterator(config.data, batch_size=config.train.batch_size,
+                                      seed=config.train.seed))
+  model = stbir.STBIR.from_config(config)
+  constants = train_step.make_constants(config, pipeline.category_names(config.data))
+  stage = stages.build_stages(config)[-1]
+  state = jax.jit(lambda k: train_step.init_state(config, model, constants, k))(
+      jax.random.PRNGKey(0))
+  fn = train_step.make_step_fn(config, model, stage, constants, config.train.num_steps)
+  return jax.jit(fn, donate_argnums=(0,)), state, jax.device_put(host), config.train.batch_size
+
+
 def our_gallery_encoder(config):
   import jax  # pylint: disable=g-import-not-at-top
 

@@ -2,6 +2,7 @@
 its XLA op events summed per op and grouped by what each op computes.
 
   python benchmarks/profile_step.py [--sizes small,vits16] [--steps 5] [--top 15]
+  python benchmarks/profile_step.py --sizes demo,demo_split --steps 4   # the demo's ResNet step
 
 Each op's time is the wall time of its thunk events on the XLA CPU runtime's threads (a matmul's
 own worker threads are inside its event), divided by the number of traced steps; the share is of
@@ -26,7 +27,7 @@ FRAME_GROUPS = (
     ('optimizer update', ('optax/',)),
     ('finiteness guard', ('isfinite', 'is_finite', 'all_finite')),
     ('loss', ('stbir_jax/losses.py',)),
-    ('layer norm', ('normalization.py',)),
+    ('layer / group norm', ('normalization.py',)),
     ('attention softmax', ('softmax',)),
     ('attention (scores, weighted sum)', ('attention.py', 'dot_product_attention')),
     ('dense / matmul', ('linear.py',)),
@@ -72,6 +73,8 @@ def parse_hlo(text: str) -> dict:
 def group_of(opcode: str, frames: list, op_name: str) -> str:
   if op_name.endswith('is_finite'):
     return 'finiteness guard'
+  if 'conv' in opcode or 'conv_general' in op_name.rsplit('/', 1)[-1]:
+    return 'convolution'        # flax's Conv lives in linear.py, beside Dense
   for frame in frames:
     for group, keys in FRAME_GROUPS:
       if any(k in frame for k in keys):
@@ -101,10 +104,13 @@ def op_times(xplane_path: str) -> dict:
 
 
 def profile(size: str, steps: int, top: int) -> dict:
-  batch = common.SIZES[size]['batch']
-  config = common.our_config(size, batch)
-  dev_batch = jax.device_put(common.host_batch(size, batch))
-  jitted, state, _ = common.our_step(config)
+  if size in common.DEMO_VARIANTS:
+    jitted, state, dev_batch, batch = common.demo_step(size)
+  else:
+    batch = common.SIZES[size]['batch']
+    config = common.our_config(size, batch)
+    dev_batch = jax.device_put(common.host_batch(size, batch))
+    jitted, state, _ = common.our_step(config)
   step = jitted.lower(state, dev_batch).compile()   # its HLO names the ops; no second compile
   ops = parse_hlo(step.as_text())
   for _ in range(2):  # warm up

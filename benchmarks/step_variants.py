@@ -9,7 +9,9 @@ Variants (each changes only what its name says, while the step is traced):
   fast_variance_ln  LayerNorm's variance as E[x^2] - E[x]^2 (one pass) instead of two passes;
   fused_attention   jax.nn.dot_product_attention in place of einsum + softmax + einsum;
   bf16              model.dtype = bfloat16 (f32 params and optimiser state);
-  remat_dots        model.remat = dots_saveable (less memory, recomputed elementwise work).
+  remat_dots        model.remat = dots_saveable (less memory, recomputed elementwise work);
+  flax_group_norm   the ResNet towers' norm as nn.GroupNorm (the step before resnet.GroupNorm;
+                    for --size demo / demo_split, the configs/base.py variants' real step).
 """
 
 import argparse
@@ -71,20 +73,38 @@ def _fused_attention():
   return _patched(layers, 'Attention', FusedAttention)
 
 
+def _flax_group_norm():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  return _patched(resnet, 'GroupNorm',
+                  lambda **kw: nn.GroupNorm(use_fast_variance=False, **kw))
+
+
 VARIANTS = {
     'no_ln_barrier': lambda config: _layer_norm(fast_variance=False, barrier=False),
     'fast_variance_ln': lambda config: _layer_norm(fast_variance=True, barrier=True),
     'fused_attention': lambda config: _fused_attention(),
     'bf16': lambda config: _patched(config.model, 'dtype', 'bfloat16'),
     'remat_dots': lambda config: _patched(config.model, 'remat', 'dots_saveable'),
+    'flax_group_norm': lambda config: _flax_group_norm(),
 }
 
 
+def make_config(size: str):
+  if size in common.DEMO_VARIANTS:
+    return common.demo_config(size)
+  return common.our_config(size, common.SIZES[size]['batch'])
+
+
 def timed_step(config, size: str):
-  """A callable running one step of `config` on a fixed batch of SIZES[size] inputs (state
-  carried, donated)."""
-  dev_batch = jax.device_put(common.host_batch(size, config.train.batch_size))
-  step, state, _ = common.our_step(config)
+  """A callable running one step of `config` on a fixed batch (state carried, donated): of
+  SIZES[size] inputs, or for a demo variant, of its own pipeline."""
+  if size in common.DEMO_VARIANTS:
+    step, state, dev_batch, _ = common.demo_step(size, config)
+  else:
+    dev_batch = jax.device_put(common.host_batch(size, config.train.batch_size))
+    step, state, _ = common.our_step(config)
   holder = {'state': state}
 
   def run():
@@ -96,16 +116,17 @@ def timed_step(config, size: str):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('--size', default='small', choices=sorted(common.SIZES))
+  p.add_argument('--size', default='small',
+                 choices=sorted(common.SIZES) + list(common.DEMO_VARIANTS))
   p.add_argument('--variants', default=','.join(VARIANTS))
   p.add_argument('--reps', type=int, default=7)
   args = p.parse_args()
-  batch = common.SIZES[args.size]['batch']
-  fns = {'baseline': timed_step(common.our_config(args.size, batch), args.size)}
+  batch = make_config(args.size).train.batch_size
+  fns = {'baseline': timed_step(make_config(args.size), args.size)}
   for name in args.variants.split(','):
     if name not in VARIANTS:
       raise SystemExit(f'--variants: unknown {name!r}; known: {", ".join(VARIANTS)}')
-    config = common.our_config(args.size, batch)
+    config = make_config(args.size)
     with VARIANTS[name](config):
       fns[name] = timed_step(config, args.size)
   load = common.wait_for_quiet()

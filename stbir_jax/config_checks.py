@@ -50,6 +50,8 @@ class ConfigError(ValueError):
 NAN_POLICIES = ('stop', 'skip')
 # Keys a config may lack, read with a default (models/layers.option): not unknown where present.
 OPTIONAL_KEYS = ('model.text.max_positions', 'model.text.projection_size')
+# Optional image towers: present only in the configs that use them, with a tower's keys.
+OPTIONAL_TOWERS = {'model.photo_text': 'photo'}
 
 
 def mesh_axis(v):
@@ -88,7 +90,7 @@ FIELDS = {
     'model.dtype': choice(*layers.DTYPES),
     'model.remat': lambda v: None if isinstance(v, bool) else choice(*layers.REMAT_POLICIES)(v),
     **{f'model.{side}.{k}': rule
-       for side in ('sketch', 'photo') for k, rule in _IMAGE_TOWER.items()},
+       for side in ('sketch', 'photo', 'photo_text') for k, rule in _IMAGE_TOWER.items()},
     'model.text.kind': choice(*text.KINDS),
     'model.text.vocab_size': POSITIVE,
     'model.text.hidden': POSITIVE,
@@ -160,7 +162,8 @@ CHECKED_ELSEWHERE = ('variant', 'data.on_bad_record', 'curriculum.kind', 'curric
 
 # Attention splits `hidden` over `heads`.
 _HEADS_DIVIDE = (('model.sketch', ('vit', 'clip_vit')), ('model.photo', ('vit', 'clip_vit')),
-                 ('model.text', None), ('model.fusion', ('cross_attention',)))
+                 ('model.photo_text', ('vit', 'clip_vit')), ('model.text', None),
+                 ('model.fusion', ('cross_attention',)))
 
 
 def _get(config, key):
@@ -261,6 +264,9 @@ def check_known_keys(config, defaults, where: str = 'config') -> None:
       continue  # each evaluator's own keys: evaluate.check_sections
     if key not in defaults:
       if path.removeprefix('config.') in OPTIONAL_KEYS:
+        continue
+      if path.removeprefix('config.') in OPTIONAL_TOWERS:
+        check_known_keys(value, defaults[OPTIONAL_TOWERS[path.removeprefix('config.')]], path)
         continue
       close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
       hint = f' Did you mean {where}.{close[0]}?' if close else ''

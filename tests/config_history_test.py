@@ -141,6 +141,24 @@ def test_a_bad_bucket_and_heads_not_dividing_hidden_are_refused(tmp_path):
     config_checks.validate_config(config)
 
 
+def test_the_optional_text_photo_tower_is_checked_like_a_tower(tmp_path):
+  """config.model.photo_text is absent from the defaults (most configs have no such tower) but,
+  where present, its keys and values are checked as config.model.photo's are."""
+  config = _smoke(tmp_path)
+  config.model.photo_text = ml_collections.ConfigDict(config.model.photo.to_dict())
+  config_checks.validate_config(config)
+  config.model.photo_text.stem_pol = False
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'Unknown config key config.model.photo_text.stem_pol=False.*'
+                           r'Did you mean config.model.photo_text.stem_pool\?'):
+    config_checks.validate_config(config)
+  del config.model.photo_text['stem_pol']
+  config.model.photo_text.width = 0
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'config.model.photo_text.width=0; expected an integer >= 1'):
+    config_checks.validate_config(config)
+
+
 def test_evaluator_sections_are_checked_by_their_owner_naming_the_key(tmp_path):
   config = _smoke(tmp_path)
   config.evals.recall = ml_collections.ConfigDict(dict(every_steps=5))
@@ -318,9 +336,9 @@ def test_main_prints_one_line_and_changes_nothing(tmp_path):
   assert status == 2, err
   assert len(lines) == 1 and 'Traceback' not in err, err
   assert lines[0].endswith("Error whilst parsing config file: ValueError: Unknown config variant "
-                           "'smok'; valid variants: full, demo, demo_split, demo_minilm, smoke, "
-                           "shoev2, chairv2, sketchy, fscoco, manifest, siglip, v5e_8, v5p_8, "
-                           "v4_8, v6e_8, v5e_256")
+                           "'smok'; valid variants: full, demo, demo_split, demo_recipe, "
+                           "demo_minilm, smoke, shoev2, chairv2, sketchy, fscoco, manifest, "
+                           "siglip, v5e_8, v5p_8, v4_8, v6e_8, v5e_256")
 
 
 @pytest.mark.slow  # two more starts of the program (imports of JAX and TensorFlow)

@@ -199,6 +199,19 @@ def test_both_photo_towers_start_from_the_checkpoint(clip_ckpt):
     for a, b in zip(jax.tree.leaves(photo[tower]), jax.tree.leaves(reference), strict=True):
       np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(photo['text_proj']['kernel'], 0.5)
+  # A text-half tower of another shape (config.model.photo_text) cannot start from the same
+  # checkpoint: the error names that tower and the parameter.
+  config.model.photo_text = config.model.photo.copy_and_resolve_references()
+  config.model.photo_text.mlp_dim *= 2
+  net = stbir.STBIR(config.model)
+  params = _zero_init(net, stbir.dummy_batch(config, 1) | dict(
+      image=jnp.zeros((1, res, res, 3), jnp.uint8), sketch=jnp.zeros((1, res, res), jnp.uint8)))
+  mlp = config.model.photo.mlp_dim
+  with pytest.raises(convert.ConvertError,
+                     match=r"\(the text half's tower\): shape mismatch in 6 parameter\(s\):\n"
+                           rf'  encoder/layer_0/mlp/fc1/bias: checkpoint \({mlp},\) vs model '
+                           rf'\({2 * mlp},\)'):
+    convert.init_from_pretrained(config, params)
 
 
 # ------------------------------------------------------------------------------------------ BERT

@@ -594,6 +594,25 @@ def test_two_photo_towers_fill_one_half_each():
     jax.eval_shape(STBIR(c).init, KEY, batch)
 
 
+def test_the_text_halfs_photo_tower_can_have_its_own_config():
+  """config.model.photo_text builds the second photo tower (here: stem pool and a global
+  average pool, a quarter of the pixels in every stage), the first keeps config.model.photo;
+  without photo_towers=2 the key is an error, not silently ignored."""
+  c = tiny_model_config(fusion='concat', image_kind='resnet')
+  c.fusion.photo_towers = 2
+  c.photo.update(stem_pool=False, pool='flatten')
+  c.photo_text = ml_collections.ConfigDict(dict(c.photo.to_dict(), stem_pool=True, pool='gap'))
+  batch = make_batch()
+  params = init(STBIR(c), batch)
+  width = c.photo.width * 8                     # the last stage's channels
+  side = 32 // 16                               # 32 px, no stem pool: a 2 x 2 map
+  assert params['photo']['proj']['kernel'].shape == (side * side * width, c.embed_dim // 2)
+  assert params['photo']['text_proj']['kernel'].shape == (width, c.embed_dim // 2)
+  c.fusion.photo_towers = 1
+  with pytest.raises(ValueError, match='photo_text configures the text half.*photo_towers=2'):
+    jax.eval_shape(STBIR(c).init, KEY, batch)
+
+
 @pytest.mark.parametrize('fusion', ['sum', 'concat', 'cross_attention'])
 def test_single_modality_queries_equal_queries_with_the_other_side_hidden(fusion):
   model = STBIR(tiny_model_config(fusion=fusion, image_kind='vit'))

@@ -55,7 +55,8 @@ def test_every_variant_initialises_abstractly():
 
 def test_unknown_variant_lists_valid_ones():
   with pytest.raises(ValueError,
-                     match='valid variants: full, demo, demo_split, demo_minilm, smoke'):
+                     match='valid variants: full, demo, demo_split, demo_recipe, '
+                           'demo_minilm, smoke'):
     base.get_config('tiny')
 
 
@@ -83,6 +84,25 @@ def test_demo_split_is_the_demo_with_a_calibrated_split_query_and_a_photo_tower_
   assert fusion == demo_fusion
   assert (split.pop('variant'), demo.pop('variant')) == ('demo_split', 'demo')
   assert split == demo     # every STBIR module, the towers and the schedule as in the demo
+
+
+def test_demo_recipe_is_demo_split_without_the_modules_and_a_cheaper_text_photo_tower():
+  split, recipe = base.get_config('demo_split').to_dict(), base.get_config('demo_recipe').to_dict()
+  text_tower = recipe['model'].pop('photo_text')
+  assert text_tower == dict(recipe['model']['photo'], stem_pool=True)
+  assert (recipe['curriculum'].pop('kind'), split['curriculum'].pop('kind')) == (
+      'none', 'self_paced')
+  assert (recipe['category'].pop('hard_negative_weight'), recipe['loss'].pop('triplet'),
+          recipe['loss'].pop('prototype')) == (1.0, 0.0, 0.0)
+  for d in (split['category'], split['loss'], split['loss']):
+    d.pop('hard_negative_weight', None), d.pop('triplet', None), d.pop('prototype', None)
+  steps = recipe['train']['num_steps']
+  assert [recipe['evals'][k].pop('every_steps') for k in ('retrieval', 'robustness')] == [
+      steps, steps]
+  for k in ('retrieval', 'robustness'):
+    split['evals'][k].pop('every_steps')
+  assert (recipe.pop('variant'), split.pop('variant')) == ('demo_recipe', 'demo_split')
+  assert recipe == split
 
 
 @pytest.fixture(scope='module')

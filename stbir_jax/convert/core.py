@@ -218,7 +218,9 @@ def load_pretrained(config, params_like, strict: bool = True) -> dict:
       logging.info('%s: loaded backbone from %s (no projection in the checkpoint; proj stays '
                    'randomly initialised).', where, src)
     if 'text_backbone' in params_like[group]:   # fusion.photo_towers = 2: both from src
-      loaded['text_backbone'] = loaded['backbone']
+      loaded['text_backbone'] = match_params(flat, params_like[group]['text_backbone'],
+                                             f'{where}.init={src!r} (the text half\'s tower)',
+                                             strict, unexpected)
     out[group] = loaded
   return out
 

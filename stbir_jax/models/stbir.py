@@ -26,7 +26,10 @@ Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole
                           embedding likewise, each half unit-normalised)
   photo/backbone/..., photo/proj/kernel
                           [+ photo/text_backbone/..., photo/text_proj/kernel: with
-                          fusion.photo_towers = 2, the text half's own tower; proj then D/2]
+                          fusion.photo_towers = 2, the text half's own tower, built from
+                          config.model.photo_text where the config has it (e.g. a cheaper
+                          tower for colour and material), else from config.model.photo;
+                          proj then D/2]
   text/backbone/...       text tower (text.py layout)
   text/proj/kernel        (text hidden, D), no bias (like CLIP's text_projection); D/2 with a
                           split fusion
@@ -101,19 +104,24 @@ class ImageEncoder(nn.Module):
 
   towers = 2 (the photo side with config.model.fusion.photo_towers = 2): a second tower,
   text_backbone/text_proj, fills the text half of a split embedding, so shape and appearance do
-  not share one small tower's features; emb is then (B, 2 D), tokens the first tower's."""
+  not share one small tower's features; emb is then (B, 2 D), tokens the first tower's. That
+  tower is built from `text_config` (config.model.photo_text) where given, else from `config`."""
   config: ml_collections.ConfigDict   # config.model.sketch or .photo
   embed_dim: int                      # per tower
   remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
   where: str = 'config.model.photo'
   towers: int = 1
+  text_config: ml_collections.ConfigDict | None = None   # config.model.photo_text
 
   @nn.compact
   def __call__(self, images):
     embs, tokens = [], None
     for prefix in ('', 'text_')[:self.towers]:
-      pooled, own_tokens = image_tower(self.config, self.remat, self.dtype, self.where,
+      cfg, where = self.config, self.where
+      if prefix and self.text_config is not None:
+        cfg, where = self.text_config, 'config.model.photo_text'
+      pooled, own_tokens = image_tower(cfg, self.remat, self.dtype, where,
                                        name=f'{prefix}backbone')(images)
       tokens = own_tokens if tokens is None else tokens
       embs.append(nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
@@ -198,10 +206,14 @@ class STBIR(nn.Module):
       raise ValueError(f'config.model.fusion.calibrate=True needs a split fusion '
                        f'({", ".join(fusion_lib.SPLIT_KINDS)}), not kind {f.kind!r}: it chooses '
                        'the weight of the sketch score against the text score.')
+    photo_text = layers.option(c, 'photo_text', None)
+    if photo_text is not None and photo_towers != 2:
+      raise ValueError('config.model.photo_text configures the text half\'s own photo tower; set '
+                       f'config.model.fusion.photo_towers=2 (now {photo_towers}) or remove it.')
     kw = dict(remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
     self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',
-                              towers=photo_towers, **kw)
+                              towers=photo_towers, text_config=photo_text, **kw)
     self.text = TextEncoder(c.text, side, **kw)
     self.fusion = fusion_lib.Fusion(kind=f.kind, embed_dim=c.embed_dim, hidden=f.hidden,
                                     layers=f.layers, heads=f.heads, mlp_dim=f.mlp_dim,

@@ -27,7 +27,7 @@ FRAME_GROUPS = (
     ('optimizer update', ('optax/',)),
     ('finiteness guard', ('isfinite', 'is_finite', 'all_finite')),
     ('loss', ('stbir_jax/losses.py',)),
-    ('layer / group norm', ('normalization.py',)),
+    ('layer / group norm', ('normalization.py', 'resnet.py:group_norm')),
     ('attention softmax', ('softmax',)),
     ('attention (scores, weighted sum)', ('attention.py', 'dot_product_attention')),
     ('dense / matmul', ('linear.py',)),

@@ -140,7 +140,7 @@ def test_profile_groups_ops_by_their_innermost_known_frame_then_by_opcode():
       '/work/stbir_jax/models/layers.py:quick_gelu']
   groups = {name: profile_step.group_of(*op) for name, op in ops.items()}
   assert groups['add_fusion.1'] == 'optimizer update'
-  assert groups['copy_bitcast_fusion.2'] == 'layer norm'
+  assert groups['copy_bitcast_fusion.2'] == 'layer / group norm'
   assert groups['mul.3'] == 'activation (GELU)'
   assert groups['and.4'] == 'finiteness guard'
   assert groups['ynn_fusion'] == 'dense / matmul'

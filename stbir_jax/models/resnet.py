@@ -61,9 +61,10 @@ class GroupNorm(nn.Module):
   Why not nn.GroupNorm: it reduces a (B, H, W, G, C/G) view, and on XLA CPU those reductions and
   their gradients over the narrow, high-resolution maps of the demo's towers (8 - 16 channels at
   32 x 32) took about a third of the demo's train step; reducing over H, W to (B, C) first and
-  mixing channels in that small array makes the whole step 1.06 - 1.11x faster
-  (docs/performance.md, "The demo's ResNet step"). The group mean is the mean of its channels'
-  means (every channel has H*W values), so the result equals nn.GroupNorm up to summation order.
+  mixing channels in that small array makes the whole step 1.05x (demo) and 1.08x (demo_split)
+  faster, medians of 3 processes (docs/performance.md, "The demo's ResNet step"). The group mean
+  is the mean of its channels' means (every channel has H*W values), so the result equals
+  nn.GroupNorm up to summation order.
   """
   num_groups: int
   epsilon: float = 1e-5
@@ -72,19 +73,25 @@ class GroupNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    b, c = x.shape[0], x.shape[-1]
+    c = x.shape[-1]
     if c % self.num_groups:
       raise ValueError(f'GroupNorm: {c} channels do not split into {self.num_groups} groups')
-    spatial = tuple(range(1, x.ndim - 1))
-    per_group = lambda t: jnp.repeat(t.reshape(b, self.num_groups, -1).mean(-1),
-                                     c // self.num_groups, axis=1).reshape(
-                                         (b,) + (1,) * len(spatial) + (c,))
-    x32 = x.astype(jnp.float32)
-    centred = x32 - per_group(jnp.mean(x32, axis=spatial))
-    var = per_group(jnp.mean(centred * centred, axis=spatial))
     scale = self.param('scale', self.scale_init, (c,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
-    return (centred * jax.lax.rsqrt(var + self.epsilon) * scale + bias).astype(self.dtype)
+    return group_norm(x, self.num_groups, self.epsilon, scale, bias).astype(self.dtype)
+
+
+def group_norm(x, num_groups: int, epsilon: float, scale, bias):
+  """GroupNorm of channels-last `x` in float32 (a function of its own, so that profiles can tell
+  its ops apart: benchmarks/profile_step.py)."""
+  b, c = x.shape[0], x.shape[-1]
+  spatial = tuple(range(1, x.ndim - 1))
+  per_group = lambda t: jnp.repeat(t.reshape(b, num_groups, -1).mean(-1), c // num_groups,
+                                   axis=1).reshape((b,) + (1,) * len(spatial) + (c,))
+  x32 = x.astype(jnp.float32)
+  centred = x32 - per_group(jnp.mean(x32, axis=spatial))
+  var = per_group(jnp.mean(centred * centred, axis=spatial))
+  return centred * jax.lax.rsqrt(var + epsilon) * scale + bias
 
 
 class Affine(nn.Module):

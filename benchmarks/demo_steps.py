@@ -1,0 +1,51 @@
+"""What a step of each demo-size config costs against the demo's: the real train step of each
+configs/base.py variant (its last stage, every loss and module, one batch of its own pipeline),
+timed interleaved in one process so that the ratios hold on a machine whose speed drifts.
+
+  python benchmarks/repeat.py --runs 3 --keys ratio,steps_per_s -- benchmarks/demo_steps.py
+  python benchmarks/demo_steps.py --variants demo,demo_recipe --reps 7
+
+ratio = the variant's step time / the first variant's: the factor on the demo's training time.
+"""
+
+import argparse
+
+import common
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--variants', default=','.join(common.DEMO_VARIANTS))
+  p.add_argument('--reps', type=int, default=7)
+  args = p.parse_args()
+  variants = args.variants.split(',')
+  unknown = sorted(set(variants) - set(common.DEMO_VARIANTS))
+  if unknown:
+    raise SystemExit(f'--variants: unknown {unknown}; known: {", ".join(common.DEMO_VARIANTS)}')
+  fns = {}
+  for variant in variants:
+    step, state, batch, _ = common.demo_step(variant)
+    compiled = step.lower(state, batch).compile()
+    holder = {'state': state}
+
+    def run(holder=holder, compiled=compiled, batch=batch):
+      holder['state'], metrics = compiled(holder['state'], batch)
+      metrics['loss'].block_until_ready()
+    run()
+    fns[variant] = run
+  load = common.wait_for_quiet()
+  timings = common.interleaved(fns, reps=args.reps)
+  first = timings[variants[0]]['median_s']
+  rows = [dict(variant=v, step_ms=1e3 * t['median_s'], steps_per_s=1 / t['median_s'],
+               ratio=t['median_s'] / first, quiet=f'{t["n_quiet"]}/{len(t["samples"])}')
+          for v, t in timings.items()]
+  print(f'Train step of each config (median of {args.reps} interleaved reps; ratio: step time '
+        f'over {variants[0]}\'s)')
+  print(common.table(rows, list(rows[0])))
+  print('wrote', common.write_json('demo_steps', dict(
+      variants=variants, timings=timings, load=load, table=rows,
+      **{f'{r["variant"]}_ratio': r['ratio'] for r in rows})))
+
+
+if __name__ == '__main__':
+  main()

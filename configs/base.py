@@ -21,8 +21,8 @@ Variants, selected after a colon:
 
   configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)
   configs/base.py:demo_split  the demo with a split query (sketch half, text half) and a photo
-                          tower per half: the best demo-size model so far (docs/results.md);
-                          about 1.2x the demo's step time
+                          tower per half: the best demo-size model with the modules
+                          (docs/results.md); about 1.4x the demo's step time
   configs/base.py:demo_recipe  demo_split without the STBIR modules: the best clean sketch+text
                           of the demo-size models; about 1.3x the demo's step time
   configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
@@ -225,12 +225,12 @@ def _demo(c):
 
 def _split_query(c):
   """Late fusion inside one model: a [sketch half; text half] embedding, each photo half from its
-  own photo tower (~1.2x the demo's step time). Every STBIR module stays on. At the demo's 3,000
-  steps (seeds 0 - 2) it gave validation sketch+text 82.2 +- 0.7 against the demo's 78.4, test
-  67.1 +- 0.8 against 58.6, and moderately degraded test queries 17.9 +- 1.1 against 14.8 (the
-  demo's figures: seed 0; docs/results.md, "At the demo's 3,000 steps"). Its sketch weight is
-  chosen on validation after training (calibrate.py): on the recipe that added 4.7 points of
-  test sketch+text (docs/results.md, "A query-time sketch weight")."""
+  own photo tower (1.38x the demo's step time: benchmarks/demo_steps.py). Every STBIR module
+  stays on. At the demo's 3,000 steps (seeds 0 - 2) it gave validation sketch+text 82.2 +- 0.7
+  against the demo's 78.4, test 67.1 +- 0.8 against 58.6, and moderately degraded test queries
+  17.9 +- 1.1 against 14.8 (the demo's figures: seed 0; docs/results.md, "At the demo's 3,000
+  steps"). Its sketch weight is chosen on validation after training (calibrate.py): on the recipe
+  that added 4.7 points of test sketch+text (docs/results.md, "A query-time sketch weight")."""
   c.model.fusion.kind = 'concat'
   c.model.fusion.photo_towers = 2
   c.model.fusion.calibrate = True
@@ -240,7 +240,7 @@ def _recipe(c):
   """demo_split without the STBIR modules (no curriculum, no intra-category weights, no triplet
   or prototype term: the fused and single-modality InfoNCE), calibrated, evaluated once at the
   end: the demo-size model with the best clean sketch+text measured (3 seeds at 3,000 steps:
-  test 70.1 +- 1.2 calibrated; docs/results.md, "The recipe as a config"). Its step is ~1.3x the
+  test 70.1 +- 1.2 calibrated; docs/results.md, "The recipe as a config"). Its step is 1.38x the
   demo's. It trades the modules' robustness to degraded queries for clean accuracy."""
   c.curriculum.kind = 'none'
   c.category.hard_negative_weight = 1.0

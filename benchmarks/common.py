@@ -276,6 +276,7 @@ def our_step(config, degradations: bool = False):
 # configs/base.py variants measured with their real step on a batch of their own pipeline.
 DEMO_VARIANTS = ('demo', 'demo_split', 'demo_recipe')
 
+
 def demo_config(variant: str):
   from configs import base  # pylint: disable=g-import-not-at-top
   return base.get_config(variant)

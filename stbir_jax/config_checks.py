@@ -263,10 +263,11 @@ def check_known_keys(config, defaults, where: str = 'config') -> None:
     if path == 'config.evals':
       continue  # each evaluator's own keys: evaluate.check_sections
     if key not in defaults:
-      if path.removeprefix('config.') in OPTIONAL_KEYS:
+      dotted = path.removeprefix('config.')
+      if dotted in OPTIONAL_KEYS:
         continue
-      if path.removeprefix('config.') in OPTIONAL_TOWERS:
-        check_known_keys(value, defaults[OPTIONAL_TOWERS[path.removeprefix('config.')]], path)
+      if dotted in OPTIONAL_TOWERS:
+        check_known_keys(value, defaults[OPTIONAL_TOWERS[dotted]], path)
         continue
       close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
       hint = f' Did you mean {where}.{close[0]}?' if close else ''

@@ -92,8 +92,8 @@ def test_demo_recipe_is_demo_split_without_the_modules_evaluated_once():
       'none', 'self_paced')
   assert (recipe['category'].pop('hard_negative_weight'), recipe['loss'].pop('triplet'),
           recipe['loss'].pop('prototype')) == (1.0, 0.0, 0.0)
-  for d in (split['category'], split['loss'], split['loss']):
-    d.pop('hard_negative_weight', None), d.pop('triplet', None), d.pop('prototype', None)
+  split['category'].pop('hard_negative_weight')
+  split['loss'].pop('triplet'), split['loss'].pop('prototype')
   steps = recipe['train']['num_steps']
   assert [recipe['evals'][k].pop('every_steps') for k in ('retrieval', 'robustness')] == [
       steps, steps]

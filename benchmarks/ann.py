@@ -5,6 +5,7 @@ IndexFlatIP (exact), on synthetic clustered unit-norm embeddings
 centre; the queries are further rows of the same mixture, not gallery rows).
 
   python benchmarks/ann.py [--sizes 100000:512,1000000:128] [--queries 1000] [--backends ...]
+  python benchmarks/ann.py --sizes 10000000:64 --backends ivf_pq --params ivf_pq:m=32
   python benchmarks/ann.py --report results/ann_*.json     # the summary table of finished runs
 
 Each backend is built once with its build parameters (stbir_jax.search.ann.DEFAULTS), then its
@@ -87,11 +88,21 @@ def main():
   p.add_argument('--k', type=int, default=10)
   p.add_argument('--backends', default=','.join(ann.BACKENDS))
   p.add_argument('--tag', default='')
+  p.add_argument('--params', action='append', default=[], metavar='BACKEND:NAME=INT,...',
+                 help="build parameters for one backend, as `index --ann_params` takes them, "
+                      "e.g. ivf_pq:m=32 (repeatable)")
   p.add_argument('--report', nargs='*', help='result files to summarise (runs nothing)')
   args = p.parse_args()
   if args.report:
     report(args.report)
     return
+  overrides = {}
+  for item in args.params:
+    backend, sep, text = item.partition(':')
+    if not sep or backend not in ann.BACKENDS:
+      p.error(f'--params {item!r}: expected BACKEND:name=int,... with BACKEND one of '
+              f'{", ".join(ann.BACKENDS)}')
+    overrides[backend] = ann.parse_params(text)
   import faiss  # pylint: disable=g-import-not-at-top
   k, nq = args.k, args.queries
   rows = []
@@ -112,7 +123,7 @@ def main():
     del flat
     probe = ann.recall_probe(gallery, k)   # the indexed rows tuning probes, with their exact top k
     for backend in args.backends.split(','):
-      params = ann.params_for(backend, n, d)
+      params = ann.params_for(backend, n, d, overrides.get(backend))
       load = common.loadavg()
       t = time.perf_counter()
       if backend == 'scann':

@@ -197,7 +197,8 @@ SHORT_OF_TARGET = {
     # docs/performance.md section 8: at 1e7 x 64 the default d/8 held 0.835 re-ranking 1,600
     # candidates over every list; d/2 reached 0.99 with 100 candidates over a third of them.
     'ivf_pq': 'rebuild with more bytes a row (--ann_params="m=...", e.g. d/2 instead of the '
-              'default d/8) or re-rank deeper than the tuning tried (--ann_params="candidates=...")',
+              'default d/8) or re-rank deeper than the tuning tried '
+              '(--ann_params="candidates=...")',
     'hnsw': 'rebuild with more links (--ann_params="M=64,ef_construction=128")',
     'scann': 're-order more candidates (--ann_params="reorder=1000")',
 }

@@ -102,12 +102,21 @@ def main():
     if not sep or backend not in ann.BACKENDS:
       p.error(f'--params {item!r}: expected BACKEND:name=int,... with BACKEND one of '
               f'{", ".join(ann.BACKENDS)}')
-    overrides[backend] = ann.parse_params(text)
+    try:
+      overrides[backend] = ann.parse_params(text)
+    except ann.AnnError as e:
+      p.error(f'--params {item!r}: {e}')
+  sizes = [tuple(int(x) for x in item.split(':')) for item in args.sizes.split(',')]
+  for n, d in sizes:   # a bad name or m fails here, not after minutes of data and exact search
+    for backend, params in overrides.items():
+      try:
+        ann.params_for(backend, n, d, params)
+      except ann.AnnError as e:
+        p.error(f'--params for {n}:{d}: {e}')
   import faiss  # pylint: disable=g-import-not-at-top
   k, nq = args.k, args.queries
   rows = []
-  for item in args.sizes.split(','):
-    n, d = (int(x) for x in item.split(':'))
+  for n, d in sizes:
     data = ann.synthetic_clustered(n + nq, d, seed=0)
     gallery, queries = data[:n], np.ascontiguousarray(data[n:])
     del data

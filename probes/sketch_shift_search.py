@@ -25,26 +25,53 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from stbir_jax import evaluate, run_config
 from stbir_jax.eval_sections import EvalData, add_section
 from stbir_jax.models.stbir import STBIR
-from stbir_jax.query_modes import apply_mode
 
 MODES = ('sketch', 'sketch+text')
 PENALTIES = (0.002, 0.005, 0.01, 0.02)
 TEMPERATURES = (0.02, 0.05, 0.1)
 
 
-def shift_maps(sketch: np.ndarray, dy: int, dx: int) -> np.ndarray:
-  """(B, R, R) stroke maps moved by (dy, dx) pixels; what leaves the frame is lost, 0 enters."""
-  out = np.zeros_like(sketch)
+@jax.jit
+def shift_maps(sketch, dy, dx):
+  """(B, R, R) stroke maps moved by (dy, dx) pixels; what leaves the frame is lost, 0 enters.
+  The shift is traced, so one compilation serves the whole grid."""
   r = sketch.shape[1]
-  src = lambda d: slice(0, r - d) if d >= 0 else slice(-d, r)
-  dst = lambda d: slice(d, r) if d >= 0 else slice(0, r + d)
-  out[:, dst(dy), dst(dx)] = sketch[:, src(dy), src(dx)]
-  return out
+  rows = jnp.arange(r) - dy
+  cols = jnp.arange(r) - dx
+  inside = ((rows >= 0) & (rows < r))[:, None] & ((cols >= 0) & (cols < r))[None, :]
+  moved = jnp.roll(sketch, (dy, dx), axis=(1, 2))
+  return jnp.where(inside[None], moved, jnp.zeros_like(moved))
+
+
+class ShiftedQueries(evaluate.RobustnessEvaluator):
+  """The robustness evaluator's queries (clean, then each bucket with its own draws), each
+  encoded once per shift of its sketch: variant '<bucket>@<dy>,<dx>'."""
+
+  def __init__(self, section, model, data, shifts):
+    super().__init__(section, model, data)
+    self.shifts = shifts
+
+  def query_variants(self):
+    degraded = [('clean', None)] + super().query_variants()
+
+    def shifted(degrade, dy, dx):
+      def transform(number, batch):
+        batch = batch if degrade is None else degrade(number, batch)
+        return dict(batch, sketch=shift_maps(batch['sketch'], dy, dx))
+      return transform
+
+    return [(f'{name}@{dy},{dx}', shifted(degrade, dy, dx))
+            for name, degrade in degraded for dy, dx in self.shifts]
+
+  def variant_modes(self, prefix: str) -> tuple:
+    bucket = prefix.split('@')[0]
+    return self.modes if bucket == 'clean' else super().variant_modes(bucket)
 
 
 def acc_at_1(scores: np.ndarray, target: np.ndarray) -> float:
@@ -74,50 +101,29 @@ def main():
   p.add_argument('--span', type=int, default=6, help='largest shift, pixels')
   p.add_argument('--stride', type=int, default=2, help='grid step, pixels')
   args = p.parse_args()
-  run, config = run_config.load_run(args.workdir)
-  add_section(config, 'robustness')
-  config.evals.robustness.split = args.split
-  section = evaluate.section(config, 'robustness')
-  _, params = run_config.latest_params(run, None)
-  variables = {'params': params}
-  ev = evaluate.RobustnessEvaluator(section, STBIR.from_config(config), EvalData(config))
-  dataset = section.datasets[0]
-  gallery, instances, _ = ev.gallery(variables, dataset, args.split)
-  row_of = {int(i): r for r, i in enumerate(instances)}
   grid = range(-args.span, args.span + 1, args.stride)
   shifts = [(dy, dx) for dy in grid for dx in grid]
   if (0, 0) not in shifts:
     p.error(f'--span={args.span} --stride={args.stride}: the grid must hold the zero shift')
-  base_key = jax.random.PRNGKey(section.eval_seed)
-  buckets = ['clean'] + list(ev.buckets)
-  scores = {(b, m): [] for b in buckets for m in MODES}
-  targets = {key: [] for key in scores}
-  batches = evaluate._fixed_size(ev.data.queries(dataset, args.split, ev.batch_size))
-  for number, batch in enumerate(batches):
-    numeric = {k: v for k, v in batch.items() if v.dtype.kind in 'biuf'}
-    valid = batch['valid'].astype(bool)
-    for bucket in buckets:
-      variant = numeric if bucket == 'clean' else jax.device_get(
-          ev._degrade_fn(bucket)(jax.random.fold_in(base_key, number), numeric))
-      for mode in MODES:
-        if bucket != 'clean' and mode not in ev.variant_modes(bucket):
-          continue   # e.g. no sketch-only queries in a bucket that removes the sketch
-        query = {k: np.asarray(v) for k, v in apply_mode(variant, mode).items()
-                 if k in evaluate.QUERY_KEYS}
-        keep = valid & evaluate._has_inputs_of(batch, mode)
-        per_shift = [np.asarray(ev._encode_query(
-            variables, dict(query, sketch=shift_maps(query['sketch'], dy, dx))))[keep]
-            @ gallery.T for dy, dx in shifts]
-        scores[bucket, mode].append(np.stack(per_shift, 1))
-        targets[bucket, mode].append([row_of[int(t)] for t in batch['instance'][keep]])
-    print(f'batch {number}: {len(shifts)} shifts x {len(buckets)} buckets', flush=True)
+  run, config = run_config.load_run(args.workdir)
+  add_section(config, 'robustness')
+  config.evals.robustness.update(split=args.split, modes=list(MODES))
+  section = evaluate.section(config, 'robustness')
+  _, params = run_config.latest_params(run, None)
+  variables = {'params': params}
+  ev = ShiftedQueries(section, STBIR.from_config(config), EvalData(config), shifts)
+  dataset = section.datasets[0]
+  gallery, instances, _ = ev.gallery(variables, dataset, args.split)
+  row_of = {int(i): r for r, i in enumerate(instances)}
+  queries = ev.query_embeddings(variables, dataset, args.split)
   table = {}
-  for (bucket, mode), parts in scores.items():
-    if not parts or not sum(map(len, targets[bucket, mode])):
-      continue
-    target = np.concatenate(targets[bucket, mode]).astype(np.int64)
-    by_rule = rules(np.concatenate(parts), shifts)
-    table[f'{bucket}/{mode}'] = {rule: acc_at_1(s, target) for rule, s in by_rule.items()}
+  for bucket in ['clean'] + list(ev.buckets):
+    for mode in ev.variant_modes(bucket):
+      per_shift = [queries[f'{bucket}@{dy},{dx}', mode] for dy, dx in shifts]
+      target = np.array([row_of[int(t)] for t in per_shift[0][1]], np.int64)
+      scores = np.stack([q @ gallery.T for q, _ in per_shift], 1)   # (Q, S, N)
+      table[f'{bucket}/{mode}'] = {rule: acc_at_1(s, target)
+                                   for rule, s in rules(scores, shifts).items()}
   names = list(next(iter(table.values())))
   print('| bucket/mode | ' + ' | '.join(names) + ' |')
   print('|---|' + '---:|' * len(names))

@@ -113,6 +113,21 @@ def equal_chunk(rows: int, chunk_size: int) -> int:
       else per_chunk
 
 
+def chunk_bounds(rows: int, chunk_size: int) -> list[tuple[int, int]]:
+  """(start, stop) of each chunk top_k_jax scores: equal_chunk rows each, the last one cut into
+  its whole selection blocks and the rest (fewer than SELECTION_BLOCK rows), so chunk_top_k never
+  pads a chunk's scores: padding a (256, 10,000) block cost about 0.7 ms of a 15 ms search."""
+  if rows <= 0:
+    return []
+  chunk = equal_chunk(rows, chunk_size)
+  bounds = [(start, min(start + chunk, rows)) for start in range(0, rows, chunk)]
+  start, stop = bounds[-1]
+  whole = (stop - start) // SELECTION_BLOCK * SELECTION_BLOCK
+  if SELECTION_BLOCK < whole < stop - start:
+    bounds[-1:] = [(start, start + whole), (start + whole, stop)]
+  return bounds
+
+
 def top_k_jax(queries, gallery, k: int, *, chunk_size: int = 16384):
   """Exact top-k of queries (Q, D) against gallery (N, D) -> (scores (Q,k), indices (Q,k))."""
   queries = np.asarray(queries, np.float32)
@@ -121,21 +136,22 @@ def top_k_jax(queries, gallery, k: int, *, chunk_size: int = 16384):
   k = min(int(k), n)
   if k <= 0:
     return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-  chunk = equal_chunk(n, chunk_size)
+  bounds = chunk_bounds(n, chunk_size)
   merge = _merge_fn(k)
   best_s = np.full((len(queries), k), -np.inf, np.float32)
   best_i = np.full((len(queries), k), -1, np.int32)
   # Chunk starts are whole rows of 4 * D bytes: aligned when the gallery is and D % 16 == 0.
   in_place = is_aligned(gallery) and (gallery.shape[1] * 4) % ALIGNMENT == 0
-  staging = [] if in_place else [aligned_empty((chunk, gallery.shape[1])) for _ in range(2)]
+  longest = max(stop - start for start, stop in bounds)
+  staging = [] if in_place else [aligned_empty((longest, gallery.shape[1])) for _ in range(2)]
   previous = None
-  for number, start in enumerate(range(0, n, chunk)):
-    part = gallery[start:start + chunk]
+  for number, (start, stop) in enumerate(bounds):
+    part = gallery[start:stop]
     if staging:  # the buffer last held chunk number - 2, which the wait below has seen finish
       staged = staging[number % 2][:len(part)]
       np.copyto(staged, part)
       part = staged
-    # The last chunk is shorter, not padded: a second compilation, but no mask on any chunk.
+    # The last chunks are shorter, not padded: more compilations, but no mask on any chunk.
     best_s, best_i = merge(queries, part, np.int32(start), best_s, best_i)
     # Dispatch is asynchronous: without a wait, the loop would queue every chunk's device copy
     # (and its (Q, chunk) scores) at once, so the peak grew with the gallery. Waiting for the

@@ -29,7 +29,9 @@ def run_cli(argv) -> int:
 # ------------------------------------------------------------------------------------ top-k
 
 
-@pytest.mark.parametrize('n,k,chunk', [(37, 5, 8), (10, 10, 3), (6, 9, 4), (100, 1, 100)])
+# (1000, 7, 4096): one chunk cut into 992 rows of whole blocks and an 8-row tail.
+@pytest.mark.parametrize('n,k,chunk', [(37, 5, 8), (10, 10, 3), (6, 9, 4), (100, 1, 100),
+                                     (1000, 7, 4096)])
 def test_top_k_jax_matches_numpy(n, k, chunk):
   rng = np.random.default_rng(n)
   q = rng.normal(size=(3, 8)).astype(np.float32)
@@ -75,6 +77,13 @@ def test_equal_chunk_rounds_to_whole_selection_blocks():
   assert retrieval.equal_chunk(100_000, 16384) == 14304   # 7 chunks of 14286 -> 447 blocks of 32
   assert retrieval.equal_chunk(10, 3) == 3                 # below one block: as is
   assert retrieval.equal_chunk(50, 100) == 64              # one chunk, rounded up to 2 blocks
+
+
+def test_chunk_bounds_cut_the_last_chunk_at_a_whole_selection_block():
+  assert retrieval.chunk_bounds(10_000, 16384) == [(0, 9984), (9984, 10_000)]
+  assert retrieval.chunk_bounds(100_000, 16384)[-2:] == [(71_520, 85_824), (85_824, 100_000)]
+  assert retrieval.chunk_bounds(50, 100) == [(0, 50)]      # one whole block: nothing to cut
+  assert retrieval.chunk_bounds(0, 100) == []
 
 
 def test_top_k_jax_reads_aligned_galleries_in_place_and_stages_the_others():

@@ -148,6 +148,7 @@ FIELDS = {
     'optim.b1': number(0, 1, high_open=True),
     'optim.b2': number(0, 1, high_open=True),
     'optim.eps': NON_NEGATIVE,
+    'optim.schedule': choice(*stages.LR_SCHEDULES),
     'mesh.data': mesh_axis,
     'mesh.fsdp': mesh_axis,
     'mesh.model': mesh_axis,

@@ -145,7 +145,10 @@ def get_config():
 
   c.optim = ml_collections.ConfigDict(dict(
       lr=5e-4, warmup_steps=1000, weight_decay=0.05, clip_norm=1.0, b1=0.9, b2=0.98,
-      eps=1e-8))                          # Adam epsilon: update = lr * m / (sqrt(v) + eps)
+      eps=1e-8,                           # Adam epsilon: update = lr * m / (sqrt(v) + eps)
+      schedule='stage'))                  # 'stage': each stage its own warmup and cosine;
+                                          # 'run': one over train.num_steps, stages at their
+                                          # point of it (train_step.learning_rate)
   # Learning-rate multiplier per parameter group, e.g. a pretrained tower fine-tuned gently
   # (--config.optim.group_lr_scale.text=0.025) next to towers trained from scratch.
   c.optim.group_lr_scale = ml_collections.ConfigDict(

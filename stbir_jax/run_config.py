@@ -106,7 +106,8 @@ def recorded(workdir):
 # Training fields added after runs were recorded, with the value that trains as those runs did:
 # without it a resume would list them as changed, and a loaded config would lack them.
 ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all',
-                ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False}
+                ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False,
+                ('optim', 'schedule'): 'stage'}
 
 
 def with_added_fields(config: dict) -> dict:

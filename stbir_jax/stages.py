@@ -23,6 +23,9 @@ from stbir_jax import query_modes
 MODEL_GROUPS = ('sketch', 'photo', 'text', 'fusion', 'temperature')
 PARAM_GROUPS = MODEL_GROUPS + ('prototypes',)
 LOSSES = ('contrastive', 'triplet', 'prototype', 'single_modality')
+# config.optim.schedule: the learning-rate schedule per stage or over the run
+# (train_step.learning_rate).
+LR_SCHEDULES = ('stage', 'run')
 
 # The paper's schedule (alignment_stages): sketch <-> photo alignment, photo-side refinement
 # at half the learning rate, then text integration on sketch+text queries.

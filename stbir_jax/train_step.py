@@ -55,10 +55,16 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def learning_rate(config, stage: stages.Stage, step):
-  """Per-stage linear warmup then cosine decay, times the stage's lr_scale."""
-  local = jnp.asarray(step - stage.start, jnp.float32)
-  n = float(stage.num_steps)
-  warm = float(max(1, min(config.optim.warmup_steps, stage.num_steps // 5)))
+  """Linear warmup then cosine decay, times the stage's lr_scale: over each stage on its own
+  (config.optim.schedule 'stage': a stage starts at a fresh warmup), or once over the whole
+  run ('run': a later stage continues where the schedule is, so a short first stage does not
+  cost the rest of the run a restart)."""
+  start, n = stage.start, stage.num_steps
+  if config.optim.schedule == 'run':
+    start, n = 0, int(config.train.num_steps)
+  local = jnp.asarray(step - start, jnp.float32)
+  warm = float(max(1, min(config.optim.warmup_steps, n // 5)))
+  n = float(n)
   progress = jnp.clip((local - warm) / max(n - warm, 1.0), 0.0, 1.0)
   cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
   return config.optim.lr * stage.lr_scale * jnp.where(local < warm, (local + 1) / warm, cosine)

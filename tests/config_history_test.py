@@ -217,6 +217,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   for key in ('triplet_mining', 'triplet_queries'):
     del old['loss'][key]
   del old['model']['fusion']['sketch_weight']   # a nested field: added as 0.5, the model as trained
+  del old['optim']['schedule']                  # each stage its own learning-rate schedule
   workdir = tmp_path / 'run'
   (workdir / 'checkpoints' / '3').mkdir(parents=True)
   (workdir / 'config.json').write_text(json.dumps(old, indent=2))
@@ -224,6 +225,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   _, loaded = run_config.load_run(workdir)
   assert (loaded.loss.triplet_mining, loaded.loss.triplet_queries) == ('hard', 'all')
   assert loaded.model.fusion.sketch_weight == 0.5 and 'sketch_weight' not in old['model']['fusion']
+  assert loaded.optim.schedule == 'stage'
   run_config.check_workdir_config(config, workdir, has_checkpoint=True)   # not a model change
   # A recorded value is kept, so a real change is still refused.
   old['loss']['triplet_queries'] = 'clean'

@@ -221,6 +221,7 @@ def test_bad_record_policy_change_still_resumes(tmp_path):
     ('train.batch_size', 6, 'multiple of data.family_group=4'),
     ('curriculum.kind', 'random', "curriculum.kind='random'; valid"),
     ('train.nan_policy', 'ignore', 'valid: stop, skip'),
+    ('optim.schedule', 'global', 'optim.schedule'),
     ('data.on_bad_record', 'drop', 'valid policies: error, skip'),
 ])
 def test_bad_config_fails_before_compute(tmp_path, key, value, message):
@@ -239,6 +240,23 @@ def test_learning_rate_warmup_then_cosine():
   assert lr(199) == pytest.approx(config.optim.lr)
   assert lr(200 + 500) == pytest.approx(config.optim.lr * 0.5, rel=1e-5)  # cosine midpoint
   assert lr(1199) == pytest.approx(0.0, abs=config.optim.lr * 1e-4)
+
+
+def test_learning_rate_over_the_run_continues_across_stages():
+  config = base.get_config('demo')
+  config.train.num_steps, config.optim.warmup_steps = 3000, 200
+  config.optim.schedule = 'run'
+  config.stages = stages.alignment_stages()      # .4/.2/.4: stage 2 at lr_scale 0.5
+  first, second, third = stages.build_stages(config)
+  lr = lambda stage, s: float(train_step.learning_rate(config, stage, s))
+  base_lr = config.optim.lr
+  assert lr(first, 0) == pytest.approx(base_lr / 200)
+  # One cosine over 2800 steps after the warmup: at step 1500, progress 1300 / 2800.
+  at_1500 = 0.5 * (1 + np.cos(np.pi * 1300 / 2800))
+  assert lr(second, 1500) == pytest.approx(base_lr * 0.5 * at_1500, rel=1e-5)
+  assert lr(third, 1800) == pytest.approx(base_lr * 0.5 * (1 + np.cos(np.pi * 1600 / 2800)),
+                                          rel=1e-5)   # no fresh warmup at the stage start
+  assert lr(third, 2999) == pytest.approx(0.0, abs=base_lr * 1e-4)
 
 
 def test_modality_dropout_never_drops_both():

@@ -1,0 +1,26 @@
+"""The probes' pure parts (probes/ is not a package: loaded by path)."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'probes')
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(PROBES, f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_error_kinds_names_which_twin_took_the_top():
+  error_kinds = _load('error_kinds').error_kinds
+  # 2 structures x 2 appearances: instance 5 is family 1, structure 0, appearance 1.
+  top = np.array([5, 4, 7, 6, 1, 9, 5, 5])
+  target = np.full(8, 5)
+  shares = error_kinds(top, target, structures=2, appearances=2)
+  assert shares == pytest.approx({'right': 37.5, 'appearance': 12.5, 'structure': 12.5,
+                                  'both': 12.5, 'family': 25.0})

@@ -148,7 +148,8 @@ def get_config():
       eps=1e-8,                           # Adam epsilon: update = lr * m / (sqrt(v) + eps)
       schedule='stage'))                  # 'stage': each stage its own warmup and cosine;
                                           # 'run': one over train.num_steps, stages at their
-                                          # point of it (train_step.learning_rate)
+                                          # point of it, a group new in a stage warming up
+                                          # (train_step.learning_rate, entering_groups)
   # Learning-rate multiplier per parameter group, e.g. a pretrained tower fine-tuned gently
   # (--config.optim.group_lr_scale.text=0.025) next to towers trained from scratch.
   c.optim.group_lr_scale = ml_collections.ConfigDict(

@@ -70,6 +70,23 @@ def learning_rate(config, stage: stages.Stage, step):
   return config.optim.lr * stage.lr_scale * jnp.where(local < warm, (local + 1) / warm, cosine)
 
 
+def entering_groups(config, stage: stages.Stage) -> tuple[str, ...]:
+  """With config.optim.schedule 'run', the groups `stage` trains that no earlier stage did: they
+  warm up at the stage's start (entry_warmup) while the others continue the run's schedule. A
+  tower trained from scratch that starts at the schedule's peak learns nothing (a text tower
+  entering at step 600 of 3,000 stayed at chance: docs/results.md)."""
+  if config.optim.schedule != 'run' or stage.index == 0:
+    return ()
+  earlier = {g for s in stages.build_stages(config)[:stage.index] for g in s.train}
+  return tuple(g for g in stage.train if g not in earlier)
+
+
+def entry_warmup(config, stage: stages.Stage, step):
+  """Linear warmup from the stage's start over min(warmup_steps, a fifth of the stage)."""
+  warm = float(max(1, min(config.optim.warmup_steps, stage.num_steps // 5)))
+  return jnp.clip(jnp.asarray(step - stage.start + 1, jnp.float32) / warm, 0.0, 1.0)
+
+
 class Constants(flax.struct.PyTreeNode):
   """Host-computed arrays the step closes over (tokenised prompts, attribute word ids)."""
   prompt_ids: Any
@@ -201,6 +218,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
   frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
   bucket_names = degradations.bucket_names(config.curriculum.buckets)
   value_and_grad = make_value_and_grad(config, model, stage, constants)
+  entering = entering_groups(config, stage)
 
   def step_fn(state: TrainState, batch):
     key = jax.random.fold_in(state.rng, state.step)
@@ -223,9 +241,11 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     lr = learning_rate(config, stage, state.step)
-    group_scale = config.optim.group_lr_scale
+    warm = entry_warmup(config, stage, state.step)
+    group_lr = {k: lr * float(config.optim.group_lr_scale[k]) * (warm if k in entering else 1.0)
+                for k in updates}
     updates = {k: jax.tree.map(jnp.zeros_like, u) if k in frozen else
-               jax.tree.map(lambda x, s=float(group_scale[k]): -lr * s * x, u)
+               jax.tree.map(lambda x, r=group_lr[k]: -r * x, u)
                for k, u in updates.items()}
     params = optax.apply_updates(state.params, updates)
 

@@ -257,6 +257,13 @@ def test_learning_rate_over_the_run_continues_across_stages():
   assert lr(third, 1800) == pytest.approx(base_lr * 0.5 * (1 + np.cos(np.pi * 1600 / 2800)),
                                           rel=1e-5)   # no fresh warmup at the stage start
   assert lr(third, 2999) == pytest.approx(0.0, abs=base_lr * 1e-4)
+  # The text tower and fusion first train in stage 3: they warm up from its start.
+  assert train_step.entering_groups(config, third) == ('text', 'fusion')
+  assert train_step.entering_groups(config, first) == ()
+  assert float(train_step.entry_warmup(config, third, 1800)) == pytest.approx(1 / 200)
+  assert float(train_step.entry_warmup(config, third, 1999)) == 1.0
+  config.optim.schedule = 'stage'        # each stage warms every group up anyway
+  assert train_step.entering_groups(config, third) == ()
 
 
 def test_modality_dropout_never_drops_both():

@@ -20,14 +20,9 @@ the run (error_kinds_<split>.json).
 """
 
 import argparse
-import json
-import os
 
 import numpy as np
-
-from stbir_jax import evaluate, run_config
-from stbir_jax.eval_sections import EvalData, add_section
-from stbir_jax.models.stbir import STBIR
+import probe_common
 
 KINDS = ('right', 'appearance', 'structure', 'both', 'family')
 
@@ -49,46 +44,22 @@ def error_kinds(top: np.ndarray, target: np.ndarray, structures: int,
   return {kind: 100.0 * float(np.mean(mask)) for kind, mask in masks.items()}
 
 
-class WithClean(evaluate.RobustnessEvaluator):
-  """The robustness evaluator's queries with the clean ones first."""
-
-  def query_variants(self):
-    return [('clean', None)] + super().query_variants()
-
-  def variant_modes(self, prefix: str) -> tuple:
-    return self.modes if prefix == 'clean' else super().variant_modes(prefix)
-
-
 def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--workdir', required=True)
   p.add_argument('--split', default='validation')
   args = p.parse_args()
-  run, config = run_config.load_run(args.workdir)
-  add_section(config, 'robustness')
-  config.evals.robustness.update(split=args.split)
-  section = evaluate.section(config, 'robustness')
-  _, params = run_config.latest_params(run, None)
-  variables = {'params': params}
-  ev = WithClean(section, STBIR.from_config(config), EvalData(config))
-  dataset = section.datasets[0]
-  gallery, instances, _ = ev.gallery(variables, dataset, args.split)
-  structures = int(config.data.synth.structural_variants)
-  appearances = int(config.data.synth.appearance_variants)
+  run = probe_common.load_evaluator(args.workdir, args.split)
+  structures = int(run.config.data.synth.structural_variants)
+  appearances = int(run.config.data.synth.appearance_variants)
   table = {}
-  for (bucket, mode), (queries, target) in ev.query_embeddings(variables, dataset,
-                                                               args.split).items():
+  embeddings = run.evaluator.query_embeddings(run.variables, run.dataset, args.split)
+  for (bucket, mode), (queries, target) in embeddings.items():
     # The first maximum wins ties, as in a stable descending sort.
-    top = np.asarray(instances)[np.argmax(queries @ gallery.T, axis=1)]
+    top = run.instances[np.argmax(queries @ run.gallery.T, axis=1)]
     table[f'{bucket}/{mode}'] = error_kinds(top, np.asarray(target), structures, appearances)
-  print('| bucket/mode | ' + ' | '.join(KINDS) + ' |')
-  print('|---|' + '---:|' * len(KINDS))
-  for key, row in table.items():
-    print(f'| {key} | ' + ' | '.join(f'{row[k]:.1f}' for k in KINDS) + ' |')
-  out = os.path.join(args.workdir, f'error_kinds_{args.split}.json')
-  with open(out, 'w') as f:
-    json.dump(table, f, indent=1)
-  print('wrote', out)
+  probe_common.report(table, KINDS,
+                      probe_common.output_path(args.workdir, 'error_kinds', args.split))
 
 
 if __name__ == '__main__':

@@ -21,16 +21,11 @@ to the run (sketch_shift_search_<split>.json).
 """
 
 import argparse
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from stbir_jax import evaluate, run_config
-from stbir_jax.eval_sections import EvalData, add_section
-from stbir_jax.models.stbir import STBIR
+import probe_common
 
 MODES = ('sketch', 'sketch+text')
 PENALTIES = (0.002, 0.005, 0.01, 0.02)
@@ -49,7 +44,7 @@ def shift_maps(sketch, dy, dx):
   return jnp.where(inside[None], moved, jnp.zeros_like(moved))
 
 
-class ShiftedQueries(evaluate.RobustnessEvaluator):
+class ShiftedQueries(probe_common.WithClean):
   """The robustness evaluator's queries (clean, then each bucket with its own draws), each
   encoded once per shift of its sketch: variant '<bucket>@<dy>,<dx>'."""
 
@@ -58,7 +53,6 @@ class ShiftedQueries(evaluate.RobustnessEvaluator):
     self.shifts = shifts
 
   def query_variants(self):
-    degraded = [('clean', None)] + super().query_variants()
 
     def shifted(degrade, dy, dx):
       def transform(number, batch):
@@ -67,11 +61,10 @@ class ShiftedQueries(evaluate.RobustnessEvaluator):
       return transform
 
     return [(f'{name}@{dy},{dx}', shifted(degrade, dy, dx))
-            for name, degrade in degraded for dy, dx in self.shifts]
+            for name, degrade in super().query_variants() for dy, dx in self.shifts]
 
   def variant_modes(self, prefix: str) -> tuple:
-    bucket = prefix.split('@')[0]
-    return self.modes if bucket == 'clean' else super().variant_modes(bucket)
+    return super().variant_modes(prefix.split('@')[0])
 
 
 def acc_at_1(scores: np.ndarray, target: np.ndarray) -> float:
@@ -105,35 +98,22 @@ def main():
   shifts = [(dy, dx) for dy in grid for dx in grid]
   if (0, 0) not in shifts:
     p.error(f'--span={args.span} --stride={args.stride}: the grid must hold the zero shift')
-  run, config = run_config.load_run(args.workdir)
-  add_section(config, 'robustness')
-  config.evals.robustness.update(split=args.split, modes=list(MODES))
-  section = evaluate.section(config, 'robustness')
-  _, params = run_config.latest_params(run, None)
-  variables = {'params': params}
-  ev = ShiftedQueries(section, STBIR.from_config(config), EvalData(config), shifts)
-  dataset = section.datasets[0]
-  gallery, instances, _ = ev.gallery(variables, dataset, args.split)
-  row_of = {int(i): r for r, i in enumerate(instances)}
-  queries = ev.query_embeddings(variables, dataset, args.split)
+  run = probe_common.load_evaluator(args.workdir, args.split, ShiftedQueries, shifts,
+                                    modes=MODES)
+  ev = run.evaluator
+  row_of = {int(i): r for r, i in enumerate(run.instances)}
+  queries = ev.query_embeddings(run.variables, run.dataset, args.split)
   table = {}
   for bucket in ['clean'] + list(ev.buckets):
     for mode in ev.variant_modes(bucket):
       per_shift = [queries[f'{bucket}@{dy},{dx}', mode] for dy, dx in shifts]
       target = np.array([row_of[int(t)] for t in per_shift[0][1]], np.int64)
-      scores = np.stack([q @ gallery.T for q, _ in per_shift], 1)   # (Q, S, N)
+      scores = np.stack([q @ run.gallery.T for q, _ in per_shift], 1)   # (Q, S, N)
       table[f'{bucket}/{mode}'] = {rule: acc_at_1(s, target)
                                    for rule, s in rules(scores, shifts).items()}
-  names = list(next(iter(table.values())))
-  print('| bucket/mode | ' + ' | '.join(names) + ' |')
-  print('|---|' + '---:|' * len(names))
-  for key, row in table.items():
-    print(f'| {key} | ' + ' | '.join(f'{row[n]:.1f}' for n in names) + ' |')
-  out = os.path.join(args.workdir, f'sketch_shift_search_{args.split}.json')
-  with open(out, 'w') as f:
-    json.dump({'span': args.span, 'stride': args.stride, 'acc@1': table}, f, indent=1)
-  print('wrote', out)
-
+  probe_common.report(table, list(next(iter(table.values()))),
+                      probe_common.output_path(args.workdir, 'sketch_shift_search', args.split),
+                      {'span': args.span, 'stride': args.stride, 'acc@1': table})
 
 if __name__ == '__main__':
   main()

@@ -1,7 +1,9 @@
-"""The probes' pure parts (probes/ is not a package: loaded by path)."""
+"""The probes' pure parts (probes/ is not a package: loaded by path, with their folder on the
+import path as `python probes/<probe>.py` has it)."""
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ PROBES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def _load(name):
+  if PROBES not in sys.path:
+    sys.path.insert(0, PROBES)
   spec = importlib.util.spec_from_file_location(name, os.path.join(PROBES, f'{name}.py'))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

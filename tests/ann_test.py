@@ -85,6 +85,35 @@ def test_ivf_pq_tuning_deepens_the_rerank_where_its_codes_are_too_coarse(cluster
     assert ann.estimate_recall('ivf_pq', index, gallery, fewer_lists)['recall'] < ann.TUNE_RECALL
 
 
+def test_ivf_pq_grows_its_default_codes_until_tuning_reaches_the_target(tmp_path):
+  # Uniform 64-d rows, 10 candidates re-ranked (at most 160 after tuning's deepening): the
+  # default 8-byte codes cannot rank the true top 10 into them, so the build must rebuild with
+  # larger codes, keep the first m that reaches the target, and say what it tried.
+  rows, d = 6000, 64
+  gallery = ann.synthetic_clustered(rows, d, clusters=rows, spread=0.01, seed=3)
+  messages = []
+  meta = ann_store.build(tmp_path, 'ivf_pq', gallery, [[0, rows]],
+                         overrides={'candidates': 10}, progress=messages.append)
+  assert meta['recall']['recall'] >= ann.TUNE_RECALL, meta
+  # Measured: m=8 reaches 0.880 at its best tuning, m=16 0.990 (a fixed seed: deterministic).
+  assert meta['params']['m'] == 16, meta['params']
+  assert [t['m'] for t in meta['tried']] == [8] and meta['tried'][0]['recall'] < 0.95
+  assert any('rebuilding with m=16' in m for m in messages)
+  assert ann_store.read_meta(tmp_path, 'ivf_pq')['tried'] == meta['tried']   # on disk too
+  assert 'm=8 reached' in ann_store.describe_meta(meta)
+  # The index on disk is the one with the larger codes, and a rerun keeps it as it is.
+  index = ann_store.AnnIndex(tmp_path, 'ivf_pq', rows=rows)
+  assert index.index.pq.M == meta['params']['m']
+  assert ann_store.build(tmp_path, 'ivf_pq', gallery, [[0, rows]],
+                         overrides={'candidates': 10}, progress=None) == meta
+  # An m set by hand is kept, short of the target or not, and the description says so.
+  fixed = ann_store.build(tmp_path / 'fixed', 'ivf_pq', gallery, [[0, rows]],
+                          overrides={'candidates': 10, 'm': 8}, progress=None)
+  assert fixed['params']['m'] == 8 and not fixed['tried']
+  assert fixed['recall']['recall'] < ann.TUNE_RECALL
+  assert 'largest nprobe' in ann_store.describe_meta(fixed)
+
+
 def test_a_tuned_index_short_of_the_target_says_what_to_change():
   meta = {'backend': 'ivf_pq', 'params': {'nlist': 3162, 'm': 8, 'nprobe': 3162,
                                           'candidates': 100},

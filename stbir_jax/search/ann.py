@@ -14,7 +14,7 @@ so that new queries get >= 0.95 (`tune`: 256 indexed embeddings as queries, each
 left out; TUNE_RECALL says why the margin; a fixed value would be 0.995 at 10^5 and 0.33 at 10^6 on
 the synthetic galleries of benchmarks/ann.py). The recall is stored with the index, so the CLI and
 the demo can say what they serve. IVF-PQ's re-rank depth (`candidates`) is tuned with it
-(RERANK_DEPTHS).
+(RERANK_DEPTHS). Where even that stays short, IVF-PQ is rebuilt with larger codes (larger_code).
 
 Storing, resuming and loading indexes on disk: ann_store.py.
 """
@@ -106,6 +106,18 @@ def params_for(backend: str, n: int, d: int, overrides: dict | None = None) -> d
   if backend == 'scann' and not p['num_leaves']:
     p['num_leaves'] = max(1, min(round(math.sqrt(n)), n // 2 or 1))
   return p
+
+
+def larger_code(backend: str, d: int, params: dict, recall: float,
+                overrides: dict | None = None) -> int | None:
+  """IVF-PQ's default m (d / 8 bytes a row) is a start, not a fixed choice: where tuning left it
+  below TUNE_RECALL and `overrides` did not set m, the next m to rebuild with (the smallest
+  divisor of d at least twice as large, up to d / 2 bytes); None where there is none or no need.
+  At 1e7 x 64 d / 8 held 0.835 of the top 10 even re-ranking 1,600 candidates over every list,
+  d / 2 0.99 with 100 over a third of them (docs/performance.md section 8)."""
+  if backend != 'ivf_pq' or recall >= TUNE_RECALL or 'm' in (overrides or {}):
+    return None
+  return next((m for m in range(2 * params['m'], d // 2 + 1) if d % m == 0), None)
 
 
 def parse_params(text: str) -> dict:

@@ -70,7 +70,26 @@ def _resumable(old, folder: Path, backend: str, chunks: list, overrides: dict | 
 def build(index_dir, backend: str, embeddings: np.ndarray, chunks: list, *,
           overrides: dict | None = None, add_rows: int = 1 << 18, progress=print) -> dict:
   """Builds or resumes INDEX/ann/<backend> over `embeddings`, the rows of `chunks`
-  ([[number, rows], ...] in row order); returns its meta (with the recall estimate)."""
+  ([[number, rows], ...] in row order); returns its meta (with the recall estimate). An IVF-PQ
+  index whose default codes stay short of the target is rebuilt with larger ones
+  (ann.larger_code); meta['tried'] keeps each rejected m with the recall it reached."""
+  meta = _build_once(index_dir, backend, embeddings, chunks, overrides, add_rows, progress)
+  while (m := ann.larger_code(backend, embeddings.shape[1], meta['params'],
+                              meta['recall']['recall'], overrides)) is not None:
+    tried = [*meta.get('tried', []), {'m': meta['params']['m'],
+                                      'recall': meta['recall']['recall']}]
+    if progress:
+      progress(f'{backend}: m={meta["params"]["m"]} bytes a row reach recall@10 '
+               f'{meta["recall"]["recall"]:.3f} at best (target {ann.TUNE_RECALL}); '
+               f'rebuilding with m={m}')
+    meta = _build_once(index_dir, backend, embeddings, chunks, {**(overrides or {}), 'm': m},
+                       add_rows, progress)
+    meta['tried'] = tried
+    _write_json(ann_dir(index_dir, backend) / 'meta.json', meta)
+  return meta
+
+
+def _build_once(index_dir, backend, embeddings, chunks, overrides, add_rows, progress) -> dict:
   n, d = embeddings.shape
   if n == 0:
     raise ann.AnnError(f'{index_dir}: no embeddings to build a {backend} index over')
@@ -147,7 +166,8 @@ def _commit(folder, backend, index, embeddings, params, chunks, old, *, build_s=
   ann.set_search_params(backend, index, params)
   meta = {'backend': backend, 'params': params, 'chunks': chunks, 'rows': len(embeddings),
           'dim': int(embeddings.shape[1]), 'recall': recall, 'tuned': tuned,
-          'build_s': round(float(build_s) + (old or {}).get('build_s', 0.0), 3)}
+          'build_s': round(float(build_s) + (old or {}).get('build_s', 0.0), 3),
+          'tried': (old or {}).get('tried', [])}
   _write_json(folder / 'meta.json', meta)
   return meta
 
@@ -194,11 +214,11 @@ class AnnIndex:
 # What to change when tuning the search parameter alone cannot reach the target.
 SHORT_OF_TARGET = {
     'ivf_flat': 'rebuild with fewer lists (--ann_params="nlist=...")',
-    # docs/performance.md section 8: at 1e7 x 64 the default d/8 held 0.835 re-ranking 1,600
-    # candidates over every list; d/2 reached 0.99 with 100 candidates over a third of them.
-    'ivf_pq': 'rebuild with more bytes a row (--ann_params="m=...", e.g. d/2 instead of the '
-              'default d/8) or re-rank deeper than the tuning tried '
-              '(--ann_params="candidates=...")',
+    # Reached only where m was set by hand or d/2 bytes a row did not suffice: a build with the
+    # default m grows it first (ann.larger_code).
+    'ivf_pq': 're-rank deeper than the tuning tried (--ann_params="candidates=...") or, where '
+              'm was set by hand, rebuild with more bytes a row (--ann_params="m=..."; without '
+              'it the build tries up to d/2)',
     'hnsw': 'rebuild with more links (--ann_params="M=64,ef_construction=128")',
     'scann': 're-order more candidates (--ann_params="reorder=1000")',
 }
@@ -215,5 +235,8 @@ def describe_meta(meta: dict) -> str:
     if meta.get('tuned') and recall['recall'] < ann.TUNE_RECALL:
       text += (f'; below the {ann.TUNE_RECALL} the tuning aims at even at its largest '
                f'{meta["tuned"]}: {SHORT_OF_TARGET[meta["backend"]]}')
+    if meta.get('tried'):
+      text += '; rebuilt with larger codes, as ' + ', '.join(
+          f'm={t["m"]} reached {t["recall"]:.3f}' for t in meta['tried'])
     return text
   return f'{meta["backend"]} ({shown}): recall not measured for these parameters'

@@ -99,6 +99,8 @@ def get_config():
       photo_towers=1, sketch_weight=0.5, calibrate=False))
   c.model.remat = 'nothing'               # activations recomputed in the backward pass: 'nothing' |
                                           # 'dots_saveable' | 'full' (models/layers.py)
+  c.model.sketch_centre = False           # shift each sketch's ink centroid to the image centre
+                                          # before its tower (models/stbir.py centre_sketch)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(
@@ -112,6 +114,8 @@ def get_config():
                                           # the batch) | 'all' (their mean; losses.py)
   c.loss.triplet_queries = 'all'          # anchors of the triplet term: 'all' | 'clean' (only
                                           # queries neither degraded nor modality-dropped)
+  c.loss.consistency = 0.0                # weight of 1 - cos(degraded sketch's sketch-only query,
+                                          # the same sketch's clean one, held fixed); 0 = off
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

@@ -184,6 +184,13 @@ TRIPLET_MINING = {'hard': triplet_hard, 'all': triplet_all}
 TRIPLET_QUERIES = ('all', 'clean')
 
 
+def consistency(q: Array, target: Array, valid: Array | None = None) -> Array:
+  """Mean over `valid` rows of 1 - cos(q_i, target_i): pulls each row of q towards its own target
+  (held fixed by the caller: a stop-gradient teacher, e.g. the clean query of a degraded one)."""
+  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+  return _masked_mean(1.0 - jnp.sum(unit(q) * unit(target), axis=-1), valid)
+
+
 def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:
   """(B, B) negative weights: `hard_negative_weight` for same category and different instance.
 

@@ -107,7 +107,8 @@ def recorded(workdir):
 # without it a resume would list them as changed, and a loaded config would lack them.
 ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all',
                 ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False,
-                ('optim', 'schedule'): 'stage'}
+                ('optim', 'schedule'): 'stage', ('loss', 'consistency'): 0.0,
+                ('model', 'sketch_centre'): False}
 
 
 def with_added_fields(config: dict) -> dict:
@@ -188,7 +189,8 @@ def check_workdir_config(config, workdir, has_checkpoint: bool) -> None:
   """Refuses to resume checkpoints written under a different model or data config."""
   path = paths.resolve(workdir) / CONFIG_FILE
   if has_checkpoint and path.exists():
-    old = json.loads(path.read_text())
+    # A model field added since the run started holds the value it trained with.
+    old = with_added_fields(json.loads(path.read_text()))
     new = json.loads(config.to_json_best_effort())
     diffs = []
     for section in STRUCTURAL_KEYS:

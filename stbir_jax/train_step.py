@@ -142,14 +142,21 @@ def _bucket_means(values, bucket_idx, num_buckets):
   return sums / jnp.maximum(counts, 1.0), counts
 
 
+def uses_consistency(config, stage: stages.Stage) -> bool:
+  """Whether the stage trains the consistency term: its weight is set and its queries hold a
+  sketch (a degraded sketch is pulled towards the same sketch drawn clean)."""
+  return float(config.loss.consistency) > 0 and 'sketch' in stage.query.split('+')
+
+
 def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants):
   """(params, batch) -> ((loss, (terms, per-example InfoNCE, logit scale)), grads) of a stage;
   with train.grad_accum_steps = k > 1, over k micro-batches the GradCache way (grad_accum.py).
   """
   frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
-  single = 'single_modality' in stage.losses
-  accum = int(config.train.grad_accum_steps)
   wl = config.loss
+  consistent = uses_consistency(config, stage)
+  single = 'single_modality' in stage.losses or consistent
+  accum = int(config.train.grad_accum_steps)
 
   def freeze(params):
     return {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
@@ -188,20 +195,33 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
       kw = {'margin': config.category.margin, 'temperature': config.category.temperature}
       terms['prototype'] = 0.5 * (losses.prototype_loss(q, batch['category'], protos, **kw)
                                   + losses.prototype_loss(g, batch['category'], protos, **kw))
+    if consistent:
+      terms['consistency'] = losses.consistency(out['query_sketch'], out['query_sketch_clean'],
+                                                valid=batch['sketch_degraded'])
     total = sum(getattr(wl, name) * value for name, value in terms.items())
     return total, (terms, per_example, scale)
 
+  def forward(params, batch):
+    """The model's outputs; with the consistency term also the clean sketch's sketch-only query,
+    a fixed target (no gradient reaches the towers through it)."""
+    out = model.apply(stbir.model_variables(params), batch, single_modality=single)
+    if consistent:
+      out['query_sketch_clean'] = jax.lax.stop_gradient(model.apply(
+          stbir.model_variables(params), batch['sketch_clean'], batch['text_ids'],
+          batch['text_mask'], batch['has_sketch'], jnp.zeros_like(batch['has_text']),
+          method=stbir.STBIR.encode_query))
+    return out
+
   def loss_fn(params, batch):
     params = freeze(params)
-    out = model.apply(stbir.model_variables(params), batch, single_modality=single)
-    return loss_terms(params, out, batch)
+    return loss_terms(params, forward(params, batch), batch)
 
   if accum == 1:
     return jax.value_and_grad(loss_fn, has_aux=True)
 
   def embed(params, batch):
     """Per-row model outputs (query and gallery embeddings) of a micro-batch."""
-    out = model.apply(stbir.model_variables(freeze(params)), batch, single_modality=single)
+    out = forward(freeze(params), batch)
     return {k: v for k, v in out.items() if k not in LOGIT_KEYS}
 
   def head(params, emb, batch):
@@ -227,6 +247,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     probs = curriculum.bucket_probs(state.curriculum, state.step, total_steps,
                                     constants.buckets, config.curriculum)
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
+    clean_sketch = batch['sketch']
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)
     drawn = batch
@@ -236,6 +257,10 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
           jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
+    if uses_consistency(config, stage):
+      batch['sketch_clean'] = clean_sketch
+      batch['sketch_degraded'] = batch['has_sketch'] & jnp.any(
+          batch['sketch'] != clean_sketch, axis=tuple(range(1, clean_sketch.ndim)))
 
     (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)
     grad_norm = optax.global_norm(grads)

@@ -24,6 +24,9 @@ def _config(accum=1, learn_prototypes=True, remat='nothing'):
   config.train.grad_accum_steps = accum
   config.category.learn_prototypes = learn_prototypes
   config.model.remat = remat
+  # Its fixed target is computed per micro-batch too. Random sketches look alike to an untrained
+  # tower (the term is ~0.004), so a large weight gives it a visible share of the gradient.
+  config.loss.consistency = 100.0
   if not learn_prototypes:
     config.stages[0].train = list(stages.MODEL_GROUPS)
   # Large enough that Adam's first update, lr * g / (|g| + eps), moves by at most lr / eps times
@@ -37,6 +40,10 @@ def _batch(config):
   # Two categories in both halves of the batch: intra-category weights and prototypes matter,
   # and every micro-batch (rows j, j+k, ...) mixes them.
   batch['category'] = (np.arange(8) // 2 % 2).astype(np.int32)
+  # What the step adds for the consistency term: the sketches before degradation, and which
+  # rows a bucket changed.
+  batch['sketch_clean'] = np.roll(batch['sketch'], 3, axis=2)
+  batch['sketch_degraded'] = np.arange(8) % 3 != 0
   return batch
 
 
@@ -71,7 +78,8 @@ def test_accumulated_gradients_and_step_equal_the_plain_ones(accum, learn_protot
   batch = _batch(plain)
   loss1, terms1, per1, grads1 = _grads(plain, model, constants, state.params, batch)
   loss_k, terms_k, per_k, grads_k = _grads(accumulated, model, constants, state.params, batch)
-  assert set(terms1) == set(ALL_LOSSES) and loss1 > 1.0
+  assert set(terms1) == {*ALL_LOSSES, 'consistency'} and loss1 > 1.0
+  assert terms1['consistency'] > 1e-3
   assert abs(loss_k - loss1) <= 1e-5 * loss1
   np.testing.assert_allclose(per_k, per1, rtol=1e-5, atol=1e-6)
   _assert_same_grads(grads1, grads_k)

@@ -171,6 +171,16 @@ def test_triplet_anchors_leave_the_mean_but_keep_their_photos_as_negatives():
   np.testing.assert_array_equal(grad, np.zeros_like(Q3))
 
 
+def test_consistency_is_one_minus_cosine_over_the_valid_rows():
+  q = jnp.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  target = jnp.array([[1.0, 0.0], [5.0, 0.0], [-1.0, -1.0]])
+  # Rows: same direction (0), orthogonal (1), opposite (2, but not valid): (0 + 1) / 2.
+  valid = jnp.array([True, True, False])
+  np.testing.assert_allclose(losses.consistency(q, target, valid), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(losses.consistency(q, target), 1.0, rtol=1e-6)   # (0 + 1 + 2) / 3
+  assert float(losses.consistency(q, target, jnp.zeros(3, bool))) == 0.0
+
+
 def test_prototype_loss():
   # Prototypes normalised inside: [[1,0],[0,2]] -> [[1,0],[0,1]]. margin .2, temperature .5.
   protos = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)

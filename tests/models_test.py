@@ -14,7 +14,7 @@ import pytest
 
 from configs import base
 from stbir_jax.models import layers, resnet, text, vit
-from stbir_jax.models.stbir import STBIR, sketch_to_image
+from stbir_jax.models.stbir import STBIR, centre_sketch, sketch_to_image
 
 GROUPS = {'sketch', 'photo', 'text', 'fusion', 'temperature'}
 # 'rbg' keys: XLA:CPU compiles threefry-based initialisers of a ResNet-18 ~7x slower (tens of
@@ -290,6 +290,39 @@ def test_sketch_is_drawn_dark_on_white():
   assert img.shape == (1, 2, 2, 3)
   np.testing.assert_array_equal(img[0, :, :, 0], [[1.0, 0.0], [0.0, 1.0]])
   np.testing.assert_array_equal(img[..., 0], img[..., 2])
+
+
+def test_centre_sketch_moves_the_ink_centroid_to_the_centre_keeping_stroke_ids():
+  sketch = np.zeros((3, 8, 8), np.uint8)
+  sketch[0, 0:2, 0:3] = [[1, 1, 2], [1, 0, 2]]   # ink centroid (0.4, 1.0): strokes move by (3, 2)
+  sketch[1, 3:5, 5:8] = sketch[0, 0:2, 0:3]      # the same strokes elsewhere: by (0, -3)
+  out = np.asarray(centre_sketch(jnp.asarray(sketch)))
+  want = np.zeros((8, 8), np.uint8)
+  want[3:5, 2:5] = sketch[0, 0:2, 0:3]           # centroid (3.4, 3.0), the centre is (3.5, 3.5)
+  np.testing.assert_array_equal(out[0], want)
+  np.testing.assert_array_equal(out[1], want)
+  np.testing.assert_array_equal(out[2], 0)         # blank stays blank
+  assert out.dtype == np.uint8
+
+
+def test_centred_sketch_query_ignores_where_the_sketch_was_drawn():
+  c = tiny_model_config(image_kind='resnet')
+  c.sketch_centre = True
+  model = STBIR(c)
+  batch = make_batch()
+  sketch = np.zeros((3, 32, 32), np.uint8)
+  sketch[:, 10:20, 8:14] = np.asarray(batch['sketch'])[:, :10, :6]
+  moved = np.roll(sketch, (5, 9), axis=(1, 2))    # nothing crosses the edge
+  params = init(model, batch)
+  encode = query_fn(model)
+  a = encode(params, dict(batch, sketch=jnp.asarray(sketch)))
+  b = encode(params, dict(batch, sketch=jnp.asarray(moved)))
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  c.sketch_centre = False   # without it the tower sees the move
+  plain = STBIR(c)
+  p = init(plain, batch)
+  a, b = (query_fn(plain)(p, dict(batch, sketch=jnp.asarray(x))) for x in (sketch, moved))
+  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-3
 
 
 def test_clip_text_pools_at_the_last_real_token():

@@ -145,3 +145,68 @@ def test_clean_triplet_queries_drop_degraded_and_modality_dropped_anchors():
   assert triplet == 0.0 and contrastive_mild > 0.0
   # p = 0.5 drops the sketch (u < .5) or the text (.5 <= u < 1) of every query.
   assert terms('clean', dropout=0.5)[0] == 0.0
+
+
+def _consistency_config(config, weight=1.0):
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.loss.consistency = weight
+  return c
+
+
+def test_consistency_pulls_the_degraded_sketch_towards_its_clean_query_held_fixed():
+  """The term is 1 - cos(sketch-only query of the degraded sketch, that of the clean sketch) over
+  the degraded rows, and its gradient reaches the towers through the degraded query only."""
+  config, model, state, _ = _tiny.setup()
+  config = _consistency_config(config)
+  config.loss.contrastive = config.loss.triplet = 0.0   # the consistency term alone
+  stage = stages.build_stages(config)[0]
+  batch = _tiny.random_batch(config)
+  batch['sketch_clean'] = np.roll(batch['sketch'], 3, axis=2)
+  batch['sketch_degraded'] = np.arange(8) % 3 != 0
+  constants = train_step.make_constants(config, ['thing'])
+  (_, (terms, _, _)), grads = jax.jit(train_step.make_value_and_grad(
+      config, model, stage, constants))(state.params, batch)
+
+  def reference(params):
+    sketch_only = lambda sketch: model.apply(
+        stbir.model_variables(params), sketch, batch['text_ids'], batch['text_mask'],
+        batch['has_sketch'], np.zeros(8, bool), method=STBIR.encode_query)
+    q, target = sketch_only(batch['sketch']), jax.lax.stop_gradient(
+        sketch_only(batch['sketch_clean']))
+    cos = (q * target).sum(-1)
+    w = batch['sketch_degraded']
+    return ((1.0 - cos) * w).sum() / w.sum()
+
+  want, want_grads = jax.value_and_grad(reference)(state.params)
+  assert float(want) > 1e-3   # random sketches look alike to an untrained tower
+  np.testing.assert_allclose(float(terms['consistency']), float(want), rtol=0, atol=1e-6)
+  norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(want_grads))))
+  assert norm > 1e-4
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(grads),
+                          strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5 * norm,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_consistency_term_counts_only_sketches_a_bucket_degraded():
+  """In the step: 0 when every query is clean, > 0 when each is degraded ('mild'), absent when
+  its weight is 0 or the stage's queries have no sketch."""
+  config, model, state, _ = _tiny.setup()
+  batch = _tiny.random_batch(config)
+
+  def term(buckets, weight=1.0, query='sketch+text'):
+    c = _consistency_config(config, weight)
+    c.curriculum.buckets = buckets
+    c.stages[0].query = query
+    stage = stages.build_stages(c)[0]
+    constants = train_step.make_constants(c, ['thing'])
+    _, m = jax.jit(train_step.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+        state, batch)
+    return None if 'loss/consistency' not in m else float(m['loss/consistency'])
+
+  clean, mild = ([dict(config.curriculum.buckets[i].to_dict())] for i in (0, 1))
+  assert (clean[0]['name'], mild[0]['name']) == ('clean', 'mild')
+  assert term(clean) == 0.0
+  assert term(mild) > 0.0
+  assert term(mild, weight=0.0) is None
+  assert term(mild, query='text') is None

@@ -52,6 +52,7 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -85,6 +86,28 @@ def sketch_to_image(sketch):
   """uint8 stroke-order map (B, R, R) -> float (B, R, R, 3) in [0, 1]: dark strokes on white."""
   white = jnp.where(sketch > 0, 0.0, 1.0).astype(jnp.float32)
   return jnp.repeat(white[..., None], 3, axis=-1)
+
+
+def centre_sketch(sketch):
+  """uint8 stroke-order maps (B, R, R) -> the same strokes moved by a whole number of pixels so
+  that their ink centroid is the image centre (what leaves the image is dropped); blank ones
+  unchanged. A sketch drawn anywhere in the frame then reaches the tower in one place."""
+
+  def centre_one(s):
+    r = s.shape[-1]
+    ink = (s > 0).astype(jnp.float32)
+    count = jnp.sum(ink)
+    coords = jnp.arange(r, dtype=jnp.float32)
+    # floor(x + 1/2), not round-half-even: a sketch moved by whole pixels is moved back exactly.
+    offset = lambda profile: jnp.where(
+        count > 0, jnp.floor(profile @ coords / jnp.maximum(count, 1.0) - (r - 1) / 2.0 + 0.5),
+        0.0)
+    dy, dx = offset(jnp.sum(ink, 1)).astype(jnp.int32), offset(jnp.sum(ink, 0)).astype(jnp.int32)
+    ys, xs = jnp.arange(r)[:, None] + dy, jnp.arange(r)[None, :] + dx   # source of each pixel
+    inside = (ys >= 0) & (ys < r) & (xs >= 0) & (xs < r)
+    return jnp.where(inside, s[jnp.clip(ys, 0, r - 1), jnp.clip(xs, 0, r - 1)], 0).astype(s.dtype)
+
+  return jax.vmap(centre_one)(sketch)
 
 
 def image_tower(cfg, remat: str, dtype, where: str, name: str = 'backbone') -> nn.Module:
@@ -234,6 +257,8 @@ class STBIR(nn.Module):
   def _queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality):
     """The query as given, then (if single_modality) its sketch-only and text-only versions,
     fused from the same tower outputs (the towers run once)."""
+    if layers.option(self.config, 'sketch_centre', False):
+      sketch = centre_sketch(sketch)
     images = normalize_pixels(sketch_to_image(sketch), self.config.sketch.kind)
     s_emb, s_tokens = self.sketch(images)
     t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)

@@ -33,11 +33,15 @@ class Loaded(NamedTuple):
   instances: np.ndarray  # (N,) their instance ids
 
 
-def load_evaluator(workdir: str, split: str, evaluator=WithClean, *args, modes=None) -> Loaded:
+def load_evaluator(workdir: str, split: str, evaluator=WithClean, *args, modes=None,
+                   as_trained: bool = False) -> Loaded:
   """The run in `workdir` with its latest parameters, `evaluator(section, model, data, *args)`
   on its robustness buckets on `split` (in `modes` where given), and the split's gallery
-  embedded once."""
+  embedded once. `as_trained`: a split query's halves unweighted (sketch_weight 0.5), whatever
+  weight calibration chose."""
   run, config = run_config.load_run(workdir)
+  if as_trained:
+    config.model.fusion.sketch_weight = 0.5
   add_section(config, 'robustness')
   config.evals.robustness.update(split=split)
   if modes is not None:

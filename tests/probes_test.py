@@ -28,3 +28,15 @@ def test_error_kinds_names_which_twin_took_the_top():
   shares = error_kinds(top, target, structures=2, appearances=2)
   assert shares == pytest.approx({'right': 37.5, 'appearance': 12.5, 'structure': 12.5,
                                   'both': 12.5, 'family': 25.0})
+
+
+def test_accuracy_by_weight_scores_the_weighted_sum_of_the_halves():
+  accuracy_by_weight = _load('sketch_weight_by_bucket').accuracy_by_weight
+  # Query 0: the sketch says column 0, the text column 1 (more strongly); query 1: both say 1.
+  sketch = np.array([[0.9, 0.1], [0.2, 0.8]])
+  text = np.array([[0.1, 0.9], [0.0, 1.0]])
+  target = np.array([0, 1])
+  # w * sketch + (1 - w) * text for query 0: column 0 wins once w > 0.5 (0.5 is a tie: the
+  # first maximum, column 0, wins).
+  assert accuracy_by_weight(sketch, text, target, [0.0, 0.25, 0.5, 0.75, 1.0]) == {
+      0.0: 50.0, 0.25: 50.0, 0.5: 100.0, 0.75: 100.0, 1.0: 100.0}

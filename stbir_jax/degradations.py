@@ -368,6 +368,30 @@ def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None) -> dic
               has_sketch=has_sketch & ~drop_s, has_text=has_text & ~drop_t)
 
 
+def shift_pairs(key, batch: dict, fraction) -> dict:
+  """Moves each example's photo and sketch by the same whole-pixel offset, up to `fraction` of
+  the image each way: the pair still lines up, but not at one place in the frame. The sketch's
+  vacated pixels are background (0), the photo's repeat its edge (a black band would be a cue).
+  """
+  image, sketch = jnp.asarray(batch['image']), jnp.asarray(batch['sketch'])
+  r = image.shape[1]
+  reach = int(round(float(fraction) * r))
+  if reach == 0:
+    return batch
+  offsets = jax.random.randint(key, (image.shape[0], 2), -reach, reach + 1)
+
+  def move(photo, drawing, offset):
+    ys, xs = jnp.arange(r) - offset[0], jnp.arange(r) - offset[1]   # source of each pixel
+    inside = ((ys >= 0) & (ys < r))[:, None] & ((xs >= 0) & (xs < r))[None, :]
+    ys, xs = jnp.clip(ys, 0, r - 1), jnp.clip(xs, 0, r - 1)
+    moved = drawing[ys[:, None], xs[None, :]]
+    inside = inside.reshape(inside.shape + (1,) * (moved.ndim - 2))
+    return photo[ys[:, None], xs[None, :]], jnp.where(inside, moved, 0).astype(drawing.dtype)
+
+  image, sketch = jax.vmap(move)(image, sketch, offsets)
+  return dict(batch, image=image, sketch=sketch)
+
+
 def degrade_queries(key, batch: dict, bucket_index: int, buckets, *, attribute_ids=None) -> dict:
   """Degrades every query of `batch` by bucket `bucket_index` (the robustness table)."""
   n = len(buckets_from_config(buckets).level)

@@ -121,6 +121,7 @@ def test_every_config_leaf_has_a_rule():
                                      r'>= 0 and <= 0.5')),
     ('mesh.fsdp', 0, r'config.mesh.fsdp=0; expected an integer >= 1'),
     ('loss.consistency', -1.0, r'config.loss.consistency=-1.0; expected a number >= 0'),
+    ('train.pair_shift', 0.6, r'config.train.pair_shift=0.6; expected a number >= 0 and <= 0.5'),
 ])
 def test_bad_field_values_are_refused_naming_the_key(tmp_path, key, value, message):
   with pytest.raises(config_checks.ConfigError, match=message):
@@ -221,6 +222,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   del old['optim']['schedule']                  # each stage its own learning-rate schedule
   del old['loss']['consistency']                # no consistency term
   del old['model']['sketch_centre']             # sketches as drawn
+  del old['train']['pair_shift']                # photos and sketches where they were drawn
   workdir = tmp_path / 'run'
   (workdir / 'checkpoints' / '3').mkdir(parents=True)
   (workdir / 'config.json').write_text(json.dumps(old, indent=2))
@@ -230,6 +232,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   assert loaded.model.fusion.sketch_weight == 0.5 and 'sketch_weight' not in old['model']['fusion']
   assert loaded.optim.schedule == 'stage'
   assert loaded.loss.consistency == 0.0 and loaded.model.sketch_centre is False
+  assert loaded.train.pair_shift == 0.0
   run_config.check_workdir_config(config, workdir, has_checkpoint=True)   # not a model change
   # A recorded value is kept, so a real change is still refused.
   old['loss']['triplet_queries'] = 'clean'

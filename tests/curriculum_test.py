@@ -515,3 +515,27 @@ def test_sampler_jits_with_traced_step():
   np.testing.assert_allclose(state.weights, [1, 0, 0, 0, 0, 0])
   state, idx = step(state, jnp.int32(3), jax.random.PRNGKey(1))
   assert np.all(np.asarray(state.weights) > 0)  # competence 1 at half the run
+
+
+def test_shift_pairs_moves_photo_and_sketch_together():
+  r = 8
+  image = np.arange(2 * r * r * 3, dtype=np.int32).reshape(2, r, r, 3).astype(np.uint8)
+  sketch = np.zeros((2, r, r), np.uint8)
+  sketch[:, 3, 4] = 5
+  batch = {'image': image, 'sketch': sketch, 'instance': np.arange(2)}
+  key = jax.random.PRNGKey(3)
+  out = dg.shift_pairs(key, batch, 0.25)   # up to 2 pixels each way
+  offsets = np.asarray(jax.random.randint(key, (2, 2), -2, 3))   # the draws it makes
+  assert np.any(offsets != 0)
+  for b, (dy, dx) in enumerate(offsets):
+    ys, xs = np.clip(np.arange(r) - dy, 0, r - 1), np.clip(np.arange(r) - dx, 0, r - 1)
+    np.testing.assert_array_equal(out['image'][b], image[b][ys[:, None], xs[None, :]])
+    want = np.zeros((r, r), np.uint8)
+    want[3 + dy, 4 + dx] = 5                   # the stroke moved with the photo
+    np.testing.assert_array_equal(out['sketch'][b], want)
+  assert out['instance'] is batch['instance'] and out['sketch'].dtype == np.uint8
+  # A stroke moved out of the frame leaves background, not the edge's pixels.
+  edge = dict(batch, sketch=np.full((2, r, r), 7, np.uint8))
+  moved = np.asarray(dg.shift_pairs(key, edge, 0.25)['sketch'])
+  assert (moved == 0).sum() == sum((r * r - (r - abs(dy)) * (r - abs(dx))) for dy, dx in offsets)
+  assert dg.shift_pairs(key, batch, 0.01) is batch   # under half a pixel: unchanged

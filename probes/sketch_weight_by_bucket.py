@@ -2,7 +2,8 @@
 sketch+text Acc@1 per robustness bucket for every query-time sketch weight w. A probe of a
 trained run, not part of the package (docs/results.md, "Two sketch-half levers against jitter").
 
-  python probes/sketch_weight_by_bucket.py --workdir=workdirs/demo_split/stbir/seed_0 [--split=validation]
+  python probes/sketch_weight_by_bucket.py --workdir=workdirs/demo_split/stbir/seed_0 \
+      [--split=validation]
 
 A split query scores a photo as w <q_sketch, g_sketch> + (1 - w) <q_text, g_text> (calibrate.py
 chooses one w for all queries on clean validation queries). Here the halves are taken as trained

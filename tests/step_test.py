@@ -211,5 +211,6 @@ def test_consistency_term_counts_only_sketches_a_bucket_degraded():
   assert term(mild) > 0.0
   assert term(mild, weight=0.0) is None
   # A stage of text-only queries has no sketch to pull (decided before any step is built).
-  text_stage = dataclasses.replace(stages.build_stages(_consistency_config(config))[0], query='text')
-  assert not train_step.uses_consistency(_consistency_config(config), text_stage)
+  with_term = _consistency_config(config)
+  text_stage = dataclasses.replace(stages.build_stages(with_term)[0], query='text')
+  assert not train_step.uses_consistency(with_term, text_stage)

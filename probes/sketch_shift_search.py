@@ -23,9 +23,10 @@ to the run (sketch_shift_search_<split>.json).
 import argparse
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import probe_common
+
+from stbir_jax import degradations
 
 MODES = ('sketch', 'sketch+text')
 PENALTIES = (0.002, 0.005, 0.01, 0.02)
@@ -36,12 +37,7 @@ TEMPERATURES = (0.02, 0.05, 0.1)
 def shift_maps(sketch, dy, dx):
   """(B, R, R) stroke maps moved by (dy, dx) pixels; what leaves the frame is lost, 0 enters.
   The shift is traced, so one compilation serves the whole grid."""
-  r = sketch.shape[1]
-  rows = jnp.arange(r) - dy
-  cols = jnp.arange(r) - dx
-  inside = ((rows >= 0) & (rows < r))[:, None] & ((cols >= 0) & (cols < r))[None, :]
-  moved = jnp.roll(sketch, (dy, dx), axis=(1, 2))
-  return jnp.where(inside[None], moved, jnp.zeros_like(moved))
+  return jax.vmap(lambda s: degradations.translate(s, dy, dx))(sketch)
 
 
 class ShiftedQueries(probe_common.WithClean):

@@ -368,6 +368,18 @@ def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None) -> dic
               has_sketch=has_sketch & ~drop_s, has_text=has_text & ~drop_t)
 
 
+def translate(x, dy, dx, *, edge: bool = False):
+  """One map x (R, R[, C]) moved by (dy, dx) whole pixels (traced integers); what leaves the frame
+  is lost, and what enters is 0, or repeats the edge with `edge`."""
+  ys, xs = jnp.arange(x.shape[0]) - dy, jnp.arange(x.shape[1]) - dx   # source of each pixel
+  moved = x[jnp.clip(ys, 0, x.shape[0] - 1)[:, None], jnp.clip(xs, 0, x.shape[1] - 1)[None, :]]
+  if edge:
+    return moved
+  inside = ((ys >= 0) & (ys < x.shape[0]))[:, None] & ((xs >= 0) & (xs < x.shape[1]))[None, :]
+  inside = inside.reshape(inside.shape + (1,) * (moved.ndim - 2))
+  return jnp.where(inside, moved, 0).astype(x.dtype)
+
+
 def shift_pairs(key, batch: dict, fraction) -> dict:
   """Moves each example's photo and sketch by the same whole-pixel offset, up to `fraction` of
   the image each way: the pair still lines up, but not at one place in the frame. The sketch's
@@ -381,12 +393,8 @@ def shift_pairs(key, batch: dict, fraction) -> dict:
   offsets = jax.random.randint(key, (image.shape[0], 2), -reach, reach + 1)
 
   def move(photo, drawing, offset):
-    ys, xs = jnp.arange(r) - offset[0], jnp.arange(r) - offset[1]   # source of each pixel
-    inside = ((ys >= 0) & (ys < r))[:, None] & ((xs >= 0) & (xs < r))[None, :]
-    ys, xs = jnp.clip(ys, 0, r - 1), jnp.clip(xs, 0, r - 1)
-    moved = drawing[ys[:, None], xs[None, :]]
-    inside = inside.reshape(inside.shape + (1,) * (moved.ndim - 2))
-    return photo[ys[:, None], xs[None, :]], jnp.where(inside, moved, 0).astype(drawing.dtype)
+    return (translate(photo, offset[0], offset[1], edge=True),
+            translate(drawing, offset[0], offset[1]))
 
   image, sketch = jax.vmap(move)(image, sketch, offsets)
   return dict(batch, image=image, sketch=sketch)

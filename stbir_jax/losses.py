@@ -184,11 +184,14 @@ TRIPLET_MINING = {'hard': triplet_hard, 'all': triplet_all}
 TRIPLET_QUERIES = ('all', 'clean')
 
 
+def _unit(x: Array) -> Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def consistency(q: Array, target: Array, valid: Array | None = None) -> Array:
   """Mean over `valid` rows of 1 - cos(q_i, target_i): pulls each row of q towards its own target
   (held fixed by the caller: a stop-gradient teacher, e.g. the clean query of a degraded one)."""
-  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-  return _masked_mean(1.0 - jnp.sum(unit(q) * unit(target), axis=-1), valid)
+  return _masked_mean(1.0 - jnp.sum(_unit(q) * _unit(target), axis=-1), valid)
 
 
 def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:
@@ -211,8 +214,7 @@ def prototype_loss(emb: Array, category: Array, prototypes: Array, *, margin, te
   """
   emb = emb.astype(jnp.float32)
   protos = prototypes.astype(jnp.float32)
-  emb = emb / jnp.maximum(jnp.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
-  protos = protos / jnp.maximum(jnp.linalg.norm(protos, axis=-1, keepdims=True), 1e-12)
+  emb, protos = _unit(emb), _unit(protos)
   onehot = jax.nn.one_hot(category, protos.shape[0], dtype=jnp.float32)
   logits = (emb @ protos.T - margin * onehot) / temperature
   nll = -jnp.sum(onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1)

@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from stbir_jax import stages
+from stbir_jax import degradations, stages
 from stbir_jax.models import fusion as fusion_lib
 from stbir_jax.models import layers, resnet, vit
 from stbir_jax.models import text as text_lib
@@ -103,9 +103,7 @@ def centre_sketch(sketch):
         count > 0, jnp.floor(profile @ coords / jnp.maximum(count, 1.0) - (r - 1) / 2.0 + 0.5),
         0.0)
     dy, dx = offset(jnp.sum(ink, 1)).astype(jnp.int32), offset(jnp.sum(ink, 0)).astype(jnp.int32)
-    ys, xs = jnp.arange(r)[:, None] + dy, jnp.arange(r)[None, :] + dx   # source of each pixel
-    inside = (ys >= 0) & (ys < r) & (xs >= 0) & (xs < r)
-    return jnp.where(inside, s[jnp.clip(ys, 0, r - 1), jnp.clip(xs, 0, r - 1)], 0).astype(s.dtype)
+    return degradations.translate(s, -dy, -dx)
 
   return jax.vmap(centre_one)(sketch)
 

@@ -145,3 +145,17 @@ def test_profile_groups_ops_by_their_innermost_known_frame_then_by_opcode():
   assert groups['and.4'] == 'finiteness guard'
   assert groups['ynn_fusion'] == 'dense / matmul'
   assert groups['p'] == 'other (parameter)'
+
+
+def test_demo_steps_variants_carry_their_overrides():
+  import demo_steps  # pylint: disable=g-import-not-at-top
+  assert demo_steps._split_variants('demo,demo_recipe:train.pair_shift=0.06,optim.lr=0.001,'
+                                    'demo_split') == [
+      'demo', 'demo_recipe:train.pair_shift=0.06,optim.lr=0.001', 'demo_split']
+  config = demo_steps._config('demo_recipe:train.pair_shift=0.06,optim.lr=0.001')
+  assert (config.variant, config.train.pair_shift, config.optim.lr) == ('demo_recipe', 0.06, 0.001)
+  assert demo_steps._config('demo_recipe').train.pair_shift == 0.0
+  with pytest.raises(SystemExit, match="no field 'train.pair_shfit'"):
+    demo_steps._config('demo:train.pair_shfit=0.1')
+  with pytest.raises(SystemExit, match='not key=value'):
+    demo_steps._config('demo:train.pair_shift')

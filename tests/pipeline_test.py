@@ -5,7 +5,6 @@ their ids), so every assertion below checks exact values; one test runs the real
 it is importable.
 """
 
-import dataclasses
 import importlib
 import os
 import shutil
@@ -18,26 +17,9 @@ import pytest
 from configs import base
 from stbir_jax.data import datasets
 from stbir_jax.data import tokenizer as tokenizer_lib
+from stbir_jax.data.synth.spec import SynthSpec  # the stub replaces the generator, not its spec
 
 # ------------------------------------------------------------------------------------ stub
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthSpec:
-  resolution: int = 64
-  train_families: int = 256
-  validation_families: int = 16
-  test_families: int = 64
-  structural_variants: int = 4
-  appearance_variants: int = 4
-  sketches_per_instance: int = 3
-  texts_per_instance: int = 3
-  seed: int = 0
-
-  @classmethod
-  def from_config(cls, data_config):
-    return cls(resolution=data_config.resolution, **dict(data_config.synth))
-
 
 STUB_CONFIGS = {'shoes': ('boot', 'sneaker', 'heel'), 'chairs': ('armchair', 'stool'),
                 'daily': ('mug', 'lamp', 'kettle', 'vase')}

@@ -19,6 +19,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
+
+# malloc as every stbir_jax program sets it (stbir_jax/host_memory.py), before JAX starts. It is
+# process-wide, so ours and the peer in the same process run with it alike;
+# STBIR_HOST_MALLOC=system measures without it.
+from stbir_jax import host_memory  # noqa: E402  # pylint: disable=g-import-not-at-top
+
+HOST_MALLOC_REUSE = host_memory.keep_freed_memory()
 TORCH_THREADS = 2
 
 # name -> model sizes. `small` is a few-second CPU step; `vits16` is ViT-S/16 at 224 with a
@@ -49,7 +56,8 @@ def machine() -> dict:
   info = dict(nproc=os.cpu_count(), cpu_model=model, cpu_flags=cpu_flags(),
               platform=platform.platform(),
               python=platform.python_version(), jax=jax.__version__,
-              jax_backend=jax.default_backend(), xla_flags=os.environ.get('XLA_FLAGS', ''))
+              jax_backend=jax.default_backend(), xla_flags=os.environ.get('XLA_FLAGS', ''),
+              host_malloc_reuse=HOST_MALLOC_REUSE)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top

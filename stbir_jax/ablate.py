@@ -296,6 +296,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   _define_flags()
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main)

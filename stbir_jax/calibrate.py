@@ -99,6 +99,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Training run directory of a split-fusion model.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')

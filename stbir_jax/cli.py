@@ -180,6 +180,8 @@ def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
     return checked(flags.FLAGS, args)
 
   if argv is None:
+    from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.keep_freed_memory()   # a process of its own: before JAX starts its CPU threads
     define_flags(flags.FLAGS)
     app.run(as_program, flags_parser=parse_flags_or_fail(prog))
   values = flags.FlagValues()

@@ -410,6 +410,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'Training run directory (a local path or gs:// URL).')
   flags.DEFINE_string('split', None, "Split to evaluate, e.g. 'validation'; default: each "

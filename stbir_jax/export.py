@@ -201,5 +201,7 @@ def _define_flags():
 
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   _define_flags()
   app.run(main)

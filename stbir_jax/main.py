@@ -91,4 +91,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   app.run(main, flags_parser=cli.parse_flags_or_fail(PROG))

@@ -13,5 +13,7 @@ from stbir_jax import cli
 from stbir_jax.search import main
 
 if __name__ == '__main__':
+  from stbir_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.keep_freed_memory()   # before JAX starts its CPU threads
   main.define_flags()
   app.run(main.main, flags_parser=cli.parse_flags_or_fail(main.PROG))

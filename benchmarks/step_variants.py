@@ -10,6 +10,8 @@ Variants (each changes only what its name says, while the step is traced):
   fused_attention   jax.nn.dot_product_attention in place of einsum + softmax + einsum;
   bf16              model.dtype = bfloat16 (f32 params and optimiser state);
   remat_dots        model.remat = dots_saveable (less memory, recomputed elementwise work);
+  mlp_barrier_in    a layers.gradient_barrier on the MLP activation's input as well;
+  mlp_barrier_out   the same on its output;
   flax_group_norm   the ResNet towers' norm as nn.GroupNorm (the step before resnet.GroupNorm;
                     for --size demo / demo_split, the configs/base.py variants' real step).
 """
@@ -73,6 +75,29 @@ def _fused_attention():
   return _patched(layers, 'Attention', FusedAttention)
 
 
+def _mlp_barrier(where: str):
+  """layers.Mlp with a gradient_barrier on the activation's input ('in') or output ('out')."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax import sharding  # pylint: disable=g-import-not-at-top
+  from stbir_jax.models import layers  # pylint: disable=g-import-not-at-top
+
+  class BarrierMlp(layers.Mlp):
+
+    @nn.compact
+    def __call__(self, x):
+      dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=layers.DENSE_INIT,
+                                       name=name)
+      h = sharding.constrain_to_batch(dense(self.mlp_dim, 'fc1')(x))
+      if where == 'in':
+        h = self.act(layers.gradient_barrier(h))
+      else:
+        h = layers.gradient_barrier(self.act(h))
+      return sharding.constrain_to_batch(dense(x.shape[-1], 'fc2')(h))
+
+  return _patched(layers, 'Mlp', BarrierMlp)
+
+
 def _flax_group_norm():
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
@@ -88,6 +113,8 @@ VARIANTS = {
     'bf16': lambda config: _patched(config.model, 'dtype', 'bfloat16'),
     'remat_dots': lambda config: _patched(config.model, 'remat', 'dots_saveable'),
     'flax_group_norm': lambda config: _flax_group_norm(),
+    'mlp_barrier_in': lambda config: _mlp_barrier('in'),
+    'mlp_barrier_out': lambda config: _mlp_barrier('out'),
 }
 
 

@@ -9,8 +9,10 @@ another library's step has churned memory (docs/performance.md, "Host memory").
 
 `keep_freed_memory()` sets three glibc malloc options for the process (mallopt): one arena for
 every thread, no mmap'd blocks and no trimming. Large blocks then come from the heap and a freed
-block is there for the next step. The cost is that the process keeps its peak heap until it
-exits, which a training, evaluation or search process does anyway.
+block is there for the next step (the heap may still grow a few times: a block freed on another
+thread after the result is ready can come back after the next step has started). The cost is
+that the process keeps its peak heap until it exits, which a training, evaluation or search
+process does anyway.
 
 Programs call it first (main, compare, ablate, evaluate, calibrate, export, search, the demo,
 benchmarks/common.py); a library import never does. STBIR_HOST_MALLOC=system leaves malloc as it

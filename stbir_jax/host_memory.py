@@ -22,7 +22,6 @@ is. Anything but glibc on Linux is left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -36,15 +35,8 @@ def _glibc():
   """The process's C library if it is glibc (it has mallopt and gnu_get_libc_version), else None."""
   if not sys.platform.startswith('linux'):
     return None
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    libc.gnu_get_libc_version.restype = ctypes.c_char_p
-    libc.gnu_get_libc_version()
-    if not hasattr(libc, 'mallopt'):
-      return None
-  except (OSError, AttributeError):
-    return None
-  return libc
+  libc = ctypes.CDLL(None)   # the symbols already loaded into this process
+  return libc if hasattr(libc, 'gnu_get_libc_version') and hasattr(libc, 'mallopt') else None
 
 
 def keep_freed_memory() -> bool:
@@ -64,6 +56,6 @@ def keep_freed_memory() -> bool:
       libc.mallopt(option, value) == 1
       for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
   if choice == 'reuse' and not applied:
-    logging.info('%s: not glibc on Linux; malloc left as it is.', ENV)
+    logging.info('%s: malloc left as it is (not glibc on Linux, or mallopt refused).', ENV)
   _state['applied'] = applied
   return applied

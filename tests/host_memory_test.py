@@ -1,4 +1,4 @@
-"""host_memory.keep_freed_memory: a jitted function's temporaries are faulted in once, not on
+"""host_memory.keep_freed_memory: a jitted function's temporaries are reused, not faulted in on
 every call, which is what made XLA CPU's train step spend a third of its time in the kernel."""
 
 import json
@@ -41,7 +41,7 @@ def _probe(choice):
 
 
 @pytest.mark.skipif(host_memory._glibc() is None, reason='glibc on Linux only')  # pylint: disable=protected-access
-def test_temporaries_are_faulted_in_once_not_every_call():
+def test_temporaries_are_reused_not_faulted_in_every_call():
   system, reuse = _probe('system'), _probe('reuse')
   pages = system['temp'] / os.sysconf('SC_PAGE_SIZE')
   assert system['temp'] >= 32 * 2**20

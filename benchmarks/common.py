@@ -191,6 +191,42 @@ def table(rows: list, cols: list) -> str:
   return '\n'.join(out + [line(x) for x in cells])
 
 
+# ------------------------------------------------------------------------------------ FLOPs
+
+
+def peak_matmul_flops(n: int = 2048, reps: int = 5) -> dict:
+  """Best-of FLOP/s of an (n, n) @ (n, n) float32 jnp.dot (2 n^3 FLOPs): the MFU's peak."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    dot(a, b).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return dict(n=n, best_flops_per_s=2 * n**3 / min(times),
+              median_flops_per_s=2 * n**3 / float(np.median(times)))
+
+
+def compiled_flops(jitted, *args) -> float:
+  """XLA's cost_analysis FLOPs of one call of `jitted` on `args`."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost['flops'])
+
+
+def mfu(flops: float, seconds: float, peak: dict) -> float:
+  """Model FLOPs utilisation: `flops` done in `seconds`, as a fraction of the measured peak.
+  Both contenders are credited with our FLOP count, so ours / peer = mfu_ours / mfu_peer, and
+  1 / mfu_peer is the most any code can lead the peer by while its matmuls run no faster than
+  the peak."""
+  return flops / seconds / peak['best_flops_per_s']
+
+
 # ------------------------------------------------------------------------------------ inputs
 
 

@@ -4,6 +4,8 @@
   /work/venv/bin/python benchmarks/gallery.py [--quick]
 
 Both sides: uint8 pixels -> /255 -> CLIP mean/std -> vision tower -> projection -> L2 norm.
+MFU as in train_step.py: XLA's cost_analysis FLOPs of our encoder, credited to both sides, over
+the measured jnp.dot peak; `ceiling` = 1 / peer MFU, the most ours could lead by at that peak.
 """
 
 import argparse
@@ -20,6 +22,7 @@ def main():
   p.add_argument('--sizes', default='small,vits16')
   args = p.parse_args()
   torch = common._torch()  # pylint: disable=protected-access
+  peak = common.peak_matmul_flops()
   results = []
   for size in args.sizes.split(','):
     batch = {'small': 128, 'vits16': 16 if args.quick else 32}[size]
@@ -31,6 +34,7 @@ def main():
     t = time.perf_counter()
     encode(variables, img).block_until_ready()
     compile_s = time.perf_counter() - t
+    flops = common.compiled_flops(encode, variables, img)
     peer = common.peer_model(size).eval()
     pimg = common.peer_batch(host)['image']
 
@@ -47,14 +51,19 @@ def main():
              ours_images_per_s=batch / timings['ours']['median_s'],
              peer_images_per_s=batch / timings['peer']['median_s'])
     r['ratio_ours_over_peer'] = r['ours_images_per_s'] / r['peer_images_per_s']
+    r['flops_per_batch'] = flops
+    r['mfu'] = common.mfu(flops, timings['ours']['median_s'], peak)
+    r['peer_mfu'] = common.mfu(flops, timings['peer']['median_s'], peak)
     results.append(r)
   rows = [dict(config=r['size'], batch=r['batch'], ours_img_s=r['ours_images_per_s'],
                peer_img_s=r['peer_images_per_s'], ratio=r['ratio_ours_over_peer'],
+               gflop_per_image=r['flops_per_batch'] / r['batch'] / 1e9, mfu=r['mfu'],
+               peer_mfu=r['peer_mfu'], ceiling=1 / r['peer_mfu'],
                load1=r['load']['load_before_measuring'][0],
                quiet=common.quiet_samples(r['timings'])) for r in results]
   print('Gallery encoding (inference, median of interleaved reps)')
   print(common.table(rows, list(rows[0])))
-  print('wrote', common.write_json('gallery', dict(results=results, table=rows)))
+  print('wrote', common.write_json('gallery', dict(peak_matmul=peak, results=results, table=rows)))
 
 
 if __name__ == '__main__':

@@ -18,32 +18,8 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 import common
-
-
-def peak_matmul_flops(n: int = 2048, reps: int = 5) -> dict:
-  """Best-of FLOP/s of an (n, n) @ (n, n) float32 jnp.dot (2 n^3 FLOPs)."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    dot(a, b).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return dict(n=n, best_flops_per_s=2 * n**3 / min(times),
-              median_flops_per_s=2 * n**3 / float(np.median(times)))
-
-
-def step_flops(step, state, batch) -> float:
-  cost = step.lower(state, batch).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost['flops'])
 
 
 def run_size(size: str, batch: int, reps: int, with_degrade: bool,
@@ -53,7 +29,7 @@ def run_size(size: str, batch: int, reps: int, with_degrade: bool,
   dev_batch = jax.device_put(host)
   step, state, _ = common.our_step(config)
   t = time.perf_counter()
-  flops = step_flops(step, state, dev_batch)
+  flops = common.compiled_flops(step, state, dev_batch)
   holder = {'state': state}
 
   def ours():
@@ -108,7 +84,7 @@ def main():
                  help='skip the torch.compile peer (its compilation takes minutes)')
   args = p.parse_args()
   common._torch()  # pylint: disable=protected-access
-  peak = peak_matmul_flops()
+  peak = common.peak_matmul_flops()
   results = []
   for size in args.sizes.split(','):
     batch = common.SIZES[size]['batch']
@@ -119,13 +95,12 @@ def main():
                  compiled_peer=not args.no_compiled_peer)
     step_s = r['timings']['ours']['median_s']
     r['achieved_flops_per_s'] = r['flops_per_step'] / step_s
-    r['mfu'] = r['achieved_flops_per_s'] / peak['best_flops_per_s']
+    r['mfu'] = common.mfu(r['flops_per_step'], step_s, peak)
     # The peer does the same model work, so the same FLOP count gives its utilisation.
-    r['peer_mfu'] = (r['flops_per_step'] / r['timings']['peer']['median_s']
-                     / peak['best_flops_per_s'])
+    r['peer_mfu'] = common.mfu(r['flops_per_step'], r['timings']['peer']['median_s'], peak)
     if 'peer_compiled' in r['timings']:
-      r['compiled_peer_mfu'] = (r['flops_per_step'] / r['timings']['peer_compiled']['median_s']
-                                / peak['best_flops_per_s'])
+      r['compiled_peer_mfu'] = common.mfu(r['flops_per_step'],
+                                          r['timings']['peer_compiled']['median_s'], peak)
     results.append(r)
     print(f'[{size}] done: ours {r["ours_examples_per_s"]:.2f} ex/s, peer '
           f'{r["peer_examples_per_s"]:.2f} ex/s', flush=True)
@@ -145,8 +120,10 @@ def main():
                    achieved_gflop_s=r['achieved_flops_per_s'] / 1e9,
                    peak_gflop_s=peak['best_flops_per_s'] / 1e9, mfu=r['mfu'],
                    peer_mfu=r['peer_mfu'],
-                   compiled_peer_mfu=r.get('compiled_peer_mfu', float('nan'))) for r in results]
-  print('\nMFU (XLA cost_analysis FLOPs / step time / measured jnp.dot peak)')
+                   compiled_peer_mfu=r.get('compiled_peer_mfu', float('nan')),
+                   ceiling_over_peer=1 / r['peer_mfu']) for r in results]
+  print('\nMFU (XLA cost_analysis FLOPs / step time / measured jnp.dot peak; ceiling_over_peer: '
+        'ours / peer if our step ran at that peak)')
   print(common.table(mfu_rows, list(mfu_rows[0])))
   for r in results:
     if 'ours_real_step_with_degradations_examples_per_s' in r:

@@ -159,3 +159,14 @@ def test_demo_steps_variants_carry_their_overrides():
     demo_steps._config('demo:train.pair_shfit=0.1')
   with pytest.raises(SystemExit, match='not key=value'):
     demo_steps._config('demo:train.pair_shift')
+
+
+def test_compiled_flops_counts_a_matmul_and_mfu_credits_them_against_the_peak():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+  assert common.compiled_flops(jax.jit(jnp.dot), a, b) == 2 * 8 * 16 * 4
+  peak = {'best_flops_per_s': 1000.0}
+  # 1,024 FLOPs in 2 s against a 1,000 FLOP/s peak; a peer at 0.4 leaves room for 2.5x at most.
+  assert common.mfu(1024.0, 2.0, peak) == pytest.approx(0.512)
+  assert 1 / common.mfu(800.0, 2.0, peak) == pytest.approx(2.5)

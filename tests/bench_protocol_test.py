@@ -170,3 +170,13 @@ def test_compiled_flops_counts_a_matmul_and_mfu_credits_them_against_the_peak():
   # 1,024 FLOPs in 2 s against a 1,000 FLOP/s peak; a peer at 0.4 leaves room for 2.5x at most.
   assert common.mfu(1024.0, 2.0, peak) == pytest.approx(0.512)
   assert 1 / common.mfu(800.0, 2.0, peak) == pytest.approx(2.5)
+
+
+def test_matmul_shapes_lists_the_vision_layers_products_with_their_flops():
+  import matmul_shapes  # pylint: disable=g-import-not-at-top
+  products = matmul_shapes.layer_products('small')
+  # 32 images of 64 px in 8 px patches: 64 patches + the class token = 65 tokens each.
+  assert len(products) == 18 and products[0] == ('qkvo x@W', 2080, 192, 192)
+  assert ('fc1 x.T@dy', 192, 2080, 768) in products
+  # Forward and both gradients of 4 (192 x 192) and 2 (192 x 768) products: 3 x 2 x 2080 x 12 x 192^2.
+  assert sum(2 * m * k * n for _, m, k, n in products) == 3 * 2 * 2080 * 12 * 192**2

@@ -178,5 +178,6 @@ def test_matmul_shapes_lists_the_vision_layers_products_with_their_flops():
   # 32 images of 64 px in 8 px patches: 64 patches + the class token = 65 tokens each.
   assert len(products) == 18 and products[0] == ('qkvo x@W', 2080, 192, 192)
   assert ('fc1 x.T@dy', 192, 2080, 768) in products
-  # Forward and both gradients of 4 (192 x 192) and 2 (192 x 768) products: 3 x 2 x 2080 x 12 x 192^2.
+  # Forward and both gradients of 4 (192 x 192) and 2 (192 x 768) products:
+  # 3 x 2 x 2080 x (4 + 8) x 192^2.
   assert sum(2 * m * k * n for _, m, k, n in products) == 3 * 2 * 2080 * 12 * 192**2

@@ -13,11 +13,15 @@ Variants (each changes only what its name says, while the step is traced):
   mlp_barrier_in    a layers.gradient_barrier on the MLP activation's input as well;
   mlp_barrier_out   the same on its output;
   flax_group_norm   the ResNet towers' norm as nn.GroupNorm (the step before resnet.GroupNorm;
-                    for --size demo / demo_split, the configs/base.py variants' real step).
+                    for --size demo / demo_split, the configs/base.py variants' real step);
+  im2col_conv       the ResNet towers' convolutions as patches times kernel (explicit im2col);
+  patch_kernel_grad the same convolutions, with only their kernel gradient taken as patches^T @
+                    output gradient (custom_vjp).
 """
 
 import argparse
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +110,85 @@ def _flax_group_norm():
                   lambda **kw: nn.GroupNorm(use_fast_variance=False, **kw))
 
 
+def _patches(x, k: int, s: int):
+  """(B, H', W', k*k*C) patches of NHWC `x` for a k x k, stride-s convolution padded k // 2,
+  in the order of a (k, k, C, out) kernel reshaped to (k*k*C, out)."""
+  p = k // 2
+  x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  ho, wo = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
+  cols = [x[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] for i in range(k)
+          for j in range(k)]
+  return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+
+
+def _im2col_conv():
+  """resnet's convolutions as explicit patches (pad + strided slices) times the kernel, so
+  that autodiff's kernel gradient is one product over batch x pixels instead of XLA CPU's
+  batch-minor convolution and its transposes."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax.models import resnet  # pylint: disable=g-import-not-at-top
+
+  class PatchConv(nn.Module):
+    features: int
+    kernel: int
+    stride: int
+    dtype: object
+
+    @nn.compact
+    def __call__(self, x):
+      k, s = self.kernel, self.stride
+      w = self.param('kernel', resnet.CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32)
+      patches = _patches(x.astype(self.dtype), k, s)
+      return patches @ w.reshape(-1, self.features).astype(self.dtype)
+
+  return _patched(resnet, '_conv', lambda features, kernel, stride, dtype, name: PatchConv(
+      features, kernel, stride, dtype, name=name))
+
+
+def _patch_kernel_grad_conv():
+  """resnet's convolutions as lax.conv forward and input gradient, with the kernel gradient
+  taken as one product of the input's patches and the output gradient (custom_vjp)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  from stbir_jax.models import resnet  # pylint: disable=g-import-not-at-top
+
+  def conv(x, w, s):
+    p = w.shape[0] // 2
+    return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)),
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+  class PatchGradConv(nn.Module):
+    features: int
+    kernel: int
+    stride: int
+    dtype: object
+
+    @nn.compact
+    def __call__(self, x):
+      k = self.kernel
+      w = self.param('kernel', resnet.CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32)
+      return _conv_fn(x.astype(self.dtype), w.astype(self.dtype), self.stride)
+
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+  def _conv_fn(x, w, s):
+    return conv(x, w, s)
+
+  def _fwd(x, w, s):
+    return conv(x, w, s), (x, w)
+
+  def _bwd(s, res, g):
+    x, w = res
+    _, vjp_x = jax.vjp(lambda t: conv(t, w, s), x)
+    cols = _patches(x, w.shape[0], s)
+    dw = jnp.einsum('bhwp,bhwo->po', cols, g).reshape(w.shape)
+    return vjp_x(g)[0], dw
+
+  _conv_fn.defvjp(_fwd, _bwd)
+  return _patched(resnet, '_conv', lambda features, kernel, stride, dtype, name: PatchGradConv(
+      features, kernel, stride, dtype, name=name))
+
+
 VARIANTS = {
     'no_ln_barrier': lambda config: _layer_norm(fast_variance=False, barrier=False),
     'fast_variance_ln': lambda config: _layer_norm(fast_variance=True, barrier=True),
@@ -113,6 +196,8 @@ VARIANTS = {
     'bf16': lambda config: _patched(config.model, 'dtype', 'bfloat16'),
     'remat_dots': lambda config: _patched(config.model, 'remat', 'dots_saveable'),
     'flax_group_norm': lambda config: _flax_group_norm(),
+    'im2col_conv': lambda config: _im2col_conv(),
+    'patch_kernel_grad': lambda config: _patch_kernel_grad_conv(),
     'mlp_barrier_in': lambda config: _mlp_barrier('in'),
     'mlp_barrier_out': lambda config: _mlp_barrier('out'),
 }

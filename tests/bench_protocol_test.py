@@ -181,3 +181,26 @@ def test_matmul_shapes_lists_the_vision_layers_products_with_their_flops():
   # Forward and both gradients of 4 (192 x 192) and 2 (192 x 768) products:
   # 3 x 2 x 2080 x (4 + 8) x 192^2.
   assert sum(2 * m * k * n for _, m, k, n in products) == 3 * 2 * 2080 * 12 * 192**2
+
+
+@pytest.mark.parametrize('variant', ['im2col_conv', 'patch_kernel_grad'])
+@pytest.mark.parametrize('kernel,stride', [(3, 1), (3, 2), (1, 2), (7, 2)])
+def test_step_variants_convolutions_equal_resnets_in_value_and_gradient(variant, kernel, stride):
+  # A variant's timing means something only if it computes resnet's convolution.
+  import jax
+  import jax.numpy as jnp
+
+  import step_variants
+  from stbir_jax.models import resnet
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 9, 3))
+  conv = resnet._conv(4, kernel, stride, jnp.float32, 'c')  # pylint: disable=protected-access
+  params = conv.init(jax.random.PRNGKey(1), x)
+  loss = lambda m: lambda p, t: jnp.sum(jnp.sin(m.apply(p, t)))
+  want, want_grads = jax.value_and_grad(loss(conv), argnums=(0, 1))(params, x)
+  with step_variants.VARIANTS[variant](None):
+    changed = resnet._conv(4, kernel, stride, jnp.float32, 'c')  # pylint: disable=protected-access
+  got, got_grads = jax.value_and_grad(loss(changed), argnums=(0, 1))(params, x)
+  assert got == pytest.approx(float(want), rel=1e-5)
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+    assert g.shape == w.shape
+    assert jnp.allclose(g, w, atol=1e-4), float(jnp.abs(g - w).max())

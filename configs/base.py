@@ -80,7 +80,7 @@ TPU_PRESETS = {
     'v6e_8': ('v6e:2x4', 1280, 'full', -1),
     'v5e_256': ('v5e:16x16', 4096, 'full', -1),
 }
-VARIANTS = (('full', 'demo', 'demo_split', 'demo_recipe', 'demo_minilm', 'smoke')
+VARIANTS = (('full', 'demo', 'demo_split', 'demo_recipe', 'demo_budget', 'demo_minilm', 'smoke')
             + tuple(REAL_DATASETS) + ('siglip',) + tuple(TPU_PRESETS))
 SIGLIP = 'google/siglip-base-patch16-224'
 # Its towers (transformers.SiglipConfig()'s defaults), so the variant is built offline; the
@@ -110,6 +110,11 @@ def get_config(arg=None):
   elif variant == 'demo_recipe':
     _demo(c)
     _split_query(c)
+    _recipe(c)
+  elif variant == 'demo_budget':
+    _demo(c)
+    _split_query(c)
+    _budget(c)
     _recipe(c)
   elif variant == 'demo_minilm':
     _demo(c)
@@ -250,6 +255,18 @@ def _recipe(c):
   c.loss.prototype = 0.0
   for section in ('retrieval', 'robustness'):
     c.evals[section].every_steps = c.train.num_steps
+
+
+def _budget(c):
+  """demo_recipe cut to the demo's own wall time, each training photo and its sketch moved
+  together by up to 6 % of the image: on the 2-core machine of 2026-12-04 the demo took 16.8
+  minutes and the recipe's step costs 1.38x the demo's, so 3,000 / 1.38 = 2,170 steps; a seed took
+  14 - 16 minutes. The shift was chosen on validation (5 seeds: calibrated sketch+text 84.8 +- 1.3
+  against the unshifted recipe's 82.2 +- 0.8 at the same steps, a gain, narrowly); on test it
+  gives 68.9 +- 1.6 against 66.1 +- 0.8 (not significant), short of issue 13's 70 %. The runs and
+  the shifts tried: docs/results.md, "At the demo's own wall time"."""
+  c.train.num_steps = 2170
+  c.train.pair_shift = 0.06
 
 
 def _minilm_text(c):

@@ -56,7 +56,7 @@ def test_every_variant_initialises_abstractly():
 def test_unknown_variant_lists_valid_ones():
   with pytest.raises(ValueError,
                      match='valid variants: full, demo, demo_split, demo_recipe, '
-                           'demo_minilm, smoke'):
+                           'demo_budget, demo_minilm, smoke'):
     base.get_config('tiny')
 
 
@@ -101,6 +101,19 @@ def test_demo_recipe_is_demo_split_without_the_modules_evaluated_once():
     split['evals'][k].pop('every_steps')
   assert (recipe.pop('variant'), split.pop('variant')) == ('demo_recipe', 'demo_split')
   assert recipe == split
+
+
+def test_demo_budget_is_demo_recipe_at_the_demos_wall_time_with_pairs_shifted():
+  recipe = base.get_config('demo_recipe').to_dict()
+  budget = base.get_config('demo_budget').to_dict()
+  assert (budget['train'].pop('num_steps'), budget['train'].pop('pair_shift')) == (2170, 0.06)
+  assert (recipe['train'].pop('num_steps'), recipe['train'].pop('pair_shift')) == (3000, 0.0)
+  # Evaluated once, at its own last step.
+  for k in ('retrieval', 'robustness'):
+    assert (budget['evals'][k].pop('every_steps'), recipe['evals'][k].pop('every_steps')) == (
+        2170, 3000)
+  assert (budget.pop('variant'), recipe.pop('variant')) == ('demo_budget', 'demo_recipe')
+  assert budget == recipe
 
 
 @pytest.fixture(scope='module')

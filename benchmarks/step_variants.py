@@ -121,44 +121,13 @@ def _patches(x, k: int, s: int):
   return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
-def _im2col_conv():
-  """resnet's convolutions as explicit patches (pad + strided slices) times the kernel, so
-  that autodiff's kernel gradient is one product over batch x pixels instead of XLA CPU's
-  batch-minor convolution and its transposes."""
+def _conv_as(fn):
+  """resnet's convolutions computed as fn(x, kernel, stride), with nn.Conv's parameter."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   from stbir_jax.models import resnet  # pylint: disable=g-import-not-at-top
 
-  class PatchConv(nn.Module):
-    features: int
-    kernel: int
-    stride: int
-    dtype: object
-
-    @nn.compact
-    def __call__(self, x):
-      k, s = self.kernel, self.stride
-      w = self.param('kernel', resnet.CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32)
-      patches = _patches(x.astype(self.dtype), k, s)
-      return patches @ w.reshape(-1, self.features).astype(self.dtype)
-
-  return _patched(resnet, '_conv', lambda features, kernel, stride, dtype, name: PatchConv(
-      features, kernel, stride, dtype, name=name))
-
-
-def _patch_kernel_grad_conv():
-  """resnet's convolutions as lax.conv forward and input gradient, with the kernel gradient
-  taken as one product of the input's patches and the output gradient (custom_vjp)."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-
-  from stbir_jax.models import resnet  # pylint: disable=g-import-not-at-top
-
-  def conv(x, w, s):
-    p = w.shape[0] // 2
-    return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)),
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-
-  class PatchGradConv(nn.Module):
+  class FnConv(nn.Module):
     features: int
     kernel: int
     stride: int
@@ -168,25 +137,44 @@ def _patch_kernel_grad_conv():
     def __call__(self, x):
       k = self.kernel
       w = self.param('kernel', resnet.CONV_INIT, (k, k, x.shape[-1], self.features), jnp.float32)
-      return _conv_fn(x.astype(self.dtype), w.astype(self.dtype), self.stride)
+      return fn(x.astype(self.dtype), w.astype(self.dtype), self.stride)
+
+  return _patched(resnet, '_conv', lambda features, kernel, stride, dtype, name: FnConv(
+      features, kernel, stride, dtype, name=name))
+
+
+def _im2col_conv():
+  """Explicit patches (pad + strided slices) times the kernel, so that autodiff's kernel
+  gradient is one product over batch x pixels instead of XLA CPU's batch-minor convolution and
+  its transposes."""
+  return _conv_as(lambda x, w, s: _patches(x, w.shape[0], s) @ w.reshape(-1, w.shape[-1]))
+
+
+def _patch_kernel_grad_conv():
+  """lax.conv forward and input gradient, with the kernel gradient taken as one product of the
+  input's patches and the output gradient (custom_vjp)."""
+
+  def conv(x, w, s):
+    p = w.shape[0] // 2
+    return jax.lax.conv_general_dilated(x, w, (s, s), ((p, p), (p, p)),
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
   @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-  def _conv_fn(x, w, s):
+  def conv_fn(x, w, s):
     return conv(x, w, s)
 
-  def _fwd(x, w, s):
+  def fwd(x, w, s):
     return conv(x, w, s), (x, w)
 
-  def _bwd(s, res, g):
+  def bwd(s, res, g):
     x, w = res
     _, vjp_x = jax.vjp(lambda t: conv(t, w, s), x)
     cols = _patches(x, w.shape[0], s)
     dw = jnp.einsum('bhwp,bhwo->po', cols, g).reshape(w.shape)
     return vjp_x(g)[0], dw
 
-  _conv_fn.defvjp(_fwd, _bwd)
-  return _patched(resnet, '_conv', lambda features, kernel, stride, dtype, name: PatchGradConv(
-      features, kernel, stride, dtype, name=name))
+  conv_fn.defvjp(fwd, bwd)
+  return _conv_as(conv_fn)
 
 
 VARIANTS = {

@@ -114,7 +114,7 @@ def get_config(arg=None):
   elif variant == 'demo_budget':
     _demo(c)
     _split_query(c)
-    _budget(c)
+    _budget(c)    # first: _recipe evaluates at the run's last step
     _recipe(c)
   elif variant == 'demo_minilm':
     _demo(c)

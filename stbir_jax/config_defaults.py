@@ -143,6 +143,8 @@ def get_config():
   c.train.modality_dropout = 0.2          # per query: drop sketch or text with this probability
   c.train.pair_shift = 0.0                # move each training photo and its sketch together by
                                           # up to this fraction of the image (0 = off)
+  c.train.pair_warp = 0.0                 # scale (1 +- f) and rotate (+-f pi) each training photo
+                                          # and its sketch together (0 = off)
   c.train.nan_policy = 'stop'             # 'stop' | 'skip'
   c.train.grad_accum_steps = 1            # micro-batches a step; losses still span the batch
   c.train.log_every = 50

@@ -256,19 +256,36 @@ def _jitter(key, sketch, j):
   r = sketch.shape[0]
   k_t, k_s, k_a = jax.random.split(key, 3)
   shift = jax.random.uniform(k_t, (2,), minval=-1.0, maxval=1.0) * j * r
-  scale = 1.0 + jax.random.uniform(k_s, (), minval=-1.0, maxval=1.0) * j
-  angle = jax.random.uniform(k_a, (), minval=-1.0, maxval=1.0) * j * jnp.pi
+  scale, angle = _scale_angle(jnp.stack([k_s, k_a]), j)
+  out = _warp(sketch, shift, scale, angle)
+  return jnp.where(j > 0, out.astype(sketch.dtype), sketch)
+
+
+def _scale_angle(keys, j):
+  """A scale in 1 +- j and a rotation in +-j pi, uniform, from two keys."""
+  scale = 1.0 + jax.random.uniform(keys[0], (), minval=-1.0, maxval=1.0) * j
+  angle = jax.random.uniform(keys[1], (), minval=-1.0, maxval=1.0) * j * jnp.pi
+  return scale, angle
+
+
+def _warp(x, shift, scale, angle, *, edge: bool = False):
+  """One map x (R, R[, C]) scaled, rotated about its centre and then moved by `shift` pixels.
+  Nearest neighbour, so a sketch's stroke ids stay exact; what enters the frame is 0, or repeats
+  the edge with `edge`."""
+  r = x.shape[0]
   c = (r - 1) / 2.0
   ys, xs = jnp.meshgrid(jnp.arange(r, dtype=jnp.float32), jnp.arange(r, dtype=jnp.float32),
                         indexing='ij')
-  # Inverse map: output pixel -> source pixel, nearest neighbour so stroke ids stay exact.
+  # Inverse map: output pixel -> source pixel.
   dy, dx = ys - c - shift[0], xs - c - shift[1]
   cos, sin = jnp.cos(angle), jnp.sin(angle)
   sy = jnp.round(c + (cos * dy + sin * dx) / scale).astype(jnp.int32)
   sx = jnp.round(c + (-sin * dy + cos * dx) / scale).astype(jnp.int32)
+  out = x[jnp.clip(sy, 0, r - 1), jnp.clip(sx, 0, r - 1)]
+  if edge:
+    return out
   inside = (sy >= 0) & (sy < r) & (sx >= 0) & (sx < r)
-  out = jnp.where(inside, sketch[jnp.clip(sy, 0, r - 1), jnp.clip(sx, 0, r - 1)], 0)
-  return jnp.where(j > 0, out.astype(sketch.dtype), sketch)
+  return jnp.where(inside.reshape(inside.shape + (1,) * (x.ndim - 2)), out, 0).astype(x.dtype)
 
 
 def _dilate3(x):
@@ -397,6 +414,25 @@ def shift_pairs(key, batch: dict, fraction) -> dict:
             translate(drawing, offset[0], offset[1]))
 
   image, sketch = jax.vmap(move)(image, sketch, offsets)
+  return dict(batch, image=image, sketch=sketch)
+
+
+def warp_pairs(key, batch: dict, fraction) -> dict:
+  """Scales (1 +- `fraction`) and rotates (+-`fraction` pi) each example's photo and sketch about
+  the image centre by the same random draw, as the sketch buckets' jitter does to a sketch alone:
+  the pair still lines up, at a pose the generator did not draw. The sketch's vacated pixels are
+  background (0), the photo's repeat its edge."""
+  if not fraction:
+    return batch
+  image, sketch = jnp.asarray(batch['image']), jnp.asarray(batch['sketch'])
+  keys = jax.random.split(key, (image.shape[0], 2))
+  zero = jnp.zeros((2,), jnp.float32)
+
+  def warp(photo, drawing, pair_keys):
+    scale, angle = _scale_angle(pair_keys, fraction)
+    return (_warp(photo, zero, scale, angle, edge=True), _warp(drawing, zero, scale, angle))
+
+  image, sketch = jax.vmap(warp)(image, sketch, keys)
   return dict(batch, image=image, sketch=sketch)
 
 

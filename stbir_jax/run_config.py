@@ -108,7 +108,8 @@ def recorded(workdir):
 ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'): 'all',
                 ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False,
                 ('optim', 'schedule'): 'stage', ('loss', 'consistency'): 0.0,
-                ('model', 'sketch_centre'): False, ('train', 'pair_shift'): 0.0}
+                ('model', 'sketch_centre'): False, ('train', 'pair_shift'): 0.0,
+                ('train', 'pair_warp'): 0.0}
 
 
 def with_added_fields(config: dict) -> dict:

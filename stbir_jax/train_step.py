@@ -249,6 +249,8 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
     if config.train.pair_shift:   # its own key: other draws stay those of runs without it
       batch = degradations.shift_pairs(jax.random.fold_in(key, 7), batch, config.train.pair_shift)
+    if config.train.pair_warp:
+      batch = degradations.warp_pairs(jax.random.fold_in(key, 8), batch, config.train.pair_warp)
     clean_sketch = batch['sketch']
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)

@@ -517,6 +517,35 @@ def test_sampler_jits_with_traced_step():
   assert np.all(np.asarray(state.weights) > 0)  # competence 1 at half the run
 
 
+def test_warp_pairs_scales_and_rotates_photo_and_sketch_together():
+  r = 9
+  rng = np.random.default_rng(0)
+  sketch = rng.integers(0, 4, (2, r, r)).astype(np.uint8)
+  image = np.stack([sketch, sketch + 10, np.full_like(sketch, 50)], -1)   # channel 0 = the sketch
+  batch = {'image': image, 'sketch': sketch, 'instance': np.arange(2)}
+  key = jax.random.PRNGKey(5)
+  out = dg.warp_pairs(key, batch, 0.1)   # scale 1 +- 0.1, rotation +- 18 degrees
+  keys = jax.random.split(key, (2, 2))
+  c = (r - 1) / 2
+  for b in range(2):
+    scale = 1 + float(jax.random.uniform(keys[b, 0], (), minval=-1.0, maxval=1.0)) * 0.1
+    angle = float(jax.random.uniform(keys[b, 1], (), minval=-1.0, maxval=1.0)) * 0.1 * np.pi
+    assert abs(scale - 1) > 1e-3 and abs(angle) > 1e-3
+    want_sketch, want_image = np.zeros((r, r), np.uint8), np.zeros((r, r, 3), np.uint8)
+    for y in range(r):
+      for x in range(r):   # the inverse map, by hand: output pixel -> nearest source pixel
+        sy = round(c + (np.cos(angle) * (y - c) + np.sin(angle) * (x - c)) / scale)
+        sx = round(c + (-np.sin(angle) * (y - c) + np.cos(angle) * (x - c)) / scale)
+        if 0 <= sy < r and 0 <= sx < r:
+          want_sketch[y, x] = sketch[b, sy, sx]
+        want_image[y, x] = image[b, min(max(sy, 0), r - 1), min(max(sx, 0), r - 1)]
+    np.testing.assert_array_equal(out['sketch'][b], want_sketch)
+    np.testing.assert_array_equal(out['image'][b], want_image)   # the edge repeats
+  assert not np.array_equal(out['sketch'], sketch)
+  assert out['instance'] is batch['instance'] and out['sketch'].dtype == np.uint8
+  assert dg.warp_pairs(key, batch, 0.0) is batch
+
+
 def test_shift_pairs_moves_photo_and_sketch_together():
   r = 8
   image = np.arange(2 * r * r * 3, dtype=np.int32).reshape(2, r, r, 3).astype(np.uint8)

@@ -103,11 +103,12 @@ def test_demo_recipe_is_demo_split_without_the_modules_evaluated_once():
   assert recipe == split
 
 
-def test_demo_budget_is_demo_recipe_at_the_demos_wall_time_with_pairs_shifted():
+def test_demo_budget_is_demo_recipe_at_the_demos_wall_time_with_pairs_shifted_and_whole():
   recipe = base.get_config('demo_recipe').to_dict()
   budget = base.get_config('demo_budget').to_dict()
-  assert (budget['train'].pop('num_steps'), budget['train'].pop('pair_shift')) == (2170, 0.06)
-  assert (recipe['train'].pop('num_steps'), recipe['train'].pop('pair_shift')) == (3000, 0.0)
+  fields = ('num_steps', 'pair_shift', 'modality_dropout')
+  assert tuple(budget['train'].pop(k) for k in fields) == (2170, 0.06, 0.0)
+  assert tuple(recipe['train'].pop(k) for k in fields) == (3000, 0.0, 0.2)
   # Evaluated once, at its own last step.
   for k in ('retrieval', 'robustness'):
     assert (budget['evals'][k].pop('every_steps'), recipe['evals'][k].pop('every_steps')) == (

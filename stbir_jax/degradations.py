@@ -256,15 +256,15 @@ def _jitter(key, sketch, j):
   r = sketch.shape[0]
   k_t, k_s, k_a = jax.random.split(key, 3)
   shift = jax.random.uniform(k_t, (2,), minval=-1.0, maxval=1.0) * j * r
-  scale, angle = _scale_angle(jnp.stack([k_s, k_a]), j)
+  scale, angle = _scale_angle(k_s, k_a, j)
   out = _warp(sketch, shift, scale, angle)
   return jnp.where(j > 0, out.astype(sketch.dtype), sketch)
 
 
-def _scale_angle(keys, j):
-  """A scale in 1 +- j and a rotation in +-j pi, uniform, from two keys."""
-  scale = 1.0 + jax.random.uniform(keys[0], (), minval=-1.0, maxval=1.0) * j
-  angle = jax.random.uniform(keys[1], (), minval=-1.0, maxval=1.0) * j * jnp.pi
+def _scale_angle(k_scale, k_angle, j):
+  """A scale in 1 +- j and a rotation in +-j pi, uniform, each from its own key."""
+  scale = 1.0 + jax.random.uniform(k_scale, (), minval=-1.0, maxval=1.0) * j
+  angle = jax.random.uniform(k_angle, (), minval=-1.0, maxval=1.0) * j * jnp.pi
   return scale, angle
 
 
@@ -429,7 +429,7 @@ def warp_pairs(key, batch: dict, fraction) -> dict:
   zero = jnp.zeros((2,), jnp.float32)
 
   def warp(photo, drawing, pair_keys):
-    scale, angle = _scale_angle(pair_keys, fraction)
+    scale, angle = _scale_angle(pair_keys[0], pair_keys[1], fraction)
     return (_warp(photo, zero, scale, angle, edge=True), _warp(drawing, zero, scale, angle))
 
   image, sketch = jax.vmap(warp)(image, sketch, keys)

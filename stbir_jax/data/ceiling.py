@@ -22,6 +22,14 @@ so the Bayes-optimal ranking orders photos by the likelihood of the query:
 Acc@1 of the best model, with ties broken uniformly, is the mean over queries of
 [target in argmax] / |argmax| (bayes_acc_at_1). It is an upper bound: it grants perfect
 perception (no lost strokes, no tokenizer truncation), which no model has.
+
+  python -m stbir_jax.data.ceiling --config=configs/base.py:demo_budget --split=test \
+      --jitter=0.06,0.1 --pose_blind
+
+adds the ceiling of sketches that a robustness bucket's affine jitter then moved
+(jittered_sketch_likelihoods: the drawer's and the jitter's ranges combined) and of sketches
+that show their structure only. A bucket that also drops strokes and words can only do worse;
+those two are not modelled.
 """
 
 import dataclasses
@@ -90,6 +98,70 @@ def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolutio
   return out
 
 
+def jitter_prior(jitter: float, resolution: int, samples: int, seed: int = 0) -> dict:
+  """Draws of what a perfect reader cannot see apart in a jittered sketch: the bucket's jitter
+  scale and rotation (degradations._jitter: 1 +- j, +-j pi) and the drawer's own shift, which
+  the jitter then turns and scales. jittered_sketch_likelihoods integrates over them."""
+  rng = np.random.default_rng(seed)
+  return dict(scale=1.0 + jitter * rng.uniform(-1.0, 1.0, samples),
+              rotation=jitter * math.pi * rng.uniform(-1.0, 1.0, samples),
+              drawer_shift=DRAWER_SHIFT * resolution * rng.uniform(-1.0, 1.0, (samples, 2)),
+              jitter=float(jitter), resolution=int(resolution))
+
+
+def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: dict,
+                                gallery: list, prior: dict) -> np.ndarray:
+  """(N,) p(sketch | photo) up to a constant for a sketch of `drawn` that a robustness bucket then
+  moved by `jitter_pose` (scale s, rotation, shift in pixels; about the image centre, as
+  degradations._jitter). The sketch now shows the object at J D (photo pose), J = s R(rotation)
+  the jitter and D the drawer; for each photo of the drawn structure, the density of the
+  (scale, angle, residual shift) that would take that photo's pose there is a Monte Carlo mean
+  over `prior` (jitter_prior) of the product of the uniform densities of the drawer's scale and
+  rotation and of the jitter's shift. With a finite prior the ranking is one a perfect reader
+  could use, so its Acc@1 approaches the Bayes ceiling from below."""
+  resolution = prior['resolution']
+  centre = np.full(2, resolution / 2.0)
+  a_drawn, b_drawn = drawn.pose
+  s_drawn, angle_drawn = _scale_angle(a_drawn)
+  drawer = drawer_pose['scale'] * _rotation(drawer_pose['rotation'])
+  jitter = jitter_pose['scale'] * _rotation(jitter_pose['rotation'])
+  total_scale = jitter_pose['scale'] * drawer_pose['scale'] * s_drawn
+  total_angle = jitter_pose['rotation'] + drawer_pose['rotation'] + angle_drawn
+  offset = jitter @ (drawer @ (b_drawn - centre) + drawer_pose['shift']) \
+      + jitter_pose['shift'] + centre
+  s_j, a_j = prior['scale'], prior['rotation']
+  # The prior's jitter applied to the drawer's shift: J t_d, (M, 2).
+  cos, sin = np.cos(a_j), np.sin(a_j)
+  t_d = prior['drawer_shift']
+  turned = s_j[:, None] * np.stack([cos * t_d[:, 0] - sin * t_d[:, 1],
+                                    sin * t_d[:, 0] + cos * t_d[:, 1]], axis=1)
+  half_shift = prior['jitter'] * resolution
+  scale_density = 1.0 / (DRAWER_SCALE[1] - DRAWER_SCALE[0])
+  angle_density = 1.0 / (2 * DRAWER_ROTATION)
+  shift_density = 1.0 / (2 * half_shift) ** 2
+  out = np.zeros(len(gallery))
+  for i, photo in enumerate(gallery):
+    if photo.structure_key != drawn.structure_key:
+      continue
+    a, b = photo.pose
+    s, angle = _scale_angle(a)
+    scale = total_scale / s                       # jitter scale x drawer scale
+    rotation = total_angle - angle                # jitter rotation + drawer rotation
+    residual = offset - centre - scale * _rotation(rotation) @ (b - centre)  # J t_d + t_j
+    drawer_scale = scale / s_j
+    density = (((drawer_scale >= DRAWER_SCALE[0] - TOLERANCE)
+                & (drawer_scale <= DRAWER_SCALE[1] + TOLERANCE)) * scale_density / s_j
+               * (np.abs(rotation - a_j) <= DRAWER_ROTATION + TOLERANCE) * angle_density
+               * np.all(np.abs(residual - turned) <= half_shift + 1e-6, axis=1) * shift_density)
+    out[i] = density.mean() / s
+  return out
+
+
+def pose_blind_sketch_likelihoods(drawn: Photo, gallery: list) -> np.ndarray:
+  """(N,) p(sketch | photo) when the sketch's pose tells nothing: the drawn structure only."""
+  return np.asarray([float(p.structure_key == drawn.structure_key) for p in gallery])
+
+
 def _category_probability(choices, category) -> float:
   """P(noun, adjective | category): the category-dependent part of a description's choices."""
   p = category.nouns.count(choices['noun']) / len(category.nouns)
@@ -152,18 +224,42 @@ def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
   return gallery
 
 
-def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES) -> dict:
+def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
+            jitter: float = 0.0, pose_blind: bool = False, samples: int = 16384,
+            seed: int = 0) -> dict:
   """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
-  T, as data/pipeline.eval_queries), every query against the whole split's gallery."""
+  T, as data/pipeline.eval_queries), every query against the whole split's gallery.
+
+  jitter > 0: every sketch is first moved by a robustness bucket's affine jitter of that size
+  (a draw per query from `seed`), read through jittered_sketch_likelihoods with a prior of
+  `samples` draws. pose_blind: the sketch shows its structure only. Either bounds from above
+  what a query of a bucket that also drops strokes and words could reach, since those only take
+  information away (up to the Monte Carlo prior's shortfall, see jittered_sketch_likelihoods)."""
+  if jitter < 0 or (jitter and pose_blind):
+    raise ValueError(f'jitter={jitter!r}, pose_blind={pose_blind!r}; expected jitter >= 0, '
+                     'and not both.')
   gallery = photos(config_name, split, spec)
   groups = appearance_groups(gallery)
+  prior = jitter_prior(jitter, spec.resolution, samples, seed) if jitter else None
+  draws = np.random.default_rng(seed + 1)
+
+  def sketch(photo, j):
+    if pose_blind:
+      return pose_blind_sketch_likelihoods(photo, gallery)
+    if prior is None:
+      return sketch_likelihoods(photo, photo.drawer_poses[j], gallery, spec.resolution)
+    u = draws.uniform(-1.0, 1.0, 4)
+    jitter_pose = dict(scale=1.0 + jitter * u[0], rotation=jitter * math.pi * u[1],
+                       shift=jitter * spec.resolution * u[2:])
+    return jittered_sketch_likelihoods(photo, photo.drawer_poses[j], jitter_pose, gallery,
+                                       prior)
+
   likelihood = {m: [] for m in modes}
   targets = []
   for t, photo in enumerate(gallery):
     num_sketches, num_texts = len(photo.drawer_poses), len(photo.texts)
     for j in range(max(num_sketches, num_texts)):
-      s = sketch_likelihoods(photo, photo.drawer_poses[j], gallery, spec.resolution) \
-          if j < num_sketches else None
+      s = sketch(photo, j) if j < num_sketches else None
       x = text_likelihoods(photo.texts[j % num_texts], photo.text_choices[j % num_texts],
                            gallery, groups) if num_texts else None
       for mode, value in (('sketch', s), ('text', x),
@@ -205,15 +301,26 @@ def main(argv):
   f = flags.FLAGS
   config = f.config
   spec = spec_from_config(config)
+  jitters = [float(j) for j in f.jitter]
+  if any(j <= 0 for j in jitters):
+    raise SystemExit(f'--jitter={",".join(f.jitter)}; expected sizes > 0 (a bucket\'s '
+                     '`jitter`, e.g. 0.06,0.1).')
+  # (row label, JSON key suffix, keyword arguments of ceiling())
+  rows = [('as drawn', '', {})]
+  rows += [(f'jitter {j:g}', f'@jitter={j:g}', dict(jitter=j, samples=f.samples))
+           for j in jitters]
+  if f.pose_blind:
+    rows.append(('pose lost', '@pose_blind', dict(pose_blind=True)))
   results = {}
-  for config_name in config.data.configs:
-    results[config_name] = ceiling(config_name, f.split, spec)
   lines = [f'Ceiling (best possible Acc@1, %) on STBIR-Synth {f.split}, '
-           f'{config.data.resolution} px:', '', '| configuration | ' + ' | '.join(MODES) + ' |',
-           '|---|' + '---:|' * len(MODES)]
-  for config_name, per_mode in results.items():
-    lines.append(f'| {config_name} | ' + ' | '.join(f'{100 * per_mode[m]:.2f}' for m in MODES)
-                 + ' |')
+           f'{config.data.resolution} px:', '',
+           '| configuration | the sketch\'s pose | ' + ' | '.join(MODES) + ' |',
+           '|---|---|' + '---:|' * len(MODES)]
+  for config_name in config.data.configs:
+    for label, suffix, kwargs in rows:
+      per_mode = results[config_name + suffix] = ceiling(config_name, f.split, spec, **kwargs)
+      lines.append(f'| {config_name} | {label} | '
+                   + ' | '.join(f'{100 * per_mode[m]:.2f}' for m in MODES) + ' |')
   print('\n'.join(lines))
   if f.out:
     with open(f.out, 'w') as fh:
@@ -226,6 +333,13 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'The run config, e.g. configs/base.py:demo.',
                                   lock_config=False)
   flags.DEFINE_string('split', 'test', 'Split whose queries and gallery are measured.')
+  flags.DEFINE_list('jitter', [], 'Also the ceiling of sketches moved by a robustness bucket\'s '
+                    'affine jitter of these sizes (config.curriculum.buckets[].jitter), e.g. '
+                    '0.06,0.1.')
+  flags.DEFINE_integer('samples', 16384, 'Monte Carlo draws of the prior a jittered sketch\'s '
+                       'likelihood integrates over.')
+  flags.DEFINE_bool('pose_blind', False, 'Also the ceiling of sketches whose pose tells nothing '
+                    '(their structure only).')
   flags.DEFINE_string('out', '', 'Optional JSON file for the figures.')
   flags.mark_flag_as_required('config')
   app.run(main)

@@ -39,6 +39,7 @@ from stbir_jax.config_rules import (
   number,
   string,
 )
+from stbir_jax.data import names as data_names
 from stbir_jax.data import pipeline
 from stbir_jax.models import fusion, layers, stbir, text
 
@@ -65,9 +66,9 @@ def prompt(v):
 
 
 _IMAGE_TOWER = {'kind': choice(*stbir.IMAGE_KINDS), 'depth': POSITIVE, 'width': POSITIVE,
-                'norm': name, 'stem_pool': boolean, 'patch_size': POSITIVE, 'hidden': POSITIVE,
-                'layers': POSITIVE, 'heads': POSITIVE, 'mlp_dim': POSITIVE, 'pool': name,
-                'init': string}
+                'norm': name, 'stem_pool': boolean, 'head_width': COUNT, 'patch_size': POSITIVE,
+                'hidden': POSITIVE, 'layers': POSITIVE, 'heads': POSITIVE, 'mlp_dim': POSITIVE,
+                'pool': name, 'init': string}
 
 FIELDS = {
     'data.name': name,
@@ -122,6 +123,7 @@ FIELDS = {
     'loss.learn_temperature': boolean,
     'loss.prototype': NON_NEGATIVE,
     'loss.consistency': NON_NEGATIVE,
+    'loss.sketch_structure_only': boolean,
     'loss.single_modality': NON_NEGATIVE,
     'curriculum.competence_start': FRACTION,
     'curriculum.competence_steps': COUNT,
@@ -231,6 +233,9 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   if config.loss.kind not in losses.CONTRASTIVE_KINDS:
     raise ConfigError(f'loss.kind={config.loss.kind!r}; valid: '
                       f'{", ".join(losses.CONTRASTIVE_KINDS)}.')
+  if config.loss.sketch_structure_only and config.data.name != data_names.SYNTH:
+    raise ConfigError(f'loss.sketch_structure_only=True needs STBIR-Synth ground truth (which '
+                      f'photos share a structure); data.name={config.data.name!r}.')
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')

@@ -13,11 +13,11 @@ from stbir_jax.data import names
 
 
 def tower(kind, **kw):
-  """Image tower (sketch or photo side). ResNet reads depth, width, norm, stem_pool and pool
-  ('gap' | 'flatten'); ViT reads patch_size, hidden, layers, heads, mlp_dim and pool ('cls' |
-  'gap')."""
-  spec = dict(kind=kind, depth=18, width=64, norm='group', stem_pool=True, patch_size=16,
-              hidden=768, layers=12, heads=12, mlp_dim=3072,
+  """Image tower (sketch or photo side). ResNet reads depth, width, norm, stem_pool, pool
+  ('gap' | 'flatten') and head_width (> 0: a 1x1 expansion before 'gap'); ViT reads
+  patch_size, hidden, layers, heads, mlp_dim and pool ('cls' | 'gap')."""
+  spec = dict(kind=kind, depth=18, width=64, norm='group', stem_pool=True, head_width=0,
+              patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072,
               pool='gap' if kind == 'resnet' else 'cls', init='')
   spec.update(kw)
   return ml_collections.ConfigDict(spec)
@@ -116,6 +116,10 @@ def get_config():
                                           # queries neither degraded nor modality-dropped)
   c.loss.consistency = 0.0                # weight of 1 - cos(degraded sketch's sketch-only query,
                                           # the same sketch's clean one, held fixed); 0 = off
+  c.loss.sketch_structure_only = False    # True: the sketch-only term does not count a photo of
+                                          # the drawn structure (an appearance twin) as a
+                                          # negative, since the text names the appearance
+                                          # (STBIR-Synth only: train_step.structure_ids)
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

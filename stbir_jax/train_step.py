@@ -148,6 +148,13 @@ def uses_consistency(config, stage: stages.Stage) -> bool:
   return float(config.loss.consistency) > 0 and 'sketch' in stage.query.split('+')
 
 
+def structure_ids(instance, config):
+  """STBIR-Synth instance ids -> the id of their structure (family, structural variant): the
+  generator numbers a family's instances structure by structure, appearance_variants each
+  (data/synth/generator.py), so appearance twins share instance // appearance_variants."""
+  return instance // int(config.data.synth.appearance_variants)
+
+
 def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants):
   """(params, batch) -> ((loss, (terms, per-example InfoNCE, logit scale)), grads) of a stage;
   with train.grad_accum_steps = k > 1, over k micro-batches the GradCache way (grad_accum.py).
@@ -177,12 +184,15 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
       terms['contrastive'] = losses.contrastive(wl.kind, q, g, logits, instance=batch['instance'],
                                                 negative_weights=weights)
     if 'single_modality' in stage.losses:
+      sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
+                         else batch['instance'])
       # Each modality must retrieve on its own too: a direct signal for what the fused query
       # would otherwise learn only through the other (e.g. colour words before shapes match).
       terms['single_modality'] = 0.5 * sum(
-          losses.contrastive(wl.kind, out[key], g, logits, instance=batch['instance'],
+          losses.contrastive(wl.kind, out[key], g, logits, instance=same,
                              negative_weights=weights, valid=batch[has])
-          for key, has in (('query_sketch', 'has_sketch'), ('query_text', 'has_text')))
+          for key, has, same in (('query_sketch', 'has_sketch', sketch_instance),
+                                 ('query_text', 'has_text', batch['instance'])))
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
           q, g, wl.triplet_margin, instance=batch['instance'], anchors=batch.get('query_clean'))

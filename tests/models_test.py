@@ -269,6 +269,20 @@ def test_resnet_small_input_stem_and_flatten_pool():
     resnet.ResNet(depth=18, width=4, pool='cls').init(KEY, x)
 
 
+
+def test_resnet_head_width_pools_a_relu_expansion_of_the_last_map():
+  x = jax.random.normal(KEY, (2, 64, 64, 3))
+  wide = resnet.ResNet(depth=18, width=4, stem_pool=False, head_width=48)
+  variables = wide.init(KEY, x)
+  pooled, tokens = wide.apply(variables, x)
+  assert wide.out_dim == 48 and pooled.shape == (2, 48)
+  assert tokens.shape == (2, 16, 32)    # the tokens stay the last stage's map
+  head = variables['params']['head']
+  expected = jnp.maximum(tokens @ head['kernel'][0, 0] + head['bias'], 0).mean(axis=1)
+  np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="head_width=48 with pool='flatten'"):
+    resnet.ResNet(depth=18, width=4, pool='flatten', head_width=48).init(KEY, x)
+
 @pytest.mark.parametrize('image_kind,text_kind', [('resnet', 'bert'), ('clip_vit', 'clip')])
 def test_bfloat16_compute_is_close_to_float32(image_kind, text_kind):
   batch = make_batch(3, 32, 32)   # the smoke config's shapes: shares its cached init

@@ -214,3 +214,57 @@ def test_consistency_term_counts_only_sketches_a_bucket_degraded():
   with_term = _consistency_config(config)
   text_stage = dataclasses.replace(stages.build_stages(with_term)[0], query='text')
   assert not train_step.uses_consistency(with_term, text_stage)
+
+
+def _symmetric_info_nce(q, g, scale, same):
+  """Hand-written symmetric InfoNCE: pair (i, j != i) is a negative unless same[i, j]."""
+  logits = scale * np.asarray(q, np.float64) @ np.asarray(g, np.float64).T
+  keep = ~same | np.eye(len(q), dtype=bool)
+
+  def one_way(x):
+    lse = np.log(np.sum(np.where(keep, np.exp(x), 0.0), axis=1))
+    return np.mean(lse - np.diagonal(x))
+
+  return 0.5 * (one_way(logits) + one_way(logits.T))
+
+
+def test_structure_only_sketch_term_leaves_appearance_twins_out_of_its_negatives():
+  """With loss.sketch_structure_only the sketch-only InfoNCE skips photos of the same structure
+  (instance // appearance_variants); the text-only one keeps every other photo a negative."""
+  config, model, state, _ = _tiny.setup(('single_modality',))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.category.hard_negative_weight = 1.0   # every negative at weight 1
+  config.data.synth.appearance_variants = 2
+  batch = _tiny.random_batch(config)   # instances 0..7: structures 0, 0, 1, 1, 2, 2, 3, 3
+  stage = stages.build_stages(config)[0]
+  constants = train_step.make_constants(config, ['thing'])
+  variables = stbir.model_variables(state.params)
+  none = np.zeros(8, bool)
+  q_sketch, q_text = (model.apply(variables, batch['sketch'], batch['text_ids'],
+                                  batch['text_mask'], has_sketch, has_text,
+                                  method=STBIR.encode_query)
+                      for has_sketch, has_text in ((batch['has_sketch'], none),
+                                                   (none, batch['has_text'])))
+  g = model.apply(variables, batch['image'], method=STBIR.encode_gallery)
+  scale = float(model.apply(variables, method=STBIR.logit_scale))
+  instance, structure = np.arange(8), np.arange(8) // 2
+  same_instance = instance[:, None] == instance[None]
+  same_structure = structure[:, None] == structure[None]
+
+  def single_modality_term(structure_only):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.loss.sketch_structure_only = structure_only
+    (_, (terms, _, _)), _ = jax.jit(train_step.make_value_and_grad(
+        c, model, stage, constants))(state.params, batch)
+    return float(terms['single_modality'])
+
+  text = _symmetric_info_nce(q_text, g, scale, same_instance)
+  every_negative = 0.5 * (_symmetric_info_nce(q_sketch, g, scale, same_instance) + text)
+  structure_only = 0.5 * (_symmetric_info_nce(q_sketch, g, scale, same_structure) + text)
+  assert every_negative - structure_only > 1e-3   # the twins were negatives, now they are not
+  np.testing.assert_allclose(single_modality_term(False), every_negative, rtol=1e-5)
+  np.testing.assert_allclose(single_modality_term(True), structure_only, rtol=1e-5)
+  config.data.name = 'jsonl'
+  config.loss.sketch_structure_only = True
+  with pytest.raises(config_checks.ConfigError, match='loss.sketch_structure_only=True needs'):
+    config_checks.validate_config(config)

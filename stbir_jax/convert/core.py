@@ -23,7 +23,7 @@ ARCHITECTURES = (clip, siglip, bert, resnet, vit)
 TOWERS = ('vision', 'text')
 GROUPS = {'sketch': 'vision', 'photo': 'vision', 'text': 'text'}
 # The keys of config.model.<group> (configs/base.py) a converted tower config carries.
-_IMAGE_DEFAULTS = dict(kind='vit', depth=18, width=64, norm='group', stem_pool=True,
+_IMAGE_DEFAULTS = dict(kind='vit', depth=18, width=64, norm='group', stem_pool=True, head_width=0,
                        patch_size=16, hidden=768, layers=12, heads=12, mlp_dim=3072, pool='cls',
                        init='')
 # Keys that fix parameter shapes/semantics: config and checkpoint must agree on them.

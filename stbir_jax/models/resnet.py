@@ -157,11 +157,17 @@ class ResNet(nn.Module):
   norm: str = 'group'
   stem_pool: bool = True   # False: no stem max pool, for small inputs (stages at 2x resolution)
   pool: str = 'gap'        # 'gap' | 'flatten' (the last feature map, row-major: keeps layout)
+  # > 0: a 1x1 convolution to this many channels and a ReLU before the global average pool (as
+  # MobileNetV3's last expansion), so that a mean over positions can keep more than the last
+  # stage's width*8 channels; 0: none.
+  head_width: int = 0
   remat: str | bool = 'nothing'   # a layers.REMAT_POLICIES name
   dtype: Any = jnp.float32
 
   @property
   def out_dim(self) -> int:
+    if self.head_width and self.pool == 'gap':
+      return self.head_width
     return self.width * 8 * (4 if DEPTHS[self.depth][0] == 'bottleneck' else 1)
 
   @nn.compact
@@ -170,6 +176,9 @@ class ResNet(nn.Module):
       raise ValueError(f'ResNet depth={self.depth!r}; valid depths: {", ".join(map(str, DEPTHS))}')
     layers.check_choice('ResNet norm', self.norm, NORMS)
     layers.check_choice('ResNet pool', self.pool, POOLS)
+    if self.head_width < 0 or (self.head_width and self.pool != 'gap'):
+      raise ValueError(f'ResNet head_width={self.head_width!r} with pool={self.pool!r}; expected '
+                       "0, or a width > 0 with pool='gap'.")
     kind, counts = DEPTHS[self.depth]
     x = x.astype(self.dtype)
     x = _Stem(self.width, self.norm, self.stem_pool, self.dtype, name='stem')(x)
@@ -182,6 +191,8 @@ class ResNet(nn.Module):
     if self.pool == 'flatten':
       pooled = tokens.reshape(b, h * w * c)
     else:
+      if self.head_width:
+        x = nn.relu(nn.Conv(self.head_width, (1, 1), dtype=self.dtype, name='head')(x))
       pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
     return pooled, tokens
 

@@ -40,7 +40,8 @@ Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole
                           sigmoid loss's learnable bias, losses.sigmoid)
 
 Tower config kinds (config.model.{sketch,photo}.kind): 'resnet' (depth, width, pool: 'gap' |
-'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default),
+'flatten'; optional `norm`: 'group' default | 'affine', optional `stem_pool`: True default,
+optional `head_width`: 0 default, a 1x1 expansion before the 'gap' pool),
 'vit' (HF ViTModel layout), 'clip_vit' (HF CLIPVisionModel layout), 'siglip_vit' (HF
 SiglipVisionModel layout, pool 'map' | 'gap'); the ViTs read patch_size, hidden, layers, heads,
 mlp_dim, pool. config.model.text.kind: 'bert' | 'clip' | 'siglip' (vocab_size, hidden, layers,
@@ -114,7 +115,8 @@ def image_tower(cfg, remat: str, dtype, where: str, name: str = 'backbone') -> n
   if cfg.kind == 'resnet':
     return resnet.ResNet(depth=cfg.depth, width=cfg.width, norm=layers.option(cfg, 'norm', 'group'),
                          stem_pool=layers.option(cfg, 'stem_pool', True), pool=cfg.pool,
-                         remat=remat, dtype=dtype, name=name)
+                         head_width=layers.option(cfg, 'head_width', 0), remat=remat,
+                         dtype=dtype, name=name)
   return vit.ViT(variant=VIT_VARIANTS[cfg.kind], patch_size=cfg.patch_size,
                  hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, mlp_dim=cfg.mlp_dim,
                  pool=cfg.pool, remat=remat, dtype=dtype, name=name)

@@ -71,6 +71,20 @@ def _rotation(angle):
   return np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
 
 
+def _relative_poses(drawn: Photo, total_scale: float, total_angle: float, offset, gallery: list,
+                    centre):
+  """Yields (index, photo scale, scale, rotation, shift) for each gallery photo of the drawn
+  structure: the transform about `centre` that takes that photo's pose to the object a sketch
+  shows at `total_scale`, `total_angle` and `offset`."""
+  for i, photo in enumerate(gallery):
+    if photo.structure_key != drawn.structure_key:
+      continue
+    a, b = photo.pose
+    s, angle = _scale_angle(a)
+    scale, rotation = total_scale / s, total_angle - angle
+    yield i, s, scale, rotation, offset - centre - scale * _rotation(rotation) @ (b - centre)
+
+
 def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolution: int):
   """(N,) p(sketch | photo) up to a constant: a sketch of `drawn` under `drawer_pose` against
   every gallery photo."""
@@ -83,14 +97,9 @@ def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolutio
   total_angle = drawer_pose['rotation'] + angle_drawn
   offset = drawer @ (b_drawn - centre) + centre + drawer_pose['shift']
   out = np.zeros(len(gallery))
-  for i, photo in enumerate(gallery):
-    if photo.structure_key != drawn.structure_key:
-      continue
-    a, b = photo.pose
-    s, angle = _scale_angle(a)
-    scale = total_scale / s                       # the drawer's scale if this were the photo
-    rotation = total_angle - angle
-    shift = offset - scale * _rotation(rotation) @ (b - centre) - centre
+  # scale, rotation, shift: the drawer's, if this were the photo.
+  for i, s, scale, rotation, shift in _relative_poses(drawn, total_scale, total_angle, offset,
+                                                      gallery, centre):
     inside = (DRAWER_SCALE[0] - TOLERANCE <= scale <= DRAWER_SCALE[1] + TOLERANCE
               and abs(rotation) <= DRAWER_ROTATION + TOLERANCE
               and np.all(np.abs(shift) <= DRAWER_SHIFT * resolution + 1e-6))
@@ -140,14 +149,9 @@ def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: di
   angle_density = 1.0 / (2 * DRAWER_ROTATION)
   shift_density = 1.0 / (2 * half_shift) ** 2
   out = np.zeros(len(gallery))
-  for i, photo in enumerate(gallery):
-    if photo.structure_key != drawn.structure_key:
-      continue
-    a, b = photo.pose
-    s, angle = _scale_angle(a)
-    scale = total_scale / s                       # jitter scale x drawer scale
-    rotation = total_angle - angle                # jitter rotation + drawer rotation
-    residual = offset - centre - scale * _rotation(rotation) @ (b - centre)  # J t_d + t_j
+  # scale: jitter scale x drawer scale; rotation: jitter's + drawer's; residual: J t_d + t_j.
+  for i, s, scale, rotation, residual in _relative_poses(drawn, total_scale, total_angle, offset,
+                                                         gallery, centre):
     drawer_scale = scale / s_j
     density = (((drawer_scale >= DRAWER_SCALE[0] - TOLERANCE)
                 & (drawer_scale <= DRAWER_SCALE[1] + TOLERANCE)) * scale_density / s_j

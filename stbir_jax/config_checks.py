@@ -41,7 +41,7 @@ from stbir_jax.config_rules import (
 )
 from stbir_jax.data import names as data_names
 from stbir_jax.data import pipeline
-from stbir_jax.models import fusion, layers, stbir, text
+from stbir_jax.models import canonical, fusion, layers, stbir, text
 
 
 class ConfigError(ValueError):
@@ -112,6 +112,7 @@ FIELDS = {
     'model.fusion.sketch_weight': number(0.0, 1.0),
     'model.fusion.calibrate': boolean,
     'model.sketch_centre': boolean,
+    'model.canonical_frame': choice(*canonical.FRAMES),
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,

@@ -101,6 +101,8 @@ def get_config():
                                           # 'dots_saveable' | 'full' (models/layers.py)
   c.model.sketch_centre = False           # shift each sketch's ink centroid to the image centre
                                           # before its tower (models/stbir.py centre_sketch)
+  c.model.canonical_frame = 'none'        # 'centre': every sketch and photo moved to one frame
+                                          # before its tower (models/canonical.py)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(

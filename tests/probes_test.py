@@ -40,3 +40,18 @@ def test_accuracy_by_weight_scores_the_weighted_sum_of_the_halves():
   # first maximum, column 0, wins).
   assert accuracy_by_weight(sketch, text, target, [0.0, 0.25, 0.5, 0.75, 1.0]) == {
       0.0: 50.0, 0.25: 50.0, 0.5: 100.0, 0.75: 100.0, 1.0: 100.0}
+
+
+def test_frame_alignment_measures_ink_distance_and_undoes_a_move():
+  probe = _load('frame_alignment')
+  target = np.zeros((1, 16, 16), np.uint8)
+  target[0, 4:10, 5] = 1                    # a vertical stroke
+  moved = np.roll(target, 3, axis=2)        # the same, 3 px to the right
+  assert probe.mean_distance(moved, target) == pytest.approx(3.0)
+  # A pair with a blank map is left out, not counted as 0.
+  pairs = np.concatenate([moved, np.zeros_like(moved)]), np.concatenate([target, target])
+  assert probe.mean_distance(*pairs) == pytest.approx(3.0)
+  np.testing.assert_array_equal(probe.framed(moved, None), moved)
+  # In a centred frame (box or interquartile) the move is undone exactly.
+  for trim in (0.0, 0.25):
+    assert probe.mean_distance(probe.framed(moved, trim), probe.framed(target, trim)) == 0.0

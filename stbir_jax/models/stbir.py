@@ -58,8 +58,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from stbir_jax import degradations, stages
+from stbir_jax.models import canonical, layers, resnet, vit
 from stbir_jax.models import fusion as fusion_lib
-from stbir_jax.models import layers, resnet, vit
 from stbir_jax.models import text as text_lib
 
 IMAGE_KINDS = ('resnet', 'vit', 'clip_vit', 'siglip_vit')
@@ -246,6 +246,13 @@ class STBIR(nn.Module):
     self.temperature = Temperature(self.init_temperature, self.init_logit_bias)
 
   @property
+  def centred_frame(self) -> bool:
+    """Whether sketches and photos are moved to one frame (models/canonical.py)."""
+    frame = layers.option(self.config, 'canonical_frame', 'none')
+    layers.check_choice('config.model.canonical_frame', frame, canonical.FRAMES)
+    return frame == 'centre'
+
+  @property
   def split(self) -> bool:
     """Whether embeddings are [sketch half; text half] (fusion.SPLIT_KINDS)."""
     return self.config.fusion.kind in fusion_lib.SPLIT_KINDS
@@ -259,6 +266,8 @@ class STBIR(nn.Module):
     fused from the same tower outputs (the towers run once)."""
     if layers.option(self.config, 'sketch_centre', False):
       sketch = centre_sketch(sketch)
+    if self.centred_frame:
+      sketch = canonical.centre_sketches(sketch)
     images = normalize_pixels(sketch_to_image(sketch), self.config.sketch.kind)
     s_emb, s_tokens = self.sketch(images)
     t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)
@@ -271,6 +280,8 @@ class STBIR(nn.Module):
 
   def encode_gallery(self, image):
     """uint8 (B, R, R, 3) -> (B, D) L2-normalised photo embeddings."""
+    if self.centred_frame:
+      image = canonical.centre_photos(image)
     images = normalize_pixels(image.astype(jnp.float32) / 255.0, self.config.photo.kind)
     emb, _ = self.photo(images)
     if self.split:   # each half unit-normalised: the sketch and the text score count alike

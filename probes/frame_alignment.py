@@ -48,9 +48,7 @@ def framed(sketches: np.ndarray, trim) -> np.ndarray:
   drawn) is the image centre."""
   if trim is None:
     return sketches
-  move = lambda s: canonical._to_centre(  # pylint: disable=protected-access
-      s, canonical.mass_box((s > 0).astype(jnp.float32), trim), edge=False)
-  return np.asarray(jax.vmap(move)(jnp.asarray(sketches)))
+  return np.asarray(canonical.centre_sketches(jnp.asarray(sketches), trim))
 
 
 def main():

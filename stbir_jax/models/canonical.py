@@ -63,22 +63,28 @@ def edge_mass(image):
   return edge.astype(jnp.float32)
 
 
-def _to_centre(x, box, edge: bool):
-  """x (R, R[, C]) moved by whole pixels so that the box's centre is the image centre."""
+def move_to_centre(x, cy, cx, *, edge: bool):
+  """x (R, R[, C]) moved by whole pixels so that the point (cy, cx) is the image centre; what
+  leaves the frame is lost, what enters is 0 (or repeats the edge with `edge`)."""
   r = x.shape[0]
-  # floor(d + 1/2): a map moved by whole pixels is moved back exactly.
-  offset = lambda lo, hi: jnp.floor((lo + hi) / 2.0 - (r - 1) / 2.0 + 0.5).astype(jnp.int32)
-  return degradations.translate(x, -offset(box[0], box[1]), -offset(box[2], box[3]), edge=edge)
+  # floor(d + 1/2), not round-half-even: a map moved by whole pixels is moved back exactly.
+  offset = lambda c: jnp.floor(c - (r - 1) / 2.0 + 0.5).astype(jnp.int32)
+  return degradations.translate(x, -offset(cy), -offset(cx), edge=edge)
 
 
-def centre_sketches(sketch):
+def _box_to_centre(x, box, edge: bool):
+  return move_to_centre(x, (box[0] + box[1]) / 2.0, (box[2] + box[3]) / 2.0, edge=edge)
+
+
+def centre_sketches(sketch, quantile=SKETCH_QUANTILE):
   """uint8 stroke-order maps (B, R, R) -> each moved so that the midpoint of its ink's
-  interquartile range is the image centre (what leaves the frame is dropped); blank ones stay."""
-  return jax.vmap(lambda s: _to_centre(
-      s, mass_box((s > 0).astype(jnp.float32), SKETCH_QUANTILE), edge=False))(sketch)
+  interquartile range (the range within `quantile` of each end) is the image centre (what leaves
+  the frame is dropped); blank ones stay."""
+  return jax.vmap(lambda s: _box_to_centre(
+      s, mass_box((s > 0).astype(jnp.float32), quantile), edge=False))(sketch)
 
 
 def centre_photos(image):
   """uint8 (B, R, R, 3) -> each moved so that the box of its edges is centred (the frame's edge
   pixels repeat into what is vacated); a photo without edges stays."""
-  return jax.vmap(lambda p: _to_centre(p, mass_box(edge_mass(p), 0.0), edge=True))(image)
+  return jax.vmap(lambda p: _box_to_centre(p, mass_box(edge_mass(p), 0.0), edge=True))(image)

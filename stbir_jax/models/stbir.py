@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from stbir_jax import degradations, stages
+from stbir_jax import stages
 from stbir_jax.models import canonical, layers, resnet, vit
 from stbir_jax.models import fusion as fusion_lib
 from stbir_jax.models import text as text_lib
@@ -99,12 +99,11 @@ def centre_sketch(sketch):
     ink = (s > 0).astype(jnp.float32)
     count = jnp.sum(ink)
     coords = jnp.arange(r, dtype=jnp.float32)
-    # floor(x + 1/2), not round-half-even: a sketch moved by whole pixels is moved back exactly.
-    offset = lambda profile: jnp.where(
-        count > 0, jnp.floor(profile @ coords / jnp.maximum(count, 1.0) - (r - 1) / 2.0 + 0.5),
-        0.0)
-    dy, dx = offset(jnp.sum(ink, 1)).astype(jnp.int32), offset(jnp.sum(ink, 0)).astype(jnp.int32)
-    return degradations.translate(s, -dy, -dx)
+    # A blank sketch's "centroid" is the image centre: it stays where it is.
+    centroid = lambda profile: jnp.where(count > 0, profile @ coords / jnp.maximum(count, 1.0),
+                                         (r - 1) / 2.0)
+    return canonical.move_to_centre(s, centroid(jnp.sum(ink, 1)), centroid(jnp.sum(ink, 0)),
+                                    edge=False)
 
   return jax.vmap(centre_one)(sketch)
 

@@ -212,7 +212,8 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
         lines.append(f'| {variant} | {len(results)} | {m} | ' + ' | '.join(cells) + ' |')
     if best:
       lines += ['', 'Ceiling (`python -m stbir_jax.data.ceiling`): best possible Acc@1 '
-                + ', '.join(f'{m} {100 * v:.2f} %' for m, v in best.items()) + '.']
+                + ', '.join(f'{m} {100 * best[m]:.2f} %' for m in ceiling.MODES if m in best)
+                + '.']  # ceiling.MODES' order: a cached ceiling.json has its keys sorted
     both = 'sketch+text' in modes
     lines += ['', f'### {ds}: robustness (Acc@1 on degraded queries, fixed seed)', '',
               '| variant | n | bucket | ' + ' | '.join(modes) + ' |'
@@ -265,6 +266,21 @@ def write_report(text: str, out, marks=(BEGIN_MARK, END_MARK), section='Ablation
   out.write_text(page)
 
 
+def publish(runs: dict, config, seeds, program: str, workdir, out, report_fn=report,
+            marks=(BEGIN_MARK, END_MARK), section='Ablations') -> None:
+  """Reports the finished runs (an empty list of results is left out) with the command line that
+  made them and the ceiling of the retrieval split, into `out` and on stdout."""
+  runs = {name: results for name, results in runs.items() if results}
+  if not runs:
+    raise app.UsageError(f'No finished run under {workdir}; run without --report_only.')
+  command = ' '.join([f'python -m {program}'] + sys.argv[1:])
+  split = eval_sections.config_section(config, 'retrieval').split
+  ceilings = ceiling.for_config(config, split, paths.resolve(workdir) / 'ceiling.json')
+  text = report_fn(runs, config, seeds, command, ceilings)
+  write_report(text, out, marks, section)
+  print(text)
+
+
 def main(argv):
   del argv
   seeds = [int(s) for s in FLAGS.seeds]
@@ -284,15 +300,7 @@ def main(argv):
       logging.info('Ablation %s seed %d -> %s', variant, seed, workdir)
       with stop_when_interrupted('stbir_jax.ablate'):
         runs[variant].append(run_one(variant_config(FLAGS.config, variant, seed), workdir))
-  runs = {variant: results for variant, results in runs.items() if results}
-  if not runs:
-    raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
-  command = ' '.join(['python -m stbir_jax.ablate'] + sys.argv[1:])
-  split = eval_sections.config_section(FLAGS.config, 'retrieval').split
-  ceilings = ceiling.for_config(FLAGS.config, split, paths.resolve(FLAGS.workdir) / 'ceiling.json')
-  text = report(runs, FLAGS.config, seeds, command, ceilings)
-  write_report(text, FLAGS.out)
-  print(text)
+  publish(runs, FLAGS.config, seeds, 'stbir_jax.ablate', FLAGS.workdir, FLAGS.out)
 
 
 if __name__ == '__main__':

@@ -28,7 +28,6 @@ finished.
 
 import copy
 import json
-import sys
 
 import ml_collections
 import numpy as np
@@ -36,7 +35,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from stbir_jax import ablate, eval_sections, evaluate, metrics, paths, stages
-from stbir_jax.data import ceiling
 
 TRAINED = ('triplet_sn', 'text_clip', 'joint_plain', 'stbir')
 METHODS = ('triplet_sn', 'text_clip', 'late_fusion', 'joint_plain', 'stbir')
@@ -306,15 +304,8 @@ def main(argv):
   runs = {m: [] for m in METHODS if m in FLAGS.methods}
   with ablate.stop_when_interrupted('stbir_jax.compare'):
     _run_all(config, root, seeds, runs, FLAGS.report_only)
-  runs = {m: r for m, r in runs.items() if r}
-  if not runs:
-    raise app.UsageError(f'No finished run under {FLAGS.workdir}; run without --report_only.')
-  command = ' '.join(['python -m stbir_jax.compare'] + sys.argv[1:])
-  split = eval_sections.config_section(config, 'retrieval').split
-  text = report(runs, config, seeds, command,
-                ceiling.for_config(config, split, root / 'ceiling.json'))
-  ablate.write_report(text, FLAGS.out, (BEGIN_MARK, END_MARK), 'Baselines')
-  print(text)
+  ablate.publish(runs, config, seeds, 'stbir_jax.compare', root, FLAGS.out, report,
+                 (BEGIN_MARK, END_MARK), 'Baselines')
 
 
 if __name__ == '__main__':

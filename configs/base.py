@@ -214,7 +214,9 @@ def _demo(c):
   # Trained from scratch in minutes: the additive fusion has nothing to learn before the text
   # helps. One joint stage: with the paper's schedule the photo tower learns shape only in the
   # first stages and the text never catches up within this budget (docs/results.md); the
-  # `staged` ablation variant measures that schedule.
+  # `staged` ablation variant measures that schedule. Put before a whole joint stage, the first
+  # stages are level with joint training given the same steps ("Stages 1 and 2 before the joint
+  # training").
   c.model.fusion.kind = 'sum'
   # Raw tower outputs, not the normalised fusion of every other config: at 3,000 steps the
   # normalised fusion gave validation sketch+text 75.0 against 78.4 (docs/results.md, "The demo

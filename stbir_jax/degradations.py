@@ -128,6 +128,21 @@ def single_degradations(bucket) -> list:
           for f in fields]
 
 
+def all_but_one_degradation(bucket) -> list:
+  """[(field, bucket dict)]: for each degradation a bucket applies, a bucket named
+  '<name>.no_<field>' that applies all the others at the bucket's values and not that one: what
+  the bucket would cost if that degradation were undone exactly (an oracle for a lever that
+  removes it). Empty for a bucket with fewer than two. Each field draws from its own key
+  (`degrade`), so the others keep the bucket's draws."""
+  fields = [f for f, clean in NO_DEGRADATION.items() if bucket[f] != clean]
+  if len(fields) < 2:
+    return []
+  values = {f: bucket[f] for f in NO_DEGRADATION}
+  return [(f, dict(values, name=f'{bucket["name"]}.no_{f}', level=bucket['level'],
+                   **{f: NO_DEGRADATION[f]}))
+          for f in fields]
+
+
 def check_buckets(bucket_configs) -> None:
   """Raises CurriculumError naming the first bucket field that is missing or out of range (at
   config validation, stbir_jax/curriculum.py:check_config; never while a step is traced). The one

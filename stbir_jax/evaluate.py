@@ -23,8 +23,9 @@ fine-grained Sketchy protocol); the rank of the true photo gives Acc@1/5/10 and 
                keys fixed by config.curriculum.eval_seed so runs are comparable:
                '<config>/<bucket>/<mode>/acc@1' and '.../mAP'
   degradations robustness's keys for its buckets whole and for each degradation of a bucket on
-               its own, '<bucket>.<field>' (e.g. 'moderate.jitter'): which part of a bucket
-               costs what. On a saved run:
+               its own, '<bucket>.<field>' (e.g. 'moderate.jitter'), and for the bucket with
+               all but that one, '<bucket>.no_<field>': which part of a bucket costs what,
+               and what undoing it would win back. On a saved run:
                  python -m stbir_jax.evaluate --workdir=W --split=validation \
                      --evaluators=degradations
 
@@ -317,8 +318,10 @@ class RobustnessEvaluator(RetrievalEvaluator):
 class DegradationEvaluator(RobustnessEvaluator):
   """What each degradation of a bucket costs: every bucket of its section whole, followed by each
   degradation it applies on its own at the bucket's value, the others clean, as the variant
-  '<bucket>.<field>' (degradations.single_degradations: e.g. moderate.jitter). The keys are
-  robustness's, so its 'moderate' row is robustness's 'moderate' to the last digit."""
+  '<bucket>.<field>' (degradations.single_degradations: e.g. moderate.jitter), then the bucket
+  with all but that one, '<bucket>.no_<field>' (degradations.all_but_one_degradation: what
+  undoing it would win back). The keys are robustness's, so its 'moderate' row is robustness's
+  'moderate' to the last digit."""
 
   name = 'degradations'
   section_defaults = SECTION_DEFAULTS['degradations']
@@ -328,10 +331,11 @@ class DegradationEvaluator(RobustnessEvaluator):
     whole, self.buckets, extra = self.buckets, {}, []
     for name, bucket in whole.items():
       self.buckets[name] = bucket
-      for _, single in degradations.single_degradations(bucket):
-        single = ml_collections.ConfigDict(single)
-        self.buckets[single.name] = single
-        extra.append(single)
+      for _, variant in (degradations.single_degradations(bucket)
+                         + degradations.all_but_one_degradation(bucket)):
+        variant = ml_collections.ConfigDict(variant)
+        self.buckets[variant.name] = variant
+        extra.append(variant)
     self._extra_buckets = tuple(extra)
 
 

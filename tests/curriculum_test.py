@@ -326,6 +326,35 @@ def test_degrade_queries_one_bucket_from_config_list_and_channel_axis():
     dg.degrade_queries(jax.random.PRNGKey(0), batch, 2, cfg.buckets)
 
 
+def test_all_but_one_degradation_undoes_one_field_each_and_keeps_the_other_draws():
+  moderate = bucket('moderate', drop=0.25, jitter=0.06, noise=2, words=0.25, level=2)
+  variants = dg.all_but_one_degradation(moderate)
+  values = dict(moderate, name=None)
+  assert [f for f, _ in variants] == ['stroke_dropout', 'jitter', 'noise_strokes', 'word_dropout']
+  assert variants[1] == ('jitter', dict(values, name='moderate.no_jitter', jitter=0.0))
+  assert variants[3] == ('word_dropout',
+                         dict(values, name='moderate.no_word_dropout', word_dropout=0.0))
+  assert dg.all_but_one_degradation(bucket('no_text', no_text=True)) == []
+  # moderate without its jitter: the same strokes dropped and added, the same words dropped, as
+  # the whole bucket draws them; only the jitter's move is missing.
+  table = [bucket('clean', level=0), moderate]
+  table += [b for _, b in variants]
+  batch = make_batch([stroke_map(6)] * B, [TEXT] * B)
+  key = jax.random.PRNGKey(3)
+  whole = dg.degrade_queries(key, batch, 1, table)
+  no_jitter = dg.degrade_queries(key, batch, 3, table)
+  np.testing.assert_array_equal(no_jitter['text_ids'], whole['text_ids'])
+  assert not np.array_equal(no_jitter['sketch'], whole['sketch'])
+  by_hand = bucket('by_hand', drop=0.25, noise=2, words=0.25, level=2)
+  expected = dg.degrade_queries(key, batch, 2, table[:2] + [by_hand])
+  for k in expected:
+    np.testing.assert_array_equal(no_jitter[k], expected[k], err_msg=k)
+  # Undoing the word dropout leaves the text as drawn and the sketch as the whole bucket's.
+  no_words = dg.degrade_queries(key, batch, 5, table)
+  np.testing.assert_array_equal(no_words['sketch'], whole['sketch'])
+  np.testing.assert_array_equal(no_words['text_ids'], batch['text_ids'])
+
+
 def test_single_degradations_apply_one_field_each_and_keep_the_bucket_draws():
   moderate = bucket('moderate', drop=0.25, jitter=0.06, noise=2, words=0.25, level=2)
   singles = dg.single_degradations(moderate)

@@ -232,7 +232,7 @@ def fake_degrade_by_field(key, batch, bucket_index, buckets, attribute_ids=None)
   return batch
 
 
-def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone():
+def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone_and_all_but_it():
   TABLES.clear()
   config = _config()
   config.data.configs = ['shoes']
@@ -251,10 +251,16 @@ def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone():
   text_shifted = {'sketch': EXPECTED['sketch']['ranks'], 'text': [4] * 4,
                   'sketch+text': [1, 1, 4, 1]}
   clean = {mode: e['ranks'] for mode, e in EXPECTED.items()}
-  ranks = {'moderate': {'sketch': [4] * 4, 'text': [4] * 4, 'sketch+text': [4] * 4},
+  ranks_both = {'sketch': [4] * 4, 'text': [4] * 4, 'sketch+text': [4] * 4}
+  ranks = {'moderate': ranks_both,
            'moderate.stroke_dropout': clean, 'moderate.keep_fraction': clean,
            'moderate.jitter': sketch_shifted, 'moderate.thickness': clean,
            'moderate.noise_strokes': clean, 'moderate.word_dropout': text_shifted,
+           # All but one: undoing the jitter leaves the words dropped, and the other way round;
+           # undoing a field the fake ignores leaves the whole bucket.
+           'moderate.no_stroke_dropout': ranks_both, 'moderate.no_keep_fraction': ranks_both,
+           'moderate.no_jitter': text_shifted, 'moderate.no_thickness': ranks_both,
+           'moderate.no_noise_strokes': ranks_both, 'moderate.no_word_dropout': sketch_shifted,
            # no_text removes one thing: no breakdown; its sketch+text queries are sketch-only.
            'no_text': {'sketch': clean['sketch'], 'sketch+text': clean['sketch']}}
   expected = {}
@@ -268,9 +274,10 @@ def test_degradations_evaluator_scores_each_degradation_of_a_bucket_alone():
     assert results[k] == pytest.approx(v), k
   # The curriculum's buckets first, at their own indices, so its buckets draw as in robustness.
   curriculum = [str(b.name) for b in config.curriculum.buckets]
-  assert {tuple(t) for t in TABLES} == {tuple(curriculum + [
-      f'moderate.{f}' for f in ('stroke_dropout', 'keep_fraction', 'jitter', 'thickness',
-                                'noise_strokes', 'word_dropout')])}
+  fields = ('stroke_dropout', 'keep_fraction', 'jitter', 'thickness', 'noise_strokes',
+            'word_dropout')
+  assert {tuple(t) for t in TABLES} == {tuple(
+      curriculum + [f'moderate.{f}' for f in fields] + [f'moderate.no_{f}' for f in fields])}
 
 
 def test_registry_and_config_errors_list_valid_names():

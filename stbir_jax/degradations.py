@@ -120,12 +120,9 @@ def single_degradations(bucket) -> list:
   NO_DEGRADATION). Empty for a bucket with fewer than two: its one degradation is itself. The
   values are the bucket's own, so a table extended with these has the same static maxima (noise
   strokes, thickness) and gives the bucket's queries the same draws."""
-  fields = [f for f, clean in NO_DEGRADATION.items() if bucket[f] != clean]
-  if len(fields) < 2:
-    return []
   return [(f, dict(NO_DEGRADATION, name=f'{bucket["name"]}.{f}', level=bucket['level'],
                    **{f: bucket[f]}))
-          for f in fields]
+          for f in _breakdown_fields(bucket)]
 
 
 def all_but_one_degradation(bucket) -> list:
@@ -134,13 +131,17 @@ def all_but_one_degradation(bucket) -> list:
   the bucket would cost if that degradation were undone exactly (an oracle for a lever that
   removes it). Empty for a bucket with fewer than two. Each field draws from its own key
   (`degrade`), so the others keep the bucket's draws."""
-  fields = [f for f, clean in NO_DEGRADATION.items() if bucket[f] != clean]
-  if len(fields) < 2:
-    return []
   values = {f: bucket[f] for f in NO_DEGRADATION}
   return [(f, dict(values, name=f'{bucket["name"]}.no_{f}', level=bucket['level'],
                    **{f: NO_DEGRADATION[f]}))
-          for f in fields]
+          for f in _breakdown_fields(bucket)]
+
+
+def _breakdown_fields(bucket) -> list:
+  """The degradations a bucket applies, or none when it applies fewer than two (a bucket of one
+  degradation is its own breakdown)."""
+  fields = [f for f, clean in NO_DEGRADATION.items() if bucket[f] != clean]
+  return fields if len(fields) >= 2 else []
 
 
 def check_buckets(bucket_configs) -> None:

@@ -125,6 +125,7 @@ FIELDS = {
     'loss.prototype': NON_NEGATIVE,
     'loss.consistency': NON_NEGATIVE,
     'loss.sketch_structure_only': boolean,
+    'loss.gallery_from_clean_queries': boolean,
     'loss.single_modality': NON_NEGATIVE,
     'curriculum.competence_start': FRACTION,
     'curriculum.competence_steps': COUNT,

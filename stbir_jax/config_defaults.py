@@ -122,6 +122,9 @@ def get_config():
                                           # the drawn structure (an appearance twin) as a
                                           # negative, since the text names the appearance
                                           # (STBIR-Synth only: train_step.structure_ids)
+  c.loss.gallery_from_clean_queries = False  # True: a degraded query's contrastive and
+                                          # single-modality pairs train its query towers but
+                                          # send the gallery side no gradient (losses.pair_scores)
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

@@ -8,6 +8,10 @@ Conventions shared by every loss:
               not count in the mean.
   anchors     (triplet losses) optional (B,) bool; False rows are no anchor (not in the mean) but
               their photos stay negatives for the others.
+  gallery_learns
+              (contrastive losses) optional (B,) bool over the queries; a False query's pairs
+              send no gradient to the gallery (g), only to itself: it learns to find photos
+              embedded for the others without moving them. Values are unchanged.
 Losses compute in float32 whatever the embedding dtype (bfloat16 logits lose the ranking).
 """
 
@@ -34,9 +38,23 @@ def _masked_mean(values: Array, valid: Array | None) -> Array:
   return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+def pair_scores(q: Array, g: Array, gallery_learns: Array | None = None) -> Array:
+  """(B, B) float32 <q_i, g_j>. With `gallery_learns` (B,) bool, row i's scores pass gradient to
+  g only where gallery_learns[i]; their values and their gradient to q are the same either way:
+  <q_i, g_j> = <q_i, sg(g_j)> + m_i <sg(q_i), g_j - sg(g_j)>, whose second term is 0 in value."""
+  q = q.astype(jnp.float32)
+  g = g.astype(jnp.float32)
+  if gallery_learns is None:
+    return q @ g.T
+  fixed = jax.lax.stop_gradient(g)
+  learns = jnp.where(gallery_learns[:, None], jax.lax.stop_gradient(q), 0.0)
+  return q @ fixed.T + learns @ (g - fixed).T
+
+
 def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Array | None = None,
                          negative_weights: Array | None = None,
-                         valid: Array | None = None) -> Array:
+                         valid: Array | None = None,
+                         gallery_learns: Array | None = None) -> Array:
   """Query->gallery InfoNCE per query, (B,); 0 for padded rows.
 
   loss_i = -s*<q_i, g_i> + log( exp(s*<q_i, g_i>) + sum_{j in neg(i)} w_ij * exp(s*<q_i, g_j>) )
@@ -44,10 +62,14 @@ def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Array | N
   with s = `logit_scale` (the multiplier, i.e. 1/temperature, not its log) and w_ij the
   `negative_weights` (default 1). The positive itself is never re-weighted.
   """
-  q = q.astype(jnp.float32)
-  g = g.astype(jnp.float32)
-  batch_size = q.shape[0]
-  logits = jnp.asarray(logit_scale, jnp.float32) * (q @ g.T)
+  return _info_nce_rows(pair_scores(q, g, gallery_learns), logit_scale, instance=instance,
+                        negative_weights=negative_weights, valid=valid)
+
+
+def _info_nce_rows(scores: Array, logit_scale, *, instance, negative_weights, valid) -> Array:
+  """per_example_info_nce from the (B, B) scores <q_i, g_j>: row i is query i."""
+  batch_size = scores.shape[0]
+  logits = jnp.asarray(logit_scale, jnp.float32) * scores
   negatives = _negatives_mask(batch_size, instance, valid)
   if negative_weights is not None:
     logits = logits + jnp.where(negatives, jnp.log(negative_weights.astype(jnp.float32)), 0.0)
@@ -62,14 +84,16 @@ def per_example_info_nce(q: Array, g: Array, logit_scale, *, instance: Array | N
 
 
 def info_nce(q: Array, g: Array, logit_scale, *, instance: Array | None = None,
-             negative_weights: Array | None = None, valid: Array | None = None) -> Array:
+             negative_weights: Array | None = None, valid: Array | None = None,
+             gallery_learns: Array | None = None) -> Array:
   """Symmetric InfoNCE: mean of the query->gallery and gallery->query losses (scalar)."""
-  q2g = per_example_info_nce(q, g, logit_scale, instance=instance,
-                             negative_weights=negative_weights, valid=valid)
+  scores = pair_scores(q, g, gallery_learns)
+  q2g = _info_nce_rows(scores, logit_scale, instance=instance,
+                       negative_weights=negative_weights, valid=valid)
   # gallery->query is the same loss with the roles swapped; w_ij weighs the pair (q_i, g_j), so
   # gallery item j sees it transposed.
-  g2q = per_example_info_nce(
-      g, q, logit_scale, instance=instance,
+  g2q = _info_nce_rows(
+      scores.T, logit_scale, instance=instance,
       negative_weights=None if negative_weights is None else negative_weights.T, valid=valid)
   return 0.5 * (_masked_mean(q2g, valid) + _masked_mean(g2q, valid))
 
@@ -77,7 +101,8 @@ def info_nce(q: Array, g: Array, logit_scale, *, instance: Array | None = None,
 def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
                         instance: Array | None = None,
                         negative_weights: Array | None = None,
-                        valid: Array | None = None) -> Array:
+                        valid: Array | None = None,
+                        gallery_learns: Array | None = None) -> Array:
   """SigLIP's pairwise sigmoid loss (Zhai et al. 2023) per query, (B,); 0 for padded rows.
 
   loss_i = -log sig(z_ii) - sum_{j in neg(i)} w_ij * log sig(-z_ij),  z_ij = s*<q_i, g_j> + b
@@ -86,10 +111,8 @@ def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
   -10 so that the many negatives do not dominate the first steps), w_ij the `negative_weights`
   (default 1). Each pair is an independent binary decision: no normalisation over the batch.
   """
-  q = q.astype(jnp.float32)
-  g = g.astype(jnp.float32)
   batch_size = q.shape[0]
-  logits = (jnp.asarray(logit_scale, jnp.float32) * (q @ g.T)
+  logits = (jnp.asarray(logit_scale, jnp.float32) * pair_scores(q, g, gallery_learns)
             + jnp.asarray(logit_bias, jnp.float32))
   negatives = _negatives_mask(batch_size, instance, valid)
   weights = negatives.astype(jnp.float32)
@@ -103,12 +126,14 @@ def per_example_sigmoid(q: Array, g: Array, logit_scale, logit_bias, *,
 
 
 def sigmoid(q: Array, g: Array, logit_scale, logit_bias, *, instance: Array | None = None,
-            negative_weights: Array | None = None, valid: Array | None = None) -> Array:
+            negative_weights: Array | None = None, valid: Array | None = None,
+            gallery_learns: Array | None = None) -> Array:
   """SigLIP's sigmoid loss (scalar): the per-query losses' mean over valid queries, i.e. the sum
   over all (query, gallery) pairs divided by the batch size, as in the paper. Symmetric by
   construction: every pair is counted once, from the query side."""
   return _masked_mean(per_example_sigmoid(q, g, logit_scale, logit_bias, instance=instance,
-                                          negative_weights=negative_weights, valid=valid), valid)
+                                          negative_weights=negative_weights, valid=valid,
+                                          gallery_learns=gallery_learns), valid)
 
 
 CONTRASTIVE_KINDS = ('info_nce', 'sigmoid')   # config.loss.kind
@@ -116,7 +141,8 @@ CONTRASTIVE_KINDS = ('info_nce', 'sigmoid')   # config.loss.kind
 
 def contrastive(kind: str, q: Array, g: Array, logits: dict, **kw) -> Array:
   """The contrastive loss `kind` (config.loss.kind) from the model's logits dict
-  ({'logit_scale'[, 'logit_bias']}, STBIR.logits); kw: instance, negative_weights, valid."""
+  ({'logit_scale'[, 'logit_bias']}, STBIR.logits); kw: instance, negative_weights, valid,
+  gallery_learns."""
   if kind == 'info_nce':
     return info_nce(q, g, logits['logit_scale'], **kw)
   if kind == 'sigmoid':

@@ -109,7 +109,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('model', 'fusion', 'sketch_weight'): 0.5, ('model', 'fusion', 'calibrate'): False,
                 ('optim', 'schedule'): 'stage', ('loss', 'consistency'): 0.0,
                 ('model', 'sketch_centre'): False, ('train', 'pair_shift'): 0.0,
-                ('train', 'pair_warp'): 0.0, ('model', 'canonical_frame'): 'none'}
+                ('train', 'pair_warp'): 0.0, ('model', 'canonical_frame'): 'none',
+                ('loss', 'gallery_from_clean_queries'): False}
 
 
 def with_added_fields(config: dict) -> dict:

@@ -179,10 +179,11 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     per_example = losses.per_example_contrastive(wl.kind, q, g, logits,
                                                  instance=batch['instance'],
                                                  negative_weights=weights)
+    learns = batch['query_clean'] if wl.gallery_from_clean_queries else None
     terms = {}
     if 'contrastive' in stage.losses:
       terms['contrastive'] = losses.contrastive(wl.kind, q, g, logits, instance=batch['instance'],
-                                                negative_weights=weights)
+                                                negative_weights=weights, gallery_learns=learns)
     if 'single_modality' in stage.losses:
       sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
                          else batch['instance'])
@@ -190,12 +191,13 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
       # would otherwise learn only through the other (e.g. colour words before shapes match).
       terms['single_modality'] = 0.5 * sum(
           losses.contrastive(wl.kind, out[key], g, logits, instance=same,
-                             negative_weights=weights, valid=batch[has])
+                             negative_weights=weights, valid=batch[has], gallery_learns=learns)
           for key, has, same in (('query_sketch', 'has_sketch', sketch_instance),
                                  ('query_text', 'has_text', batch['instance'])))
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
-          q, g, wl.triplet_margin, instance=batch['instance'], anchors=batch.get('query_clean'))
+          q, g, wl.triplet_margin, instance=batch['instance'],
+          anchors=batch['query_clean'] if wl.triplet_queries == 'clean' else None)
     if 'prototype' in stage.losses:
       if config.category.learn_prototypes:
         protos = params['prototypes']
@@ -266,7 +268,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
                                  attribute_ids=constants.attribute_ids)
     drawn = batch
     batch = modality_dropout(k_drop, drawn, config.train.modality_dropout)
-    if config.loss.triplet_queries == 'clean':
+    if config.loss.triplet_queries == 'clean' or config.loss.gallery_from_clean_queries:
       batch['query_clean'] = (
           jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))

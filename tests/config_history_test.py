@@ -225,6 +225,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   del old['train']['pair_shift']                # photos and sketches where they were drawn
   del old['train']['pair_warp']
   del old['model']['canonical_frame']           # sketches and photos where they are
+  del old['loss']['gallery_from_clean_queries'] # every query trains the gallery side
   workdir = tmp_path / 'run'
   (workdir / 'checkpoints' / '3').mkdir(parents=True)
   (workdir / 'config.json').write_text(json.dumps(old, indent=2))
@@ -235,7 +236,7 @@ def test_a_run_recorded_before_a_training_field_existed_resumes_as_it_trained(tm
   assert loaded.optim.schedule == 'stage'
   assert loaded.loss.consistency == 0.0 and loaded.model.sketch_centre is False
   assert loaded.train.pair_shift == 0.0 and loaded.train.pair_warp == 0.0
-  assert loaded.model.canonical_frame == 'none'
+  assert loaded.model.canonical_frame == 'none' and loaded.loss.gallery_from_clean_queries is False
   run_config.check_workdir_config(config, workdir, has_checkpoint=True)   # not a model change
   # A recorded value is kept, so a real change is still refused.
   old['loss']['triplet_queries'] = 'clean'

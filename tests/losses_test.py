@@ -219,6 +219,33 @@ def test_info_nce_gradient_matches_finite_differences():
   assert np.all(np.isfinite(masked))
 
 
+def test_gallery_learns_gates_the_gallery_gradient_row_by_row():
+  """pair_scores: sum(W * S) has d/dG = (W * m[:, None])^T Q and d/dQ = W G whatever m; so
+  symmetric InfoNCE keeps its value and its gradient to Q, and G gets only the rows of dL/dS
+  whose query learns it: dL/dS_ij = s / 2B (softmax_j(s S_i.) + softmax_i(s S_.j) - 2 [i = j])."""
+  w = np.arange(9, dtype=np.float32).reshape(3, 3) / 4.0
+  m = np.array([True, False, True])
+  s_of = lambda q, g: jnp.sum(w * losses.pair_scores(q, g, jnp.asarray(m)))
+  np.testing.assert_allclose(losses.pair_scores(Q3, G3, jnp.asarray(m)), Q3 @ G3.T, atol=1e-7)
+  dq, dg = jax.grad(s_of, argnums=(0, 1))(Q3, G3)
+  np.testing.assert_allclose(dq, w @ G3, rtol=1e-6)
+  np.testing.assert_allclose(dg, (w * m[:, None]).T @ Q3, rtol=1e-6)
+
+  scale = 2.0
+  x = scale * (Q3 @ G3.T)
+  soft_rows = e(x) / e(x).sum(1, keepdims=True)
+  soft_cols = e(x) / e(x).sum(0, keepdims=True)
+  d_scores = scale / (2 * 3) * (soft_rows + soft_cols - 2 * np.eye(3))
+  for learns in (None, m, np.zeros(3, bool)):
+    gate = np.ones(3, bool) if learns is None else learns
+    loss = lambda q, g, gl=learns: losses.info_nce(q, g, scale, gallery_learns=None if gl is None
+                                                   else jnp.asarray(gl))
+    np.testing.assert_allclose(loss(Q3, G3), losses.info_nce(Q3, G3, scale), rtol=1e-6)
+    dq, dg = jax.grad(loss, argnums=(0, 1))(Q3, G3)
+    np.testing.assert_allclose(dq, d_scores @ G3, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dg, (d_scores * gate[:, None]).T @ Q3, rtol=1e-5, atol=1e-7)
+
+
 def test_bfloat16_inputs_compute_in_float32():
   out = losses.info_nce(jnp.asarray(Q3, jnp.bfloat16), jnp.asarray(G3, jnp.bfloat16), 1.0)
   assert out.dtype == jnp.float32

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import _tiny
@@ -147,6 +148,41 @@ def test_clean_triplet_queries_drop_degraded_and_modality_dropped_anchors():
   assert triplet == 0.0 and contrastive_mild > 0.0
   # p = 0.5 drops the sketch (u < .5) or the text (.5 <= u < 1) of every query.
   assert terms('clean', dropout=0.5)[0] == 0.0
+
+
+def test_gallery_from_clean_queries_keeps_degraded_queries_off_the_gallery_side():
+  """loss.gallery_from_clean_queries: the loss and the query side's gradients are unchanged; the
+  photo tower's gradient is unchanged when every query is clean and exactly 0 when none is."""
+  config, model, state, _ = _tiny.setup(('contrastive', 'single_modality'))
+  batch = _tiny.random_batch(config)
+  stage = stages.build_stages(config)[0]
+  constants = train_step.make_constants(config, ['thing'])
+
+  def value_and_grad(on, clean=None):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.loss.gallery_from_clean_queries = on
+    b = dict(batch) if clean is None else dict(batch, query_clean=clean)
+    (loss, _), grads = jax.jit(train_step.make_value_and_grad(c, model, stage, constants))(
+        state.params, b)
+    return float(loss), grads
+
+  b = batch['instance'].shape[0]
+  loss, grads = value_and_grad(False)
+  assert 'photo' in grads and optax.global_norm(grads['photo']) > 0
+  close = lambda x, y: jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-4,
+                                                                            atol=1e-7), x, y)
+  every_loss, every = value_and_grad(True, np.ones(b, bool))
+  np.testing.assert_allclose(every_loss, loss, rtol=1e-6)
+  close(every, grads)
+  none_loss, none = value_and_grad(True, np.zeros(b, bool))
+  np.testing.assert_allclose(none_loss, loss, rtol=1e-6)
+  assert float(optax.global_norm(none['photo'])) == 0.0
+  close({k: v for k, v in none.items() if k != 'photo'},
+        {k: v for k, v in grads.items() if k != 'photo'})
+  half_loss, half = value_and_grad(True, np.arange(b) % 2 == 0)
+  np.testing.assert_allclose(half_loss, loss, rtol=1e-6)
+  half_norm = float(optax.global_norm(half['photo']))
+  assert 0.0 < half_norm and abs(half_norm - float(optax.global_norm(grads['photo']))) > 1e-6
 
 
 def _consistency_config(config, weight=1.0):

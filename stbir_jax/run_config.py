@@ -30,6 +30,7 @@ from stbir_jax.config_checks import ConfigError
 from stbir_jax.exported import ExportError
 
 CONFIG_FILE = 'config.json'
+SOUP_FILE = 'soup.json'   # a weight soup (soup.py): params only, never resumed
 HISTORY = 'config_history'
 # Changes a resume accepts without --allow_config_change: the run stopped by a corrupt record
 # continues with on_bad_record='skip', a NaN-stopped run with nan_policy='skip'.

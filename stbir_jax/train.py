@@ -115,6 +115,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
         f'config.model.fusion.calibrate=True runs on one process, not {jax.process_count()}: '
         'train with calibrate=False, then run python -m stbir_jax.calibrate --workdir=WORKDIR.')
 
+  if (workdir / recorded_config.SOUP_FILE).exists():
+    raise config_checks.ConfigError(
+        f'{workdir} holds a weight soup (python -m stbir_jax.soup): averaged params without an '
+        'optimizer or data state, which evaluate, calibrate and export read but training cannot '
+        'resume. Train in a new --workdir.')
   resuming = recorded_config.has_checkpoints(workdir)
   recorded_config.check_workdir_config(config, workdir, resuming)
   config_changes = recorded_config.check_resume(config, workdir, allow_config_change)

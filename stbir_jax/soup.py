@@ -18,7 +18,9 @@ WORKDIR/checkpoints/<step>/state (the averaged params only: a soup is evaluated,
 exported like any run, but not resumed; <step> is the largest of the runs' steps) and
 WORKDIR/soup.json (the runs, their steps and weights). A split fusion with
 model.fusion.calibrate=True then chooses its own sketch weight on validation (calibrate.py); either
-way the soup is evaluated with the run's evaluators (WORKDIR/results_<split>_step<N>.{json,md}).
+way the soup is evaluated with the run's evaluators (WORKDIR/results_<split>_step<N>.{json,md}, and
+WORKDIR/results.{json,md} as a training run ends, the .md naming the soup's runs and weights: an
+export's model card shows it).
 """
 
 from __future__ import annotations
@@ -118,10 +120,17 @@ def make_soup(runs, weights, workdir, steps=None) -> dict:
   checkpointer.wait_until_finished()
   if config.model.fusion.get('calibrate', False):
     record = calibrate.calibrate_run(out, step)
-    return {'step': step, 'sketch_weight': record['sketch_weight'], 'results': record['results']}
-  _, results = evaluate.evaluate_run(out, step=step)
-  return {'step': step, 'sketch_weight': float(config.model.fusion.get('sketch_weight', 0.5)),
-          'results': results}
+    weight, results = record['sketch_weight'], record['results']
+  else:
+    _, results = evaluate.evaluate_run(out, step=step)
+    weight = float(config.model.fusion.get('sketch_weight', 0.5))
+  # results.{json,md}, as a training run ends: the export's model card shows them, and the soup.
+  eval_report.write_results(results, out, 'results')
+  parts = ' + '.join(f'{w:g} x {r} (step {s})'
+                     for r, s, w in zip(directories, taken, weights, strict=True))
+  (out / 'results.md').write_text(f'A weight soup (python -m stbir_jax.soup): {parts}.\n\n'
+                                  + (out / 'results.md').read_text())
+  return {'step': step, 'sketch_weight': weight, 'results': results}
 
 
 def define_flags(fv: flags.FlagValues) -> None:

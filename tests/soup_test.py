@@ -59,6 +59,11 @@ def test_the_soup_is_the_weighted_sum_and_a_run_of_its_own(branched_runs, tmp_pa
   loaded = run_config.load_run(tmp_path / 'mix')[1]
   assert loaded.model.fusion.sketch_weight == made['sketch_weight']
   assert evaluate.evaluate_run(tmp_path / 'mix')[1] == pytest.approx(made['results'])
+  assert json.loads((tmp_path / 'mix' / 'results.json').read_text()) == pytest.approx(
+      made['results'])
+  assert (tmp_path / 'mix' / 'results.md').read_text().startswith(
+      f'A weight soup (python -m stbir_jax.soup): 0.25 x {clean} (step 4) + 0.75 x {branch} '
+      '(step 4).')
 
   # All of one run: its params exactly, and its own calibrated results.
   whole = soup.make_soup([str(clean), str(branch)], [1.0, 0.0], tmp_path / 'whole')

@@ -24,6 +24,20 @@ def vit_towers(config, hidden=16):
   return config
 
 
+def calibrated_split_config(data_dir, num_steps: int = 4, checkpoint_every: int = 4):
+  """The smoke config with ViT towers and a split query calibrated after training, evaluated at
+  its last step: the runs calibrate_test and soup_test train."""
+  config = vit_towers(base.get_config('smoke'))
+  config.data.data_dir = str(data_dir)
+  config.model.fusion.kind = 'concat'
+  config.model.fusion.photo_towers = 2
+  config.model.fusion.calibrate = True
+  config.train.num_steps = num_steps
+  config.train.checkpoint_every = checkpoint_every
+  config.evals.retrieval.every_steps = num_steps
+  return config
+
+
 def tiny_config(losses=('contrastive', 'triplet')):
   config = vit_towers(base.get_config('smoke'), hidden=32)
   config.model.embed_dim = 32

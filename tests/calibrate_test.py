@@ -8,7 +8,6 @@ import jax
 import pytest
 
 import _tiny
-from configs import base
 from stbir_jax import calibrate, compare, evaluate, run_config, train
 from stbir_jax.models.stbir import STBIR
 
@@ -18,14 +17,7 @@ def split_run(tmp_path_factory):
   """A split model trained with model.fusion.calibrate=True: (its config, run dir, the results
   train_and_evaluate returned)."""
   root = tmp_path_factory.mktemp('calibrate')
-  config = _tiny.vit_towers(base.get_config('smoke'))
-  config.data.data_dir = str(root / 'data')
-  config.model.fusion.kind = 'concat'
-  config.model.fusion.photo_towers = 2
-  config.model.fusion.calibrate = True
-  config.train.num_steps = 4
-  config.train.checkpoint_every = 4
-  config.evals.retrieval.every_steps = 4
+  config = _tiny.calibrated_split_config(root / 'data')
   results = train.train_and_evaluate(config, str(root / 'run'))
   return config, root / 'run', results
 

@@ -20,14 +20,7 @@ def branched_runs(tmp_path_factory):
   """(config, clean run, branch): a tiny split model trained 4 steps, and the same run resumed
   from its step-2 checkpoint with twice the learning rate, as a robust branch is made."""
   root = tmp_path_factory.mktemp('soup')
-  config = _tiny.vit_towers(base.get_config('smoke'))
-  config.data.data_dir = str(root / 'data')
-  config.model.fusion.kind = 'concat'
-  config.model.fusion.photo_towers = 2
-  config.model.fusion.calibrate = True
-  config.train.num_steps = 4
-  config.train.checkpoint_every = 2
-  config.evals.retrieval.every_steps = 4
+  config = _tiny.calibrated_split_config(root / 'data', checkpoint_every=2)
   clean, branch = root / 'clean', root / 'branch'
   train.train_and_evaluate(config, str(clean))
   shutil.copytree(clean, branch)

@@ -43,14 +43,17 @@ SHARED_SECTIONS = ('model', 'data')
 
 
 def check_weights(runs, weights) -> list[float]:
-  """The weights as floats; raises ConfigError unless there is one per run, each >= 0, summing
-  to 1 (within 1e-6), for at least two runs."""
+  """The weights (numbers or their strings) as floats; raises ConfigError unless there is one
+  number per run, each >= 0, summing to 1 (within 1e-6), for at least two runs."""
   if len(runs) < 2:
     raise ConfigError(f'--runs names {len(runs)} run(s); a soup averages two or more.')
   if len(weights) != len(runs):
     raise ConfigError(f'--weights has {len(weights)} value(s) for {len(runs)} runs; expected one '
                       'weight per run.')
-  weights = [float(w) for w in weights]
+  try:
+    weights = [float(w) for w in weights]
+  except ValueError as e:
+    raise ConfigError(f'--weights={",".join(map(str, weights))}: expected numbers ({e}).') from None
   if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
     raise ConfigError(f'--weights={",".join(f"{w:g}" for w in weights)}: expected weights >= 0 '
                       f'that sum to 1 (they sum to {sum(weights):g}).')
@@ -150,10 +153,6 @@ def program(f: flags.FlagValues) -> int:
     steps = [int(s) for s in f.steps] if f.steps else None
   except ValueError as e:
     raise ConfigError(f'--steps={",".join(f.steps)}: expected whole numbers ({e}).') from None
-  try:
-    weights = [float(w) for w in weights]
-  except ValueError as e:
-    raise ConfigError(f'--weights={",".join(f.weights)}: expected numbers ({e}).') from None
   soup = make_soup(f.runs, weights, f.workdir, steps)
   print(f'{f.workdir}: soup of {len(f.runs)} runs at step {soup["step"]}, sketch weight '
         f'{soup["sketch_weight"]:.2f}\n{eval_report.results_table(soup["results"])}', flush=True)

@@ -215,10 +215,13 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
                 + ', '.join(f'{m} {100 * best[m]:.2f} %' for m in ceiling.MODES if m in best)
                 + '.']  # ceiling.MODES' order: a cached ceiling.json has its keys sorted
     both = 'sketch+text' in modes
+    by_name = {b.name: b for b in config.curriculum.buckets}
+    of_ceiling = both and best is not None
     lines += ['', f'### {ds}: robustness (Acc@1 on degraded queries, fixed seed)', '',
               '| variant | n | bucket | ' + ' | '.join(modes) + ' |'
-              + (' sketch+text of clean |' if both else ''),
-              '|---|---:|---|' + '---:|' * (len(modes) + both)]
+              + (' sketch+text of clean |' if both else '')
+              + (' sketch+text of the bucket\'s ceiling |' if of_ceiling else ''),
+              '|---|---:|---|' + '---:|' * (len(modes) + both + of_ceiling)]
     removed = {b.name: {m for m, gone in (('sketch', b.missing_sketch), ('text', b.missing_text))
                         if gone} for b in config.curriculum.buckets}
     for variant, results in runs.items():
@@ -235,6 +238,9 @@ def report(runs: dict, config, seeds, command: str, ceilings=None) -> str:
                    for r in results]
           cells.append(_of(results, f'{ds}/{bucket}/sketch+text/acc@1',
                            None if None in clean else float(np.mean(clean))))
+        if of_ceiling:
+          cells.append(_of(results, f'{ds}/{bucket}/sketch+text/acc@1',
+                           ceiling.bucket_ceiling(ceilings, ds, by_name[bucket])))
         lines.append(f'| {variant} | {len(results)} | {bucket} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   if 'full' in runs and len(runs) > 1:

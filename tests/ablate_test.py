@@ -9,6 +9,7 @@ import pytest
 
 from configs import base
 from stbir_jax import ablate, eval_sections, stages
+from stbir_jax.data import ceiling
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,8 +115,13 @@ def test_report_only_writes_the_finished_runs_and_trains_nothing(tmp_path):
   assert '| curriculum_none |' not in text  # no finished run: left out, not trained
   # Trained nothing; the benchmark's ceiling is computed once and cached next to the runs.
   assert sorted(p.name for p in tmp_path.iterdir()) == ['ceiling.json', 'full', 'report.md']
-  assert 'Acc@1 of ceiling' in text and json.loads((tmp_path / 'ceiling.json').read_text())[
-      'shoes']['sketch+text'] == 1.0
+  cached = json.loads((tmp_path / 'ceiling.json').read_text())
+  assert 'Acc@1 of ceiling' in text and cached['shoes']['sketch+text'] == 1.0
+  # Each degraded robustness bucket has its own ceiling: below the clean query's, never above.
+  degraded = [f'shoes@{b.name}' for b in ceiling.degraded_buckets(config)]
+  assert degraded and sorted(cached) == sorted(['shoes'] + degraded)
+  assert all(cached[key]['sketch+text'] <= 1.0 for key in degraded)
+  assert "sketch+text of the bucket's ceiling" in text
 
 
 def test_report_states_acc_as_a_fraction_of_ceiling_and_of_clean_and_judges_each_module():
@@ -129,15 +135,18 @@ def test_report_states_acc_as_a_fraction_of_ceiling_and_of_clean_and_judges_each
   runs = {'full': [result, dict(result, **{'shoes/sketch+text/acc@1': 0.52})],
           'no_category': [low, dict(low, **{'shoes/sketch+text/acc@1': 0.32})]}
   # Keys sorted, as a cached ceiling.json gives them: the line still reads in the modes' order.
-  ceilings = {'shoes': {'sketch': 0.8, 'sketch+text': 1.0, 'text': 0.2}}
+  ceilings = {'shoes': {'sketch': 0.8, 'sketch+text': 1.0, 'text': 0.2},
+              'shoes@moderate': {'sketch': 0.6, 'sketch+text': 0.8, 'text': 0.15}}
   text = ablate.report(runs, config, [0, 1], 'CMD', ceilings=ceilings)
   assert 'best possible Acc@1 sketch 80.00 %, text 20.00 %, sketch+text 100.00 %.' in text
   z = '0.500 ± 0.000'
   assert f'| full | 2 | sketch | {z} | {z} | {z} | {z} | 62.5 % |' in text
   assert '| full | 2 | sketch+text | 0.510 ± 0.014 |' in text
-  # moderate 0.2 of clean 0.5 = 40 %.
+  # moderate 0.2 of clean 0.5 = 40 %, and of its own ceiling 0.8, 25 %; clean 0.5 of 1.0.
   z = '0.200 ± 0.000'
-  assert f'| full | 2 | moderate | {z} | {z} | {z} | 40.0 % |' in text
+  assert f'| full | 2 | moderate | {z} | {z} | {z} | 40.0 % | 25.0 % |' in text
+  assert '| full | 2 | clean | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.000 | 100.0 % | 50.0 % |' \
+      in text
   # full minus no_category on sketch+text: 0.51 - 0.31 = +0.2 > 2 x 0.014: a gain.
   assert '| no_category | `shoes/sketch+text/acc@1` | +0.200 | 0.028 | gain |' in text
   assert '| no_category | `shoes/sketch/acc@1` | +0.000 | 0.000 | not significant |' in text

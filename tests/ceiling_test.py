@@ -126,3 +126,80 @@ def test_a_jittered_or_pose_blind_sketch_cannot_beat_the_drawn_one():
   assert jittered['text'] == blind['text'] == clean['text']
   with pytest.raises(ValueError, match='jitter=-0.1'):
     ceiling.ceiling('shoes', 'test', spec, jitter=-0.1)
+
+
+def test_a_degraded_description_is_scored_by_every_way_its_tokens_could_remain():
+  # Keep 1, drop 2, keep 3 at p = 0.5; either of two 1s kept, the other dropped, at p = 0.25.
+  assert ceiling.degraded_text_likelihood((1, 3), (1, 2, 3), 0.5) == 0.125
+  assert ceiling.degraded_text_likelihood((1,), (1, 1), 0.25) == pytest.approx(2 * 0.75 * 0.25)
+  assert ceiling.degraded_text_likelihood((3, 1), (1, 2, 3), 0.5) == 0.0   # out of order
+  # A removed (attribute) token is always taken out: it can neither remain nor cost anything.
+  assert ceiling.degraded_text_likelihood((1, 3), (1, 2, 3), 0.0, removed={2}) == 1.0
+  assert ceiling.degraded_text_likelihood((1, 2, 3), (1, 2, 3), 0.0, removed={2}) == 0.0
+  assert ceiling.degraded_text_likelihood((), (), 0.3) == 1.0
+
+
+def test_vague_text_ties_photos_that_differ_in_colour_and_a_kept_colour_word_does_not():
+  true = _photo(0, (5, 0))
+  blue = _photo(1, (5, 1), appearance=dict(APPEARANCE, main_colour='blue'))
+  gallery = [true, blue]
+  choices = dict(noun=SHOE.nouns[0], adjective='', with_secondary=False, with_material=False,
+                 with_pattern=False, form=0)
+  text = synth.text_from_choices(choices, SHOE, true.appearance)
+  p_noun = SHOE.nouns.count(SHOE.nouns[0]) / len(SHOE.nouns)
+  vague = ceiling.TextDegradation(0.0, vague=True)
+  observed = vague.degrade(text)
+  assert vague.tokens('red')[0] not in observed and len(observed) == len(vague.tokens(text)) - 1
+  np.testing.assert_allclose(ceiling.text_likelihoods(observed, choices, gallery, None, vague),
+                             [p_noun, p_noun])
+  # Word dropout alone: the tokens left keep 'red' (dropout hit the noun), which only the
+  # true photo's description holds; the dropped token costs p, the rest 1 - p each.
+  dropout = ceiling.TextDegradation(0.5, vague=False)
+  tokens = dropout.tokens(text)
+  noun_at = tokens.index(dropout.tokens(SHOE.nouns[0])[0])
+  observed = tokens[:noun_at] + tokens[noun_at + 1:]
+  got = ceiling.text_likelihoods(observed, choices, gallery, None, dropout)
+  assert got[1] == 0.0 and got[0] >= p_noun * 0.5 ** len(tokens)
+  # No dropout and no vagueness: the likelihoods of the clean description.
+  none = ceiling.TextDegradation(0.0, vague=False)
+  np.testing.assert_allclose(
+      ceiling.text_likelihoods(none.degrade(text), choices, gallery, None, none),
+      ceiling.text_likelihoods(text, choices, gallery))
+
+
+def test_a_bucket_that_takes_words_away_cannot_beat_the_clean_query():
+  spec = synth.SynthSpec(resolution=32, test_families=2, structural_variants=2,
+                         appearance_variants=2, sketches_per_instance=2, texts_per_instance=2)
+  clean = ceiling.ceiling('shoes', 'test', spec)
+  unchanged = ceiling.ceiling('shoes', 'test', spec, word_dropout=0.0, vague_text=False)
+  assert unchanged == clean
+  vague = ceiling.ceiling('shoes', 'test', spec, vague_text=True)
+  everything = ceiling.ceiling('shoes', 'test', spec, word_dropout=1.0)
+  # Text without its colours or without any word keeps only what the granted choices tell
+  # (whether a pattern was named) and the noun's category: below the clean description.
+  assert everything['text'] <= vague['text'] < clean['text'] == 0.5
+  assert vague['sketch'] == clean['sketch']
+  # The sketch alone still names structure and pose, so sketch+text stays at its ceiling.
+  assert vague['sketch+text'] == clean['sketch+text'] == 1.0
+  # With the pose blurred too, the appearance twins only the text told apart tie.
+  severe = ceiling.ceiling('shoes', 'test', spec, jitter=0.1, word_dropout=0.4, vague_text=True,
+                           samples=2048)
+  assert severe['sketch+text'] < 1.0
+  with pytest.raises(ValueError, match='word_dropout=1.5'):
+    ceiling.ceiling('shoes', 'test', spec, word_dropout=1.5)
+
+
+def test_buckets_are_named_from_the_config_and_read_as_their_text_and_jitter():
+  from configs import base
+  config = base.get_config('demo_budget')
+  moderate, severe = ceiling.named_buckets(config, ['moderate', 'severe'])
+  label, key, kwargs = ceiling.bucket_row(severe, 512)
+  assert key == '@severe' and 'vague text' in label and 'jitter 0.1' in label
+  assert kwargs == dict(jitter=pytest.approx(0.1), word_dropout=pytest.approx(0.4),
+                        vague_text=True, samples=512)
+  assert ceiling.bucket_row(moderate, 512)[2]['vague_text'] is False
+  with pytest.raises(SystemExit, match="no bucket 'sever'.*expected some of clean, mild"):
+    ceiling.named_buckets(config, ['sever'])
+  no_text, = ceiling.named_buckets(config, ['no_text'])
+  with pytest.raises(SystemExit, match="'no_text' drops a whole modality"):
+    ceiling.bucket_row(no_text, 512)

@@ -28,8 +28,16 @@ perception (no lost strokes, no tokenizer truncation), which no model has.
 
 adds the ceiling of sketches that a robustness bucket's affine jitter then moved
 (jittered_sketch_likelihoods: the drawer's and the jitter's ranges combined) and of sketches
-that show their structure only. A bucket that also drops strokes and words can only do worse;
-those two are not modelled.
+that show their structure only.
+
+  python -m stbir_jax.data.ceiling --config=configs/base.py:demo_budget --split=test \
+      --buckets=moderate,severe
+
+adds the ceiling of each named robustness bucket (config.curriculum.buckets): its jitter moves
+the sketch as above, and its word dropout and vague text take tokens out of the description
+(degraded_text_likelihood: every way the tokens left could have come from a photo's
+description). Its stroke degradations (dropped, partial, thickened and spurious strokes) are not
+modelled: the reader still sees the structure, so the bucket's figure bounds it from above.
 """
 
 import dataclasses
@@ -37,6 +45,7 @@ import json
 import math
 
 import numpy as np
+from absl import logging
 
 from stbir_jax.data import names, synth
 
@@ -174,16 +183,19 @@ def _category_probability(choices, category) -> float:
   return p
 
 
-def text_likelihood(words: str, choices: dict, photo: Photo) -> float:
-  """p(description | photo) up to a constant shared by all photos."""
-  if synth.text_from_choices(choices, photo.category, photo.appearance) != words:
+def text_likelihood(words, choices: dict, photo: Photo, degradation=None) -> float:
+  """p(description | photo) up to a constant shared by all photos. With a TextDegradation,
+  `words` are the tokens it left of a description made by `choices`."""
+  text = synth.text_from_choices(choices, photo.category, photo.appearance)
+  match = float(text == words) if degradation is None else degradation.likelihood(words, text)
+  if not match:
     return 0.0
   patterned = photo.appearance['pattern'] != 'plain'
   if choices['with_pattern']:
     pattern = PATTERN_NAMED if patterned else 0.0
   else:
     pattern = 1.0 - PATTERN_NAMED if patterned else 1.0
-  return _category_probability(choices, photo.category) * pattern
+  return match * _category_probability(choices, photo.category) * pattern
 
 
 def appearance_groups(gallery: list) -> list:
@@ -196,13 +208,60 @@ def appearance_groups(gallery: list) -> list:
   return [(photo, np.asarray(rows)) for photo, rows in groups.values()]
 
 
-def text_likelihoods(words: str, choices: dict, gallery: list, groups=None) -> np.ndarray:
+def text_likelihoods(words, choices: dict, gallery: list, groups=None,
+                     degradation=None) -> np.ndarray:
   """(N,) p(description | photo) for every gallery photo (`groups`: appearance_groups(gallery),
-  computed once for many queries)."""
+  computed once for many queries; `degradation`: as text_likelihood)."""
   out = np.zeros(len(gallery))
   for photo, rows in groups if groups is not None else appearance_groups(gallery):
-    out[rows] = text_likelihood(words, choices, photo)
+    out[rows] = text_likelihood(words, choices, photo, degradation)
   return out
+
+
+def degraded_text_likelihood(observed, candidate, p: float, removed=frozenset()) -> float:
+  """P(`observed` | `candidate`) for token sequences when each token of `candidate` is taken out
+  independently with probability `p`, and always if it is in `removed` (vague text's attribute
+  tokens), the rest kept in order (degradations._edit_text): the sum over every way `observed`
+  is a subsequence of `candidate`, by dynamic programming over the candidate's tokens."""
+  # ways[i]: the probability that the candidate's tokens so far leave observed[:i].
+  ways = np.zeros(len(observed) + 1)
+  ways[0] = 1.0
+  for token in candidate:
+    drop, keep = (1.0, 0.0) if token in removed else (p, 1.0 - p)
+    kept = np.zeros_like(ways)
+    kept[1:] = ways[:-1] * keep * np.fromiter((o == token for o in observed), float,
+                                               len(observed))
+    ways = ways * drop + kept
+  return float(ways[-1])
+
+
+class TextDegradation:
+  """A robustness bucket's word dropout and vague text, as tokens (the bundled BERT tokenizer,
+  which degradations.attribute_token_ids uses too): draws a degraded copy of a description and
+  scores candidate descriptions against it."""
+
+  def __init__(self, word_dropout: float, vague: bool, seed: int = 0):
+    from stbir_jax import degradations  # pylint: disable=g-import-not-at-top
+    from stbir_jax.data.tokenizer import get_tokenizer  # pylint: disable=g-import-not-at-top
+    self.p = float(word_dropout)
+    self._tok = get_tokenizer('bert_uncased').hf_tokenizer
+    self.removed = (frozenset(int(i) for i in degradations.attribute_token_ids('bert_uncased'))
+                    if vague else frozenset())
+    self._rng = np.random.default_rng(seed)
+    self._tokens = {}
+
+  def tokens(self, text: str) -> tuple:
+    if text not in self._tokens:
+      self._tokens[text] = tuple(self._tok.convert_tokens_to_ids(self._tok.tokenize(text)))
+    return self._tokens[text]
+
+  def degrade(self, text: str) -> tuple:
+    tokens = self.tokens(text)
+    drop = self._rng.uniform(size=len(tokens)) < self.p
+    return tuple(t for t, d in zip(tokens, drop, strict=True) if not d and t not in self.removed)
+
+  def likelihood(self, observed: tuple, text: str) -> float:
+    return degraded_text_likelihood(observed, self.tokens(text), self.p, self.removed)
 
 
 def bayes_acc_at_1(likelihoods: np.ndarray, target: np.ndarray) -> float:
@@ -229,23 +288,38 @@ def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
 
 
 def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
-            jitter: float = 0.0, pose_blind: bool = False, samples: int = 16384,
-            seed: int = 0) -> dict:
+            jitter: float = 0.0, pose_blind: bool = False, word_dropout: float = 0.0,
+            vague_text: bool = False, samples: int = 16384, seed: int = 0) -> dict:
   """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
   T, as data/pipeline.eval_queries), every query against the whole split's gallery.
 
   jitter > 0: every sketch is first moved by a robustness bucket's affine jitter of that size
   (a draw per query from `seed`), read through jittered_sketch_likelihoods with a prior of
   `samples` draws. pose_blind: the sketch shows its structure only. Either bounds from above
-  what a query of a bucket that also drops strokes and words could reach, since those only take
-  information away (up to the Monte Carlo prior's shortfall, see jittered_sketch_likelihoods)."""
+  what a query of a bucket that also drops strokes could reach, since those only take
+  information away (up to the Monte Carlo prior's shortfall, see jittered_sketch_likelihoods).
+
+  word_dropout > 0 or vague_text: every description first loses tokens as a bucket's text
+  degradations take them (TextDegradation, a draw per query from `seed`). The reader is granted
+  the choices behind the description (noun, which attributes were named, the sentence form),
+  so this too bounds the Bayes ceiling from above."""
   if jitter < 0 or (jitter and pose_blind):
     raise ValueError(f'jitter={jitter!r}, pose_blind={pose_blind!r}; expected jitter >= 0, '
                      'and not both.')
+  if not 0.0 <= word_dropout <= 1.0:
+    raise ValueError(f'word_dropout={word_dropout!r}; expected a probability in [0, 1].')
   gallery = photos(config_name, split, spec)
   groups = appearance_groups(gallery)
   prior = jitter_prior(jitter, spec.resolution, samples, seed) if jitter else None
   draws = np.random.default_rng(seed + 1)
+  degradation = (TextDegradation(word_dropout, vague_text, seed + 2)
+                 if word_dropout or vague_text else None)
+
+  def text(photo, j):
+    words, choices = photo.texts[j], photo.text_choices[j]
+    if degradation is not None:
+      words = degradation.degrade(words)
+    return text_likelihoods(words, choices, gallery, groups, degradation)
 
   def sketch(photo, j):
     if pose_blind:
@@ -264,8 +338,7 @@ def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
     num_sketches, num_texts = len(photo.drawer_poses), len(photo.texts)
     for j in range(max(num_sketches, num_texts)):
       s = sketch(photo, j) if j < num_sketches else None
-      x = text_likelihoods(photo.texts[j % num_texts], photo.text_choices[j % num_texts],
-                           gallery, groups) if num_texts else None
+      x = text(photo, j % num_texts) if num_texts else None
       for mode, value in (('sketch', s), ('text', x),
                           ('sketch+text', None if s is None or x is None else s * x)):
         if mode in likelihood:
@@ -283,20 +356,77 @@ def spec_from_config(config) -> synth.SynthSpec:
   return synth.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
 
 
+def degraded_buckets(config) -> list:
+  """The robustness evaluator's buckets that degrade a query without removing a modality: those
+  with a ceiling of their own (bucket_row)."""
+  from stbir_jax import eval_sections  # pylint: disable=g-import-not-at-top
+  names_ = eval_sections.config_section(config, 'robustness').buckets
+  return [b for b in named_buckets(config, list(names_), 'config.evals.robustness.buckets')
+          if not (b.missing_sketch or b.missing_text)
+          and (b.jitter or b.word_dropout or b.vague_text)]
+
+
+def bucket_ceiling(ceilings: dict, dataset: str, bucket, mode: str = 'sketch+text'):
+  """The best Acc@1 of `mode` queries of a robustness bucket (a config.curriculum.buckets entry)
+  from for_config's figures, or None where they do not hold it: a bucket that removes a modality
+  leaves the other mode's ceiling."""
+  if mode == 'sketch+text' and (bucket.missing_sketch or bucket.missing_text):
+    mode = 'text' if bucket.missing_sketch else 'sketch'
+  if bucket.jitter or bucket.word_dropout or bucket.vague_text:
+    dataset = f'{dataset}@{bucket.name}'
+  return (ceilings or {}).get(dataset, {}).get(mode)
+
+
 def for_config(config, split: str, cache=None):
-  """{dataset configuration: {mode: ceiling}} of a run's evaluation split `split`, or None for
-  data that is not STBIR-Synth (no ground truth). `cache`: an epath-like JSON file reused when
-  present."""
+  """{dataset configuration: {mode: ceiling}} of a run's evaluation split `split`, with
+  '<configuration>@<bucket>' for each of the robustness evaluator's degraded buckets
+  (degraded_buckets; its stroke degradations read through), or None for data that is not
+  STBIR-Synth (no ground truth). `cache`: an epath-like JSON file; what it lacks is computed
+  and added."""
   if config.data.name != names.SYNTH:
     return None
-  if cache is not None and cache.exists():
-    return json.loads(cache.read_text())
+  out = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
   spec = spec_from_config(config)
-  out = {name: ceiling(name, split, spec) for name in config.data.configs}
-  if cache is not None:
+  wanted = {}
+  for name in config.data.configs:
+    wanted[name] = {}
+    for bucket in degraded_buckets(config):
+      wanted[f'{name}@{bucket.name}'] = bucket_row(bucket, 16384)[2]
+  missing = [key for key in wanted if key not in out]
+  for key in missing:
+    logging.info('The ceiling of %s on the %s split...', key, split)
+    out[key] = ceiling(key.split('@')[0], split, spec, **wanted[key])
+  if cache is not None and missing:
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out, indent=2, sort_keys=True) + '\n')
   return out
+
+
+def named_buckets(config, wanted, where: str = '--buckets') -> list:
+  """The robustness buckets of config.curriculum.buckets called `wanted`, in that order
+  (`where`: what named them, for the error)."""
+  by_name = {str(b.name): b for b in config.curriculum.buckets}
+  unknown = [name for name in wanted if name not in by_name]
+  if unknown:
+    raise SystemExit(f'{where}={",".join(wanted)}: no bucket {", ".join(map(repr, unknown))} '
+                     f'in config.curriculum.buckets; expected some of {", ".join(by_name)}.')
+  return [by_name[name] for name in wanted]
+
+
+def bucket_row(bucket, samples: int) -> tuple:
+  """(row label, JSON key suffix, keyword arguments of ceiling()) for a robustness bucket: its
+  jitter, word dropout and vague text; its stroke degradations are read through."""
+  if bucket.missing_sketch or bucket.missing_text:
+    raise SystemExit(f'--buckets: {bucket.name!r} drops a whole modality; its ceiling is the '
+                     'other mode\'s row.')
+  kwargs = dict(jitter=float(bucket.jitter), word_dropout=float(bucket.word_dropout),
+                vague_text=bool(bucket.vague_text), samples=samples)
+  parts = [f'jitter {bucket.jitter:g}' if bucket.jitter else '',
+           f'word dropout {bucket.word_dropout:g}' if bucket.word_dropout else '',
+           'vague text' if bucket.vague_text else '']
+  label = f'the {bucket.name} bucket ({", ".join(p for p in parts if p) or "as drawn"}; ' \
+          'strokes read through)'
+  return label, f'@{bucket.name}', kwargs
 
 
 def main(argv):
@@ -315,10 +445,11 @@ def main(argv):
            for j in jitters]
   if f.pose_blind:
     rows.append(('pose lost', '@pose_blind', dict(pose_blind=True)))
+  rows += [bucket_row(bucket, f.samples) for bucket in named_buckets(config, f.buckets)]
   results = {}
   lines = [f'Ceiling (best possible Acc@1, %) on STBIR-Synth {f.split}, '
            f'{config.data.resolution} px:', '',
-           '| configuration | the sketch\'s pose | ' + ' | '.join(MODES) + ' |',
+           '| configuration | the query | ' + ' | '.join(MODES) + ' |',
            '|---|---|' + '---:|' * len(MODES)]
   for config_name in config.data.configs:
     for label, suffix, kwargs in rows:
@@ -344,6 +475,9 @@ if __name__ == '__main__':
                        'likelihood integrates over.')
   flags.DEFINE_bool('pose_blind', False, 'Also the ceiling of sketches whose pose tells nothing '
                     '(their structure only).')
+  flags.DEFINE_list('buckets', [], 'Also the ceiling of queries of these robustness buckets '
+                    '(config.curriculum.buckets[].name, e.g. moderate,severe): their jitter, word '
+                    'dropout and vague text; their stroke degradations are not modelled.')
   flags.DEFINE_string('out', '', 'Optional JSON file for the figures.')
   flags.mark_flag_as_required('config')
   app.run(main)

@@ -154,6 +154,14 @@ def parse_flags_or_fail(prog: str, flag_values=None):
   return parse
 
 
+def quiet_library_logs() -> None:
+  """absl logs INFO once app.run parsed the flags; keeps libraries' INFO chatter (TFDS, orbax's
+  dozen lines per checkpoint read) off a program's output unless --verbosity asks for it."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
   """A `python -m` program whose flags `define_flags(flag_values)` defines and which
   `program(flag_values)` runs (returning its exit status), ending like the others: a bad flag or
@@ -164,7 +172,7 @@ def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
   other programs (tests, notebooks) defines none. A list of flags (no program name): parsed into
   a FlagValues of their own, and the exit status is returned (how tests call a program).
   """
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   def checked(values, args):
     if len(args) > 1:
@@ -173,10 +181,7 @@ def run_program(prog: str, define_flags, program, argv=None, extra=()) -> int:
       return program(values) or 0
 
   def as_program(args):
-    # absl logs INFO once app.run parsed the flags; keep libraries' INFO chatter (TFDS, orbax)
-    # off the output, as before, unless --verbosity asks for it.
-    if not flags.FLAGS['verbosity'].present:
-      logging.set_verbosity(logging.WARNING)
+    quiet_library_logs()
     return checked(flags.FLAGS, args)
 
   if argv is None:

@@ -36,7 +36,7 @@ from absl import app, flags
 from jax import export as jax_export
 from safetensors.numpy import save_file
 
-from stbir_jax import exported, paths, run_config
+from stbir_jax import cli, exported, paths, run_config
 from stbir_jax.convert import to_transformers
 from stbir_jax.data.tokenizer import get_tokenizer
 from stbir_jax.models.fusion import SPLIT_KINDS
@@ -182,6 +182,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
+  cli.quiet_library_logs()
   if FLAGS.format == 'transformers':
     step = export_run_transformers(FLAGS.workdir, FLAGS.out, FLAGS.step)
   else:

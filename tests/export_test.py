@@ -154,6 +154,8 @@ def test_train_smoke_then_export_cli(tmp_path):
       env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Exported step 5' in proc.stdout
+  # Orbax's INFO lines about reading the checkpoint stay off a program's output.
+  assert 'orbax' not in proc.stderr and 'checkpoint' not in proc.stderr, proc.stderr[-2000:]
   exported = stbir_jax.load_exported(str(out))
   saved = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
   model = stbir.STBIR.from_config(saved)

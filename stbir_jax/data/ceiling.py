@@ -56,6 +56,7 @@ DRAWER_SCALE = (0.95, 1.04)
 DRAWER_SHIFT = 0.03          # fraction of the resolution
 PATTERN_NAMED = 0.75         # P(a patterned photo's description names its pattern)
 TOLERANCE = 1e-9
+SAMPLES = 16384             # Monte Carlo draws of a jittered sketch's prior (jitter_prior)
 
 
 @dataclasses.dataclass
@@ -289,7 +290,7 @@ def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
 
 def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
             jitter: float = 0.0, pose_blind: bool = False, word_dropout: float = 0.0,
-            vague_text: bool = False, samples: int = 16384, seed: int = 0) -> dict:
+            vague_text: bool = False, samples: int = SAMPLES, seed: int = 0) -> dict:
   """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
   T, as data/pipeline.eval_queries), every query against the whole split's gallery.
 
@@ -391,7 +392,7 @@ def for_config(config, split: str, cache=None):
   for name in config.data.configs:
     wanted[name] = {}
     for bucket in degraded_buckets(config):
-      wanted[f'{name}@{bucket.name}'] = bucket_row(bucket, 16384)[2]
+      wanted[f'{name}@{bucket.name}'] = bucket_row(bucket, SAMPLES)[2]
   missing = [key for key in wanted if key not in out]
   for key in missing:
     logging.info('The ceiling of %s on the %s split...', key, split)
@@ -471,7 +472,7 @@ if __name__ == '__main__':
   flags.DEFINE_list('jitter', [], 'Also the ceiling of sketches moved by a robustness bucket\'s '
                     'affine jitter of these sizes (config.curriculum.buckets[].jitter), e.g. '
                     '0.06,0.1.')
-  flags.DEFINE_integer('samples', 16384, 'Monte Carlo draws of the prior a jittered sketch\'s '
+  flags.DEFINE_integer('samples', SAMPLES, 'Monte Carlo draws of the prior a jittered sketch\'s '
                        'likelihood integrates over.')
   flags.DEFINE_bool('pose_blind', False, 'Also the ceiling of sketches whose pose tells nothing '
                     '(their structure only).')

@@ -357,14 +357,18 @@ def spec_from_config(config) -> synth.SynthSpec:
   return synth.SynthSpec(resolution=int(config.data.resolution), **config.data.synth.to_dict())
 
 
+def _moves_sketch_or_words(bucket) -> bool:
+  """Whether a bucket degrades what ceiling() models (jitter, word dropout, vague text)."""
+  return bool(bucket.jitter or bucket.word_dropout or bucket.vague_text)
+
+
 def degraded_buckets(config) -> list:
   """The robustness evaluator's buckets that degrade a query without removing a modality: those
   with a ceiling of their own (bucket_row)."""
   from stbir_jax import eval_sections  # pylint: disable=g-import-not-at-top
   names_ = eval_sections.config_section(config, 'robustness').buckets
   return [b for b in named_buckets(config, list(names_), 'config.evals.robustness.buckets')
-          if not (b.missing_sketch or b.missing_text)
-          and (b.jitter or b.word_dropout or b.vague_text)]
+          if not (b.missing_sketch or b.missing_text) and _moves_sketch_or_words(b)]
 
 
 def bucket_ceiling(ceilings: dict, dataset: str, bucket, mode: str = 'sketch+text'):
@@ -373,7 +377,7 @@ def bucket_ceiling(ceilings: dict, dataset: str, bucket, mode: str = 'sketch+tex
   leaves the other mode's ceiling."""
   if mode == 'sketch+text' and (bucket.missing_sketch or bucket.missing_text):
     mode = 'text' if bucket.missing_sketch else 'sketch'
-  if bucket.jitter or bucket.word_dropout or bucket.vague_text:
+  if _moves_sketch_or_words(bucket):
     dataset = f'{dataset}@{bucket.name}'
   return (ceilings or {}).get(dataset, {}).get(mode)
 
@@ -388,10 +392,11 @@ def for_config(config, split: str, cache=None):
     return None
   out = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
   spec = spec_from_config(config)
+  buckets = degraded_buckets(config)
   wanted = {}
   for name in config.data.configs:
     wanted[name] = {}
-    for bucket in degraded_buckets(config):
+    for bucket in buckets:
       wanted[f'{name}@{bucket.name}'] = bucket_row(bucket, SAMPLES)[2]
   missing = [key for key in wanted if key not in out]
   for key in missing:

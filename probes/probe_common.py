@@ -2,6 +2,7 @@
 the table they print and write. Not part of the package; the probes import it from their own
 folder (python probes/<probe>.py puts it on the path)."""
 
+import argparse
 import json
 import os
 from typing import Any, NamedTuple
@@ -69,3 +70,15 @@ def report(table: dict, columns, path: str, payload=None) -> None:
 
 def output_path(workdir: str, name: str, split: str) -> str:
   return os.path.join(workdir, f'{name}_{split}.json')
+
+
+def clean_and_robust_args(doc: str):
+  """(args, alphas) of a probe that mixes a clean run with a robust one: --clean, --robust,
+  --alphas (comma-separated mix weights of the robust run) and --split."""
+  p = argparse.ArgumentParser(description=doc.split('\n\n')[0])
+  p.add_argument('--clean', required=True, help='run trained on clean queries')
+  p.add_argument('--robust', required=True, help='a run trained on degraded queries')
+  p.add_argument('--alphas', default='0,0.25,0.5,0.75,1')
+  p.add_argument('--split', default='validation')
+  args = p.parse_args()
+  return args, [float(a) for a in args.alphas.split(',')]

@@ -14,8 +14,6 @@ Prints sketch+text Acc@1 % per bucket and mix; writes them as JSON next to the r
 (weight_interpolation_<split>.json). `python -m stbir_jax.soup` writes one mix as a run of its own.
 """
 
-import argparse
-
 import probe_common
 
 from stbir_jax import calibrate, evaluate, run_config, soup
@@ -24,13 +22,7 @@ from stbir_jax.models.stbir import STBIR
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--clean', required=True, help='run trained on clean queries')
-  p.add_argument('--robust', required=True, help='the same run fine-tuned on degraded queries')
-  p.add_argument('--alphas', default='0,0.25,0.5,0.75,1')
-  p.add_argument('--split', default='validation')
-  args = p.parse_args()
-  alphas = [float(a) for a in args.alphas.split(',')]
+  args, alphas = probe_common.clean_and_robust_args(__doc__)
   _, clean = run_config.latest_params(args.clean)
   run, config = run_config.load_run(args.robust)
   _, robust = run_config.latest_params(run)

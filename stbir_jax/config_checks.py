@@ -144,6 +144,8 @@ FIELDS = {
     'train.num_steps': POSITIVE,
     'train.seed': integer(0),
     'train.pair_shift': number(0, 0.5),
+    'train.init_from': string,
+    'train.init_from_step': integer(-1),
     'train.pair_warp': number(0, 0.5),
     'train.modality_dropout': number(0, 0.5),   # sketch or text, each with this probability
     'train.log_every': POSITIVE,

@@ -154,6 +154,10 @@ def get_config():
                                           # up to this fraction of the image (0 = off)
   c.train.pair_warp = 0.0                 # scale (1 +- f) and rotate (+-f pi) each training photo
                                           # and its sketch together (0 = off)
+  c.train.init_from = ''                  # a run (or soup) directory whose params start this run:
+                                          # a branch or a fine-tuning with a fresh optimizer
+                                          # and step 0; its model config must match
+  c.train.init_from_step = -1            # its checkpoint; -1: the latest
   c.train.nan_policy = 'stop'             # 'stop' | 'skip'
   c.train.grad_accum_steps = 1            # micro-batches a step; losses still span the batch
   c.train.log_every = 50

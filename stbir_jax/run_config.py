@@ -111,7 +111,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('optim', 'schedule'): 'stage', ('loss', 'consistency'): 0.0,
                 ('model', 'sketch_centre'): False, ('train', 'pair_shift'): 0.0,
                 ('train', 'pair_warp'): 0.0, ('model', 'canonical_frame'): 'none',
-                ('loss', 'gallery_from_clean_queries'): False}
+                ('loss', 'gallery_from_clean_queries'): False, ('train', 'init_from'): '',
+                ('train', 'init_from_step'): -1}
 
 
 def with_added_fields(config: dict) -> dict:

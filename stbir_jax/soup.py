@@ -7,11 +7,13 @@ soup; WiSE-FT, Wortsman et al. 2022).
 The use it was built for (docs/results.md, "Averaging a clean and a fine-tuned model's
 weights"): a run trained on clean queries, and the same run branched at one of its late
 checkpoints and trained on to the same step on degraded queries (a copy of its workdir resumed
-with a curriculum config and --allow_config_change). Their average keeps the clean model's clean
-accuracy and gains on degraded queries. Runs trained apart from the first step do not average
-into a working model, even from the same seed: in the same docs section the even average of two
-such runs scored 10 points below the weaker one on clean queries. The runs must share the model
-and data configs (refused otherwise, naming the keys).
+with a curriculum config and --allow_config_change; a run started from its params with
+--config.train.init_from=RUN, a fresh optimizer and step count, is a branch too, not measured
+there). Their average keeps the clean model's clean accuracy and gains on degraded queries.
+Runs trained apart from the first step do not average into a working model, even from the same
+seed: in the same docs section the even average of two such runs scored 10 points below the
+weaker one on clean queries. The runs must share the model and data configs (refused otherwise,
+naming the keys).
 
 Writes WORKDIR/config.json (the first run's config, with its recorded changes),
 WORKDIR/checkpoints/<step>/state (the averaged params only: a soup is evaluated, calibrated and

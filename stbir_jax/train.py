@@ -33,6 +33,7 @@ from stbir_jax import run_config as recorded_config
 from stbir_jax.console import Console, metric_writer
 from stbir_jax.data import pipeline
 from stbir_jax.data.tokenizer import get_tokenizer
+from stbir_jax.exported import ExportError
 from stbir_jax.models import stbir
 
 
@@ -92,6 +93,55 @@ def resolve_pretrained(config) -> None:
                                       f'config.model.{group}')
 
 
+def params_from_run(config) -> dict:
+  """{group: params} of every model group of the run config.train.init_from (its checkpoint
+  config.train.init_from_step, -1 the latest; a soup's params too), checked against this
+  config's model, or {} when init_from is unset. A fresh run starts from them with a new
+  optimizer and step 0: a branch of a trained run, or a fine-tuning on other data."""
+  src = str(config.train.init_from)
+  if not src:
+    return {}
+  step = int(config.train.init_from_step)
+  where = f'config.train.init_from={src!r}'
+  try:
+    taken, params = recorded_config.latest_params(src, None if step < 0 else step)
+  except ExportError as e:
+    raise config_checks.ConfigError(f'{where}: {e}') from None
+  model = stbir.STBIR.from_config(config)
+  like = jax.eval_shape(lambda key: model.init(key, stbir.dummy_batch(config, 2))['params'],
+                        jax.random.PRNGKey(0))
+  groups = [g for g in stages.MODEL_GROUPS if g in like]
+  want = _leaf_shapes({g: like[g] for g in groups})
+  have = _leaf_shapes({g: params[g] for g in groups if g in params})
+  differ = [f'{k}: {have.get(k, "absent")} in the run, {want.get(k, "absent")} here'
+            for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)]
+  if differ:
+    raise config_checks.ConfigError(
+        f'{where} (step {taken}): its params do not fit config.model ({len(differ)} leaves '
+        f'differ, e.g. {"; ".join(differ[:3])}); give this run the model config of that run.')
+  logging.info('%s: the model starts from step %d of that run.', where, taken)
+  return {g: params[g] for g in groups if g in params}
+
+
+def check_frozen_towers_start_trained(config) -> None:
+  """A tower at learning-rate scale 0 in a fresh run without config.train.init_from must start
+  from its pretrained weights (config.model.<tower>.init): a random one would stay random."""
+  for tower in convert.GROUPS:
+    cfg = config.model[tower]
+    if float(config.optim.group_lr_scale[tower]) == 0 and not ('init' in cfg and cfg.init):
+      raise config_checks.ConfigError(
+          f'optim.group_lr_scale.{tower}=0 freezes the {tower} tower, and this fresh run starts '
+          f'it at random; start it from a trained run (config.train.init_from=RUN) or a '
+          f'pretrained tower (config.model.{tower}.init).')
+
+
+def _leaf_shapes(tree) -> dict:
+  """{'group/.../leaf': shape} of a params tree (arrays or their abstract values)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
+          for path, leaf in flat}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                        allow_config_change: bool = False, verbose: bool = False) -> dict:
   """Trains (resuming from `workdir` when it holds a checkpoint), evaluates, returns results.
@@ -124,8 +174,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   recorded_config.check_workdir_config(config, workdir, resuming)
   config_changes = recorded_config.check_resume(config, workdir, allow_config_change)
   get_tokenizer(config.data.tokenizer)
-  if not resuming:  # pretrained towers are read only on a fresh start
-    resolve_pretrained(config)
+  initial = {}
+  if not resuming:  # a trained run's params or pretrained towers, read only on a fresh start
+    initial = params_from_run(config)
+    if not initial:
+      resolve_pretrained(config)
+      check_frozen_towers_start_trained(config)
   pipeline.ensure_built(config.data)
   category_names = pipeline.category_names(config.data)
 
@@ -143,7 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   start, state = ckpt.restore(abstract, train_iter)
   if state is None:
     # Pretrained towers (config.model.*.init) are read only on a fresh start, never on resume.
-    pretrained = convert.load_pretrained(config, abstract.params)
+    # A trained run (train.init_from) gives every tower: its pretrained inits are not read.
+    pretrained = initial or convert.load_pretrained(config, abstract.params)
     state = train_step.create_sharded_state(config, mesh, model, constants, abstract=abstract,
                                             pretrained=pretrained)
     start = 0

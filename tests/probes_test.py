@@ -55,3 +55,15 @@ def test_frame_alignment_measures_ink_distance_and_undoes_a_move():
   # In a centred frame (box or interquartile) the move is undone exactly.
   for trim in (0.0, 0.25):
     assert probe.mean_distance(probe.framed(moved, trim), probe.framed(target, trim)) == 0.0
+
+
+def test_score_ensemble_top1_accuracy_counts_the_first_maximum():
+  top1_accuracy = _load('score_ensemble').top1_accuracy
+  clean = np.array([[0.9, 0.2, 0.1], [0.3, 0.4, 0.5], [0.5, 0.5, 0.0], [0.0, 0.6, 0.3]])
+  robust = np.array([[0.1, 0.7, 0.1], [0.1, 0.9, 0.2], [0.2, 0.6, 0.0], [0.0, 0.0, 0.9]])
+  target = np.array([0, 1, 0, 2])
+  # Clean alone: rows 0 and 2 (a tie: the first column wins) are right.
+  assert top1_accuracy(clean, target) == 50.0
+  # The even mix: row 0 (0.5 over 0.45), row 1 (0.65 over 0.35), row 3 (0.6 over 0.3); row 2
+  # goes to column 1 (0.55 over 0.35).
+  assert top1_accuracy(0.5 * clean + 0.5 * robust, target) == 75.0

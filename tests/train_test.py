@@ -220,6 +220,53 @@ def test_incompatible_checkpoint_is_refused(smoke_run):
     train.train_and_evaluate(config, workdir)
 
 
+def _branch(smoke_run, **train):
+  config, workdir, _ = smoke_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.train.update(**{'init_from': workdir, 'num_steps': 6, **train})   # a step a stage
+  config.evals = ml_collections.ConfigDict()
+  return config
+
+
+def test_init_from_starts_a_fresh_run_from_a_trained_one(smoke_run, tmp_path):
+  # At learning rate 0 the branch's params stay what it started from: step 8 of the smoke run.
+  config = _branch(smoke_run, init_from_step=8)
+  config.optim.lr = 0.0
+  branch = str(tmp_path / 'branch')
+  train.train_and_evaluate(config, branch)
+  step, params = run_config.latest_params(branch)
+  _, source = run_config.latest_params(smoke_run[1], 8)
+  _, latest = run_config.latest_params(smoke_run[1])
+  assert step == 6   # a new run: its own step count and optimizer
+  jax.tree.map(np.testing.assert_array_equal, params, source)
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                      jax.tree.leaves(latest), strict=True))
+
+
+def test_init_from_refuses_another_model_or_a_run_without_checkpoints(smoke_run, tmp_path):
+  config = _branch(smoke_run)
+  config.model.embed_dim = 32
+  branch = tmp_path / 'branch'
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"init_from=.* \(step 12\): its params do not fit config.model .*"
+                           r"proj/kernel: \(\d+, 16\) in the run, \(\d+, 32\) here"):
+    train.train_and_evaluate(config, str(branch))
+  assert not branch.exists()   # refused before anything was written
+  config = _branch(smoke_run, init_from=str(tmp_path / 'nowhere'))
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"init_from='.*nowhere'.*holds no checkpoint"):
+    train.train_and_evaluate(config, str(branch))
+
+
+def test_a_fresh_run_refuses_to_freeze_a_random_tower(tmp_path):
+  config = _smoke(tmp_path)
+  config.optim.group_lr_scale.photo = 0.0   # with neither train.init_from nor model.photo.init
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'group_lr_scale.photo=0 freezes the photo tower.*train.init_from=RUN'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
 def test_bad_record_policy_change_still_resumes(tmp_path):
   """A run stopped by a corrupt record may resume with on_bad_record='skip' (config-only)."""
   config = _smoke(tmp_path)

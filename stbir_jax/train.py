@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import periodic_actions
+from flax import traverse_util
 
 from stbir_jax import (
   calibrate,
@@ -111,8 +112,7 @@ def params_from_run(config) -> dict:
   like = jax.eval_shape(lambda key: model.init(key, stbir.dummy_batch(config, 2))['params'],
                         jax.random.PRNGKey(0))
   groups = [g for g in stages.MODEL_GROUPS if g in like]
-  want = _leaf_shapes({g: like[g] for g in groups})
-  have = _leaf_shapes({g: params[g] for g in groups if g in params})
+  want, have = (_leaf_shapes({g: tree[g] for g in groups}) for tree in (like, params))
   differ = [f'{k}: {have.get(k, "absent")} in the run, {want.get(k, "absent")} here'
             for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)]
   if differ:
@@ -120,7 +120,7 @@ def params_from_run(config) -> dict:
         f'{where} (step {taken}): its params do not fit config.model ({len(differ)} leaves '
         f'differ, e.g. {"; ".join(differ[:3])}); give this run the model config of that run.')
   logging.info('%s: the model starts from step %d of that run.', where, taken)
-  return {g: params[g] for g in groups if g in params}
+  return {g: params[g] for g in groups}
 
 
 def check_frozen_towers_start_trained(config) -> None:
@@ -137,9 +137,7 @@ def check_frozen_towers_start_trained(config) -> None:
 
 def _leaf_shapes(tree) -> dict:
   """{'group/.../leaf': shape} of a params tree (arrays or their abstract values)."""
-  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
-          for path, leaf in flat}
+  return {'/'.join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(tree).items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,

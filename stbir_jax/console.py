@@ -46,10 +46,17 @@ def start_line(workdir, start: int, total: int, num_stages: int, num_devices: in
           f'{_plural(num_devices, platform + " device")}')
 
 
-def stage_line(stage, num_stages: int) -> str:
-  """stage 2/3 photo_refine: steps 100-200, sketch queries, trains photo, prototypes"""
+def stage_line(stage, num_stages: int, frozen=()) -> str:
+  """stage 2/3 photo_refine: steps 100-200, sketch queries, trains photo, prototypes
+
+  A group the stage would train but `frozen` names (its optim.group_lr_scale is 0) is listed
+  apart: "trains sketch, text; photo frozen".
+  """
+  trains = [g for g in stage.train if g not in frozen]
+  held = [g for g in stage.train if g in frozen]
   return (f'stage {stage.index + 1}/{num_stages} {stage.name}: steps {stage.start}-{stage.end}, '
-          f'{stage.query} queries, trains {", ".join(stage.train)}')
+          f'{stage.query} queries, trains {", ".join(trains) or "nothing"}'
+          + (f'; {", ".join(held)} frozen' if held else ''))
 
 
 def rate(steps_per_sec: float) -> str:
@@ -102,9 +109,10 @@ class Console:
   evaluation time left out, and the ETA of the whole run from it."""
 
   def __init__(self, total_steps: int, start_step: int, num_stages: int, enabled: bool = True,
-               out=None):
+               out=None, frozen=()):
     self.total = int(total_steps)
     self.num_stages = num_stages
+    self.frozen = tuple(frozen)   # groups at optim.group_lr_scale 0, named apart on stage lines
     self.enabled = enabled
     self._out = out
     self._last_step = int(start_step)
@@ -120,7 +128,7 @@ class Console:
                           platform))
 
   def stage(self, stage) -> None:
-    self.print(stage_line(stage, self.num_stages))
+    self.print(stage_line(stage, self.num_stages, self.frozen))
 
   def progress(self, step: int, stage, loss: float) -> None:
     now = time.monotonic()

@@ -209,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                       ', '.join(config_changes), recorded_config.HISTORY)
 
   writer = metric_writer(workdir, is_main, verbose)
-  out = Console(total_steps, start, len(stage_list), enabled=is_main)
+  out = Console(total_steps, start, len(stage_list), enabled=is_main,
+                frozen=[g for g, scale in config.optim.group_lr_scale.items() if float(scale) == 0])
   out.start(workdir, jax.device_count(), jax.devices()[0].platform)
   writer.write_hparams({k: str(v) for k, v in recorded_config.flatten(json.loads(
       config.to_json_best_effort())).items()})

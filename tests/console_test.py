@@ -43,6 +43,11 @@ def test_start_and_stage_lines():
       'resumed /tmp/run at step 150: 300 steps, 3 stages, 8 tpu devices')
   assert console.stage_line(_stage(), 3) == (
       'stage 2/3 photo_refine: steps 100-200, sketch queries, trains photo, prototypes')
+  assert console.stage_line(_stage(), 3, frozen=('photo', 'text')) == (
+      'stage 2/3 photo_refine: steps 100-200, sketch queries, trains prototypes; photo frozen')
+  assert console.stage_line(_stage(), 3, frozen=('photo', 'prototypes')) == (
+      'stage 2/3 photo_refine: steps 100-200, sketch queries, trains nothing; '
+      'photo, prototypes frozen')
 
 
 @pytest.mark.parametrize('seconds, text', [(0, '0s'), (59.4, '59s'), (59.6, '1m00s'),

@@ -253,6 +253,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
     raise ConfigError('curriculum.buckets must start with the "clean" bucket, got '
                       f'{bucket_names}.')
   try:
+    curriculum.check_admits_a_bucket(config.curriculum, config.train.num_steps)
+  except curriculum.CurriculumError as e:
+    raise ConfigError(str(e)) from None
+  try:
     pipeline.bad_record_policy(config.data)
   except pipeline.DataError as e:
     raise ConfigError(str(e)) from e

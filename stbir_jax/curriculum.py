@@ -27,6 +27,31 @@ def check_config(config) -> None:
   degradations.check_buckets(config.buckets)
 
 
+def check_admits_a_bucket(config, total_steps: int) -> None:
+  """Raises CurriculumError when a 'competence' or 'self_paced' curriculum (`config`) would
+  admit no degraded bucket within the run's total_steps: it would train on clean queries only,
+  silently (every non-clean level equal makes each level / max level 1, out of reach while
+  competence_steps is longer than the run)."""
+  if config.kind not in ('competence', 'self_paced') or len(config.buckets) < 2:
+    return
+  levels = [float(b.level) for b in config.buckets]
+  lowest = min(levels[1:]) / max(max(levels), 1.0)
+  c0, span = float(config.competence_start), config.competence_steps or total_steps // 2
+  # competence() at the last step, in Python: config checks run before JAX starts.
+  last = max(total_steps - 1, 0)
+  reached = min(1.0, (last * (1.0 - c0 ** 2) / max(span, 1) + c0 ** 2) ** 0.5)
+  if span <= 0 or lowest <= reached + 1e-6:
+    return
+  raise CurriculumError(
+      f'config.curriculum admits no degraded bucket in {total_steps} steps: its competence '
+      f'reaches {reached:.3g} (competence_start={config.competence_start}, '
+      f'competence_steps={span}), and its easiest bucket needs level / max level = '
+      f'{lowest:.3g} (levels {[int(v) if v == int(v) else v for v in levels]}). Give the '
+      f'buckets to train lower levels than the ones held out, shorten '
+      f'curriculum.competence_steps, or set curriculum.kind="none" to train on clean '
+      f'queries only.')
+
+
 class CurriculumState(NamedTuple):
   weights: Any    # float32 (NB,): the bucket probabilities used at the last step
   ema_loss: Any   # float32 (NB,): running mean loss per bucket (valid where seen > 0)

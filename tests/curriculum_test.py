@@ -430,6 +430,41 @@ def test_admitted_set_grows():
     assert np.asarray(cu.admitted(step, 1000, LEVELS, c)).astype(int).tolist() == mask, step
 
 
+def test_a_curriculum_that_never_admits_a_degraded_bucket_is_refused():
+  """Every degraded bucket at one level makes level / max level 1 for each; with competence_steps
+  beyond the run, competence stays below it and the run would train on clean queries only."""
+  as_config = lambda *bs: [ml_collections.ConfigDict(b) for b in bs]
+  levels = as_config(bucket('clean', level=0), bucket('mild', level=1), bucket('severe', level=1))
+  never = _smoke_with(buckets=levels, competence_steps=10 ** 8)
+  never.train.num_steps = 2712
+  # c(2711) = sqrt(2711 * 0.9375 / 1e8 + 0.0625) = 0.2501 < 1
+  with pytest.raises(config_checks.ConfigError, match=re.escape(
+      'admits no degraded bucket in 2712 steps: its competence reaches 0.25 (competence_start'
+      '=0.25, competence_steps=100000000), and its easiest bucket needs level / max level = 1 '
+      '(levels [0, 1, 1])')):
+    config_checks.validate_config(never)
+  # The same run admits its buckets when one is held out at a higher level, when competence
+  # grows within the run, or when the kind does not follow competence.
+  held_out = as_config(bucket('clean', level=0), bucket('mild', level=1),
+                       bucket('severe', level=100))
+  for fix in (dict(buckets=held_out), dict(competence_steps=0), dict(kind='uniform'),
+              dict(kind='none')):
+    config = _smoke_with(buckets=levels, competence_steps=10 ** 8)
+    config.train.num_steps = 2712
+    config.curriculum.update(fix)
+    config_checks.validate_config(config)
+  # Competence 1/3 reached at step 6 of 100 (test_admitted_set_grows): 7 steps admit, 6 do not.
+  thirds = as_config(bucket('clean', level=0), bucket('b', level=1), bucket('c', level=3))
+  for steps, admits in ((7, True), (6, False)):
+    config = _smoke_with(buckets=thirds, competence_steps=100)
+    config.train.num_steps = steps
+    if admits:
+      config_checks.validate_config(config)
+    else:
+      with pytest.raises(config_checks.ConfigError, match='in 6 steps: its competence reaches'):
+        config_checks.validate_config(config)
+
+
 def test_probs_none_uniform_competence():
   state = cu.init_state(5)
   np.testing.assert_array_equal(cu.bucket_probs(state, 50, 1000, LEVELS, ccfg(kind='none')),

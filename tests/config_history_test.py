@@ -350,8 +350,8 @@ def test_main_prints_one_line_and_changes_nothing(tmp_path):
   assert len(lines) == 1 and 'Traceback' not in err, err
   assert lines[0].endswith("Error whilst parsing config file: ValueError: Unknown config variant "
                            "'smok'; valid variants: full, demo, demo_split, demo_recipe, "
-                           "demo_budget, demo_minilm, smoke, shoev2, chairv2, sketchy, fscoco, "
-                           "manifest, siglip, v5e_8, v5p_8, v4_8, v6e_8, v5e_256")
+                           "demo_budget, demo_robust, demo_minilm, smoke, shoev2, chairv2, "
+                           "sketchy, fscoco, manifest, siglip, v5e_8, v5p_8, v4_8, v6e_8, v5e_256")
 
 
 @pytest.mark.slow  # two more starts of the program (imports of JAX and TensorFlow)

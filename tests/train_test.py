@@ -19,6 +19,7 @@ from absl import logging
 from configs import base
 from stbir_jax import (
   config_checks,
+  curriculum,
   eval_report,
   evaluate,
   run_config,
@@ -56,7 +57,7 @@ def test_every_variant_initialises_abstractly():
 def test_unknown_variant_lists_valid_ones():
   with pytest.raises(ValueError,
                      match='valid variants: full, demo, demo_split, demo_recipe, '
-                           'demo_budget, demo_minilm, smoke'):
+                           'demo_budget, demo_robust, demo_minilm, smoke'):
     base.get_config('tiny')
 
 
@@ -115,6 +116,27 @@ def test_demo_budget_is_demo_recipe_at_the_demos_wall_time_with_pairs_shifted_an
         2170, 3000)
   assert (budget.pop('variant'), recipe.pop('variant')) == ('demo_budget', 'demo_recipe')
   assert budget == recipe
+
+
+def test_demo_robust_is_demo_budget_with_a_frozen_gallery_and_mild_and_moderate_queries():
+  budget, robust = base.get_config('demo_budget'), base.get_config('demo_robust')
+  assert robust.train.num_steps == 2712 and robust.optim.lr == 2e-3
+  assert {k: float(v) for k, v in robust.optim.group_lr_scale.items()} == {
+      k: 0.0 if k == 'photo' else 1.0 for k in budget.optim.group_lr_scale}
+  assert [(b.name, b.level) for b in robust.curriculum.buckets] == [
+      ('clean', 0), ('mild', 1), ('moderate', 1), ('severe', 100), ('no_sketch', 1),
+      ('no_text', 1)]
+  step, total = 10 ** 6, robust.train.num_steps   # long after the run: severe still held out
+  assert curriculum.admitted(step, total, robust.curriculum.buckets,
+                             robust.curriculum).tolist() == [True] * 3 + [False] + [True] * 2
+  probs = curriculum.bucket_probs(curriculum.init_state(6), step, total,
+                                  robust.curriculum.buckets, robust.curriculum)
+  assert float(probs[0]) == pytest.approx(0.75 + 0.25 * 0.2) and float(probs[3]) == 0.0
+  # Its buckets are demo_budget's, in its order, so a run's evaluation tables line up.
+  assert [b.name for b in robust.curriculum.buckets] == [
+      b.name for b in budget.curriculum.buckets]
+  with pytest.raises(config_checks.ConfigError, match='config.train.init_from=RUN'):
+    train.check_frozen_towers_start_trained(robust)
 
 
 @pytest.fixture(scope='module')

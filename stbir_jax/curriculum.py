@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from stbir_jax import degradations
 from stbir_jax.degradations import CurriculumError
@@ -31,25 +32,23 @@ def check_admits_a_bucket(config, total_steps: int) -> None:
   """Raises CurriculumError when a 'competence' or 'self_paced' curriculum (`config`) would
   admit no degraded bucket within the run's total_steps: it would train on clean queries only,
   silently (every non-clean level equal makes each level / max level 1, out of reach while
-  competence_steps is longer than the run)."""
+  competence_steps is longer than the run). Computed in numpy: config checks run before JAX
+  starts."""
   if config.kind not in ('competence', 'self_paced') or len(config.buckets) < 2:
     return
-  levels = [float(b.level) for b in config.buckets]
-  lowest = min(levels[1:]) / max(max(levels), 1.0)
-  c0, span = float(config.competence_start), config.competence_steps or total_steps // 2
-  # competence() at the last step, in Python: config checks run before JAX starts.
   last = max(total_steps - 1, 0)
-  reached = min(1.0, (last * (1.0 - c0 ** 2) / max(span, 1) + c0 ** 2) ** 0.5)
-  if span <= 0 or lowest <= reached + 1e-6:
+  if admitted(last, total_steps, config.buckets, config, xp=np)[1:].any():
     return
+  levels = degradations.buckets_from_config(config.buckets).level
   raise CurriculumError(
       f'config.curriculum admits no degraded bucket in {total_steps} steps: its competence '
-      f'reaches {reached:.3g} (competence_start={config.competence_start}, '
-      f'competence_steps={span}), and its easiest bucket needs level / max level = '
-      f'{lowest:.3g} (levels {[int(v) if v == int(v) else v for v in levels]}). Give the '
-      f'buckets to train lower levels than the ones held out, shorten '
-      f'curriculum.competence_steps, or set curriculum.kind="none" to train on clean '
-      f'queries only.')
+      f'reaches {float(competence(last, total_steps, config, xp=np)):.3g} (competence_start='
+      f'{config.competence_start}, competence_steps='
+      f'{config.competence_steps or total_steps // 2}), and its easiest bucket needs level / '
+      f'max level = {float(np.min(_level_fractions(levels, np)[1:])):.3g} (levels '
+      f'{[int(v) if v == int(v) else float(v) for v in levels]}). Give the buckets to train '
+      f'lower levels than the ones held out, shorten curriculum.competence_steps, or set '
+      f'curriculum.kind="none" to train on clean queries only.')
 
 
 class CurriculumState(NamedTuple):
@@ -64,25 +63,31 @@ def init_state(num_buckets: int) -> CurriculumState:
                          seen=jnp.zeros((num_buckets,), jnp.float32))
 
 
-def competence(step, total_steps, config):
+def competence(step, total_steps, config, xp=jnp):
   """sqrt competence (Platanios et al. 2019): c0 at step 0, 1 after competence_steps.
 
   c(t) = min(1, sqrt(t (1 - c0^2) / T + c0^2)), T = competence_steps or total_steps // 2.
+  xp: jnp in the step, np where a config is checked (before JAX starts).
   """
   c0 = float(config.competence_start)
-  span = config.competence_steps or jnp.asarray(total_steps) // 2
-  span = jnp.asarray(span, jnp.float32)
-  t = jnp.asarray(step, jnp.float32)
-  c = jnp.sqrt(t * (1.0 - c0 ** 2) / jnp.maximum(span, 1.0) + c0 ** 2)
-  return jnp.where(span > 0, jnp.minimum(c, 1.0), 1.0).astype(jnp.float32)
+  span = config.competence_steps or xp.asarray(total_steps) // 2
+  span = xp.asarray(span, xp.float32)
+  t = xp.asarray(step, xp.float32)
+  c = xp.sqrt(t * (1.0 - c0 ** 2) / xp.maximum(span, 1.0) + c0 ** 2)
+  return xp.where(span > 0, xp.minimum(c, 1.0), 1.0).astype(xp.float32)
 
 
-def admitted(step, total_steps, buckets, config):
+def _level_fractions(level, xp):
+  """Each bucket's level / the highest level (at least 1)."""
+  level = xp.asarray(level, xp.float32)
+  return level / xp.maximum(xp.max(level), 1.0)
+
+
+def admitted(step, total_steps, buckets, config, xp=jnp):
   """(NB,) bool: level / max_level <= competence; bucket 0 ('clean') always."""
-  level = jnp.asarray(degradations.buckets_from_config(buckets).level, jnp.float32)
-  max_level = jnp.maximum(jnp.max(level), 1.0)
-  ok = level / max_level <= competence(step, total_steps, config) + 1e-6
-  return ok.at[0].set(True)
+  fractions = _level_fractions(degradations.buckets_from_config(buckets).level, xp)
+  ok = fractions <= competence(step, total_steps, config, xp) + 1e-6
+  return ok | (xp.arange(ok.shape[0]) == 0)
 
 
 def bucket_probs(state: CurriculumState, step, total_steps, buckets, config):

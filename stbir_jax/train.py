@@ -123,12 +123,18 @@ def params_from_run(config) -> dict:
   return {g: params[g] for g in groups}
 
 
+def frozen_groups(config) -> tuple:
+  """The parameter groups that config.optim.group_lr_scale freezes (scale 0)."""
+  return tuple(g for g, scale in config.optim.group_lr_scale.items() if float(scale) == 0)
+
+
 def check_frozen_towers_start_trained(config) -> None:
   """A tower at learning-rate scale 0 in a fresh run without config.train.init_from must start
   from its pretrained weights (config.model.<tower>.init): a random one would stay random."""
+  frozen = frozen_groups(config)
   for tower in convert.GROUPS:
     cfg = config.model[tower]
-    if float(config.optim.group_lr_scale[tower]) == 0 and not ('init' in cfg and cfg.init):
+    if tower in frozen and not ('init' in cfg and cfg.init):
       raise config_checks.ConfigError(
           f'optim.group_lr_scale.{tower}=0 freezes the {tower} tower, and this fresh run starts '
           f'it at random; start it from a trained run (config.train.init_from=RUN) or a '
@@ -210,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
 
   writer = metric_writer(workdir, is_main, verbose)
   out = Console(total_steps, start, len(stage_list), enabled=is_main,
-                frozen=[g for g, scale in config.optim.group_lr_scale.items() if float(scale) == 0])
+                frozen=frozen_groups(config))
   out.start(workdir, jax.device_count(), jax.devices()[0].platform)
   writer.write_hparams({k: str(v) for k, v in recorded_config.flatten(json.loads(
       config.to_json_best_effort())).items()})

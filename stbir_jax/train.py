@@ -102,12 +102,12 @@ def params_from_run(config) -> dict:
   src = str(config.train.init_from)
   if not src:
     return {}
-  if src.startswith('<') and src.endswith('>'):   # a config that continues a run names which
-    raise config_checks.ConfigError(
-        f'config.train.init_from={src!r} is a placeholder: this config continues '
-        f'{src[1:-1]}; pass --config.train.init_from=RUN, that run\'s directory.')
-  step = int(config.train.init_from_step)
   where = f'config.train.init_from={src!r}'
+  if src.startswith('<') and src.endswith('>'):   # a config that continues a run names which
+    raise config_checks.ConfigError(f'{where} is a placeholder: this config continues '
+                                    f'{src[1:-1]}; pass --config.train.init_from=RUN, that '
+                                    f'run\'s directory.')
+  step = int(config.train.init_from_step)
   try:
     taken, params = recorded_config.latest_params(src, None if step < 0 else step)
   except ExportError as e:

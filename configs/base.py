@@ -302,8 +302,8 @@ def _robust_branch(c):
   clean queries gave 77.2 +- 1.3 and 10.4 +- 0.4 (docs/results.md, "configs/base.py:demo_robust:
   most queries moderate, every tower trained"). A second round, init_from the first round's run,
   gains on both (3 seeds, rerun elsewhere: 78.0 +- 1.3 / 27.1 +- 0.6 -> 81.8 +- 0.9 / 32.0 +- 0.8;
-  "A second round of demo_robust"), though 4.5 clean points below the same round on clean
-  queries (seed 0)."""
+  "A second round of demo_robust"), though 3.8 clean points below the same round on clean
+  queries (seeds 0 and 1)."""
   c.train.init_from = '<a trained demo_budget run>'
   c.train.num_steps = 2712
   c.optim.lr = 2e-3

@@ -67,3 +67,18 @@ def test_score_ensemble_top1_accuracy_counts_the_first_maximum():
   # The even mix: row 0 (0.5 over 0.45), row 1 (0.65 over 0.35), row 3 (0.6 over 0.3); row 2
   # goes to column 1 (0.55 over 0.35).
   assert top1_accuracy(0.5 * clean + 0.5 * robust, target) == 75.0
+
+
+def test_gallery_size_scores_each_query_within_its_own_family_group():
+  probe = _load('gallery_size')
+  # Families 7, 7, 9, 9 (two photos each) in groups of one family: photos 0-1 and 2-3.
+  groups = probe.family_groups(np.array([7, 7, 9, 9]), 1)
+  np.testing.assert_array_equal(groups, [0, 0, 1, 1])
+  np.testing.assert_array_equal(probe.family_groups(np.array([7, 7, 9, 9]), 2), [0, 0, 0, 0])
+  scores = np.array([[0.5, 0.1, 0.9, 0.0],    # target 0: photo 2 wins overall, 0 within its group
+                     [0.2, 0.3, 0.1, 0.0],    # target 1: right both ways
+                     [0.0, 0.0, 0.1, 0.4]])   # target 2: photo 3 wins in both
+  target = np.array([0, 1, 2])
+  everyone = np.zeros(4, int)
+  assert probe.grouped_top1(scores, target, everyone, everyone[target]) == pytest.approx(100 / 3)
+  assert probe.grouped_top1(scores, target, groups, groups[target]) == pytest.approx(200 / 3)

@@ -125,6 +125,12 @@ def get_config():
   c.loss.gallery_from_clean_queries = False  # True: a degraded query's contrastive and
                                           # single-modality pairs train its query towers but
                                           # send the gallery side no gradient (losses.pair_scores)
+  c.loss.clean_pairs = 0.0                # weight of the contrastive and single-modality terms of
+                                          # each query as drawn, before the curriculum and the
+                                          # modality dropout degrade it, scored beside the
+                                          # degraded one: clean queries train every step whatever
+                                          # share is degraded (one more pass of the query
+                                          # towers); 0 = off
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

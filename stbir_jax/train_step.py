@@ -148,6 +148,16 @@ def uses_consistency(config, stage: stages.Stage) -> bool:
   return float(config.loss.consistency) > 0 and 'sketch' in stage.query.split('+')
 
 
+# The fields of a query: what the clean pairs keep from before the degradations.
+QUERY_FIELDS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
+
+
+def uses_clean_pairs(config) -> bool:
+  """Whether each query is also scored as drawn, before the curriculum and the modality dropout
+  degrade it (loss.clean_pairs)."""
+  return float(config.loss.clean_pairs) > 0
+
+
 def structure_ids(instance, config):
   """STBIR-Synth instance ids -> the id of their structure (family, structural variant): the
   generator numbers a family's instances structure by structure, appearance_variants each
@@ -162,11 +172,33 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   frozen = tuple(g for g in stages.PARAM_GROUPS if g not in stage.train)
   wl = config.loss
   consistent = uses_consistency(config, stage)
+  paired = uses_clean_pairs(config)
   single = 'single_modality' in stage.losses or consistent
   accum = int(config.train.grad_accum_steps)
 
   def freeze(params):
     return {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
+
+  def query_terms(queries, has, g, logits, batch, weights, learns):
+    """The stage's contrastive and single-modality terms of one set of queries: `queries` maps
+    'query' (and, with single-modality outputs, 'query_sketch' / 'query_text') to (B, D)
+    embeddings, `has` 'has_sketch' / 'has_text' to (B,) flags."""
+    terms = {}
+    if 'contrastive' in stage.losses:
+      terms['contrastive'] = losses.contrastive(
+          wl.kind, queries['query'], g, logits, instance=batch['instance'],
+          negative_weights=weights, gallery_learns=learns)
+    if 'single_modality' in stage.losses:
+      sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
+                         else batch['instance'])
+      # Each modality must retrieve on its own too: a direct signal for what the fused query
+      # would otherwise learn only through the other (e.g. colour words before shapes match).
+      terms['single_modality'] = 0.5 * sum(
+          losses.contrastive(wl.kind, queries[key], g, logits, instance=same,
+                             negative_weights=weights, valid=has[flag], gallery_learns=learns)
+          for key, flag, same in (('query_sketch', 'has_sketch', sketch_instance),
+                                  ('query_text', 'has_text', batch['instance'])))
+    return terms
 
   def loss_terms(params, out, batch):
     """The stage's losses from the whole batch's model outputs (embeddings, logit scale)."""
@@ -180,20 +212,13 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
                                                  instance=batch['instance'],
                                                  negative_weights=weights)
     learns = batch['query_clean'] if wl.gallery_from_clean_queries else None
-    terms = {}
-    if 'contrastive' in stage.losses:
-      terms['contrastive'] = losses.contrastive(wl.kind, q, g, logits, instance=batch['instance'],
-                                                negative_weights=weights, gallery_learns=learns)
-    if 'single_modality' in stage.losses:
-      sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
-                         else batch['instance'])
-      # Each modality must retrieve on its own too: a direct signal for what the fused query
-      # would otherwise learn only through the other (e.g. colour words before shapes match).
-      terms['single_modality'] = 0.5 * sum(
-          losses.contrastive(wl.kind, out[key], g, logits, instance=same,
-                             negative_weights=weights, valid=batch[has], gallery_learns=learns)
-          for key, has, same in (('query_sketch', 'has_sketch', sketch_instance),
-                                 ('query_text', 'has_text', batch['instance'])))
+    terms = query_terms(out, batch, g, logits, batch, weights, learns)
+    if paired:
+      clean = {k[len('clean_'):]: v for k, v in out.items() if k.startswith('clean_')}
+      terms['clean_pairs'] = sum(
+          getattr(wl, name) * value
+          for name, value in query_terms(clean, batch['clean'], g, logits, batch, weights,
+                                         None).items())
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
           q, g, wl.triplet_margin, instance=batch['instance'],
@@ -215,8 +240,15 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
 
   def forward(params, batch):
     """The model's outputs; with the consistency term also the clean sketch's sketch-only query,
-    a fixed target (no gradient reaches the towers through it)."""
+    a fixed target (no gradient reaches the towers through it); with clean pairs also the
+    queries as drawn ('clean_query', ...), which train like the others."""
     out = model.apply(stbir.model_variables(params), batch, single_modality=single)
+    if paired:
+      clean = batch['clean']
+      queries = model.apply(stbir.model_variables(params), *(clean[k] for k in QUERY_FIELDS),
+                            single, method=stbir.STBIR.encode_queries)
+      names = ('clean_query', 'clean_query_sketch', 'clean_query_text')[:len(queries)]
+      out.update(zip(names, queries, strict=True))
     if consistent:
       out['query_sketch_clean'] = jax.lax.stop_gradient(model.apply(
           stbir.model_variables(params), batch['sketch_clean'], batch['text_ids'],
@@ -264,6 +296,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     if config.train.pair_warp:
       batch = degradations.warp_pairs(jax.random.fold_in(key, 8), batch, config.train.pair_warp)
     clean_sketch = batch['sketch']
+    undegraded = batch
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)
     drawn = batch
@@ -273,6 +306,9 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
           jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
+    if uses_clean_pairs(config):
+      batch['clean'] = query_modes.apply_mode({k: undegraded[k] for k in QUERY_FIELDS},
+                                              stage.query)
     if uses_consistency(config, stage):
       batch['sketch_clean'] = clean_sketch
       batch['sketch_degraded'] = batch['has_sketch'] & jnp.any(

@@ -218,9 +218,14 @@ def test_consistency_pulls_the_degraded_sketch_towards_its_clean_query_held_fixe
   want, want_grads = jax.value_and_grad(reference)(state.params)
   assert float(want) > 1e-3   # random sketches look alike to an untrained tower
   np.testing.assert_allclose(float(terms['consistency']), float(want), rtol=0, atol=1e-6)
-  norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(want_grads))))
-  assert norm > 1e-4
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want_grads), jax.tree.leaves(grads),
+  _assert_same_grads(want_grads, grads, min_norm=1e-4)
+
+
+def _assert_same_grads(want, got, min_norm):
+  """Each leaf of `got` equals `want`'s to 1e-5 of want's global norm (> min_norm: not 0)."""
+  norm = float(optax.global_norm(want))
+  assert norm > min_norm
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got),
                           strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=1e-5 * norm,
                                err_msg=jax.tree_util.keystr(path))
@@ -250,6 +255,90 @@ def test_consistency_term_counts_only_sketches_a_bucket_degraded():
   with_term = _consistency_config(config)
   text_stage = dataclasses.replace(stages.build_stages(with_term)[0], query='text')
   assert not train_step.uses_consistency(with_term, text_stage)
+
+
+def _clean_pairs_config(config, weight, **curriculum):
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.loss.clean_pairs = weight
+  c.curriculum.update(curriculum)
+  return c
+
+
+def _undegraded_queries(batch):
+  """Other queries of the same photos: what a batch holds in 'clean' before the degradations."""
+  rng = np.random.default_rng(1)
+  return dict(sketch=np.roll(batch['sketch'], 3, axis=2),
+              text_ids=rng.integers(1000, 3000, batch['text_ids'].shape).astype(np.int32),
+              text_mask=batch['text_mask'], has_sketch=batch['has_sketch'],
+              has_text=np.arange(8) % 4 != 0)
+
+
+def test_clean_pairs_add_the_query_terms_of_the_undegraded_queries():
+  """With loss.clean_pairs = w the loss is the unpaired loss of the (degraded) batch plus w times
+  the contrastive and single-modality terms of the batch's undegraded queries against the same
+  photos (the triplet term is not paired), in value and in gradient."""
+  losses_ = ('contrastive', 'triplet', 'single_modality')
+  config, model, state, _ = _tiny.setup(losses_)
+  weight = 0.7
+  paired = _clean_pairs_config(config, weight, kind='uniform')
+  stage = stages.build_stages(config)[0]
+  constants = train_step.make_constants(config, ['thing'])
+  batch = _tiny.random_batch(config)
+  batch['has_text'] = np.arange(8) % 3 != 0
+  clean = _undegraded_queries(batch)
+
+  def value_and_grad(c, b, s=stage):
+    return jax.jit(train_step.make_value_and_grad(c, model, s, constants))(state.params, b)
+
+  (loss, (terms, per_example, _)), grads = value_and_grad(paired, dict(batch, clean=clean))
+  (plain_loss, (plain_terms, plain_per_example, _)), plain_grads = value_and_grad(config, batch)
+  (_, (clean_terms, _, _)), clean_grads = value_and_grad(
+      _clean_pairs_config(config, 0.0, kind='uniform'), dict(batch, **clean))
+  want_pair = (config.loss.contrastive * clean_terms['contrastive']
+               + config.loss.single_modality * clean_terms['single_modality'])
+  assert float(want_pair) > 1.0
+  np.testing.assert_allclose(float(terms['clean_pairs']), float(want_pair), rtol=1e-6)
+  np.testing.assert_allclose(float(loss), float(plain_loss) + weight * float(want_pair), rtol=1e-6)
+  for name in losses_:
+    np.testing.assert_allclose(float(terms[name]), float(plain_terms[name]), rtol=1e-6)
+  # The curriculum's per-example loss stays the degraded queries'.
+  np.testing.assert_allclose(np.asarray(per_example), np.asarray(plain_per_example), rtol=1e-6)
+  # d(clean terms)/d(params): the clean batch's loss less its (weighted) triplet term.
+  _, triplet_grads = value_and_grad(config, dict(batch, **clean),
+                                    dataclasses.replace(stage, losses=('triplet',)))
+  want = jax.tree.map(lambda a, c, t: a + weight * (c - t), plain_grads, clean_grads,
+                      triplet_grads)
+  _assert_same_grads(want, grads, min_norm=1e-3)
+
+
+def test_clean_pairs_score_the_queries_before_the_curriculum_degrades_them():
+  """In the step, the clean pair of a degraded query is the query as the batch holds it: its term
+  equals the unpaired step's contrastive term on the same batch with every query clean, while the
+  degraded queries' own term differs."""
+  config, model, state, _ = _tiny.setup()
+  batch = _tiny.random_batch(config)
+  def metrics_of(c):
+    stage = stages.build_stages(c)[0]
+    constants = train_step.make_constants(c, ['thing'])
+    _, m = jax.jit(train_step.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+        state, batch)
+    return {k: float(v) for k, v in m.items() if k.startswith('loss/')}
+
+  # Every bucket of the table alike, the clean one too: most queries are degraded.
+  paired = metrics_of(_clean_pairs_config(config, 1.0, kind='uniform', clean_share=0.0))
+  plain = metrics_of(config)   # curriculum 'none': every query clean
+  assert paired['loss/clean_pairs'] == pytest.approx(
+      config.loss.contrastive * plain['loss/contrastive'], rel=1e-5)
+  assert abs(paired['loss/contrastive'] - plain['loss/contrastive']) > 1e-3
+
+
+def test_clean_pairs_need_a_degradation():
+  config = _clean_pairs_config(_tiny.tiny_config(), 1.0)   # curriculum 'none', no dropout
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'loss.clean_pairs=1.0 .* every query is clean already'):
+    config_checks.validate_config(config)
+  config.train.modality_dropout = 0.2
+  config_checks.validate_config(config)
 
 
 def _symmetric_info_nce(q, g, scale, same):

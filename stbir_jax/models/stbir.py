@@ -258,9 +258,9 @@ class STBIR(nn.Module):
 
   def encode_query(self, sketch, text_ids, text_mask, has_sketch, has_text):
     """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
-    return self._queries(sketch, text_ids, text_mask, has_sketch, has_text, False)[0]
+    return self.encode_queries(sketch, text_ids, text_mask, has_sketch, has_text, False)[0]
 
-  def _queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality):
+  def encode_queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality):
     """The query as given, then (if single_modality) its sketch-only and text-only versions,
     fused from the same tower outputs (the towers run once)."""
     if layers.option(self.config, 'sketch_centre', False):
@@ -309,7 +309,7 @@ class STBIR(nn.Module):
   def __call__(self, batch, single_modality: bool = False):
     """query, gallery, logit_scale; with single_modality also query_sketch and query_text,
     the same queries with the text (resp. the sketch) left out."""
-    queries = self._queries(batch['sketch'], batch['text_ids'], batch['text_mask'],
+    queries = self.encode_queries(batch['sketch'], batch['text_ids'], batch['text_mask'],
                             batch['has_sketch'], batch['has_text'], single_modality)
     out = dict(query=queries[0], gallery=self.encode_gallery(batch['image']), **self.logits())
     if single_modality:

@@ -17,6 +17,8 @@ import argparse
 import numpy as np
 import probe_common
 
+from stbir_jax.data import names
+
 
 def grouped_top1(scores: np.ndarray, target: np.ndarray, photo_group: np.ndarray,
                  query_group: np.ndarray) -> float:
@@ -40,6 +42,9 @@ def main():
   p.add_argument('--families', default='4,16', help='comma-separated group sizes, in families')
   args = p.parse_args()
   loaded = probe_common.load_evaluator(args.workdir, args.split, modes=['sketch+text'])
+  if loaded.config.data.name != names.SYNTH:
+    raise SystemExit(f'{args.workdir}: data.name={loaded.config.data.name!r}; the probe needs '
+                     f'{names.SYNTH!r}, whose instance ids number the photos family by family.')
   per_family = (int(loaded.config.data.synth.structural_variants)
                 * int(loaded.config.data.synth.appearance_variants))
   families = loaded.instances // per_family   # data/synth/generator.py numbers family-major

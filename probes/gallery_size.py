@@ -49,19 +49,16 @@ def main():
                 * int(loaded.config.data.synth.appearance_variants))
   families = loaded.instances // per_family   # data/synth/generator.py numbers family-major
   column = {int(instance): i for i, instance in enumerate(loaded.instances)}
-  sizes = [int(f) for f in args.families.split(',')]
-  everyone = np.zeros(len(families), np.int64)
+  galleries = {f'{len(np.unique(families))} families (all)': np.zeros(len(families), np.int64)}
+  for size in (int(f) for f in args.families.split(',')):
+    galleries[f'{size} families'] = family_groups(families, size)
   table = {}
   queries = loaded.evaluator.query_embeddings(loaded.variables, loaded.dataset, args.split)
   for (bucket, _), (q, target) in queries.items():
     columns = np.asarray([column[int(t)] for t in target])
     scores = q @ loaded.gallery.T
-    row = {f'{len(np.unique(families))} families (all)': grouped_top1(
-        scores, columns, everyone, everyone[columns])}
-    for size in sizes:
-      groups = family_groups(families, size)
-      row[f'{size} families'] = grouped_top1(scores, columns, groups, groups[columns])
-    table[bucket] = row
+    table[bucket] = {name: grouped_top1(scores, columns, groups, groups[columns])
+                     for name, groups in galleries.items()}
   if 'moderate' in table:   # issue 13's ratio, in % of the clean score
     table['moderate / clean, %'] = {k: 100.0 * table['moderate'][k] / table['clean'][k]
                                     for k in table['clean']}

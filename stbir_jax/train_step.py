@@ -179,27 +179,6 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   def freeze(params):
     return {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
 
-  def query_terms(queries, has, g, logits, batch, weights, learns):
-    """The stage's contrastive and single-modality terms of one set of queries: `queries` maps
-    'query' (and, with single-modality outputs, 'query_sketch' / 'query_text') to (B, D)
-    embeddings, `has` 'has_sketch' / 'has_text' to (B,) flags."""
-    terms = {}
-    if 'contrastive' in stage.losses:
-      terms['contrastive'] = losses.contrastive(
-          wl.kind, queries['query'], g, logits, instance=batch['instance'],
-          negative_weights=weights, gallery_learns=learns)
-    if 'single_modality' in stage.losses:
-      sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
-                         else batch['instance'])
-      # Each modality must retrieve on its own too: a direct signal for what the fused query
-      # would otherwise learn only through the other (e.g. colour words before shapes match).
-      terms['single_modality'] = 0.5 * sum(
-          losses.contrastive(wl.kind, queries[key], g, logits, instance=same,
-                             negative_weights=weights, valid=has[flag], gallery_learns=learns)
-          for key, flag, same in (('query_sketch', 'has_sketch', sketch_instance),
-                                  ('query_text', 'has_text', batch['instance'])))
-    return terms
-
   def loss_terms(params, out, batch):
     """The stage's losses from the whole batch's model outputs (embeddings, logit scale)."""
     q, g, scale = out['query'], out['gallery'], out['logit_scale']
@@ -211,14 +190,33 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     per_example = losses.per_example_contrastive(wl.kind, q, g, logits,
                                                  instance=batch['instance'],
                                                  negative_weights=weights)
-    learns = batch['query_clean'] if wl.gallery_from_clean_queries else None
-    terms = query_terms(out, batch, g, logits, batch, weights, learns)
+
+    def query_terms(queries, has, learns):
+      """The stage's contrastive and single-modality terms of one set of queries: `queries`
+      holds 'query' (and, with single-modality outputs, 'query_sketch' / 'query_text'), `has`
+      the (B,) flags 'has_sketch' / 'has_text'."""
+      terms = {}
+      if 'contrastive' in stage.losses:
+        terms['contrastive'] = losses.contrastive(
+            wl.kind, queries['query'], g, logits, instance=batch['instance'],
+            negative_weights=weights, gallery_learns=learns)
+      if 'single_modality' in stage.losses:
+        sketch_instance = (structure_ids(batch['instance'], config) if wl.sketch_structure_only
+                           else batch['instance'])
+        # Each modality must retrieve on its own too: a direct signal for what the fused query
+        # would otherwise learn only through the other (e.g. colour words before shapes match).
+        terms['single_modality'] = 0.5 * sum(
+            losses.contrastive(wl.kind, queries[key], g, logits, instance=same,
+                               negative_weights=weights, valid=has[flag], gallery_learns=learns)
+            for key, flag, same in (('query_sketch', 'has_sketch', sketch_instance),
+                                    ('query_text', 'has_text', batch['instance'])))
+      return terms
+
+    terms = query_terms(out, batch, batch['query_clean'] if wl.gallery_from_clean_queries
+                        else None)
     if paired:
-      clean = {k[len('clean_'):]: v for k, v in out.items() if k.startswith('clean_')}
-      terms['clean_pairs'] = sum(
-          getattr(wl, name) * value
-          for name, value in query_terms(clean, batch['clean'], g, logits, batch, weights,
-                                         None).items())
+      terms['clean_pairs'] = sum(getattr(wl, name) * value for name, value in
+                                 query_terms(out['clean'], batch['clean'], None).items())
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
           q, g, wl.triplet_margin, instance=batch['instance'],
@@ -241,14 +239,15 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   def forward(params, batch):
     """The model's outputs; with the consistency term also the clean sketch's sketch-only query,
     a fixed target (no gradient reaches the towers through it); with clean pairs also the
-    queries as drawn ('clean_query', ...), which train like the others."""
+    queries as drawn ('clean': 'query'[, 'query_sketch', 'query_text']), which train like the
+    others."""
     out = model.apply(stbir.model_variables(params), batch, single_modality=single)
     if paired:
-      clean = batch['clean']
-      queries = model.apply(stbir.model_variables(params), *(clean[k] for k in QUERY_FIELDS),
-                            single, method=stbir.STBIR.encode_queries)
-      names = ('clean_query', 'clean_query_sketch', 'clean_query_text')[:len(queries)]
-      out.update(zip(names, queries, strict=True))
+      queries = model.apply(stbir.model_variables(params),
+                            *(batch['clean'][k] for k in QUERY_FIELDS), single,
+                            method=stbir.STBIR.encode_queries)
+      names = ('query', 'query_sketch', 'query_text')[:len(queries)]
+      out['clean'] = dict(zip(names, queries, strict=True))
     if consistent:
       out['query_sketch_clean'] = jax.lax.stop_gradient(model.apply(
           stbir.model_variables(params), batch['sketch_clean'], batch['text_ids'],
@@ -295,7 +294,6 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
       batch = degradations.shift_pairs(jax.random.fold_in(key, 7), batch, config.train.pair_shift)
     if config.train.pair_warp:
       batch = degradations.warp_pairs(jax.random.fold_in(key, 8), batch, config.train.pair_warp)
-    clean_sketch = batch['sketch']
     undegraded = batch
     batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
                                  attribute_ids=constants.attribute_ids)
@@ -310,9 +308,9 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
       batch['clean'] = query_modes.apply_mode({k: undegraded[k] for k in QUERY_FIELDS},
                                               stage.query)
     if uses_consistency(config, stage):
-      batch['sketch_clean'] = clean_sketch
+      batch['sketch_clean'] = undegraded['sketch']
       batch['sketch_degraded'] = batch['has_sketch'] & jnp.any(
-          batch['sketch'] != clean_sketch, axis=tuple(range(1, clean_sketch.ndim)))
+          batch['sketch'] != undegraded['sketch'], axis=tuple(range(1, batch['sketch'].ndim)))
 
     (loss, (terms, per_example, scale)), grads = value_and_grad(state.params, batch)
     grad_norm = optax.global_norm(grads)

@@ -127,6 +127,8 @@ FIELDS = {
     'loss.sketch_structure_only': boolean,
     'loss.gallery_from_clean_queries': boolean,
     'loss.clean_pairs': NON_NEGATIVE,
+    'loss.distill': NON_NEGATIVE,
+    'loss.distill_temperature': POSITIVE_NUMBER,
     'loss.single_modality': NON_NEGATIVE,
     'curriculum.competence_start': FRACTION,
     'curriculum.competence_steps': COUNT,
@@ -241,12 +243,13 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
   if config.loss.sketch_structure_only and config.data.name != data_names.SYNTH:
     raise ConfigError(f'loss.sketch_structure_only=True needs STBIR-Synth ground truth (which '
                       f'photos share a structure); data.name={config.data.name!r}.')
-  if (config.loss.clean_pairs and config.curriculum.kind == 'none'
-      and not config.train.modality_dropout):
-    raise ConfigError(f'loss.clean_pairs={config.loss.clean_pairs!r} scores each query before '
-                      'the curriculum and the modality dropout degrade it, but neither is on '
-                      '(curriculum.kind="none", train.modality_dropout=0): every query is '
-                      'clean already. Set loss.clean_pairs=0, or turn a degradation on.')
+  for field in ('clean_pairs', 'distill'):
+    if (config.loss[field] and config.curriculum.kind == 'none'
+        and not config.train.modality_dropout):
+      raise ConfigError(f'loss.{field}={config.loss[field]!r} scores each query before the '
+                        'curriculum and the modality dropout degrade it, but neither is on '
+                        '(curriculum.kind="none", train.modality_dropout=0): every query is '
+                        f'clean already. Set loss.{field}=0, or turn a degradation on.')
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')

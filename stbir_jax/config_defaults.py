@@ -131,6 +131,12 @@ def get_config():
                                           # degraded one: clean queries train every step whatever
                                           # share is degraded (one more pass of the query
                                           # towers); 0 = off
+  c.loss.distill = 0.0                    # weight of the distillation of each query's clean self
+                                          # (as drawn, before the curriculum and the modality
+                                          # dropout) into it: KL between their softmaxes over
+                                          # the batch's photos, the clean one held fixed
+                                          # (losses.distill); 0 = off
+  c.loss.distill_temperature = 1.0        # T of that KL: both softmaxes at logit_scale / T
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum
   c.curriculum = ml_collections.ConfigDict()

@@ -220,6 +220,20 @@ def consistency(q: Array, target: Array, valid: Array | None = None) -> Array:
   return _masked_mean(1.0 - jnp.sum(_unit(q) * _unit(target), axis=-1), valid)
 
 
+def distill(q: Array, teacher: Array, g: Array, logit_scale, *, temperature=1.0) -> Array:
+  """Hinton et al.'s distillation over the batch's gallery (scalar): mean over rows of
+  T^2 KL(p_i || r_i), where p_i = softmax_j(s <teacher_i, g_j> / T) is held fixed (no gradient
+  reaches the teacher or g through it) and r_i = softmax_j(s <q_i, g_j> / T), s = `logit_scale`
+  (the multiplier), T = `temperature`. A degraded query learns which photos its clean
+  self ranks near the top, not only which one is right; T^2 keeps the gradient's size as T
+  softens both (Hinton et al. 2015)."""
+  s = jnp.asarray(logit_scale, jnp.float32) / temperature
+  target = jax.nn.softmax(jax.lax.stop_gradient(s * pair_scores(teacher, g)), axis=1)
+  student = jax.nn.log_softmax(s * pair_scores(q, g), axis=1)
+  kl = jnp.sum(target * (jnp.log(jnp.maximum(target, 1e-30)) - student), axis=1)
+  return temperature ** 2 * jnp.mean(kl)
+
+
 def intra_category_weights(category: Array, instance: Array, hard_negative_weight) -> Array:
   """(B, B) negative weights: `hard_negative_weight` for same category and different instance.
 

@@ -112,7 +112,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('model', 'sketch_centre'): False, ('train', 'pair_shift'): 0.0,
                 ('train', 'pair_warp'): 0.0, ('model', 'canonical_frame'): 'none',
                 ('loss', 'gallery_from_clean_queries'): False, ('train', 'init_from'): '',
-                ('train', 'init_from_step'): -1, ('loss', 'clean_pairs'): 0.0}
+                ('train', 'init_from_step'): -1, ('loss', 'clean_pairs'): 0.0,
+                ('loss', 'distill'): 0.0, ('loss', 'distill_temperature'): 1.0}
 
 
 def with_added_fields(config: dict) -> dict:

@@ -158,6 +158,12 @@ def uses_clean_pairs(config) -> bool:
   return float(config.loss.clean_pairs) > 0
 
 
+def uses_clean_queries(config) -> bool:
+  """Whether the step also encodes each query as drawn: for the clean pairs or as the teacher
+  of the distillation (loss.distill)."""
+  return uses_clean_pairs(config) or float(config.loss.distill) > 0
+
+
 def structure_ids(instance, config):
   """STBIR-Synth instance ids -> the id of their structure (family, structural variant): the
   generator numbers a family's instances structure by structure, appearance_variants each
@@ -173,6 +179,7 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   wl = config.loss
   consistent = uses_consistency(config, stage)
   paired = uses_clean_pairs(config)
+  encodes_clean = uses_clean_queries(config)
   single = 'single_modality' in stage.losses or consistent
   accum = int(config.train.grad_accum_steps)
 
@@ -217,6 +224,9 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     if paired:
       terms['clean_pairs'] = sum(getattr(wl, name) * value for name, value in
                                  query_terms(out['clean'], batch['clean'], None).items())
+    if wl.distill:
+      terms['distill'] = losses.distill(q, out['clean']['query'], g, scale,
+                                        temperature=wl.distill_temperature)
     if 'triplet' in stage.losses:
       terms['triplet'] = losses.TRIPLET_MINING[wl.triplet_mining](
           q, g, wl.triplet_margin, instance=batch['instance'],
@@ -238,11 +248,11 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
 
   def forward(params, batch):
     """The model's outputs; with the consistency term also the clean sketch's sketch-only query,
-    a fixed target (no gradient reaches the towers through it); with clean pairs also the
-    queries as drawn ('clean': 'query'[, 'query_sketch', 'query_text']), which train like the
-    others."""
+    a fixed target (no gradient reaches the towers through it); with clean pairs or the
+    distillation also the queries as drawn ('clean': 'query'[, 'query_sketch', 'query_text']),
+    which the pairs train like the others and the distillation holds fixed."""
     out = model.apply(stbir.model_variables(params), batch, single_modality=single)
-    if paired:
+    if encodes_clean:
       queries = model.apply(stbir.model_variables(params),
                             *(batch['clean'][k] for k in QUERY_FIELDS), single,
                             method=stbir.STBIR.encode_queries)
@@ -304,7 +314,7 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
           jnp.asarray(degradations.clean_buckets(constants.buckets))[bucket_idx]
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
-    if uses_clean_pairs(config):
+    if uses_clean_queries(config):
       batch['clean'] = query_modes.apply_mode({k: undegraded[k] for k in QUERY_FIELDS},
                                               stage.query)
     if uses_consistency(config, stage):

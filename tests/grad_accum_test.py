@@ -28,6 +28,7 @@ def _config(accum=1, learn_prototypes=True, remat='nothing'):
   # tower (the term is ~0.004), so a large weight gives it a visible share of the gradient.
   config.loss.consistency = 100.0
   config.loss.clean_pairs = 0.5   # the undegraded queries' terms, from their own micro-batches
+  config.loss.distill = 2.0       # its softmaxes span the whole batch's photos
   if not learn_prototypes:
     config.stages[0].train = list(stages.MODEL_GROUPS)
   # Large enough that Adam's first update, lr * g / (|g| + eps), moves by at most lr / eps times
@@ -82,8 +83,8 @@ def test_accumulated_gradients_and_step_equal_the_plain_ones(accum, learn_protot
   batch = _batch(plain)
   loss1, terms1, per1, grads1 = _grads(plain, model, constants, state.params, batch)
   loss_k, terms_k, per_k, grads_k = _grads(accumulated, model, constants, state.params, batch)
-  assert set(terms1) == {*ALL_LOSSES, 'consistency', 'clean_pairs'} and loss1 > 1.0
-  assert terms1['consistency'] > 1e-3
+  assert set(terms1) == {*ALL_LOSSES, 'consistency', 'clean_pairs', 'distill'} and loss1 > 1.0
+  assert terms1['consistency'] > 1e-3 and terms1['distill'] > 1e-3
   assert abs(loss_k - loss1) <= 1e-5 * loss1
   np.testing.assert_allclose(per_k, per1, rtol=1e-5, atol=1e-6)
   _assert_same_grads(grads1, grads_k)

@@ -181,6 +181,29 @@ def test_consistency_is_one_minus_cosine_over_the_valid_rows():
   assert float(losses.consistency(q, target, jnp.zeros(3, bool))) == 0.0
 
 
+def test_distill_is_the_tempered_kl_from_the_teachers_softmax():
+  # Two photos g0 = (1, 0), g1 = (0, 1); s = 2, T = 2, so both softmaxes take logits <., g>.
+  # Row 0: teacher (1, 0) -> p = softmax(1, 0); student (0, 1) -> r = softmax(0, 1).
+  # Row 1: teacher = student (0, 0) -> p = r = (1/2, 1/2): KL 0.
+  g = jnp.eye(2)
+  teacher = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+  q = jnp.array([[0.0, 1.0], [0.0, 0.0]])
+  p0 = np.array([e(1), 1.0]) / (e(1) + 1)
+  r0 = np.array([1.0, e(1)]) / (e(1) + 1)
+  # log p0 - log r0 = (1, -1), so KL = e / (e + 1) - 1 / (e + 1).
+  kl0 = float(np.sum(p0 * (log(p0) - log(r0))))
+  np.testing.assert_allclose(kl0, (e(1) - 1) / (e(1) + 1), rtol=1e-6)
+  want = 2.0 ** 2 * (kl0 + 0.0) / 2
+  np.testing.assert_allclose(losses.distill(q, teacher, g, 2.0, temperature=2.0), want,
+                             rtol=1e-5)
+  # The teacher is held fixed, and a student equal to its teacher has nothing to learn.
+  d_teacher = jax.grad(lambda t: losses.distill(q, t, g, 2.0, temperature=2.0))(teacher)
+  assert float(jnp.abs(d_teacher).max()) == 0.0
+  d_q = jax.grad(lambda x: losses.distill(x, x, g, 3.0))(jnp.array(Q3[:2]))
+  np.testing.assert_allclose(np.asarray(d_q), 0.0, atol=1e-7)
+  assert float(jnp.abs(jax.grad(lambda x: losses.distill(x, teacher, g, 2.0))(q)).max()) > 0.1
+
+
 def test_prototype_loss():
   # Prototypes normalised inside: [[1,0],[0,2]] -> [[1,0],[0,1]]. margin .2, temperature .5.
   protos = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)

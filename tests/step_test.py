@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import _tiny
-from stbir_jax import config_checks, metrics, stages, train, train_step
+from stbir_jax import config_checks, losses, metrics, stages, train, train_step
 from stbir_jax.models import stbir
 from stbir_jax.models.stbir import STBIR
 
@@ -18,8 +18,8 @@ from stbir_jax.models.stbir import STBIR
 def test_tiny_model_overfits_to_acc1_of_one():
   batch = _tiny.random_batch(_tiny.tiny_config())
   b = batch['instance'].shape[0]
-  _, model, state, losses = _tiny.fit(batch)
-  assert losses[-1] < 0.25 * losses[0]
+  _, model, state, history = _tiny.fit(batch)
+  assert history[-1] < 0.25 * history[0]
 
   variables = stbir.model_variables(state.params)
   q = model.apply(variables, batch['sketch'], batch['text_ids'], batch['text_mask'],
@@ -332,13 +332,53 @@ def test_clean_pairs_score_the_queries_before_the_curriculum_degrades_them():
   assert abs(paired['loss/contrastive'] - plain['loss/contrastive']) > 1e-3
 
 
-def test_clean_pairs_need_a_degradation():
-  config = _clean_pairs_config(_tiny.tiny_config(), 1.0)   # curriculum 'none', no dropout
+@pytest.mark.parametrize('field', ['clean_pairs', 'distill'])
+def test_clean_queries_need_a_degradation(field):
+  config = _tiny.tiny_config()   # curriculum 'none', no dropout
+  config.loss[field] = 1.0
   with pytest.raises(config_checks.ConfigError,
-                     match=r'loss.clean_pairs=1.0 .* every query is clean already'):
+                     match=rf'loss.{field}=1.0 .* every query is clean already'):
     config_checks.validate_config(config)
   config.train.modality_dropout = 0.2
   config_checks.validate_config(config)
+
+
+def test_distill_adds_the_kl_from_each_querys_undegraded_self():
+  """With loss.distill = w (and no clean pairs) the loss is the plain loss of the degraded batch
+  plus w times losses.distill of its fused queries against their undegraded selves, over the
+  batch's photos at the model's logit scale; the teacher sends no gradient."""
+  config, model, state, _ = _tiny.setup(('contrastive', 'single_modality'))
+  weight, temperature = 0.6, 2.0
+  c = _clean_pairs_config(config, 0.0, kind='uniform')
+  c.loss.update(distill=weight, distill_temperature=temperature)
+  stage = stages.build_stages(config)[0]
+  constants = train_step.make_constants(config, ['thing'])
+  batch = _tiny.random_batch(config)
+  clean = _undegraded_queries(batch)
+
+  def value_and_grad(cfg, b):
+    return jax.jit(train_step.make_value_and_grad(cfg, model, stage, constants))(state.params, b)
+
+  (loss, (terms, _, _)), grads = value_and_grad(c, dict(batch, clean=clean))
+  (plain_loss, (plain_terms, _, _)), plain_grads = value_and_grad(config, batch)
+  assert 'clean_pairs' not in terms
+  variables = stbir.model_variables(state.params)
+  out = model.apply(variables, batch)
+  teacher = model.apply(variables, *(clean[k] for k in train_step.QUERY_FIELDS), False,
+                        method=stbir.STBIR.encode_queries)[0]
+  want = losses.distill(out['query'], teacher, out['gallery'], out['logit_scale'],
+                        temperature=temperature)
+  assert float(want) > 1e-3
+  np.testing.assert_allclose(float(terms['distill']), float(want), rtol=1e-5)
+  np.testing.assert_allclose(float(loss), float(plain_loss) + weight * float(want), rtol=1e-5)
+  # Its gradient: the student's side only (the teacher's queries are held fixed).
+  def distill_of(params):
+    o = model.apply(stbir.model_variables(params), batch)
+    return losses.distill(o['query'], jax.lax.stop_gradient(teacher), o['gallery'],
+                          o['logit_scale'], temperature=temperature)
+  distill_grads = jax.grad(distill_of)(state.params)
+  _assert_same_grads(jax.tree.map(lambda a, d: a + weight * d, plain_grads, distill_grads),
+                     grads, min_norm=1e-3)
 
 
 def _symmetric_info_nce(q, g, scale, same):

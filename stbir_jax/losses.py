@@ -228,9 +228,9 @@ def distill(q: Array, teacher: Array, g: Array, logit_scale, *, temperature=1.0)
   self ranks near the top, not only which one is right; T^2 keeps the gradient's size as T
   softens both (Hinton et al. 2015)."""
   s = jnp.asarray(logit_scale, jnp.float32) / temperature
-  target = jax.nn.softmax(jax.lax.stop_gradient(s * pair_scores(teacher, g)), axis=1)
+  log_target = jax.nn.log_softmax(jax.lax.stop_gradient(s * pair_scores(teacher, g)), axis=1)
   student = jax.nn.log_softmax(s * pair_scores(q, g), axis=1)
-  kl = jnp.sum(target * (jnp.log(jnp.maximum(target, 1e-30)) - student), axis=1)
+  kl = jnp.sum(jnp.exp(log_target) * (log_target - student), axis=1)
   return temperature ** 2 * jnp.mean(kl)
 
 

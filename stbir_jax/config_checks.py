@@ -113,6 +113,7 @@ FIELDS = {
     'model.fusion.calibrate': boolean,
     'model.sketch_centre': boolean,
     'model.canonical_frame': choice(*canonical.FRAMES),
+    'model.sketch_align': boolean,
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,
@@ -127,6 +128,7 @@ FIELDS = {
     'loss.sketch_structure_only': boolean,
     'loss.gallery_from_clean_queries': boolean,
     'loss.clean_pairs': NON_NEGATIVE,
+    'loss.align_jitter': NON_NEGATIVE,
     'loss.distill': NON_NEGATIVE,
     'loss.distill_temperature': POSITIVE_NUMBER,
     'loss.single_modality': NON_NEGATIVE,
@@ -250,6 +252,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
                         'curriculum and the modality dropout degrade it, but neither is on '
                         '(curriculum.kind="none", train.modality_dropout=0): every query is '
                         f'clean already. Set loss.{field}=0, or turn a degradation on.')
+  if config.loss.align_jitter and not config.model.sketch_align:
+    raise ConfigError(f'loss.align_jitter={config.loss.align_jitter!r} trains the sketch aligner, '
+                      'and the model has none: set model.sketch_align=True, or '
+                      'loss.align_jitter=0.')
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')

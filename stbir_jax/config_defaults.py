@@ -103,6 +103,8 @@ def get_config():
                                           # before its tower (models/stbir.py centre_sketch)
   c.model.canonical_frame = 'none'        # 'centre': every sketch and photo moved to one frame
                                           # before its tower (models/canonical.py)
+  c.model.sketch_align = False            # a learned warp of each sketch before its tower
+                                          # (models/aligner.py, a spatial transformer)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(
@@ -136,6 +138,9 @@ def get_config():
                                           # dropout) into it: KL between their softmaxes over
                                           # the batch's photos, the clean one held fixed
                                           # (losses.distill); 0 = off
+  c.loss.align_jitter = 0.0               # weight of the sketch aligner's regression on the warp
+                                          # that undoes each training sketch's jitter
+                                          # (losses.warp_regression; needs model.sketch_align)
   c.loss.distill_temperature = 1.0        # T of that KL: both softmaxes at logit_scale / T
 
   # ---------------------------------------------------------------- STBIR module 1: curriculum

@@ -267,14 +267,30 @@ def _noise_strokes(key, sketch, k, max_k: int):
   return out.reshape(r, r).astype(sketch.dtype)
 
 
-def _jitter(key, sketch, j):
-  """Random translation (+-j R), scale (1 +- j) and rotation (+-j pi) about the centre."""
-  r = sketch.shape[0]
+def _jitter_draw(key, j, r):
+  """The affine jitter of one sketch of size r: shift (2,) in pixels (+-j r), scale (1 +- j),
+  angle (+-j pi)."""
   k_t, k_s, k_a = jax.random.split(key, 3)
   shift = jax.random.uniform(k_t, (2,), minval=-1.0, maxval=1.0) * j * r
   scale, angle = _scale_angle(k_s, k_a, j)
-  out = _warp(sketch, shift, scale, angle)
+  return shift, scale, angle
+
+
+def _jitter(key, sketch, j):
+  """Random translation (+-j R), scale (1 +- j) and rotation (+-j pi) about the centre."""
+  out = _warp(sketch, *_jitter_draw(key, j, sketch.shape[0]))
   return jnp.where(j > 0, out.astype(sketch.dtype), sketch)
+
+
+def undo_jitter(key, j, r):
+  """The warp that moves a sketch jittered by _jitter(key, ., j) back, as models/aligner.py
+  parameterises a warp: (4,) shift dy, dx as fractions of the image, angle, log scale (zeros
+  where j is 0). _warp maps x to c + shift + scale F(angle) (x - c) (F a rotation), whose
+  inverse is scale 1 / scale, angle -angle and shift -F(-angle) shift / scale."""
+  shift, scale, angle = _jitter_draw(key, j, r)
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  back = -jnp.stack([cos * shift[0] + sin * shift[1], -sin * shift[0] + cos * shift[1]]) / scale
+  return jnp.concatenate([back / r, jnp.stack([-angle, -jnp.log(scale)])])
 
 
 def _scale_angle(k_scale, k_angle, j):
@@ -284,19 +300,24 @@ def _scale_angle(k_scale, k_angle, j):
   return scale, angle
 
 
+def source_pixels(r: int, shift, scale, angle):
+  """The inverse map of a warp of an (r, r) map that scales it, rotates it about its centre and
+  then moves it by `shift` pixels: for every output pixel, the (y, x) it samples, float (r, r)
+  each."""
+  c = (r - 1) / 2.0
+  ys, xs = jnp.meshgrid(jnp.arange(r, dtype=jnp.float32), jnp.arange(r, dtype=jnp.float32),
+                        indexing='ij')
+  dy, dx = ys - c - shift[0], xs - c - shift[1]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  return c + (cos * dy + sin * dx) / scale, c + (-sin * dy + cos * dx) / scale
+
+
 def _warp(x, shift, scale, angle, *, edge: bool = False):
   """One map x (R, R[, C]) scaled, rotated about its centre and then moved by `shift` pixels.
   Nearest neighbour, so a sketch's stroke ids stay exact; what enters the frame is 0, or repeats
   the edge with `edge`."""
   r = x.shape[0]
-  c = (r - 1) / 2.0
-  ys, xs = jnp.meshgrid(jnp.arange(r, dtype=jnp.float32), jnp.arange(r, dtype=jnp.float32),
-                        indexing='ij')
-  # Inverse map: output pixel -> source pixel.
-  dy, dx = ys - c - shift[0], xs - c - shift[1]
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
-  sy = jnp.round(c + (cos * dy + sin * dx) / scale).astype(jnp.int32)
-  sx = jnp.round(c + (-sin * dy + cos * dx) / scale).astype(jnp.int32)
+  sy, sx = (jnp.round(v).astype(jnp.int32) for v in source_pixels(r, shift, scale, angle))
   out = x[jnp.clip(sy, 0, r - 1), jnp.clip(sx, 0, r - 1)]
   if edge:
     return out
@@ -339,8 +360,10 @@ def _edit_text(key, ids, mask, p, vague, attribute_ids):
 # ------------------------------------------------------------------------------------ degrade
 
 
-def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None) -> dict:
-  """Degrades each query of `batch` by its bucket; returns a new batch (other keys kept).
+def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None,
+            with_undo: bool = False):
+  """Degrades each query of `batch` by its bucket; returns a new batch (other keys kept), and
+  with `with_undo` also the warp (B, 4) that undoes each sketch's jitter (undo_jitter).
 
   Args:
     key: PRNG key; the same key gives the same degradations.
@@ -397,8 +420,12 @@ def degrade(key, batch: dict, bucket_idx, buckets, *, attribute_ids=None) -> dic
 
   if channel:
     sketch = sketch[..., None]
-  return dict(batch, sketch=sketch, text_ids=text_ids, text_mask=text_mask,
-              has_sketch=has_sketch & ~drop_s, has_text=has_text & ~drop_t)
+  out = dict(batch, sketch=sketch, text_ids=text_ids, text_mask=text_mask,
+             has_sketch=has_sketch & ~drop_s, has_text=has_text & ~drop_t)
+  if not with_undo:
+    return out
+  undo = jax.vmap(undo_jitter, in_axes=(0, 0, None))(k_jitter, param('jitter'), sketch.shape[1])
+  return out, undo
 
 
 def translate(x, dy, dx, *, edge: bool = False):

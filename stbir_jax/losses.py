@@ -220,6 +220,13 @@ def consistency(q: Array, target: Array, valid: Array | None = None) -> Array:
   return _masked_mean(1.0 - jnp.sum(_unit(q) * _unit(target), axis=-1), valid)
 
 
+def warp_regression(warp: Array, target: Array, scale, valid: Array | None = None) -> Array:
+  """Mean over `valid` rows of sum_k ((warp_k - target_k) / scale_k)^2: a predicted warp
+  (B, K) regressed on the one it should have been, each parameter in its own unit `scale` (K,)."""
+  err = (warp.astype(jnp.float32) - target) / jnp.asarray(scale, jnp.float32)
+  return _masked_mean(jnp.sum(err * err, axis=-1), valid)
+
+
 def distill(q: Array, teacher: Array, g: Array, logit_scale, *, temperature=1.0) -> Array:
   """Hinton et al.'s distillation over the batch's gallery (scalar): mean over rows of
   T^2 KL(p_i || r_i), where p_i = softmax_j(s <teacher_i, g_j> / T) is held fixed (no gradient

@@ -113,7 +113,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('train', 'pair_warp'): 0.0, ('model', 'canonical_frame'): 'none',
                 ('loss', 'gallery_from_clean_queries'): False, ('train', 'init_from'): '',
                 ('train', 'init_from_step'): -1, ('loss', 'clean_pairs'): 0.0,
-                ('loss', 'distill'): 0.0, ('loss', 'distill_temperature'): 1.0}
+                ('loss', 'distill'): 0.0, ('loss', 'distill_temperature'): 1.0,
+                ('model', 'sketch_align'): False, ('loss', 'align_jitter'): 0.0}
 
 
 def with_added_fields(config: dict) -> dict:

@@ -94,6 +94,11 @@ def resolve_pretrained(config) -> None:
                                       f'config.model.{group}')
 
 
+# Modules a branch may add to the model of the run it starts from (train.init_from): they start
+# from their own initialisation, which is the identity (models/aligner.py).
+ADDABLE_MODULES = ('sketch/aligner/',)
+
+
 def params_from_run(config) -> dict:
   """{group: params} of every model group of the run config.train.init_from (its checkpoint
   config.train.init_from_step, -1 the latest; a soup's params too), checked against this
@@ -117,14 +122,20 @@ def params_from_run(config) -> dict:
                         jax.random.PRNGKey(0))
   groups = [g for g in stages.MODEL_GROUPS if g in like]
   want, have = (_leaf_shapes({g: tree[g] for g in groups}) for tree in (like, params))
+  added = sorted(k for k in set(want) - set(have) if k.startswith(ADDABLE_MODULES))
   differ = [f'{k}: {have.get(k, "absent")} in the run, {want.get(k, "absent")} here'
-            for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)]
+            for k in sorted(set(want) | set(have))
+            if have.get(k) != want.get(k) and k not in added]
   if differ:
     raise config_checks.ConfigError(
         f'{where} (step {taken}): its params do not fit config.model ({len(differ)} leaves '
         f'differ, e.g. {"; ".join(differ[:3])}); give this run the model config of that run.')
-  logging.info('%s: the model starts from step %d of that run.', where, taken)
-  return {g: params[g] for g in groups}
+  logging.info('%s: the model starts from step %d of that run%s.', where, taken,
+               f' ({len(added)} leaves of {", ".join(ADDABLE_MODULES)} start fresh)' if added
+               else '')
+  # merge_pretrained replaces whole {group: {module: tree}} subtrees: an added module, absent
+  # from the run, keeps its fresh initialisation.
+  return {g: dict(params[g]) for g in groups}
 
 
 def frozen_groups(config) -> tuple:

@@ -30,7 +30,7 @@ from stbir_jax import (
   stages,
 )
 from stbir_jax.data.tokenizer import get_tokenizer
-from stbir_jax.models import stbir
+from stbir_jax.models import aligner, stbir
 
 LOGIT_KEYS = ('logit_scale', 'logit_bias')   # model outputs the losses read besides embeddings
 
@@ -164,6 +164,12 @@ def uses_clean_queries(config) -> bool:
   return uses_clean_pairs(config) or float(config.loss.distill) > 0
 
 
+def uses_align_jitter(config) -> bool:
+  """Whether the sketch aligner also regresses on the warp that undoes each training sketch's
+  jitter (loss.align_jitter; models/aligner.py)."""
+  return float(config.loss.align_jitter) > 0
+
+
 def structure_ids(instance, config):
   """STBIR-Synth instance ids -> the id of their structure (family, structural variant): the
   generator numbers a family's instances structure by structure, appearance_variants each
@@ -180,6 +186,7 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
   consistent = uses_consistency(config, stage)
   paired = uses_clean_pairs(config)
   encodes_clean = uses_clean_queries(config)
+  aligns = uses_align_jitter(config)
   single = 'single_modality' in stage.losses or consistent
   accum = int(config.train.grad_accum_steps)
 
@@ -243,6 +250,9 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     if consistent:
       terms['consistency'] = losses.consistency(out['query_sketch'], out['query_sketch_clean'],
                                                 valid=batch['sketch_degraded'])
+    if aligns:
+      terms['align_jitter'] = losses.warp_regression(out['sketch_warp'], batch['jitter_undo'],
+                                                     aligner.WARP_UNITS, valid=batch['has_sketch'])
     total = sum(getattr(wl, name) * value for name, value in terms.items())
     return total, (terms, per_example, scale)
 
@@ -251,7 +261,12 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     a fixed target (no gradient reaches the towers through it); with clean pairs or the
     distillation also the queries as drawn ('clean': 'query'[, 'query_sketch', 'query_text']),
     which the pairs train like the others and the distillation holds fixed."""
-    out = model.apply(stbir.model_variables(params), batch, single_modality=single)
+    if aligns:   # the warp each query's sketch went through, as the aligner sowed it
+      out, state = model.apply(stbir.model_variables(params), batch, single_modality=single,
+                               mutable=['intermediates'])
+      out['sketch_warp'] = state['intermediates']['sketch']['warp'][0]
+    else:
+      out = model.apply(stbir.model_variables(params), batch, single_modality=single)
     if encodes_clean:
       queries = model.apply(stbir.model_variables(params),
                             *(batch['clean'][k] for k in QUERY_FIELDS), single,
@@ -305,8 +320,10 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
     if config.train.pair_warp:
       batch = degradations.warp_pairs(jax.random.fold_in(key, 8), batch, config.train.pair_warp)
     undegraded = batch
-    batch = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
-                                 attribute_ids=constants.attribute_ids)
+    aligns = uses_align_jitter(config)
+    degraded = degradations.degrade(k_degrade, batch, bucket_idx, constants.buckets,
+                                    attribute_ids=constants.attribute_ids, with_undo=aligns)
+    batch = dict(degraded[0], jitter_undo=degraded[1]) if aligns else degraded
     drawn = batch
     batch = modality_dropout(k_drop, drawn, config.train.modality_dropout)
     if config.loss.triplet_queries == 'clean' or config.loss.gallery_from_clean_queries:

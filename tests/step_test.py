@@ -10,8 +10,8 @@ import optax
 import pytest
 
 import _tiny
-from stbir_jax import config_checks, losses, metrics, stages, train, train_step
-from stbir_jax.models import stbir
+from stbir_jax import config_checks, losses, metrics, sharding, stages, train, train_step
+from stbir_jax.models import aligner, stbir
 from stbir_jax.models.stbir import STBIR
 
 
@@ -432,4 +432,49 @@ def test_structure_only_sketch_term_leaves_appearance_twins_out_of_its_negatives
   config.data.name = 'jsonl'
   config.loss.sketch_structure_only = True
   with pytest.raises(config_checks.ConfigError, match='loss.sketch_structure_only=True needs'):
+    config_checks.validate_config(config)
+
+
+def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
+  """The term is the aligner's warp of each query's sketch regressed on the batch's
+  'jitter_undo' over the queries with a sketch (losses.warp_regression in aligner.WARP_UNITS);
+  its gradient reaches the aligner and nothing else when it is the only term."""
+  config = _tiny.tiny_config()
+  config.model.sketch_align = True
+  config.loss.align_jitter = 1.0
+  config.loss.contrastive = config.loss.triplet = 0.0   # the term alone
+  model = STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,
+                                          constants)
+  params = jax.tree.map(lambda x: x, state.params)
+  warp = params['sketch']['aligner']['warp']
+  warp['bias'] = warp['bias'] + np.array([0.1, -0.2, 0.3, 0.05], np.float32)   # a trained warp
+  batch = _tiny.random_batch(config)
+  batch['has_sketch'] = np.arange(8) % 3 != 0
+  batch['jitter_undo'] = np.random.default_rng(2).uniform(-0.1, 0.1, (8, 4)).astype(np.float32)
+  stage = stages.build_stages(config)[0]
+  (_, (terms, _, _)), grads = jax.jit(train_step.make_value_and_grad(
+      config, model, stage, constants))(params, batch)
+
+  kind = config.model.sketch.kind
+  background = stbir.normalize_pixels(np.ones(3, np.float32), kind)
+  images = stbir.normalize_pixels(stbir.sketch_to_image(batch['sketch']), kind) - background
+  _, predicted = aligner.SketchAligner().apply({'params': params['sketch']['aligner']}, images)
+  err = (np.asarray(predicted) - batch['jitter_undo']) / np.asarray(aligner.WARP_UNITS)
+  want = (err ** 2).sum(1)[batch['has_sketch']].mean()
+  assert want > 1.0
+  np.testing.assert_allclose(float(terms['align_jitter']), want, rtol=1e-5)
+  assert float(optax.global_norm(grads['sketch']['aligner'])) > 1e-3
+  for group in ('photo', 'text'):
+    assert float(optax.global_norm(grads[group])) == 0.0
+  assert float(optax.global_norm(grads['sketch']['backbone'])) == 0.0
+
+
+def test_align_jitter_needs_an_aligner():
+  config = _tiny.tiny_config()
+  config.loss.align_jitter = 1.0
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'loss.align_jitter=1.0 trains the sketch aligner, and the model has '
+                           r'none: set model.sketch_align=True'):
     config_checks.validate_config(config)

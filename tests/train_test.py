@@ -273,6 +273,25 @@ def test_init_from_starts_a_fresh_run_from_a_trained_one(smoke_run, tmp_path):
                                                       jax.tree.leaves(latest), strict=True))
 
 
+def test_init_from_adds_a_fresh_identity_aligner_to_a_run_without_one(smoke_run, tmp_path):
+  config = _branch(smoke_run, init_from_step=8)
+  config.model.sketch_align = True
+  config.optim.lr = 0.0
+  branch = str(tmp_path / 'branch')
+  train.train_and_evaluate(config, branch)
+  _, params = run_config.latest_params(branch)
+  _, source = run_config.latest_params(smoke_run[1], 8)
+  aligner = params['sketch'].pop('aligner')
+  jax.tree.map(np.testing.assert_array_equal, params, source)
+  np.testing.assert_array_equal(aligner['warp']['kernel'], 0.0)   # the identity warp
+  # The other way, a run with an aligner into a model without one, drops trained params: refused.
+  back = _branch(smoke_run)
+  back.train.init_from = branch
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'sketch/aligner/.*in the run, absent here'):
+    train.train_and_evaluate(back, str(tmp_path / 'back'))
+
+
 def test_init_from_refuses_another_model_or_a_run_without_checkpoints(smoke_run, tmp_path):
   config = _branch(smoke_run)
   config.model.embed_dim = 32

@@ -21,6 +21,9 @@ microsoft/resnet-* preprocessors'), mean 0.5 / std 0.5 for SigLIP (its image pro
 Parameter tree (top level is exactly stages.MODEL_GROUPS, so stages freeze whole groups):
 
   sketch/backbone/...     image tower (resnet.py / vit.py layout)
+  [sketch/aligner/...     with config.model.sketch_align: the spatial transformer that warps
+                          each sketch before its tower (aligner.py); a run without it starts
+                          one with a fresh, identity aligner (train.init_from)]
   sketch/proj/kernel      (tower dim, D), no bias (like CLIP's visual_projection); D/2 with a
                           split fusion ('concat': query = [sketch half; text half], the photo's
                           embedding likewise, each half unit-normalised)
@@ -58,7 +61,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from stbir_jax import stages
-from stbir_jax.models import canonical, layers, resnet, vit
+from stbir_jax.models import aligner, canonical, layers, resnet, vit
 from stbir_jax.models import fusion as fusion_lib
 from stbir_jax.models import text as text_lib
 
@@ -135,9 +138,15 @@ class ImageEncoder(nn.Module):
   where: str = 'config.model.photo'
   towers: int = 1
   text_config: ml_collections.ConfigDict | None = None   # config.model.photo_text
+  align: bool = False   # the sketch side with config.model.sketch_align: aligner/... warps first
 
   @nn.compact
-  def __call__(self, images):
+  def __call__(self, images, background=None):
+    """`background`: the normalised value of an empty pixel (what the aligner fills in)."""
+    if self.align:
+      moved, warp = aligner.SketchAligner(name='aligner')(images - background)
+      self.sow('intermediates', 'warp', warp)   # read by the train step's loss.align_jitter
+      images = moved + background
     embs, tokens = [], None
     for prefix in ('', 'text_')[:self.towers]:
       cfg, where = self.config, self.where
@@ -233,7 +242,8 @@ class STBIR(nn.Module):
       raise ValueError('config.model.photo_text configures the text half\'s own photo tower; set '
                        f'config.model.fusion.photo_towers=2 (now {photo_towers}) or remove it.')
     kw = dict(remat=remat, dtype=dtype)
-    self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch', **kw)
+    self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch',
+                               align=bool(layers.option(c, 'sketch_align', False)), **kw)
     self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',
                               towers=photo_towers, text_config=photo_text, **kw)
     self.text = TextEncoder(c.text, side, **kw)
@@ -267,8 +277,9 @@ class STBIR(nn.Module):
       sketch = centre_sketch(sketch)
     if self.centred_frame:
       sketch = canonical.centre_sketches(sketch)
-    images = normalize_pixels(sketch_to_image(sketch), self.config.sketch.kind)
-    s_emb, s_tokens = self.sketch(images)
+    kind = self.config.sketch.kind
+    images = normalize_pixels(sketch_to_image(sketch), kind)
+    s_emb, s_tokens = self.sketch(images, background=normalize_pixels(jnp.ones(3), kind))
     t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)
     fuse = lambda hs, ht: l2_normalize(self.fusion(s_emb, s_tokens, t_emb, t_tokens, t_mask,
                                                    hs, ht))

@@ -2,14 +2,14 @@
 move them back towards the sketch as drawn? A probe of a trained run, not part of the package
 (docs/results.md, "A learned warp of the sketch").
 
-  python probes/aligner_warps.py --workdir=workdirs/align_twice_s0 [--split=validation]
+  python probes/aligner_warps.py --workdir=workdirs/align_twice_s0 [--split=validation] [--thin]
 
 For the first sketch of every instance of the split: the run's aligner warps the sketch as
 drawn and the same sketch after each part of a bucket's jitter alone (its shift, rotation or
 scale; the moderate and the severe bucket's ranges; one draw a sketch, key 0), after the whole
 jitter, and after none; each then thickened as the bucket thickens its sketches (degradations
 .degrade applies the jitter, then the thickness), since a degraded query reaches the aligner
-so. Printed per case:
+so (with --thin, never: a jitter on thin strokes). Printed per case:
 
   moved      how far the aligner moves a sketch: its predicted shift (pixels), angle (degrees)
              and scale change (%), mean absolute value
@@ -71,6 +71,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--workdir', required=True)
   p.add_argument('--split', default='validation')
+  p.add_argument('--thin', action='store_true', help="no case takes its bucket's thickness")
   args = p.parse_args()
   run, config = run_config.load_run(args.workdir)
   if not config.model.get('sketch_align', False):
@@ -115,7 +116,8 @@ def main():
       np.asarray(clean), np.asarray(clean))
   buckets = {b.name: b for b in config.curriculum.buckets}
   for name in ('moderate', 'severe'):
-    j, thickness = float(buckets[name].jitter), int(buckets[name].thickness)
+    j = float(buckets[name].jitter)
+    thickness = 0 if args.thin else int(buckets[name].thickness)
     reference = np.asarray(thicken(clean, thickness))
     for part in PARTS:
       moved, drawn = jitter(jax.random.key(0), clean, j, part)

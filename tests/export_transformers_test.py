@@ -151,4 +151,8 @@ def test_non_clip_towers_are_refused_with_the_key(tmp_path):
   config.model.fusion.kind = 'concat'
   with pytest.raises(ConvertError, match=r"fusion.kind='concat'.*python -m stbir_jax.export"):
     to_transformers.write_clip(config, {}, str(tmp_path))
+  config = _config()
+  config.model.sketch_align = True   # its aligner would be dropped from the sketch tower
+  with pytest.raises(ConvertError, match=r"sketch_align=True .*python -m stbir_jax.export"):
+    to_transformers.write_clip(config, {}, str(tmp_path))
   assert not os.listdir(tmp_path)

@@ -131,6 +131,10 @@ def write_clip(config, params, out: str) -> str:
     raise ConvertError(f'config.model.fusion.kind={m.fusion.kind!r} splits the embedding into a '
                        'sketch half and a text half, which a CLIPModel cannot hold (one projection '
                        'size, no half-wise normalisation); export with python -m stbir_jax.export.')
+  if m.get('sketch_align', False):
+    raise ConvertError('config.model.sketch_align=True warps each sketch with a learned aligner '
+                       'before its tower, which a CLIPVisionModel cannot hold; export with '
+                       'python -m stbir_jax.export.')
   _check(m.photo, 'config.model.photo', 'clip_vit', ('cls',))
   _check(m.sketch, 'config.model.sketch', 'clip_vit', ('cls',))
   _check(m.text, 'config.model.text', 'clip', ('eos', 'argmax'))

@@ -48,9 +48,8 @@ def jitter(key, sketches, j, part):
   r = sketches.shape[1]
 
   def one(k, s):
-    k_t, k_s, k_a = jax.random.split(k, 3)
-    shift = jax.random.uniform(k_t, (2,), minval=-1.0, maxval=1.0) * j * r
-    scale, angle = degradations._scale_angle(k_s, k_a, j)   # pylint: disable=protected-access
+    # The robustness buckets' own draw (degradations._jitter), then only `part` of it kept.
+    shift, scale, angle = degradations._jitter_draw(k, j, r)   # pylint: disable=protected-access
     shift = shift if part in ('shift', 'all') else jnp.zeros(2)
     angle = angle if part in ('rotation', 'all') else 0.0
     scale = scale if part in ('scale', 'all') else 1.0

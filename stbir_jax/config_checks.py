@@ -41,7 +41,7 @@ from stbir_jax.config_rules import (
 )
 from stbir_jax.data import names as data_names
 from stbir_jax.data import pipeline
-from stbir_jax.models import canonical, fusion, layers, stbir, text
+from stbir_jax.models import aligner, canonical, fusion, layers, stbir, text
 
 
 class ConfigError(ValueError):
@@ -114,6 +114,7 @@ FIELDS = {
     'model.sketch_centre': boolean,
     'model.canonical_frame': choice(*canonical.FRAMES),
     'model.sketch_align': boolean,
+    'model.sketch_align_learns': choice(*aligner.LEARNS),
     'loss.kind': choice(*losses.CONTRASTIVE_KINDS),
     'loss.init_logit_bias': number(),
     'loss.contrastive': NON_NEGATIVE,
@@ -256,6 +257,10 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
     raise ConfigError(f'loss.align_jitter={config.loss.align_jitter!r} trains the sketch aligner, '
                       'and the model has none: set model.sketch_align=True, or '
                       'loss.align_jitter=0.')
+  if config.model.sketch_align_learns == 'jitter' and not config.loss.align_jitter:
+    raise ConfigError("model.sketch_align_learns='jitter' trains the sketch aligner by "
+                      'loss.align_jitter alone, which is 0: nothing would train it. Set '
+                      "loss.align_jitter > 0, or model.sketch_align_learns='both'.")
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')

@@ -105,6 +105,10 @@ def get_config():
                                           # before its tower (models/canonical.py)
   c.model.sketch_align = False            # a learned warp of each sketch before its tower
                                           # (models/aligner.py, a spatial transformer)
+  c.model.sketch_align_learns = 'both'    # what trains it: 'both' (the retrieval loss through
+                                          # the warp and loss.align_jitter) | 'jitter' (only
+                                          # loss.align_jitter; the warp reaches the towers as
+                                          # a constant)
 
   # ---------------------------------------------------------------- losses
   c.loss = ml_collections.ConfigDict(dict(

@@ -114,7 +114,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('loss', 'gallery_from_clean_queries'): False, ('train', 'init_from'): '',
                 ('train', 'init_from_step'): -1, ('loss', 'clean_pairs'): 0.0,
                 ('loss', 'distill'): 0.0, ('loss', 'distill_temperature'): 1.0,
-                ('model', 'sketch_align'): False, ('loss', 'align_jitter'): 0.0}
+                ('model', 'sketch_align'): False, ('loss', 'align_jitter'): 0.0,
+                ('model', 'sketch_align_learns'): 'both'}
 
 
 def with_added_fields(config: dict) -> dict:

@@ -471,6 +471,50 @@ def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
   assert float(optax.global_norm(grads['sketch']['backbone'])) == 0.0
 
 
+def _aligner_grads(learns, retrieval):
+  """The align_jitter term and the gradient that reaches the aligner, with the retrieval
+  loss on or off, for model.sketch_align_learns=`learns` (one batch, one trained warp)."""
+  config = _tiny.tiny_config()
+  config.model.sketch_align = True
+  config.model.sketch_align_learns = learns
+  config.loss.align_jitter = 1.0
+  if not retrieval:
+    config.loss.contrastive = config.loss.triplet = 0.0
+  model = STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,
+                                          constants)
+  params = jax.tree.map(lambda x: x, state.params)
+  warp = params['sketch']['aligner']['warp']
+  warp['bias'] = warp['bias'] + np.array([0.1, -0.2, 0.3, 0.05], np.float32)
+  batch = _tiny.random_batch(config)
+  batch['jitter_undo'] = np.random.default_rng(2).uniform(-0.1, 0.1, (8, 4)).astype(np.float32)
+  stage = stages.build_stages(config)[0]
+  (_, (terms, _, _)), grads = jax.jit(train_step.make_value_and_grad(
+      config, model, stage, constants))(params, batch)
+  return float(terms['align_jitter']), grads['sketch']['aligner']
+
+
+def test_sketch_align_learns_jitter_keeps_the_retrieval_gradient_out_of_the_aligner():
+  """With 'jitter' the aligner's gradient is the regression's alone, retrieval loss or not;
+  with 'both' the retrieval loss adds to it. The forward pass is the same either way."""
+  alone, regression_only = _aligner_grads('jitter', retrieval=False)
+  term, detached = _aligner_grads('jitter', retrieval=True)
+  both_term, both = _aligner_grads('both', retrieval=True)
+  assert alone == term == both_term
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               regression_only, detached)
+  diff = jax.tree.map(lambda a, b: a - b, both, regression_only)
+  assert float(optax.global_norm(diff)) > 1e-4 * float(optax.global_norm(regression_only))
+  config = _tiny.tiny_config()
+  config.model.sketch_align = True
+  config.model.sketch_align_learns = 'jitter'
+  with pytest.raises(config_checks.ConfigError,
+                     match=r"sketch_align_learns='jitter' trains the sketch aligner by "
+                           r'loss.align_jitter alone, which is 0'):
+    config_checks.validate_config(config)
+
+
 def test_align_jitter_needs_an_aligner():
   config = _tiny.tiny_config()
   config.loss.align_jitter = 1.0

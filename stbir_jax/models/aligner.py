@@ -29,6 +29,9 @@ MAX_LOG_SCALE = 0.2
 # One unit of each warp parameter in the regression on the jitter (loss.align_jitter): the
 # moderate bucket's jitter range (shift 0.06 of the image, rotation 0.06 pi, scale 1 +- 0.06).
 WARP_UNITS = (0.06, 0.06, 0.06 * jnp.pi, 0.06)
+# What trains the aligner (config.model.sketch_align_learns): 'both' the retrieval loss through
+# the warped sketch and loss.align_jitter; 'jitter' loss.align_jitter alone.
+LEARNS = ('both', 'jitter')
 
 
 def warp(x, shift, angle, log_scale):
@@ -55,9 +58,14 @@ class SketchAligner(nn.Module):
   (B, 4): shift dy, dx as fractions of the image, angle, log scale).
 
   A small strided CNN whose last map is flattened (a shift must be seen to be undone), a hidden
-  layer, and a zero-initialised layer to the four warp parameters, each bounded by tanh."""
+  layer, and a zero-initialised layer to the four warp parameters, each bounded by tanh.
+
+  With retrieval_grad=False the warp is applied as a constant: the retrieval loss trains the
+  towers behind it and not the aligner, which then learns only from the warp it returns
+  (loss.align_jitter's regression)."""
   width: int = 16
   hidden: int = 32
+  retrieval_grad: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -69,6 +77,6 @@ class SketchAligner(nn.Module):
     raw = nn.Dense(4, kernel_init=nn.initializers.zeros, name='warp')(h)
     bounds = jnp.array([MAX_SHIFT, MAX_SHIFT, MAX_ANGLE, MAX_LOG_SCALE], jnp.float32)
     params = jnp.tanh(raw) * bounds
-    shift = params[:, :2] * r
-    out = jax.vmap(warp)(x.astype(jnp.float32), shift, params[:, 2], params[:, 3])
+    applied = params if self.retrieval_grad else jax.lax.stop_gradient(params)
+    out = jax.vmap(warp)(x.astype(jnp.float32), applied[:, :2] * r, applied[:, 2], applied[:, 3])
     return out.astype(x.dtype), params

@@ -139,12 +139,14 @@ class ImageEncoder(nn.Module):
   towers: int = 1
   text_config: ml_collections.ConfigDict | None = None   # config.model.photo_text
   align: bool = False   # the sketch side with config.model.sketch_align: aligner/... warps first
+  align_retrieval_grad: bool = True   # config.model.sketch_align_learns == 'both'
 
   @nn.compact
   def __call__(self, images, background=None):
     """`background`: the normalised value of an empty pixel (what the aligner fills in)."""
     if self.align:
-      moved, warp = aligner.SketchAligner(name='aligner')(images - background)
+      moved, warp = aligner.SketchAligner(retrieval_grad=self.align_retrieval_grad,
+                                          name='aligner')(images - background)
       self.sow('intermediates', 'warp', warp)   # read by the train step's loss.align_jitter
       images = moved + background
     embs, tokens = [], None
@@ -243,7 +245,9 @@ class STBIR(nn.Module):
                        f'config.model.fusion.photo_towers=2 (now {photo_towers}) or remove it.')
     kw = dict(remat=remat, dtype=dtype)
     self.sketch = ImageEncoder(c.sketch, side, where='config.model.sketch',
-                               align=bool(layers.option(c, 'sketch_align', False)), **kw)
+                               align=bool(layers.option(c, 'sketch_align', False)),
+                               align_retrieval_grad=(layers.option(c, 'sketch_align_learns',
+                                                                   'both') == 'both'), **kw)
     self.photo = ImageEncoder(c.photo, c.embed_dim // photo_towers, where='config.model.photo',
                               towers=photo_towers, text_config=photo_text, **kw)
     self.text = TextEncoder(c.text, side, **kw)

@@ -82,3 +82,16 @@ def test_gallery_size_scores_each_query_within_its_own_family_group():
   everyone = np.zeros(4, int)
   assert probe.grouped_top1(scores, target, everyone, everyone[target]) == pytest.approx(100 / 3)
   assert probe.grouped_top1(scores, target, groups, groups[target]) == pytest.approx(200 / 3)
+
+
+def test_aligner_alone_undone_is_the_slope_on_the_undo_shift_axes_pooled():
+  probe = _load('aligner_alone')
+  target = np.array([[0.1, -0.2, 0.3, 0.05],
+                     [-0.1, 0.1, -0.1, -0.05]])
+  # Shift: half of dy and all of dx predicted; pooled: (0.5 (0.01 + 0.01) + (0.04 + 0.01))
+  # / (0.01 + 0.04 + 0.01 + 0.01) = 0.06 / 0.07. Angle ignored (0), scale overshot (x 2).
+  warp = target * np.array([0.5, 1.0, 0.0, 2.0])
+  shift, angle, scale = probe.undone(warp, target)
+  assert shift == pytest.approx(0.06 / 0.07)
+  assert angle == pytest.approx(0.0)
+  assert scale == pytest.approx(2.0)

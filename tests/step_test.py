@@ -435,14 +435,16 @@ def test_structure_only_sketch_term_leaves_appearance_twins_out_of_its_negatives
     config_checks.validate_config(config)
 
 
-def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
-  """The term is the aligner's warp of each query's sketch regressed on the batch's
-  'jitter_undo' over the queries with a sketch (losses.warp_regression in aligner.WARP_UNITS);
-  its gradient reaches the aligner and nothing else when it is the only term."""
+def _aligner_step(learns, retrieval, has_sketch=None):
+  """One value-and-grad of a tiny model with a trained-looking aligner and loss.align_jitter,
+  model.sketch_align_learns=`learns`, the retrieval loss on or off: (config, params, batch,
+  terms, grads)."""
   config = _tiny.tiny_config()
   config.model.sketch_align = True
+  config.model.sketch_align_learns = learns
   config.loss.align_jitter = 1.0
-  config.loss.contrastive = config.loss.triplet = 0.0   # the term alone
+  if not retrieval:
+    config.loss.contrastive = config.loss.triplet = 0.0   # the term alone
   model = STBIR.from_config(config)
   constants = train_step.make_constants(config, ['thing'])
   state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,
@@ -451,11 +453,27 @@ def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
   warp = params['sketch']['aligner']['warp']
   warp['bias'] = warp['bias'] + np.array([0.1, -0.2, 0.3, 0.05], np.float32)   # a trained warp
   batch = _tiny.random_batch(config)
-  batch['has_sketch'] = np.arange(8) % 3 != 0
+  if has_sketch is not None:
+    batch['has_sketch'] = has_sketch
   batch['jitter_undo'] = np.random.default_rng(2).uniform(-0.1, 0.1, (8, 4)).astype(np.float32)
   stage = stages.build_stages(config)[0]
   (_, (terms, _, _)), grads = jax.jit(train_step.make_value_and_grad(
       config, model, stage, constants))(params, batch)
+  return config, params, batch, terms, grads
+
+
+def _aligner_grads(learns, retrieval):
+  """The align_jitter term and the gradient that reaches the aligner."""
+  *_, terms, grads = _aligner_step(learns, retrieval)
+  return float(terms['align_jitter']), grads['sketch']['aligner']
+
+
+def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
+  """The term is the aligner's warp of each query's sketch regressed on the batch's
+  'jitter_undo' over the queries with a sketch (losses.warp_regression in aligner.WARP_UNITS);
+  its gradient reaches the aligner and nothing else when it is the only term."""
+  config, params, batch, terms, grads = _aligner_step('both', retrieval=False,
+                                                      has_sketch=np.arange(8) % 3 != 0)
 
   kind = config.model.sketch.kind
   background = stbir.normalize_pixels(np.ones(3, np.float32), kind)
@@ -469,30 +487,6 @@ def test_align_jitter_regresses_the_aligners_warp_on_each_sketchs_undo():
   for group in ('photo', 'text'):
     assert float(optax.global_norm(grads[group])) == 0.0
   assert float(optax.global_norm(grads['sketch']['backbone'])) == 0.0
-
-
-def _aligner_grads(learns, retrieval):
-  """The align_jitter term and the gradient that reaches the aligner, with the retrieval
-  loss on or off, for model.sketch_align_learns=`learns` (one batch, one trained warp)."""
-  config = _tiny.tiny_config()
-  config.model.sketch_align = True
-  config.model.sketch_align_learns = learns
-  config.loss.align_jitter = 1.0
-  if not retrieval:
-    config.loss.contrastive = config.loss.triplet = 0.0
-  model = STBIR.from_config(config)
-  constants = train_step.make_constants(config, ['thing'])
-  state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,
-                                          constants)
-  params = jax.tree.map(lambda x: x, state.params)
-  warp = params['sketch']['aligner']['warp']
-  warp['bias'] = warp['bias'] + np.array([0.1, -0.2, 0.3, 0.05], np.float32)
-  batch = _tiny.random_batch(config)
-  batch['jitter_undo'] = np.random.default_rng(2).uniform(-0.1, 0.1, (8, 4)).astype(np.float32)
-  stage = stages.build_stages(config)[0]
-  (_, (terms, _, _)), grads = jax.jit(train_step.make_value_and_grad(
-      config, model, stage, constants))(params, batch)
-  return float(terms['align_jitter']), grads['sketch']['aligner']
 
 
 def test_sketch_align_learns_jitter_keeps_the_retrieval_gradient_out_of_the_aligner():

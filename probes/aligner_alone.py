@@ -32,9 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'configs'))
+import aligner_warps  # noqa: E402  pylint: disable=g-import-not-at-top
 import base  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from stbir_jax import degradations, losses, run_config  # noqa: E402
@@ -78,6 +80,7 @@ def main():
   moderate, clean = names.index('moderate'), names.index('clean')
   buckets = degradations.buckets_from_config(config.curriculum.buckets)
   jitter = float(config.curriculum.buckets[moderate].jitter)
+  thickness = int(config.curriculum.buckets[moderate].thickness)
   kind = config.model.sketch.kind
   background = normalize_pixels(jnp.ones(3), kind)
 
@@ -93,13 +96,12 @@ def main():
     return out['sketch'], undo
 
   def by_jitter(key, s):
-    r = s.shape[1]
-
-    def one(k, x):
-      moved = degradations._warp(x, *degradations._jitter_draw(k, jitter, r))  # pylint: disable=protected-access
-      return degradations._dilate3(moved[None])[0], degradations.undo_jitter(k, jitter, r)  # pylint: disable=protected-access
-
-    return jax.vmap(one)(jax.random.split(key, s.shape[0]), s)
+    """The moderate bucket's jitter and thickness alone (probes/aligner_warps.py's case), and
+    the warp that undoes each draw (the same per-sketch keys)."""
+    moved, _ = aligner_warps.jitter(key, s, jitter, 'all')
+    undo = jax.vmap(degradations.undo_jitter, in_axes=(0, None, None))(
+        jax.random.split(key, s.shape[0]), jitter, s.shape[1])
+    return aligner_warps.thicken(moved, thickness), undo
 
   module = aligner.SketchAligner(width=args.width, hidden=args.hidden)
   val = sketches('validation')

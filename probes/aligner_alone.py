@@ -5,14 +5,16 @@ aligner of a trained run. A probe, not part of the package (docs/results.md, "Wh
 aligner back").
 
   python probes/aligner_alone.py [--train=bucket|jitter] [--steps=2712] [--width=16 --hidden=32]
-      [--save=aligner.pkl]
+      [--pair_shift=0.06] [--save=aligner.pkl]
   python probes/aligner_alone.py --workdir=workdirs/alignj_twice_s0   # a run's aligner, untrained
 
 Training batches: 64 sketches of the `shoes` train split, each degraded with probability 2/3
 (about the share `demo_robust`'s curriculum gives the moderate bucket) and kept clean (target:
 no warp) otherwise. --train=bucket degrades by the whole moderate bucket (degradations.degrade:
 stroke dropout, partial drawing, noise strokes, jitter, thickness); --train=jitter by its jitter
-and thickness only. AdamW at --lr with a cosine decay, as the runs' sketch group.
+and thickness only. AdamW at --lr with a cosine decay, as the runs' sketch group. --pair_shift
+moves each training sketch first, as train.pair_shift does (its photo would move too, so the
+target stays the jitter's undo alone): the runs' aligner reads sketches moved so.
 
 Printed: the least-squares slope of the predicted warp on the one that undoes each sketch's
 jitter (1 undoes it, 0 ignores it; shift: both axes pooled), on validation sketches degraded
@@ -65,6 +67,9 @@ def main():
   p.add_argument('--lr', type=float, default=0.002)
   p.add_argument('--width', type=int, default=16)
   p.add_argument('--hidden', type=int, default=32)
+  p.add_argument('--pair_shift', type=float, default=0.0,
+                 help="move each training sketch first, as train.pair_shift does (whole pixels, "
+                      "up to this fraction of the image): not part of the target")
   p.add_argument('--workdir', help="evaluate this run's aligner instead of training one")
   p.add_argument('--save', help='write the trained params here (pickle)')
   args = p.parse_args()
@@ -121,6 +126,9 @@ def main():
       k_pick, k_degrade, k_share = jax.random.split(key, 3)
       s = train[jax.random.randint(k_pick, (BATCH,), 0, train.shape[0])]
       degraded = jax.random.uniform(k_share, (BATCH,)) < DEGRADED_SHARE
+      if args.pair_shift:   # the sketch's photo moves with it, so the aligner should not undo it
+        s = degradations.shift_pairs(jax.random.fold_in(key, 7), dict(image=s, sketch=s),
+                                     args.pair_shift)['sketch']
       if args.train == 'bucket':
         s, target = by_bucket(k_degrade, s, jnp.where(degraded, moderate, clean))
       else:
@@ -144,7 +152,8 @@ def main():
         print(f'step {i}: regression {float(value):.3f} ({time.time() - start:.0f} s)',
               flush=True)
     print(f'trained on {args.train} ({train.shape[0]} train sketches), width {args.width}, '
-          f'hidden {args.hidden}, {args.steps} steps at lr {args.lr}')
+          f'hidden {args.hidden}, {args.steps} steps at lr {args.lr}, '
+          f'pair shift {args.pair_shift}')
 
   warp = jax.jit(lambda s: module.apply({'params': params}, images(s))[1])
   moved, undo = by_jitter(jax.random.key(7), val)

@@ -150,6 +150,7 @@ FIELDS = {
     'train.num_steps': POSITIVE,
     'train.seed': integer(0),
     'train.pair_shift': number(0, 0.5),
+    'train.pair_shift_after_align': boolean,
     'train.init_from': string,
     'train.init_from_step': integer(-1),
     'train.pair_warp': number(0, 0.5),
@@ -261,6 +262,19 @@ def validate_config(config, num_processes: int = 1, data_parallel: int = 1) -> N
     raise ConfigError("model.sketch_align_learns='jitter' trains the sketch aligner by "
                       'loss.align_jitter alone, which is 0: nothing would train it. Set '
                       "loss.align_jitter > 0, or model.sketch_align_learns='both'.")
+  if config.train.pair_shift_after_align and not (config.model.sketch_align
+                                                 and config.train.pair_shift):
+    raise ConfigError('train.pair_shift_after_align=True moves each sketch by its pair shift '
+                      'after the sketch aligner, but '
+                      + ('model.sketch_align=False: there is no aligner. Set model.sketch_align'
+                         '=True' if not config.model.sketch_align else
+                         'train.pair_shift=0: there is no pair shift. Set train.pair_shift > 0')
+                      + ', or train.pair_shift_after_align=False.')
+  if config.train.pair_shift_after_align and config.train.pair_warp:
+    raise ConfigError(f'train.pair_shift_after_align=True and train.pair_warp='
+                      f'{config.train.pair_warp!r}: the pair warp would move the sketch before '
+                      'its pair shift and the photo after it. Set train.pair_warp=0, or '
+                      'train.pair_shift_after_align=False.')
   if config.train.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'train.nan_policy={config.train.nan_policy!r}; valid: '
                       f'{", ".join(NAN_POLICIES)}.')

@@ -173,6 +173,9 @@ def get_config():
   c.train.modality_dropout = 0.2          # per query: drop sketch or text with this probability
   c.train.pair_shift = 0.0                # move each training photo and its sketch together by
                                           # up to this fraction of the image (0 = off)
+  c.train.pair_shift_after_align = False  # with model.sketch_align: the sketch's share of the
+                                          # pair shift is applied after the aligner's warp, so
+                                          # the aligner reads each sketch where it was drawn
   c.train.pair_warp = 0.0                 # scale (1 +- f) and rotate (+-f pi) each training photo
                                           # and its sketch together (0 = off)
   c.train.init_from = ''                  # a run (or soup) directory whose params start this run:

@@ -440,17 +440,26 @@ def translate(x, dy, dx, *, edge: bool = False):
   return jnp.where(inside, moved, 0).astype(x.dtype)
 
 
-def shift_pairs(key, batch: dict, fraction) -> dict:
+def shift_pairs(key, batch: dict, fraction, *, sketch_later: bool = False) -> dict:
   """Moves each example's photo and sketch by the same whole-pixel offset, up to `fraction` of
   the image each way: the pair still lines up, but not at one place in the frame. The sketch's
   vacated pixels are background (0), the photo's repeat its edge (a black band would be a cue).
-  """
+
+  With `sketch_later` the sketch stays where it was drawn and 'sketch_shift' (B, 2) float32
+  holds its offset (dy, dx pixels; the same draws) for the model to apply after the sketch
+  aligner (train.pair_shift_after_align): an aligner that read the moved sketch could not tell
+  the pair's shift, which it must keep, from a jitter's, which it must undo."""
   image, sketch = jnp.asarray(batch['image']), jnp.asarray(batch['sketch'])
   r = image.shape[1]
   reach = int(round(float(fraction) * r))
+  if reach == 0 and sketch_later:
+    return dict(batch, sketch_shift=jnp.zeros((image.shape[0], 2), jnp.float32))
   if reach == 0:
     return batch
   offsets = jax.random.randint(key, (image.shape[0], 2), -reach, reach + 1)
+  if sketch_later:
+    image = jax.vmap(lambda photo, o: translate(photo, o[0], o[1], edge=True))(image, offsets)
+    return dict(batch, image=image, sketch_shift=offsets.astype(jnp.float32))
 
   def move(photo, drawing, offset):
     return (translate(photo, offset[0], offset[1], edge=True),

@@ -115,7 +115,8 @@ ADDED_FIELDS = {('loss', 'triplet_mining'): 'hard', ('loss', 'triplet_queries'):
                 ('train', 'init_from_step'): -1, ('loss', 'clean_pairs'): 0.0,
                 ('loss', 'distill'): 0.0, ('loss', 'distill_temperature'): 1.0,
                 ('model', 'sketch_align'): False, ('loss', 'align_jitter'): 0.0,
-                ('model', 'sketch_align_learns'): 'both'}
+                ('model', 'sketch_align_learns'): 'both',
+                ('train', 'pair_shift_after_align'): False}
 
 
 def with_added_fields(config: dict) -> dict:

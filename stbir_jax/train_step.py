@@ -150,6 +150,8 @@ def uses_consistency(config, stage: stages.Stage) -> bool:
 
 # The fields of a query: what the clean pairs keep from before the degradations.
 QUERY_FIELDS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
+# ... and, with train.pair_shift_after_align, the move its sketch makes after the aligner.
+SHIFT_FIELDS = ('sketch_shift',)
 
 
 def uses_clean_pairs(config) -> bool:
@@ -270,14 +272,15 @@ def make_value_and_grad(config, model, stage: stages.Stage, constants: Constants
     if encodes_clean:
       queries = model.apply(stbir.model_variables(params),
                             *(batch['clean'][k] for k in QUERY_FIELDS), single,
+                            batch['clean'].get('sketch_shift'),
                             method=stbir.STBIR.encode_queries)
       names = ('query', 'query_sketch', 'query_text')[:len(queries)]
       out['clean'] = dict(zip(names, queries, strict=True))
     if consistent:
       out['query_sketch_clean'] = jax.lax.stop_gradient(model.apply(
           stbir.model_variables(params), batch['sketch_clean'], batch['text_ids'],
-          batch['text_mask'], batch['has_sketch'], jnp.zeros_like(batch['has_text']),
-          method=stbir.STBIR.encode_query))
+          batch['text_mask'], batch['has_sketch'], jnp.zeros_like(batch['has_text']), False,
+          batch.get('sketch_shift'), method=stbir.STBIR.encode_queries)[0])
     return out
 
   def loss_fn(params, batch):
@@ -316,7 +319,8 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
                                     constants.buckets, config.curriculum)
     bucket_idx = curriculum.sample_buckets(k_bucket, probs, batch_size)
     if config.train.pair_shift:   # its own key: other draws stay those of runs without it
-      batch = degradations.shift_pairs(jax.random.fold_in(key, 7), batch, config.train.pair_shift)
+      batch = degradations.shift_pairs(jax.random.fold_in(key, 7), batch, config.train.pair_shift,
+                                       sketch_later=config.train.pair_shift_after_align)
     if config.train.pair_warp:
       batch = degradations.warp_pairs(jax.random.fold_in(key, 8), batch, config.train.pair_warp)
     undegraded = batch
@@ -332,8 +336,8 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
     if uses_clean_queries(config):
-      batch['clean'] = query_modes.apply_mode({k: undegraded[k] for k in QUERY_FIELDS},
-                                              stage.query)
+      batch['clean'] = query_modes.apply_mode(
+          {k: undegraded[k] for k in QUERY_FIELDS + SHIFT_FIELDS if k in undegraded}, stage.query)
     if uses_consistency(config, stage):
       batch['sketch_clean'] = undegraded['sketch']
       batch['sketch_degraded'] = batch['has_sketch'] & jnp.any(

@@ -64,6 +64,56 @@ def test_a_new_aligner_leaves_the_query_as_it_was():
   assert np.abs(np.asarray(query_fn(aligned)(moved, batch)) - np.asarray(a)).max() > 1e-3
 
 
+def test_a_shift_after_the_aligner_moves_the_sketch_as_the_pair_shift_would():
+  """train.pair_shift_after_align: given the sketch where it was drawn and its pair shift, a new
+  aligner's query is the query of the shifted sketch; a trained one predicts the warp of the
+  sketch as drawn, whatever the shift, and moves it by that warp and then the shift."""
+  c = tiny_model_config(image_kind='resnet')
+  c.sketch_align = True
+  model = STBIR(c)
+  batch = make_batch()
+  params = init(model, batch)
+  offsets = np.array([[2, -3], [0, 1], [-1, 0]])
+  moved = jnp.stack([degradations.translate(s, int(dy), int(dx))
+                     for s, (dy, dx) in zip(batch['sketch'], offsets, strict=True)])
+
+  @jax.jit
+  def query_and_warp(p, sketch, shift):
+    q, state = model.apply({'params': p}, sketch, batch['text_ids'], batch['text_mask'],
+                           batch['has_sketch'], batch['has_text'], False, shift,
+                           method=STBIR.encode_queries, mutable=['intermediates'])
+    return q[0], state['intermediates']['sketch']['warp'][0]
+
+  shift = jnp.asarray(offsets, jnp.float32)
+  q_moved, _ = query_and_warp(params, moved, None)
+  q_later, warp = query_and_warp(params, batch['sketch'], shift)
+  np.testing.assert_allclose(np.asarray(q_later), np.asarray(q_moved), atol=1e-6)
+  np.testing.assert_array_equal(warp, 0.0)
+  # A trained aligner (its warp depends on what it reads): the warp of the sketch as drawn,
+  # not of the moved one, and the shift after it.
+  w = params['sketch']['aligner']['warp']
+  kernel = np.random.default_rng(1).normal(0.0, 0.3, w['kernel'].shape).astype(np.float32)
+  trained = dict(params, sketch=dict(params['sketch'], aligner=dict(
+      params['sketch']['aligner'], warp=dict(kernel=jnp.asarray(kernel), bias=w['bias']))))
+  _, drawn_warp = query_and_warp(trained, batch['sketch'], None)
+  _, moved_warp = query_and_warp(trained, moved, None)
+  assert np.abs(np.asarray(moved_warp) - np.asarray(drawn_warp)).max() > 1e-3
+  q_later, later_warp = query_and_warp(trained, batch['sketch'], shift)
+  np.testing.assert_allclose(later_warp, drawn_warp, atol=1e-7)
+  r = batch['sketch'].shape[1]
+  both = np.array(drawn_warp)
+  both[:, :2] += offsets / r                     # the shift, as a fraction of the image
+  bounds = np.array([aligner.MAX_SHIFT, aligner.MAX_SHIFT, aligner.MAX_ANGLE,
+                     aligner.MAX_LOG_SCALE])
+  for b in range(3):   # an aligner that applies sketch b's warp and shift whatever it reads
+    fixed = dict(kernel=jnp.zeros_like(w['kernel']),
+                 bias=jnp.asarray(np.arctanh(both[b] / bounds), jnp.float32))
+    one = dict(trained, sketch=dict(trained['sketch'], aligner=dict(
+        trained['sketch']['aligner'], warp=fixed)))
+    q_one, _ = query_and_warp(one, batch['sketch'], None)
+    np.testing.assert_allclose(np.asarray(q_later)[b], np.asarray(q_one)[b], atol=1e-5)
+
+
 def test_the_aligner_learns_to_move_shifted_sketches_back():
   """Trained by the warp's own gradient (MSE to the unshifted map), the aligner must predict
   the shift that undoes each draw to within a pixel; at the start it moves nothing."""

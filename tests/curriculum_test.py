@@ -632,3 +632,11 @@ def test_shift_pairs_moves_photo_and_sketch_together():
   moved = np.asarray(dg.shift_pairs(key, edge, 0.25)['sketch'])
   assert (moved == 0).sum() == sum((r * r - (r - abs(dy)) * (r - abs(dx))) for dy, dx in offsets)
   assert dg.shift_pairs(key, batch, 0.01) is batch   # under half a pixel: unchanged
+  # sketch_later: the same photos, the sketch where it was drawn, and its offset for later.
+  later = dg.shift_pairs(key, batch, 0.25, sketch_later=True)
+  np.testing.assert_array_equal(later['image'], out['image'])
+  assert later['sketch'] is batch['sketch']
+  np.testing.assert_array_equal(later['sketch_shift'], offsets.astype(np.float32))
+  none = dg.shift_pairs(key, batch, 0.01, sketch_later=True)
+  assert none['image'] is batch['image']
+  np.testing.assert_array_equal(none['sketch_shift'], np.zeros((2, 2), np.float32))

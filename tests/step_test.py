@@ -516,3 +516,60 @@ def test_align_jitter_needs_an_aligner():
                      match=r'loss.align_jitter=1.0 trains the sketch aligner, and the model has '
                            r'none: set model.sketch_align=True'):
     config_checks.validate_config(config)
+
+
+def test_pair_shift_after_align_is_the_pair_shift_while_nothing_else_moves_the_sketch():
+  """With no degradation and a new (identity) aligner, the sketch moved after the aligner is the
+  pair shift itself: one step gives the same losses and params, clean pairs included. Only what
+  the aligner reads differs (tests/aligner_test.py)."""
+  config = _tiny.tiny_config()
+  config.model.sketch_align = True
+  config.loss.align_jitter = 1.0
+  config.loss.clean_pairs = 1.0
+  config.train.modality_dropout = 0.2   # the clean pairs need a degradation to be refused less
+  model = STBIR.from_config(config)
+  constants = train_step.make_constants(config, ['thing'])
+  state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,
+                                          constants)
+  stage = stages.build_stages(config)[0]
+  batch = _tiny.random_batch(config)
+
+  def one_step(shift, after):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.train.pair_shift, c.train.pair_shift_after_align = shift, after
+    config_checks.validate_config(c)
+    return jax.jit(train_step.make_step_fn(c, model, stage, constants, c.train.num_steps))(
+        state, batch)
+
+  (moved, m_moved), (later, m_later) = one_step(0.1, False), one_step(0.1, True)
+  _, m_still = one_step(0.0, False)
+  assert abs(float(m_still['loss']) - float(m_moved['loss'])) > 1e-4   # the pairs did move
+  for name in ('loss', 'loss/contrastive', 'loss/clean_pairs', 'loss/align_jitter'):
+    np.testing.assert_allclose(float(m_later[name]), float(m_moved[name]), rtol=1e-5, atol=1e-7)
+  # Every param but the aligner's: its gradient is not the same, since a rotation of the sketch
+  # as drawn turns about another point of the drawing than one of the moved sketch.
+  without_aligner = lambda p: dict(p, sketch={k: v for k, v in p['sketch'].items()
+                                              if k != 'aligner'})
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               without_aligner(later.params), without_aligner(moved.params))
+
+
+def test_pair_shift_after_align_needs_an_aligner_a_pair_shift_and_no_pair_warp():
+  config = _tiny.tiny_config()
+  config.train.pair_shift_after_align = True
+  config.train.pair_shift = 0.06
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'after the sketch aligner, but model.sketch_align=False: there is no '
+                           r'aligner'):
+    config_checks.validate_config(config)
+  config.model.sketch_align = True
+  config.train.pair_shift = 0.0
+  with pytest.raises(config_checks.ConfigError, match=r'train.pair_shift=0: there is no pair '
+                                                      r'shift\. Set train.pair_shift > 0'):
+    config_checks.validate_config(config)
+  config.train.pair_shift, config.train.pair_warp = 0.06, 0.03
+  with pytest.raises(config_checks.ConfigError, match=r'train.pair_warp=0.03: the pair warp '
+                                                      r'would move the sketch before'):
+    config_checks.validate_config(config)
+  config.train.pair_warp = 0.0
+  config_checks.validate_config(config)

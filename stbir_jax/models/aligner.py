@@ -62,13 +62,16 @@ class SketchAligner(nn.Module):
 
   With retrieval_grad=False the warp is applied as a constant: the retrieval loss trains the
   towers behind it and not the aligner, which then learns only from the warp it returns
-  (loss.align_jitter's regression)."""
+  (loss.align_jitter's regression).
+
+  `shift` (B, 2) pixels, optional: a move (dy, dx) applied after the predicted warp, in the same
+  resampling; the returned warp is the prediction alone (train.pair_shift_after_align)."""
   width: int = 16
   hidden: int = 32
   retrieval_grad: bool = True
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, shift=None):
     r = x.shape[1]
     h = jnp.mean(x.astype(jnp.float32), -1, keepdims=True)
     for i in range(3):
@@ -78,5 +81,6 @@ class SketchAligner(nn.Module):
     bounds = jnp.array([MAX_SHIFT, MAX_SHIFT, MAX_ANGLE, MAX_LOG_SCALE], jnp.float32)
     params = jnp.tanh(raw) * bounds
     applied = params if self.retrieval_grad else jax.lax.stop_gradient(params)
-    out = jax.vmap(warp)(x.astype(jnp.float32), applied[:, :2] * r, applied[:, 2], applied[:, 3])
+    moves = applied[:, :2] * r if shift is None else applied[:, :2] * r + shift
+    out = jax.vmap(warp)(x.astype(jnp.float32), moves, applied[:, 2], applied[:, 3])
     return out.astype(x.dtype), params

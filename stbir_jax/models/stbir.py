@@ -142,11 +142,15 @@ class ImageEncoder(nn.Module):
   align_retrieval_grad: bool = True   # config.model.sketch_align_learns == 'both'
 
   @nn.compact
-  def __call__(self, images, background=None):
-    """`background`: the normalised value of an empty pixel (what the aligner fills in)."""
+  def __call__(self, images, background=None, shift=None):
+    """`background`: the normalised value of an empty pixel (what the aligner fills in);
+    `shift`: (B, 2) pixels the aligner moves each map by after its own warp."""
+    if shift is not None and not self.align:
+      raise ValueError(f'A sketch shift after the aligner was given, but {self.where} has no '
+                       'aligner (config.model.sketch_align=False).')
     if self.align:
       moved, warp = aligner.SketchAligner(retrieval_grad=self.align_retrieval_grad,
-                                          name='aligner')(images - background)
+                                          name='aligner')(images - background, shift)
       self.sow('intermediates', 'warp', warp)   # read by the train step's loss.align_jitter
       images = moved + background
     embs, tokens = [], None
@@ -274,16 +278,19 @@ class STBIR(nn.Module):
     """-> (B, D) L2-normalised query embeddings (missing modalities use learned nulls)."""
     return self.encode_queries(sketch, text_ids, text_mask, has_sketch, has_text, False)[0]
 
-  def encode_queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality):
+  def encode_queries(self, sketch, text_ids, text_mask, has_sketch, has_text, single_modality,
+                     sketch_shift=None):
     """The query as given, then (if single_modality) its sketch-only and text-only versions,
-    fused from the same tower outputs (the towers run once)."""
+    fused from the same tower outputs (the towers run once). `sketch_shift`: (B, 2) pixels each
+    sketch moves by after the aligner (training's train.pair_shift_after_align), or None."""
     if layers.option(self.config, 'sketch_centre', False):
       sketch = centre_sketch(sketch)
     if self.centred_frame:
       sketch = canonical.centre_sketches(sketch)
     kind = self.config.sketch.kind
     images = normalize_pixels(sketch_to_image(sketch), kind)
-    s_emb, s_tokens = self.sketch(images, background=normalize_pixels(jnp.ones(3), kind))
+    s_emb, s_tokens = self.sketch(images, background=normalize_pixels(jnp.ones(3), kind),
+                                  shift=sketch_shift)
     t_emb, t_tokens, t_mask = self.text(text_ids, text_mask)
     fuse = lambda hs, ht: l2_normalize(self.fusion(s_emb, s_tokens, t_emb, t_tokens, t_mask,
                                                    hs, ht))
@@ -325,7 +332,8 @@ class STBIR(nn.Module):
     """query, gallery, logit_scale; with single_modality also query_sketch and query_text,
     the same queries with the text (resp. the sketch) left out."""
     queries = self.encode_queries(batch['sketch'], batch['text_ids'], batch['text_mask'],
-                            batch['has_sketch'], batch['has_text'], single_modality)
+                                  batch['has_sketch'], batch['has_text'], single_modality,
+                                  batch.get('sketch_shift'))
     out = dict(query=queries[0], gallery=self.encode_gallery(batch['image']), **self.logits())
     if single_modality:
       out.update(query_sketch=queries[1], query_text=queries[2])

@@ -149,9 +149,9 @@ def uses_consistency(config, stage: stages.Stage) -> bool:
 
 
 # The fields of a query: what the clean pairs keep from before the degradations.
+# With train.pair_shift_after_align also 'sketch_shift', the move its sketch makes after the
+# aligner.
 QUERY_FIELDS = ('sketch', 'text_ids', 'text_mask', 'has_sketch', 'has_text')
-# ... and, with train.pair_shift_after_align, the move its sketch makes after the aligner.
-SHIFT_FIELDS = ('sketch_shift',)
 
 
 def uses_clean_pairs(config) -> bool:
@@ -336,8 +336,8 @@ def make_step_fn(config, model, stage: stages.Stage, constants: Constants, total
           & (batch['has_sketch'] == drawn['has_sketch']) & (batch['has_text'] == drawn['has_text']))
     batch = query_modes.apply_mode(batch, stage.query)
     if uses_clean_queries(config):
-      batch['clean'] = query_modes.apply_mode(
-          {k: undegraded[k] for k in QUERY_FIELDS + SHIFT_FIELDS if k in undegraded}, stage.query)
+      clean = {k: undegraded[k] for k in QUERY_FIELDS + ('sketch_shift',) if k in undegraded}
+      batch['clean'] = query_modes.apply_mode(clean, stage.query)
     if uses_consistency(config, stage):
       batch['sketch_clean'] = undegraded['sketch']
       batch['sketch_degraded'] = batch['has_sketch'] & jnp.any(

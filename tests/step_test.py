@@ -526,7 +526,7 @@ def test_pair_shift_after_align_is_the_pair_shift_while_nothing_else_moves_the_s
   config.model.sketch_align = True
   config.loss.align_jitter = 1.0
   config.loss.clean_pairs = 1.0
-  config.train.modality_dropout = 0.2   # the clean pairs need a degradation to be refused less
+  config.train.modality_dropout = 0.2   # clean pairs are refused where nothing degrades a query
   model = STBIR.from_config(config)
   constants = train_step.make_constants(config, ['thing'])
   state = train_step.create_sharded_state(config, sharding.make_mesh(config.mesh), model,

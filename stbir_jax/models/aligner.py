@@ -81,6 +81,6 @@ class SketchAligner(nn.Module):
     bounds = jnp.array([MAX_SHIFT, MAX_SHIFT, MAX_ANGLE, MAX_LOG_SCALE], jnp.float32)
     params = jnp.tanh(raw) * bounds
     applied = params if self.retrieval_grad else jax.lax.stop_gradient(params)
-    moves = applied[:, :2] * r if shift is None else applied[:, :2] * r + shift
+    moves = applied[:, :2] * r + (0.0 if shift is None else shift)
     out = jax.vmap(warp)(x.astype(jnp.float32), moves, applied[:, 2], applied[:, 3])
     return out.astype(x.dtype), params

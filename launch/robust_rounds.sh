@@ -13,7 +13,8 @@
 #   DRY_RUN=1 ...   print the commands, run nothing
 #
 # Rerunning the script resumes: a finished run (its results.json, a round's validation results)
-# is skipped, a run cut short resumes from its last checkpoint. The extra flags go to every round after the clean run.
+# is skipped, a run cut short resumes from its last checkpoint. The extra flags go to every
+# round after the clean run.
 set -euo pipefail
 ROOT="${ROOT:-workdirs/robust}"
 SEED="${SEED:-0}"
@@ -39,7 +40,6 @@ if ! done_run "$clean" results.json; then
     --methods=stbir --out="$ROOT/clean/results_seed_$SEED.md"
 fi
 
-round_flags=()
 if [[ "$CONTROL" == 1 ]]; then
   round_flags=(--config.curriculum.kind=none)
   tag=clean_round

@@ -5,8 +5,8 @@
 #   3. rounds 2..ROUNDS: demo_robust on 1,024 training families with clean pairs and the learned
 #      sketch warp, each begun again from the round before (params only, fresh optimiser)
 # Each round is followed by its validation evaluation. On 2 CPU cores: about 19 + 21 min, then
-# 32 - 44 min a paired round: 2 h 13 min for ROUNDS=4 on seed 1 (seeds 0 and 1: test
-# moderate / clean 0.529x and 0.525x).
+# 32 - 44 min a paired round: 2 h 13 min for ROUNDS=4 on seed 1 (seeds 0, 1 and 2: test
+# moderate / clean 0.529x, 0.525x and 0.513x).
 #
 #   ROOT=workdirs/robust SEED=0 ROUNDS=4 launch/robust_rounds.sh [extra --config flags...]
 #   CONTROL=1 ...   the same rounds on clean queries (curriculum.kind=none): the clean-cost control

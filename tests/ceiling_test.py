@@ -1,11 +1,12 @@
 """The benchmark's ceiling: Bayes-optimal Acc@1 from the generator's ground truth."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from stbir_jax.data import ceiling, synth
+from stbir_jax.data import ceiling, ceiling_strokes, synth
 
 SHOE = synth.categories.CATEGORIES['shoes'][0]
 APPEARANCE = dict(main_colour='red', secondary_colour='grey', accent_colour='blue',
@@ -189,17 +190,41 @@ def test_a_bucket_that_takes_words_away_cannot_beat_the_clean_query():
     ceiling.ceiling('shoes', 'test', spec, word_dropout=1.5)
 
 
-def test_buckets_are_named_from_the_config_and_read_as_their_text_and_jitter():
+def test_buckets_are_named_from_the_config_and_read_as_their_text_strokes_and_jitter():
   from configs import base
   config = base.get_config('demo_budget')
   moderate, severe = ceiling.named_buckets(config, ['moderate', 'severe'])
   label, key, kwargs = ceiling.bucket_row(severe, 512)
   assert key == '@severe' and 'vague text' in label and 'jitter 0.1' in label
+  assert 'stroke dropout 0.4' in label and 'keep 0.5 of the strokes' in label
   assert kwargs == dict(jitter=pytest.approx(0.1), word_dropout=pytest.approx(0.4),
-                        vague_text=True, samples=512)
+                        vague_text=True, stroke_dropout=pytest.approx(0.4),
+                        keep_fraction=pytest.approx(0.5), samples=512,
+                        stroke_samples=ceiling_strokes.SAMPLES)
   assert ceiling.bucket_row(moderate, 512)[2]['vague_text'] is False
   with pytest.raises(SystemExit, match="no bucket 'sever'.*expected some of clean, mild"):
     ceiling.named_buckets(config, ['sever'])
   no_text, = ceiling.named_buckets(config, ['no_text'])
   with pytest.raises(SystemExit, match="'no_text' drops a whole modality"):
     ceiling.bucket_row(no_text, 512)
+
+
+def test_a_cached_bucket_ceiling_is_reused_only_for_the_same_arguments(tmp_path):
+  from configs import base
+  config = base.get_config('smoke')
+  cache = tmp_path / 'ceiling.json'
+  first = ceiling.for_config(config, 'test', cache)
+  assert sorted(first) == ['shoes', 'shoes@moderate', 'shoes@severe']
+  stored = json.loads(cache.read_text())
+  # A figure stored for these arguments is read back, not recomputed...
+  stored['shoes@moderate']['sketch'] = 0.123
+  cache.write_text(json.dumps(stored))
+  assert ceiling.for_config(config, 'test', cache)['shoes@moderate']['sketch'] == 0.123
+  # ... but one stored for other arguments (the bucket redefined, or an older model of it) is.
+  stored[ceiling.ARGUMENTS]['shoes@moderate']['keep_fraction'] = 1.0
+  cache.write_text(json.dumps(stored))
+  again = ceiling.for_config(config, 'test', cache)
+  assert again['shoes@moderate'] == first['shoes@moderate'] and again['shoes'] == first['shoes']
+  assert json.loads(cache.read_text())[ceiling.ARGUMENTS] == {
+      'shoes': {}, **{f'shoes@{b.name}': ceiling.bucket_row(b, ceiling.SAMPLES)[2]
+                      for b in ceiling.degraded_buckets(config)}}

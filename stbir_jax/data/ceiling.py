@@ -36,8 +36,10 @@ that show their structure only.
 adds the ceiling of each named robustness bucket (config.curriculum.buckets): its jitter moves
 the sketch as above, and its word dropout and vague text take tokens out of the description
 (degraded_text_likelihood: every way the tokens left could have come from a photo's
-description). Its stroke degradations (dropped, partial, thickened and spurious strokes) are not
-modelled: the reader still sees the structure, so the bucket's figure bounds it from above.
+description), and its stroke dropout and partial drawing take strokes out of the sketch
+(ceiling_strokes: a structure whose drawing lacks an element that remains is ruled out, the
+others weighed by how likely they leave what remains). Thickened and spurious strokes are read
+through, so the bucket's figure bounds its Bayes ceiling from above.
 """
 
 import dataclasses
@@ -47,7 +49,8 @@ import math
 import numpy as np
 from absl import logging
 
-from stbir_jax.data import names, synth
+from stbir_jax.data import ceiling_strokes, names, synth
+from stbir_jax.data.synth import render
 
 MODES = ('sketch', 'text', 'sketch+text')
 # The drawer's perturbation ranges (synth.render.render_sketch).
@@ -57,6 +60,7 @@ DRAWER_SHIFT = 0.03          # fraction of the resolution
 PATTERN_NAMED = 0.75         # P(a patterned photo's description names its pattern)
 TOLERANCE = 1e-9
 SAMPLES = 16384             # Monte Carlo draws of a jittered sketch's prior (jitter_prior)
+ARGUMENTS = 'arguments'     # for_config's cache: the ceiling() arguments behind each figure
 
 
 @dataclasses.dataclass
@@ -70,6 +74,7 @@ class Photo:
   drawer_poses: list          # per sketch: rotation, scale, shift
   text_choices: list          # per description: synth.descriptions.text_choices
   texts: list
+  strokes: object = None      # ceiling_strokes.Strokes of its structure's drawing
 
 
 def _scale_angle(matrix):
@@ -82,12 +87,14 @@ def _rotation(angle):
 
 
 def _relative_poses(drawn: Photo, total_scale: float, total_angle: float, offset, gallery: list,
-                    centre):
+                    centre, structures=None):
   """Yields (index, photo scale, scale, rotation, shift) for each gallery photo of the drawn
-  structure: the transform about `centre` that takes that photo's pose to the object a sketch
-  shows at `total_scale`, `total_angle` and `offset`."""
+  structure (or of `structures`, a set of structure keys): the transform about `centre` that
+  takes that photo's pose to the object a sketch shows at `total_scale`, `total_angle` and
+  `offset`."""
+  structures = {drawn.structure_key} if structures is None else structures
   for i, photo in enumerate(gallery):
-    if photo.structure_key != drawn.structure_key:
+    if photo.structure_key not in structures:
       continue
     a, b = photo.pose
     s, angle = _scale_angle(a)
@@ -95,9 +102,11 @@ def _relative_poses(drawn: Photo, total_scale: float, total_angle: float, offset
     yield i, s, scale, rotation, offset - centre - scale * _rotation(rotation) @ (b - centre)
 
 
-def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolution: int):
+def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolution: int,
+                       structures=None):
   """(N,) p(sketch | photo) up to a constant: a sketch of `drawn` under `drawer_pose` against
-  every gallery photo."""
+  every gallery photo (of the drawn structure, or of `structures`, a set of structure keys: the
+  pose's part of the likelihood; 0 elsewhere)."""
   centre = np.full(2, resolution / 2.0)
   a_drawn, b_drawn = drawn.pose
   s_drawn, angle_drawn = _scale_angle(a_drawn)
@@ -109,7 +118,7 @@ def sketch_likelihoods(drawn: Photo, drawer_pose: dict, gallery: list, resolutio
   out = np.zeros(len(gallery))
   # scale, rotation, shift: the drawer's, if this were the photo.
   for i, s, scale, rotation, shift in _relative_poses(drawn, total_scale, total_angle, offset,
-                                                      gallery, centre):
+                                                      gallery, centre, structures):
     inside = (DRAWER_SCALE[0] - TOLERANCE <= scale <= DRAWER_SCALE[1] + TOLERANCE
               and abs(rotation) <= DRAWER_ROTATION + TOLERANCE
               and np.all(np.abs(shift) <= DRAWER_SHIFT * resolution + 1e-6))
@@ -129,7 +138,7 @@ def jitter_prior(jitter: float, resolution: int, samples: int, seed: int = 0) ->
 
 
 def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: dict,
-                                gallery: list, prior: dict) -> np.ndarray:
+                                gallery: list, prior: dict, structures=None) -> np.ndarray:
   """(N,) p(sketch | photo) up to a constant for a sketch of `drawn` that a robustness bucket then
   moved by `jitter_pose` (scale s, rotation, shift in pixels; about the image centre, as
   degradations._jitter). The sketch now shows the object at J D (photo pose), J = s R(rotation)
@@ -137,7 +146,8 @@ def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: di
   (scale, angle, residual shift) that would take that photo's pose there is a Monte Carlo mean
   over `prior` (jitter_prior) of the product of the uniform densities of the drawer's scale and
   rotation and of the jitter's shift. With a finite prior the ranking is one a perfect reader
-  could use, so its Acc@1 approaches the Bayes ceiling from below."""
+  could use, so its Acc@1 approaches the Bayes ceiling from below. `structures`: as
+  sketch_likelihoods."""
   resolution = prior['resolution']
   centre = np.full(2, resolution / 2.0)
   a_drawn, b_drawn = drawn.pose
@@ -161,7 +171,7 @@ def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: di
   out = np.zeros(len(gallery))
   # scale: jitter scale x drawer scale; rotation: jitter's + drawer's; residual: J t_d + t_j.
   for i, s, scale, rotation, residual in _relative_poses(drawn, total_scale, total_angle, offset,
-                                                         gallery, centre):
+                                                         gallery, centre, structures):
     drawer_scale = scale / s_j
     density = (((drawer_scale >= DRAWER_SCALE[0] - TOLERANCE)
                 & (drawer_scale <= DRAWER_SCALE[1] + TOLERANCE)) * scale_density / s_j
@@ -171,9 +181,11 @@ def jittered_sketch_likelihoods(drawn: Photo, drawer_pose: dict, jitter_pose: di
   return out
 
 
-def pose_blind_sketch_likelihoods(drawn: Photo, gallery: list) -> np.ndarray:
-  """(N,) p(sketch | photo) when the sketch's pose tells nothing: the drawn structure only."""
-  return np.asarray([float(p.structure_key == drawn.structure_key) for p in gallery])
+def pose_blind_sketch_likelihoods(drawn: Photo, gallery: list, structures=None) -> np.ndarray:
+  """(N,) p(sketch | photo) when the sketch's pose tells nothing: the drawn structure (or
+  `structures`, as sketch_likelihoods) only."""
+  structures = {drawn.structure_key} if structures is None else structures
+  return np.asarray([float(p.structure_key in structures) for p in gallery])
 
 
 def _category_probability(choices, category) -> float:
@@ -277,20 +289,26 @@ def bayes_acc_at_1(likelihoods: np.ndarray, target: np.ndarray) -> float:
 
 
 def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
-  gallery = []
+  gallery, strokes = [], {}
   for record, params in synth.generate_with_params(config_name, split, spec):
+    key = (int(record['family']), params['structural_variant'])
+    if key not in strokes:
+      drawing = render.Drawing(params['category'].build(params['structure']))
+      strokes[key] = ceiling_strokes.Strokes.of(drawing)
     gallery.append(Photo(
         instance=int(record['instance']),
         structure_key=(int(record['family']), params['structural_variant']),
         category=params['category'], appearance=params['appearance'], pose=params['pose'],
         drawer_poses=params['drawer_poses'], text_choices=params['text_choices'],
-        texts=list(record['texts'])))
+        texts=list(record['texts']), strokes=strokes[key]))
   return gallery
 
 
 def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
             jitter: float = 0.0, pose_blind: bool = False, word_dropout: float = 0.0,
-            vague_text: bool = False, samples: int = SAMPLES, seed: int = 0) -> dict:
+            vague_text: bool = False, stroke_dropout: float = 0.0, keep_fraction: float = 1.0,
+            samples: int = SAMPLES, stroke_samples: int = ceiling_strokes.SAMPLES,
+            seed: int = 0) -> dict:
   """{mode: best Acc@1} over the evaluation's queries (query j of a photo: sketch j, text j mod
   T, as data/pipeline.eval_queries), every query against the whole split's gallery.
 
@@ -303,12 +321,20 @@ def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
   word_dropout > 0 or vague_text: every description first loses tokens as a bucket's text
   degradations take them (TextDegradation, a draw per query from `seed`). The reader is granted
   the choices behind the description (noun, which attributes were named, the sentence form),
-  so this too bounds the Bayes ceiling from above."""
+  so this too bounds the Bayes ceiling from above.
+
+  stroke_dropout > 0 or keep_fraction < 1: every sketch first loses strokes as a bucket's stroke
+  degradations take them (ceiling_strokes: a draw per query from `seed`), so a structure
+  whose drawing lacks an element that remains is ruled out, and the others are weighed by how
+  likely they leave what remains (a mean over `stroke_samples` drawers). The reader is granted
+  perfect perception of what remains, so this too bounds the Bayes ceiling from above (up to
+  the Monte Carlo means' shortfall)."""
   if jitter < 0 or (jitter and pose_blind):
     raise ValueError(f'jitter={jitter!r}, pose_blind={pose_blind!r}; expected jitter >= 0, '
                      'and not both.')
   if not 0.0 <= word_dropout <= 1.0:
     raise ValueError(f'word_dropout={word_dropout!r}; expected a probability in [0, 1].')
+  ceiling_strokes.check(stroke_dropout, keep_fraction)
   gallery = photos(config_name, split, spec)
   groups = appearance_groups(gallery)
   prior = jitter_prior(jitter, spec.resolution, samples, seed) if jitter else None
@@ -322,23 +348,51 @@ def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
       words = degradation.degrade(words)
     return text_likelihoods(words, choices, gallery, groups, degradation)
 
-  def sketch(photo, j):
+  strokes_modelled = ceiling_strokes.is_modelled(stroke_dropout, keep_fraction)
+  stroke_draws = np.random.default_rng(seed + 3)
+  element_keys = {p.structure_key: frozenset(p.strokes.keys) for p in gallery
+                  if p.strokes is not None}
+
+  def drawers(photo, query):
+    # The same draws for every candidate of one query: common random numbers for the ranking.
+    return ceiling_strokes.draw(photo.strokes, _scale_angle(photo.pose[0])[0], spec.resolution,
+                                np.random.default_rng((seed, 3, query)), stroke_samples)
+
+  def strokes_left(photo, query):
+    """(N,) p(what strokes remain | photo) and the structures that could have left them."""
+    visible = ceiling_strokes.observe(
+        photo.strokes, ceiling_strokes.draw(photo.strokes, _scale_angle(photo.pose[0])[0],
+                                            spec.resolution, stroke_draws, 1),
+        stroke_dropout, keep_fraction, stroke_draws)
+    structures = {k for k, keys in element_keys.items() if keys.issuperset(visible)}
+    out = np.zeros(len(gallery))
+    for i, candidate in enumerate(gallery):
+      if candidate.structure_key in structures:
+        out[i] = ceiling_strokes.likelihood(visible, candidate.strokes,
+                                            drawers(candidate, query), stroke_dropout,
+                                            keep_fraction)
+    return out, structures
+
+  def sketch(photo, j, query):
+    strokes, structures = (strokes_left(photo, query) if strokes_modelled
+                           else (1.0, None))
     if pose_blind:
-      return pose_blind_sketch_likelihoods(photo, gallery)
+      return strokes * pose_blind_sketch_likelihoods(photo, gallery, structures)
     if prior is None:
-      return sketch_likelihoods(photo, photo.drawer_poses[j], gallery, spec.resolution)
+      return strokes * sketch_likelihoods(photo, photo.drawer_poses[j], gallery,
+                                          spec.resolution, structures)
     u = draws.uniform(-1.0, 1.0, 4)
     jitter_pose = dict(scale=1.0 + jitter * u[0], rotation=jitter * math.pi * u[1],
                        shift=jitter * spec.resolution * u[2:])
-    return jittered_sketch_likelihoods(photo, photo.drawer_poses[j], jitter_pose, gallery,
-                                       prior)
+    return strokes * jittered_sketch_likelihoods(photo, photo.drawer_poses[j], jitter_pose,
+                                                 gallery, prior, structures)
 
   likelihood = {m: [] for m in modes}
   targets = []
   for t, photo in enumerate(gallery):
     num_sketches, num_texts = len(photo.drawer_poses), len(photo.texts)
     for j in range(max(num_sketches, num_texts)):
-      s = sketch(photo, j) if j < num_sketches else None
+      s = sketch(photo, j, len(targets)) if j < num_sketches else None
       x = text(photo, j % num_texts) if num_texts else None
       for mode, value in (('sketch', s), ('text', x),
                           ('sketch+text', None if s is None or x is None else s * x)):
@@ -358,8 +412,10 @@ def spec_from_config(config) -> synth.SynthSpec:
 
 
 def _moves_sketch_or_words(bucket) -> bool:
-  """Whether a bucket degrades what ceiling() models (jitter, word dropout, vague text)."""
-  return bool(bucket.jitter or bucket.word_dropout or bucket.vague_text)
+  """Whether a bucket degrades what ceiling() models (jitter, word dropout, vague text, stroke
+  dropout, partial drawing)."""
+  return bool(bucket.jitter or bucket.word_dropout or bucket.vague_text
+              or ceiling_strokes.is_modelled(bucket.stroke_dropout, bucket.keep_fraction))
 
 
 def degraded_buckets(config) -> list:
@@ -385,12 +441,13 @@ def bucket_ceiling(ceilings: dict, dataset: str, bucket, mode: str = 'sketch+tex
 def for_config(config, split: str, cache=None):
   """{dataset configuration: {mode: ceiling}} of a run's evaluation split `split`, with
   '<configuration>@<bucket>' for each of the robustness evaluator's degraded buckets
-  (degraded_buckets; its stroke degradations read through), or None for data that is not
-  STBIR-Synth (no ground truth). `cache`: an epath-like JSON file; what it lacks is computed
-  and added."""
+  (degraded_buckets), or None for data that is not STBIR-Synth (no ground truth). `cache`: an
+  epath-like JSON file; what it lacks, or holds for other arguments of ceiling() (a bucket
+  redefined, or a cache of an older model of the bucket), is computed and stored."""
   if config.data.name != names.SYNTH:
     return None
   out = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+  arguments = out.pop(ARGUMENTS, {})
   spec = spec_from_config(config)
   buckets = degraded_buckets(config)
   wanted = {}
@@ -398,13 +455,15 @@ def for_config(config, split: str, cache=None):
     wanted[name] = {}
     for bucket in buckets:
       wanted[f'{name}@{bucket.name}'] = bucket_row(bucket, SAMPLES)[2]
-  missing = [key for key in wanted if key not in out]
+  missing = [key for key in wanted if key not in out or arguments.get(key) != wanted[key]]
   for key in missing:
     logging.info('The ceiling of %s on the %s split...', key, split)
     out[key] = ceiling(key.split('@')[0], split, spec, **wanted[key])
+    arguments[key] = wanted[key]
   if cache is not None and missing:
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out, indent=2, sort_keys=True) + '\n')
+    cache.write_text(json.dumps(dict(out, **{ARGUMENTS: arguments}), indent=2, sort_keys=True)
+                     + '\n')
   return out
 
 
@@ -419,19 +478,24 @@ def named_buckets(config, wanted, where: str = '--buckets') -> list:
   return [by_name[name] for name in wanted]
 
 
-def bucket_row(bucket, samples: int) -> tuple:
+def bucket_row(bucket, samples: int, stroke_samples: int = ceiling_strokes.SAMPLES) -> tuple:
   """(row label, JSON key suffix, keyword arguments of ceiling()) for a robustness bucket: its
-  jitter, word dropout and vague text; its stroke degradations are read through."""
+  jitter, word dropout, vague text, stroke dropout and partial drawing; its thickened and
+  spurious strokes are read through."""
   if bucket.missing_sketch or bucket.missing_text:
     raise SystemExit(f'--buckets: {bucket.name!r} drops a whole modality; its ceiling is the '
                      'other mode\'s row.')
   kwargs = dict(jitter=float(bucket.jitter), word_dropout=float(bucket.word_dropout),
-                vague_text=bool(bucket.vague_text), samples=samples)
+                vague_text=bool(bucket.vague_text),
+                stroke_dropout=float(bucket.stroke_dropout),
+                keep_fraction=float(bucket.keep_fraction), samples=samples,
+                stroke_samples=stroke_samples)
   parts = [f'jitter {bucket.jitter:g}' if bucket.jitter else '',
+           f'stroke dropout {bucket.stroke_dropout:g}' if bucket.stroke_dropout else '',
+           f'keep {bucket.keep_fraction:g} of the strokes' if bucket.keep_fraction < 1 else '',
            f'word dropout {bucket.word_dropout:g}' if bucket.word_dropout else '',
            'vague text' if bucket.vague_text else '']
-  label = f'the {bucket.name} bucket ({", ".join(p for p in parts if p) or "as drawn"}; ' \
-          'strokes read through)'
+  label = f'the {bucket.name} bucket ({", ".join(p for p in parts if p) or "as drawn"})'
   return label, f'@{bucket.name}', kwargs
 
 
@@ -451,7 +515,8 @@ def main(argv):
            for j in jitters]
   if f.pose_blind:
     rows.append(('pose lost', '@pose_blind', dict(pose_blind=True)))
-  rows += [bucket_row(bucket, f.samples) for bucket in named_buckets(config, f.buckets)]
+  rows += [bucket_row(bucket, f.samples, f.stroke_samples)
+           for bucket in named_buckets(config, f.buckets)]
   results = {}
   lines = [f'Ceiling (best possible Acc@1, %) on STBIR-Synth {f.split}, '
            f'{config.data.resolution} px:', '',
@@ -479,11 +544,14 @@ if __name__ == '__main__':
                     '0.06,0.1.')
   flags.DEFINE_integer('samples', SAMPLES, 'Monte Carlo draws of the prior a jittered sketch\'s '
                        'likelihood integrates over.')
+  flags.DEFINE_integer('stroke_samples', ceiling_strokes.SAMPLES, 'Drawer draws per likelihood '
+                       'of the strokes a bucket leaves (its stroke dropout and partial drawing).')
   flags.DEFINE_bool('pose_blind', False, 'Also the ceiling of sketches whose pose tells nothing '
                     '(their structure only).')
   flags.DEFINE_list('buckets', [], 'Also the ceiling of queries of these robustness buckets '
                     '(config.curriculum.buckets[].name, e.g. moderate,severe): their jitter, word '
-                    'dropout and vague text; their stroke degradations are not modelled.')
+                    'dropout, vague text, stroke dropout and partial drawing; their thickened '
+                    'and spurious strokes are read through.')
   flags.DEFINE_string('out', '', 'Optional JSON file for the figures.')
   flags.mark_flag_as_required('config')
   app.run(main)

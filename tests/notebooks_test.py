@@ -39,10 +39,12 @@ def test_docs_link_every_notebook_and_ci_runs_them():
     readme = f.read()
   with open(os.path.join(REPO, '.ci', 'run')) as f:
     ci = f.read()
-  # CI runs the README's test command, then these notebooks as a command of their own.
+  # CI runs the README's test command, then the slow tests (these notebooks among them) as a
+  # command of their own.
   readme_command = 'python -m pytest -q -n 2 tests'
   assert readme_command in readme and f'run tests {readme_command}\n' in ci
-  assert 'run notebooks python -m pytest -q -m slow tests/notebooks_test.py\n' in ci
+  slow_command = 'python -m pytest -q -n 2 -m slow tests'
+  assert f'run slow {slow_command}\n' in ci and slow_command in readme
 
 
 @pytest.fixture(scope='module')

@@ -273,6 +273,7 @@ def test_init_from_starts_a_fresh_run_from_a_trained_one(smoke_run, tmp_path):
                                                       jax.tree.leaves(latest), strict=True))
 
 
+@pytest.mark.slow   # a third training run from the smoke run: ~80 s on 2 cores
 def test_init_from_adds_a_fresh_identity_aligner_to_a_run_without_one(smoke_run, tmp_path):
   config = _branch(smoke_run, init_from_step=8)
   config.model.sketch_align = True

@@ -98,6 +98,7 @@ def test_the_likelihood_matches_the_buckets_own_stroke_degradation():
         WHOLE if x else NONE for x in pattern[2:])]
     assert n / len(ids) == pytest.approx(_likelihood(strokes, draws, states, p, keep), abs=0.01)
   assert not ids[:, 4].any()             # id 5 is past the partial drawing
+  assert ceiling_strokes.KEEP_EPS == degradations._CEIL_EPS
 
 
 def test_draws_match_the_drawers_stroke_counts():

@@ -55,7 +55,7 @@ from stbir_jax.data.synth import render
 MODES = ('sketch', 'text', 'sketch+text')
 # The drawer's perturbation ranges (synth.render.render_sketch).
 DRAWER_ROTATION = math.radians(4.0)
-DRAWER_SCALE = (0.95, 1.04)
+DRAWER_SCALE = ceiling_strokes.DRAWER_SCALE
 DRAWER_SHIFT = 0.03          # fraction of the resolution
 PATTERN_NAMED = 0.75         # P(a patterned photo's description names its pattern)
 TOLERANCE = 1e-9

@@ -45,6 +45,7 @@ through, so the bucket's figure bounds its Bayes ceiling from above.
 import dataclasses
 import json
 import math
+import time
 
 import numpy as np
 from absl import logging
@@ -61,6 +62,7 @@ PATTERN_NAMED = 0.75         # P(a patterned photo's description names its patte
 TOLERANCE = 1e-9
 SAMPLES = 16384             # Monte Carlo draws of a jittered sketch's prior (jitter_prior)
 ARGUMENTS = 'arguments'     # for_config's cache: the ceiling() arguments behind each figure
+PROGRESS_EVERY_S = 30.0     # a progress line this often while a ceiling is computed
 
 
 @dataclasses.dataclass
@@ -389,7 +391,12 @@ def ceiling(config_name: str, split: str, spec: synth.SynthSpec, modes=MODES, *,
 
   likelihood = {m: [] for m in modes}
   targets = []
+  started, reported = time.monotonic(), time.monotonic()
   for t, photo in enumerate(gallery):
+    if time.monotonic() - reported > PROGRESS_EVERY_S:
+      reported = time.monotonic()
+      logging.info('ceiling of %s %s: %d of %d photos\' queries scored, %.0f s', config_name,
+                   split, t, len(gallery), reported - started)
     num_sketches, num_texts = len(photo.drawer_poses), len(photo.texts)
     for j in range(max(num_sketches, num_texts)):
       s = sketch(photo, j, len(targets)) if j < num_sketches else None

@@ -298,9 +298,8 @@ def photos(config_name: str, split: str, spec: synth.SynthSpec) -> list:
       drawing = render.Drawing(params['category'].build(params['structure']))
       strokes[key] = ceiling_strokes.Strokes.of(drawing)
     gallery.append(Photo(
-        instance=int(record['instance']),
-        structure_key=(int(record['family']), params['structural_variant']),
-        category=params['category'], appearance=params['appearance'], pose=params['pose'],
+        instance=int(record['instance']), structure_key=key, category=params['category'],
+        appearance=params['appearance'], pose=params['pose'],
         drawer_poses=params['drawer_poses'], text_choices=params['text_choices'],
         texts=list(record['texts']), strokes=strokes[key]))
   return gallery

@@ -122,9 +122,8 @@ def observe(strokes: Strokes, draws: Draws, stroke_dropout: float, keep_fraction
 
 def likelihood(visible: dict, strokes: Strokes, draws: Draws, stroke_dropout: float,
                keep_fraction: float) -> float:
-  """p(`visible` | this structure) up to a constant shared by all structures: 0 where an
-  element that remains is not in its drawing, else the mean over `draws` of the probability
-  that the bucket's draws leave exactly `visible`."""
+  """p(`visible` | this structure): 0 where an element that remains is not in its drawing, else
+  the mean over `draws` of the probability that the bucket's draws leave exactly `visible`."""
   index = {key: e for e, key in enumerate(strokes.keys)}
   if any(key not in index for key in visible):
     return 0.0
